@@ -1,0 +1,31 @@
+"""How one calibration batch is passed to ``forward`` (DESIGN.md §3).
+
+A tensor is one positional argument, a list or tuple of tensors are positional
+arguments, a dict of tensors are keyword arguments.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def as_call_args(batch: Any) -> tuple[tuple, dict]:
+    """Return ``(args, kwargs)`` for ``model(*args, **kwargs)``."""
+    args = getattr(batch, "args", None)
+    kwargs = getattr(batch, "kwargs", None)
+    if isinstance(args, tuple) and isinstance(kwargs, dict):
+        return args, kwargs  # an already-normalised Sample
+    if isinstance(batch, Mapping):
+        return (), dict(batch)
+    if isinstance(batch, (list, tuple)):
+        return tuple(batch), {}
+    return (batch,), {}
+
+
+def move_batch(args: tuple, kwargs: dict, device) -> tuple[tuple, dict]:
+    """Move every tensor of a batch to ``device`` (leaves other values alone)."""
+
+    def mv(v):
+        return v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v
+
+    return tuple(mv(a) for a in args), {k: mv(v) for k, v in kwargs.items()}

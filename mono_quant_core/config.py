@@ -1,0 +1,142 @@
+"""QuantConfig: one set of names and values shared by the API, the CLI, job files and the GUI.
+
+Torch-free so the application can build its settings panel before torch loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+DTYPES = ("int8", "int4", "fp16", "bf16")
+MODES = ("weight-only", "dynamic", "static")
+SCHEMES = ("symmetric", "asymmetric")
+GRANULARITIES = ("per-channel", "per-tensor", "per-group")
+OBSERVERS = ("minmax", "moving-average", "percentile", "histogram")
+HISTOGRAM_METHODS = ("mse", "entropy")
+ON_FAILURE = ("error", "warn", "ignore")
+
+#: Layer types that have a quantized replacement (class names of ``torch.nn``).
+SUPPORTED_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "LSTM", "GRU")
+
+_CHOICES = {
+    "dtype": DTYPES,
+    "mode": MODES,
+    "scheme": SCHEMES,
+    "granularity": GRANULARITIES,
+    "observer": OBSERVERS,
+    "histogram_method": HISTOGRAM_METHODS,
+    "on_failure": ON_FAILURE,
+}
+
+
+def _canon(value: Any) -> Any:
+    """Accept underscore spellings (``per_channel``) and any case."""
+    if isinstance(value, str):
+        return value.strip().lower().replace("_", "-")
+    return value
+
+
+@dataclass
+class QuantConfig:
+    """What to quantize and how.  Field names and values match DESIGN.md §5.
+
+    ``layers``: when not None, exactly these qualified module names are
+    quantized (the GUI's ticked boxes); type and pattern rules then only
+    explain why the others were skipped.
+    """
+
+    dtype: str = "int8"
+    mode: str = "dynamic"
+    scheme: str = "symmetric"
+    granularity: str = "per-channel"
+    group_size: int = 128
+    observer: str = "minmax"
+    include_types: list[str] | None = None
+    exclude_types: list[str] = field(default_factory=list)
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    layers: list[str] | None = None
+    on_failure: str = "error"
+    min_output_sqnr_db: float | None = None
+    # Observer knobs.
+    percentile: float = 99.99
+    moving_average_constant: float = 0.01
+    histogram_bins: int = 2048
+    histogram_method: str = "mse"
+    # Layers below this weight or output SQNR get a warning in the report.
+    warn_layer_sqnr_db: float = 20.0
+
+    def __post_init__(self) -> None:
+        for name in _CHOICES:
+            setattr(self, name, _canon(getattr(self, name)))
+        for name in ("include_types", "exclude_types", "include", "exclude", "layers"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                setattr(self, name, [value])
+            elif value is not None:
+                setattr(self, name, list(value))
+        self.validate()
+
+    # -- checks -----------------------------------------------------------------
+    def validate(self) -> None:
+        for name, allowed in _CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(
+                    f"{name}: {value!r} is not allowed; choose one of {', '.join(allowed)}"
+                )
+        if not isinstance(self.group_size, int) or self.group_size < 2 or self.group_size % 2:
+            raise ConfigError(f"group_size: {self.group_size!r} must be an even integer >= 2")
+        if self.granularity == "per-group" and self.dtype not in ("int8", "int4"):
+            raise ConfigError("granularity: per-group applies to int8 and int4 only")
+        if self.dtype == "int4" and self.mode != "weight-only":
+            raise ConfigError(
+                f"mode: int4 is weight-only (got mode={self.mode!r}); set mode to weight-only"
+            )
+        if self.dtype in ("int8", "int4") and self.mode == "dynamic" and self.granularity == "per-group":
+            raise ConfigError("granularity: per-group needs mode weight-only")
+        if self.mode == "static" and self.granularity == "per-group":
+            raise ConfigError("granularity: per-group needs mode weight-only")
+        if not 0.0 < float(self.percentile) <= 100.0:
+            raise ConfigError(f"percentile: {self.percentile!r} must be in (0, 100]")
+        if not 0.0 < float(self.moving_average_constant) <= 1.0:
+            raise ConfigError(
+                f"moving_average_constant: {self.moving_average_constant!r} must be in (0, 1]"
+            )
+        if int(self.histogram_bins) < 16:
+            raise ConfigError(f"histogram_bins: {self.histogram_bins!r} must be >= 16")
+        for name in ("include_types", "exclude_types"):
+            for t in getattr(self, name) or []:
+                if not isinstance(t, str) or not t:
+                    raise ConfigError(f"{name}: {t!r} is not a layer type name")
+
+    @property
+    def is_cast(self) -> bool:
+        return self.dtype in ("fp16", "bf16")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.mode == "static" and not self.is_cast
+
+    # -- conversion ---------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
+        """Build from a mapping with dashed or underscored keys; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"{key}: unknown setting; known: {', '.join(sorted(known))}")
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "QuantConfig":
+        return dataclasses.replace(self, **changes)

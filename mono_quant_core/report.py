@@ -1,0 +1,130 @@
+"""The run report: plain dataclasses that serialise to JSON (DESIGN.md §5).
+
+SQNR values may be ``inf`` (identical tensors) or None (not measured).  JSON
+has no infinity, so ``inf`` is written as the string ``"inf"`` and read back
+as ``float("inf")``; :func:`format_db` renders either for people.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def format_db(value: float | None, digits: int = 1) -> str:
+    """``42.3 dB``, ``∞ dB`` (identical) or ``—`` (not measured)."""
+    if value is None:
+        return "—"
+    if math.isinf(value):
+        return "∞ dB" if value > 0 else "-∞ dB"
+    return f"{value:.{digits}f} dB"
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if math.isnan(value):
+            return "nan"
+        return value
+    if isinstance(value, dict):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _decode_float(value: Any) -> Any:
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    return value
+
+
+@dataclass
+class LayerReport:
+    """One quantized layer."""
+
+    name: str
+    type: str
+    dtype: str
+    scheme: str | None = None
+    granularity: str | None = None
+    shape: list[int] = field(default_factory=list)
+    weight_sqnr_db: float | None = None
+    output_sqnr_db: float | None = None
+    original_bytes: int = 0
+    quantized_bytes: int = 0
+    kernel: str | None = None
+    status: str = "ok"  # ok | low-sqnr
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LayerReport":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: _decode_float(v) for k, v in d.items() if k in known})
+
+
+@dataclass
+class SkippedLayer:
+    """A layer left in float, with the reason."""
+
+    name: str
+    type: str
+    reason: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SkippedLayer":
+        return cls(name=d["name"], type=d["type"], reason=d["reason"])
+
+
+@dataclass
+class QuantReport:
+    """Everything a run measured.  ``passed`` is False when a check failed."""
+
+    dtype: str = "int8"
+    mode: str = "dynamic"
+    output_sqnr_db: float | None = None
+    original_bytes: int = 0
+    quantized_bytes: int = 0
+    file_bytes: int | None = None
+    estimated_file_bytes: int | None = None
+    compression_ratio: float | None = None
+    layers: list[LayerReport] = field(default_factory=list)
+    skipped: list[SkippedLayer] = field(default_factory=list)
+    calibration_samples: int = 0
+    validation_samples: int = 0
+    calibration_method: str | None = None
+    load_test_passed: bool | None = None
+    weight_range_valid: bool | None = None
+    passed: bool = True
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def layer(self, name: str) -> LayerReport:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _encode(dataclasses.asdict(self))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "QuantReport":
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: _decode_float(v) for k, v in d.items() if k in known}
+        kwargs["layers"] = [LayerReport.from_dict(x) for x in d.get("layers", [])]
+        kwargs["skipped"] = [SkippedLayer.from_dict(x) for x in d.get("skipped", [])]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "QuantReport":
+        return cls.from_dict(json.loads(text))
