@@ -1,0 +1,177 @@
+"""``preview_calibration``: what a calibration folder holds, before a run.
+
+Every chosen file is read (at most ``PREVIEW_MAX_FILES``; ``capped`` says when
+more were left unread) and summarised per tensor.  Problems are recorded, not
+raised, so that a GUI can show them all; only a missing or empty folder raises.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import MonoQuantError
+from .calibration_files import Batch, batch_items, check_finite, file_size, read_unchecked
+from .calibration_set import load_calibration
+from .dry_run import describe_output, run_batch
+
+PREVIEW_MAX_FILES = 1000
+
+
+@dataclass
+class TensorSummary:
+    """One tensor of a file: shape, dtype, range over finite values, NaN/Inf counts."""
+
+    key: str  # "" for a lone tensor, "0", "1" … in a tuple, the name in a dict
+    shape: list[int]
+    dtype: str
+    min: float | None
+    max: float | None
+    mean: float | None
+    nan: int
+    inf: int
+
+
+@dataclass
+class FilePreview:
+    """One file: its tensors, or the problem that stops it being used."""
+
+    name: str
+    bytes: int
+    passed_as: str | None  # "positional" (tensor, tuple) or "keywords" (dict)
+    tensors: list[TensorSummary] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class CalibrationPreview:
+    """Summary of a calibration folder and, with a model, of a dry run of its first sample."""
+
+    folder: str
+    file_count: int
+    selected: int
+    files: list[FilePreview]
+    capped: bool
+    files_sha256: str
+    dry_run_structure: str | None = None
+    dry_run_outputs: list[tuple[str, list[int] | None, str]] = field(default_factory=list)
+    dry_run_error: str | None = None
+
+    @property
+    def errors(self) -> list[str]:
+        """Every problem found: per file, then the dry run's."""
+        found = [f.error for f in self.files if f.error]
+        return found + ([self.dry_run_error] if self.dry_run_error else [])
+
+    @property
+    def ok(self) -> bool:
+        """True when every file and the dry run are usable."""
+        return not self.errors
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One plain dict per tensor (or per unreadable file) for a table view."""
+        rows = []
+        for f in self.files:
+            base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error}
+            for t in f.tensors or [None]:
+                row = dict(base, key=None, shape=None, dtype=None, min=None, max=None,
+                           mean=None, nan=None, inf=None)
+                if t is not None:
+                    row.update(asdict(t))
+                rows.append(row)
+        return rows
+
+    def summary(self) -> str:
+        """A few lines for people."""
+        lines = [f"{self.folder}: {self.selected} of {self.file_count} files chosen"
+                 + (f", first {len(self.files)} previewed" if self.capped else "")]
+        if self.files and self.files[0].tensors:
+            first = self.files[0]
+            shapes = ", ".join(f"{t.key + ' ' if t.key else ''}{t.shape} {t.dtype}" for t in first.tensors)
+            lines.append(f"first file {first.name}: {shapes} (passed as {first.passed_as})")
+        if self.dry_run_structure:
+            outs = ", ".join(f"{k or 'output'} {s}" for k, s, _ in self.dry_run_outputs[:8])
+            lines.append(f"dry run: {self.dry_run_structure}: {outs}")
+        lines += self.errors
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        data = asdict(self)
+        data["dry_run_outputs"] = [list(o) for o in self.dry_run_outputs]
+        data["errors"] = self.errors
+        return data
+
+
+def preview_calibration(folder: str | os.PathLike, model: nn.Module | None = None,
+                        samples: int | None = None, seed: int | None = None,
+                        max_files: int = PREVIEW_MAX_FILES) -> CalibrationPreview:
+    """Summarise the chosen files and, with ``model``, dry-run the first one."""
+    chosen = load_calibration(folder, samples, seed)
+    batches: list[Batch | None] = []
+    files = []
+    for path in chosen.files[:max_files]:
+        preview, batch = _preview_file(path)
+        files.append(preview)
+        batches.append(batch)
+    result = CalibrationPreview(
+        folder=str(chosen.folder), file_count=chosen.folder_count, selected=len(chosen),
+        files=files, capped=len(chosen) > len(files), files_sha256=chosen.file_list_sha256())
+    if model is not None:
+        _dry_run(result, model, batches[0], chosen.files[0])
+    return result
+
+
+def _preview_file(path: Path) -> tuple[FilePreview, Batch | None]:
+    preview = FilePreview(name=path.name, bytes=file_size(path), passed_as=None)
+    try:
+        batch = read_unchecked(path)
+    except MonoQuantError as exc:
+        preview.error = str(exc)
+        return preview, None
+    preview.passed_as = "keywords" if isinstance(batch, dict) else "positional"
+    preview.tensors = [_summarise(key, t) for key, t in batch_items(batch)]
+    try:
+        check_finite(batch, path)
+    except MonoQuantError as exc:
+        preview.error = str(exc)
+        return preview, None
+    return preview, batch
+
+
+def _dry_run(result: CalibrationPreview, model: nn.Module, batch: Batch | None, path: Path) -> None:
+    if batch is None:
+        result.dry_run_error = f"{path.name}: no dry run: the file itself has a problem (see above)"
+        return
+    try:
+        output = run_batch(model, batch, path)
+    except MonoQuantError as exc:
+        result.dry_run_error = str(exc)
+        return
+    except Exception as exc:  # a user model may raise anything; the preview reports it
+        result.dry_run_error = f"{path.name}: the model raised {type(exc).__name__}: {exc}"
+        return
+    result.dry_run_structure, result.dry_run_outputs = describe_output(output)
+
+
+def _summarise(key: str, t: torch.Tensor) -> TensorSummary:
+    dtype = str(t.dtype).removeprefix("torch.")
+    nan = inf = 0
+    lo = hi = mean = None
+    if t.is_floating_point():
+        nan = int(torch.isnan(t).sum())
+        inf = int(torch.isinf(t).sum())
+        values = t[torch.isfinite(t)] if nan or inf else t
+    elif t.is_complex():
+        values = None
+    else:
+        values = t
+    if values is not None and values.numel():
+        values = values.double()
+        lo, hi, mean = float(values.min()), float(values.max()), float(values.mean())
+    return TensorSummary(key, list(t.shape), dtype, lo, hi, mean, nan, inf)

@@ -1,0 +1,118 @@
+"""Open a checkpoint file without executing code and without a second copy in memory.
+
+``.pt/.pth/.bin/.ckpt`` go through ``torch.load(weights_only=True, mmap=True)``
+(legacy non-zip files without mmap); ``.safetensors`` and sharded
+``*.safetensors.index.json`` through ``safetensors_files``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import struct
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
+from .checkpoint_unwrap import unwrap_state_dict
+from .page_release import file_mappings, release_pages
+from .safetensors_files import open_safetensors, open_sharded, shard_map
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+INDEX_SUFFIX = ".index.json"
+SUPPORTED = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, "*.safetensors.index.json"))
+
+# What torch.load / safetensors / numpy raise on a damaged file: an unpickler
+# fed garbage fails with almost any error type.
+UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+              RuntimeError, struct.error, zipfile.BadZipFile)
+
+RESAVE_HINT = ("Re-save the weights as a plain state dict, where you trust the file: "
+               "torch.save(model.state_dict(), path) (for a Lightning checkpoint: "
+               "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path))")
+
+
+def open_checkpoint(path: str | os.PathLike) -> CheckpointSource:
+    """Open a checkpoint and list its tensors; refuses files that need pickled code."""
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    name = file.name.lower()
+    if name.endswith(SAFETENSORS_SUFFIX + INDEX_SUFFIX):
+        return open_sharded(file)
+    if name.endswith(SAFETENSORS_SUFFIX):
+        return open_safetensors(file)
+    if name.endswith(TORCH_SUFFIXES):
+        return _open_torch(file)
+    raise CheckpointError(f"{file.name}: unsupported checkpoint type; supported: {SUPPORTED}")
+
+
+def checkpoint_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of the file; for a sharded index, of the index followed by its shards in name order."""
+    file = Path(path).resolve()
+    digest = hashlib.sha256()
+    files = [file]
+    if file.name.lower().endswith(INDEX_SUFFIX):
+        files += sorted(set(shard_map(file).values()), key=lambda p: p.name)
+    for part in files:
+        with open(part, "rb") as f:
+            while block := f.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _open_torch(file: Path) -> CheckpointSource:
+    mapped = True
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as exc:
+        if "mmap" not in str(exc):
+            raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+        mapped = False  # a legacy (pre-zip) file: mmap needs the zip format
+        obj = _load_unmapped(file)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(_pickle_refusal(file, exc)) from exc
+    except UNREADABLE as exc:
+        raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+    tensors, wrapper, ignored = unwrap_state_dict(obj, file.name)
+    infos = {k: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."),
+                           t.numel() * t.element_size()) for k, t in tensors.items()}
+    mappings = file_mappings(file) if mapped else []
+
+    def release(chunk: Chunk) -> None:
+        for tensor in chunk.values():
+            release_pages(tensor, mappings)
+
+    return CheckpointSource(file, infos, reader=lambda names: {n: tensors[n] for n in names},
+                            release=release if mappings else None, wrapper=wrapper, ignored=ignored)
+
+
+def _load_unmapped(file: Path):
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(_pickle_refusal(file, exc)) from exc
+    except UNREADABLE as exc:
+        raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+
+
+def pickled_global(exc: Exception) -> str | None:
+    """The ``module.name`` a weights_only refusal names, or None (the file is just corrupt)."""
+    found = re.search(r"GLOBAL ([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+)\b", str(exc))
+    return found.group(1) if found else None
+
+
+def _pickle_refusal(file: Path, exc: Exception) -> str:
+    """Explain a weights_only refusal: code or classes it would need, or plain corruption."""
+    culprit = pickled_global(exc)
+    if culprit is None:
+        return f"{file.name}: not a readable PyTorch checkpoint ({str(exc).strip().splitlines()[-1]})"
+    return (f"{file.name}: refused: loading it would need the pickled object {culprit}, "
+            "and checkpoints are read with weights_only=True so that they can never run code. "
+            + RESAVE_HINT)

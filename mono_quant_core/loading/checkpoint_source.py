@@ -1,0 +1,65 @@
+"""What an opened checkpoint offers: names, shapes and dtypes first, then data in chunks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+CHUNK_BYTES = 64 << 20  # memory held at once beyond the model while loading
+
+Chunk = dict[str, torch.Tensor]
+
+
+@dataclass
+class TensorInfo:
+    """A checkpoint tensor's shape, dtype and size, known before its data is read."""
+
+    shape: tuple[int, ...]
+    dtype: str  # torch's name without "torch.", e.g. "float32"
+    nbytes: int
+
+
+@dataclass
+class CheckpointSource:
+    """A checkpoint's tensors by name, and a reader that hands them out chunk by chunk.
+
+    ``release`` runs on each chunk once the caller is done with it, so its
+    memory can go before the next one is read.
+    """
+
+    path: Path
+    infos: dict[str, TensorInfo]
+    reader: Callable[[list[str]], Chunk] | None
+    release: Callable[[Chunk], None] | None = None
+    wrapper: str | None = None
+    ignored: list[str] = field(default_factory=list)
+
+    def read(self, names: list[str]) -> Iterator[Chunk]:
+        """Yield the named tensors in chunks of about ``CHUNK_BYTES``."""
+        if self.reader is None:
+            raise ValueError(f"{self.path.name}: read after close")
+        for names_in_chunk in _chunks(names, self.infos):
+            chunk = self.reader(names_in_chunk)
+            yield chunk
+            if self.release is not None:
+                self.release(chunk)
+
+    def close(self) -> None:
+        """Drop every reference to the file's data."""
+        self.reader = self.release = None
+
+
+def _chunks(names: list[str], infos: dict[str, TensorInfo]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    held = 0
+    for name in names:
+        chunk.append(name)
+        held += infos[name].nbytes
+        if held >= CHUNK_BYTES:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk

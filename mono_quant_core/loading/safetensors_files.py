@@ -1,0 +1,96 @@
+"""``.safetensors`` files and sharded ``*.safetensors.index.json`` checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointError
+from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
+
+_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+
+def open_safetensors(file: Path) -> CheckpointSource:
+    """One ``.safetensors`` file: names, shapes and dtypes from its header."""
+    return _open_files(file, [file])
+
+
+def open_sharded(index: Path) -> CheckpointSource:
+    """A sharded checkpoint: every tensor its ``weight_map`` lists, from its shard."""
+    shards = shard_map(index)
+    source = _open_files(index, sorted(set(shards.values()), key=lambda p: p.name))
+    missing = sorted(set(shards) - set(source.infos))
+    if missing:
+        raise CheckpointError(
+            f"{index.name}: {len(missing)} tensors listed in weight_map are not in their shard "
+            f"files: {', '.join(missing[:10])}")
+    return source
+
+
+def shard_map(index: Path) -> dict[str, Path]:
+    """Tensor name -> shard file, from an index's ``weight_map``; every shard must exist."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index.name}: not a safetensors index with a weight_map: {exc}") from exc
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index.name}: weight_map must map tensor names to shard files")
+    shards = {}
+    for name, shard in weight_map.items():
+        file = (index.parent / str(shard)).resolve()
+        if not file.is_file():
+            raise CheckpointError(f"{index.name}: shard {shard} (for {name}) not found")
+        shards[name] = file
+    return shards
+
+
+def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
+    infos: dict[str, TensorInfo] = {}
+    where: dict[str, Path] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for name in f.keys():
+                    piece = f.get_slice(name)
+                    shape = tuple(piece.get_shape())
+                    dtype = _DTYPES.get(piece.get_dtype(), piece.get_dtype().lower())
+                    infos[name] = TensorInfo(shape, dtype, _nbytes(shape, dtype))
+                    where[name] = file
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"{file.name}: not a readable safetensors file: {exc}") from exc
+    if not infos:
+        raise CheckpointError(f"{path.name}: contains no tensors")
+    return CheckpointSource(path, infos, reader=lambda names: _read(where, names))
+
+
+def _read(where: dict[str, Path], names: list[str]) -> Chunk:
+    by_file: dict[Path, list[str]] = {}
+    for name in names:
+        by_file.setdefault(where[name], []).append(name)
+    out: Chunk = {}
+    # One open per chunk: safetensors keeps every page it read mapped until
+    # the file is closed, which would hold the whole checkpoint resident.
+    for file, in_file in by_file.items():
+        try:
+            with safe_open(str(file), framework="pt", device="cpu") as f:
+                for name in in_file:
+                    out[name] = f.get_tensor(name)
+        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+            raise CheckpointError(f"{file.name}: cannot read tensors: {exc}") from exc
+    return out
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    known = getattr(torch, dtype, None)
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count * (known.itemsize if isinstance(known, torch.dtype) else 1)
