@@ -1,0 +1,58 @@
+"""The argparse pieces every command shares: one-line usage errors, examples in --help, --debug."""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UsageError(Exception):
+    """A command line argparse rejected; ``prog`` names the command for the --help hint."""
+
+    def __init__(self, message: str, prog: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Raises UsageError instead of printing usage and exiting, so main() owns the exit code."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise UsageError(message, self.prog)
+
+
+def add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: show the Python traceback of an error."""
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the Python traceback")
+
+
+def canonical(value: str) -> str:
+    """Accept ``per_channel`` and ``Per-Channel`` for ``per-channel`` (as QuantConfig does)."""
+    return value.strip().lower().replace("_", "-")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def natural_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value

@@ -1,0 +1,40 @@
+"""``mono-quant inspect FILE [--json]``: metadata, layers and sizes of a quantized file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from ..errors import QuantizedFileError
+from ..inspect_file import format_inspect, inspect_file
+from .arguments import add_debug
+
+EXAMPLES = """\
+examples:
+  mono-quant inspect model.int8.safetensors
+  mono-quant inspect model.int8.pt --json | python -m json.tool
+
+exit status: 0 success, 2 the file is missing or not a mono-quant file
+"""
+
+
+def add_parser(commands) -> None:
+    """Register ``inspect``."""
+    p = commands.add_parser("inspect", help="show what a quantized file holds", epilog=EXAMPLES,
+                            description="Show the metadata, layers and sizes of a file written "
+                                        "by mono-quant.")
+    p.set_defaults(command=run)
+    p.add_argument("file", metavar="FILE", help="a .safetensors or .pt file written by mono-quant")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    add_debug(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print what the file holds, as text or JSON."""
+    if not os.path.isfile(args.file):
+        what = "is a folder, not a file" if os.path.isdir(args.file) else "no such file"
+        raise QuantizedFileError(f"{args.file}: {what}")
+    info = inspect_file(args.file)
+    print(json.dumps(info, indent=2, allow_nan=False) if args.json else format_inspect(info))
+    return 0

@@ -1,0 +1,80 @@
+"""How finished runs are shown: the one-line result of ``quantize``, the table of ``run``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from ..jobs import JobOutcome
+from ..report import QuantReport, format_db
+
+
+def human_bytes(n: int | None) -> str:
+    """``1.2 MB``, ``340 kB``, ``12 B`` (decimal units, as file managers show)."""
+    if n is None:
+        return "—"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def print_warnings(report: QuantReport) -> None:
+    """The report's warnings on stderr, one per line."""
+    for warning in report.warnings:
+        print(f"mono-quant: warning: {warning}", file=sys.stderr)
+
+
+def quantize_summary(outcome: JobOutcome) -> str:
+    """``wrote q.safetensors (12.3 kB; float weights 48.1 kB); output SQNR 41.2 dB; ...``."""
+    report = outcome.report
+    return (f"wrote {_shown_path(outcome.output)} ({human_bytes(outcome.file_bytes)}; float weights "
+            f"{human_bytes(report.original_bytes)}); output SQNR {format_db(report.output_sqnr_db)}; "
+            f"{len(report.layers)} layers quantized, {len(report.skipped)} skipped; "
+            f"{outcome.elapsed_s:.1f} s")
+
+
+@dataclass
+class JobRow:
+    """One line of ``run``'s summary: a job file and how its run ended."""
+
+    job: str
+    status: str  # done | failed
+    output: str | None = None
+    output_sqnr_db: float | None = None
+    file_bytes: int | None = None
+    elapsed_s: float = 0.0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        sqnr = self.output_sqnr_db
+        if sqnr is not None and sqnr in (float("inf"), float("-inf")):
+            sqnr = "inf" if sqnr > 0 else "-inf"
+        return {"job": self.job, "status": self.status, "output": self.output,
+                "output_sqnr_db": sqnr, "file_bytes": self.file_bytes,
+                "elapsed_s": round(self.elapsed_s, 3), "error": self.error}
+
+
+def summary_table(rows: list[JobRow]) -> str:
+    """The table ``run`` prints, then one line per failed job with its message."""
+    header = ["job", "status", "output", "SQNR", "size", "time"]
+    body = [[r.job, r.status, _shown_path(r.output) if r.output else "—",
+             format_db(r.output_sqnr_db), human_bytes(r.file_bytes), f"{r.elapsed_s:.1f} s"]
+            for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+             for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = [r for r in rows if r.status != "done"]
+    done = len(rows) - len(failed)
+    lines.append(f"\n{done} of {len(rows)} jobs done" + (f", {len(failed)} failed:" if failed else ""))
+    lines += [f"  {r.job}: " + (r.error or "").replace("\n", "\n    ") for r in failed]
+    return "\n".join(lines)
+
+
+def _shown_path(path: str) -> str:
+    """Relative to the current folder when inside it, else as it is."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith(os.pardir) else relative
