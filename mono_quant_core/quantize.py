@@ -1,0 +1,242 @@
+"""The one entry point: ``quantize(model, config, calibration, ...) -> QuantResult``.
+
+The caller's model is never changed: work happens on shallow clones that share
+its tensor storage (no weight bytes copied), and each chosen layer is replaced
+by its quantized twin one at a time, so peak memory stays near one float model
+plus the quantized weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from .config import QuantConfig
+from .errors import CalibrationError, ConfigError
+from .modules.registry import replacement_for
+from .progress import CancelLike, ProgressFn, Stepper
+from .report import LayerReport, QuantReport
+from .selection import select_layers
+from .structure import get_submodule, set_submodule, shallow_clone
+from .tensor_stats import state_bytes, weight_sqnr_db
+from . import validation
+
+#: Calibration samples reserved for validation: every fifth one (static mode).
+HOLDOUT_EVERY = 5
+#: Validation runs on at most this many samples (each costs ~3 forward passes).
+MAX_VALIDATION_SAMPLES = 32
+#: Fewer calibration samples than this earn a warning.
+MIN_CALIBRATION_SAMPLES = 16
+
+
+@dataclass
+class QuantResult:
+    """The quantized model (runnable now) and what the run measured."""
+
+    model: nn.Module
+    report: QuantReport
+    config: QuantConfig
+    source: dict[str, Any] = field(default_factory=dict)
+    calibration_info: dict[str, Any] = field(default_factory=dict)
+
+
+def split_samples(n: int, static: bool) -> tuple[list[int], list[int], bool]:
+    """Indices for calibration and for validation, and whether they overlap.
+
+    Static mode holds out every fifth sample (the last one when there are fewer
+    than five); the other modes calibrate nothing and validate on all samples.
+    """
+    indices = list(range(n))
+    if not static:
+        return [], indices[:MAX_VALIDATION_SAMPLES], False
+    if n == 0:
+        return [], [], False
+    if n == 1:
+        return indices, indices, True
+    held = [i for i in indices if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1] or [n - 1]
+    calib = [i for i in indices if i not in set(held)]
+    return calib, held[:MAX_VALIDATION_SAMPLES], False
+
+
+class _Subset(Sequence):
+    def __init__(self, base: Sequence, indices: list[int]):
+        self._base, self._indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i):
+        return self._base[self._indices[i]]
+
+
+def _as_sequence(calibration) -> Sequence:
+    if calibration is None:
+        return []
+    if isinstance(calibration, torch.Tensor):
+        return [calibration]
+    if isinstance(calibration, Sequence):
+        return calibration
+    return list(calibration)
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import safetensors
+
+    from . import __version__
+
+    return {
+        "mono_quant": __version__,
+        "torch": torch.__version__,
+        "safetensors": getattr(safetensors, "__version__", "unknown"),
+        "python": platform.python_version(),
+    }
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantConfig | None = None,
+    calibration=None,
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelLike | None = None,
+    on_layer: Callable[[LayerReport], None] | None = None,
+    validate: bool = True,
+    source: dict[str, Any] | None = None,
+) -> QuantResult:
+    """Quantize ``model`` as ``config`` says; the caller's model is left untouched.
+
+    ``calibration``: a sequence of batches (tensor / tuple / dict, or a
+    ``CalibrationSet``).  Static mode calibrates on it, holding every fifth
+    sample out for validation; other modes use it for validation only.
+    ``progress(done, total, message)`` and ``on_layer(LayerReport)`` run on the
+    calling thread.  Raises ``Cancelled`` when ``cancel`` is set, and
+    ``ValidationFailed`` when a check fails under ``on_failure="error"``.
+    """
+    config = config or QuantConfig()
+    config.validate()
+    started = time.perf_counter()
+    samples = _as_sequence(calibration)
+    static = config.needs_calibration
+    if static and len(samples) == 0:
+        raise ConfigError("mode: static needs calibration samples (a calibration folder)")
+    calib_idx, val_idx, overlap = split_samples(len(samples), static)
+    if not validate:
+        val_idx = []
+
+    selection = select_layers(model, config)
+    reference = shallow_clone(model).eval()  # float, with its own training flags
+    qmodel = shallow_clone(model).eval()
+    report = QuantReport(
+        dtype=config.dtype, mode=config.mode, skipped=list(selection.skipped),
+        config=config.to_dict(), versions=_versions(),
+        calibration_samples=len(calib_idx), validation_samples=len(val_idx),
+        calibration_method=config.observer if static else None,
+    )
+    total = len(calib_idx) + len(selection.chosen) + len(val_idx) + (1 if validate else 0)
+    stepper = Stepper(total, progress, cancel)
+    stepper.check()
+
+    qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    if static:
+        qparams = _calibrate(reference, selection.chosen, _Subset(samples, calib_idx), config,
+                             stepper, report)
+        if overlap:
+            report.warnings.append(
+                "only 1 calibration sample: validation reuses it, so output SQNR is optimistic")
+        elif len(calib_idx) < MIN_CALIBRATION_SAMPLES:
+            report.warnings.append(
+                f"only {len(calib_idx)} calibration samples; use at least "
+                f"{MIN_CALIBRATION_SAMPLES} for stable activation ranges")
+
+    layer_modules: dict[str, nn.Module] = {}
+    for name in selection.chosen:
+        stepper.check()
+        float_module = get_submodule(model, name)
+        layer_config = config
+        if static and name not in qparams:
+            layer_config = config.replace(mode="weight-only")
+            if type(float_module).__name__ != "Embedding":
+                report.warnings.append(
+                    f"{name}: saw no floating-point input during calibration; "
+                    "its weights are quantized, its activations stay float")
+        qmodule = replacement_for(float_module).from_float(float_module, layer_config)
+        if name in qparams:
+            qmodule.set_input_qparams(*qparams[name])
+        if name:
+            set_submodule(qmodel, name, qmodule)
+        else:
+            qmodel = qmodule.eval()
+        layer_modules[name] = qmodule
+        layer = _layer_report(name, float_module, qmodule, layer_config)
+        report.layers.append(layer)
+        if on_layer is not None:
+            on_layer(layer)
+        stepper.step(f"quantized {name or type(float_module).__name__}")
+
+    report.original_bytes = state_bytes(model)
+    report.quantized_bytes = state_bytes(qmodel)
+    report.compression_ratio = (
+        report.original_bytes / report.quantized_bytes if report.quantized_bytes else None)
+    result = QuantResult(
+        model=qmodel, report=report, config=config,
+        source=dict(source if source is not None else getattr(model, "_mono_quant_source", {}) or {}),
+        calibration_info=_calibration_info(samples, calib_idx, config if static else None),
+    )
+    if validate:
+        validation.validate(result, reference, layer_modules, _Subset(samples, val_idx), stepper)
+    report.elapsed_s = time.perf_counter() - started
+    if validate:
+        validation.enforce(result)
+    return result
+
+
+def _calibrate(reference, names, samples, config, stepper: Stepper, report: QuantReport):
+    from .calibration.runner import calibrate
+
+    def forward_progress(done: int, total: int, message: str) -> None:
+        stepper.done = min(done, stepper.total)
+        stepper.announce(message)
+
+    result = calibrate(reference, list(names), samples, config, forward_progress,
+                       stepper._cancel, start=stepper.done, total=stepper.total)
+    qparams = getattr(result, "qparams", result)
+    if not qparams and any(
+        type(get_submodule(reference, n)).__name__ != "Embedding" for n in names
+    ):
+        raise CalibrationError("calibration observed no layer inputs: did the samples reach the model?")
+    return qparams
+
+
+def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConfig) -> LayerReport:
+    deq = qmodule.dequantized_weights()
+    params = dict(float_module.named_parameters(recurse=False))
+    sqnr = weight_sqnr_db({k: params[k] for k in deq}, deq)
+    meta = qmodule.quant_meta()
+    original = sum(p.numel() * p.element_size() for p in float_module.parameters(recurse=False))
+    return LayerReport(
+        name=name, type=type(float_module).__name__, dtype=config.dtype,
+        scheme=None if config.is_cast else config.scheme,
+        granularity=None if config.is_cast else meta.get("granularity", config.granularity),
+        shape=list(meta.get("shape", [])), weight_sqnr_db=sqnr,
+        original_bytes=original, quantized_bytes=qmodule.quantized_bytes(),
+        status="low-sqnr" if sqnr is not None and sqnr < config.warn_layer_sqnr_db else "ok",
+    )
+
+
+def _calibration_info(samples, calib_idx: list[int], config: QuantConfig | None) -> dict[str, Any]:
+    files_hash = None
+    if hasattr(samples, "file_list_sha256"):
+        files_hash = samples.file_list_sha256()
+    return {
+        "method": None if config is None else config.observer,
+        "samples": len(calib_idx),
+        "total_samples": len(samples),
+        "holdout": f"every {HOLDOUT_EVERY}th sample" if config is not None else "all samples",
+        "files_sha256": files_hash,
+    }

@@ -1,0 +1,166 @@
+"""Checks every run ends with: output and per-layer SQNR, a save → load → run
+round trip, a weight-range check, and the ``on_failure`` policy."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from .batches import as_call_args, move_batch
+from .errors import ValidationFailed
+from .outputs import SqnrAccumulator, flat_tensors
+from .progress import Stepper
+from .structure import get_submodule, set_submodule, shallow_clone
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def round_trip_twin(reference: nn.Module, layer_modules: dict[str, nn.Module]) -> nn.Module:
+    """Rebuild the quantized model from serialized bytes, layer by layer.
+
+    Each quantized layer's state goes through safetensors bytes and its
+    metadata through JSON, exactly as a file would, and is loaded into a fresh
+    module made by ``from_meta``; float layers are shared with ``reference``.
+    Working per layer keeps the extra memory to one quantized copy.
+    """
+    from safetensors.torch import load, save
+
+    twin = shallow_clone(reference)
+    for name, qmodule in layer_modules.items():
+        tensors = load(save({k: v.contiguous() for k, v in qmodule.state_dict().items()}))
+        meta = json.loads(json.dumps(qmodule.quant_meta()))
+        fresh = type(qmodule).from_meta(meta, get_submodule(reference, name))
+        fresh.load_state_dict(tensors, strict=True, assign=True)
+        if name:
+            set_submodule(twin, name, fresh)
+        else:
+            twin = fresh
+    return twin.eval()
+
+
+def _outputs_equal(a, b) -> tuple[bool, float]:
+    fa, fb = flat_tensors(a), flat_tensors(b)
+    if len(fa) != len(fb):
+        return False, float("inf")
+    worst = 0.0
+    for x, y in zip(fa, fb):
+        if x.shape != y.shape:
+            return False, float("inf")
+        if not torch.equal(x, y):
+            worst = max(worst, float((x.double() - y.double()).abs().max()))
+    return worst == 0.0, worst
+
+
+def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], samples,
+             stepper: Stepper) -> None:
+    """Fill the report's quality figures; failures go to ``report.failures``."""
+    report, config = result.report, result.config
+    problems = [f"{n}: {p}" for n, m in layer_modules.items() for p in m.weight_range_problems()]
+    report.weight_range_valid = not problems
+    if problems:
+        report.failures.append("weight range check failed: " + "; ".join(problems[:5]))
+
+    twin = round_trip_twin(reference, layer_modules)
+    state_equal = all(
+        torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), twin.state_dict().values())
+    ) and list(result.model.state_dict()) == list(twin.state_dict())
+
+    device = _device_of(reference)
+    output_acc = SqnrAccumulator()
+    layer_acc = {name: SqnrAccumulator() for name in layer_modules}
+    handles = []
+
+    def layer_hook(name):
+        qmodule = layer_modules[name]
+
+        def hook(module, args, kwargs, output):
+            approx = qmodule(*args, **kwargs)
+            for ref, q in zip(flat_tensors(output), flat_tensors(approx)):
+                layer_acc[name].add(ref, q)
+        return hook
+
+    outputs_equal, worst = True, 0.0
+    try:
+        for name in layer_modules:
+            if name:
+                module = get_submodule(reference, name)
+                handles.append(module.register_forward_hook(layer_hook(name), with_kwargs=True))
+        with torch.inference_mode():
+            for i in range(len(samples)):
+                stepper.check()
+                args, kwargs = move_batch(*as_call_args(samples[i]), device)
+                ref_out = reference(*args, **kwargs)
+                q_out = result.model(*args, **kwargs)
+                twin_out = twin(*args, **kwargs)
+                for ref, q in zip(flat_tensors(ref_out), flat_tensors(q_out)):
+                    output_acc.add(ref, q)
+                equal, diff = _outputs_equal(q_out, twin_out)
+                outputs_equal &= equal
+                worst = max(worst, diff)
+                stepper.step(f"validating {i + 1}/{len(samples)}")
+    finally:
+        for h in handles:
+            h.remove()
+    del twin
+
+    report.output_sqnr_db = output_acc.db()
+    for layer in report.layers:
+        if layer.name in layer_acc and layer.name:
+            layer.output_sqnr_db = layer_acc[layer.name].db()
+        elif layer.name == "":
+            layer.output_sqnr_db = report.output_sqnr_db
+    report.load_test_passed = state_equal and outputs_equal
+    if not state_equal:
+        report.failures.append("round trip: tensors differ after save → load")
+    elif not outputs_equal:
+        report.failures.append(f"round trip: outputs differ after save → load (max |diff| {worst:.3g})")
+    if len(samples) == 0:
+        report.warnings.append("no validation samples: output SQNR was not measured "
+                               "(give calibration samples to measure it)")
+    threshold = config.warn_layer_sqnr_db
+    for layer in report.layers:
+        low = [v for v in (layer.weight_sqnr_db, layer.output_sqnr_db) if v is not None and v < threshold]
+        if low:
+            layer.status = "low-sqnr"
+            report.warnings.append(f"{layer.name}: SQNR {min(low):.1f} dB is below {threshold:g} dB")
+    _estimate_file_size(result)
+    stepper.step("validated")
+
+
+def _estimate_file_size(result) -> None:
+    try:
+        from .serialization import estimate_file_bytes
+    except ImportError:  # serialization not available: leave the estimate empty
+        return
+    result.report.estimated_file_bytes = estimate_file_bytes(result)
+
+
+def enforce(result) -> None:
+    """Apply ``min_output_sqnr_db`` and ``on_failure`` to the collected failures."""
+    report, config = result.report, result.config
+    if config.min_output_sqnr_db is not None:
+        if report.output_sqnr_db is None:
+            report.failures.append(
+                f"min_output_sqnr_db {config.min_output_sqnr_db:g} dB could not be checked: "
+                "no validation samples")
+        elif report.output_sqnr_db < config.min_output_sqnr_db:
+            report.failures.append(
+                f"output SQNR {report.output_sqnr_db:.2f} dB is below min_output_sqnr_db "
+                f"{config.min_output_sqnr_db:g} dB")
+    report.passed = not report.failures
+    if report.passed or config.on_failure == "ignore":
+        return
+    if config.on_failure == "warn":
+        report.warnings.extend(f"check failed: {f}" for f in report.failures)
+        return
+    error = ValidationFailed("validation failed: " + "; ".join(report.failures), report)
+    error.result = result
+    raise error

@@ -1,0 +1,61 @@
+"""QuantConfig values and checks; the report's JSON form."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mono_quant_core.config import QuantConfig
+from mono_quant_core.errors import ConfigError
+from mono_quant_core.report import LayerReport, QuantReport, SkippedLayer, format_db
+
+
+def test_defaults_match_the_design():
+    c = QuantConfig()
+    assert (c.dtype, c.mode, c.scheme, c.granularity, c.observer) == (
+        "int8", "dynamic", "symmetric", "per-channel", "minmax")
+    assert c.include_types is None
+
+
+def test_underscore_and_case_spellings():
+    c = QuantConfig.from_dict({"granularity": "PER_TENSOR", "mode": "weight_only", "group-size": 64})
+    assert (c.granularity, c.mode, c.group_size) == ("per-tensor", "weight-only", 64)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"dtype": "int3"}, "dtype: 'int3' is not allowed; choose one of int8, int4, fp16, bf16"),
+    ({"dtype": "int4", "mode": "dynamic"}, "int4 is weight-only"),
+    ({"mode": "static", "granularity": "per-group"}, "per-group needs mode weight-only"),
+    ({"group_size": 3}, "group_size"),
+    ({"percentile": 0}, "percentile"),
+])
+def test_bad_values_name_the_field(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        QuantConfig(**kwargs)
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match="colour: unknown setting"):
+        QuantConfig.from_dict({"colour": "red"})
+
+
+def test_config_round_trips_through_dict():
+    c = QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", layers=["a.b"])
+    assert QuantConfig.from_dict(c.to_dict()) == c
+
+
+def test_report_json_round_trip_with_infinity():
+    r = QuantReport(output_sqnr_db=math.inf, layers=[LayerReport("fc", "Linear", "int8", weight_sqnr_db=41.5)],
+                    skipped=[SkippedLayer("norm", "LayerNorm", "no replacement")])
+    text = r.to_json()
+    assert json.loads(text)["output_sqnr_db"] == "inf"
+    back = QuantReport.from_json(text)
+    assert back == r and math.isinf(back.output_sqnr_db)
+
+
+def test_format_db():
+    assert format_db(math.inf) == "∞ dB"
+    assert format_db(None) == "—"
+    assert format_db(41.26) == "41.3 dB"
