@@ -1,0 +1,61 @@
+"""The always-available paths: the weight dequantized (or upcast) block by block, then matmul.
+
+Converting a whole 4096 x 4096 weight per call costs 6-10x a float matmul
+(a fresh 64 MiB tensor every call).  Converting blocks of rows that fit in
+cache (about 8 MiB) and multiplying each block runs about as fast as float32
+and keeps float32 numerics.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .base import LinearKernel
+
+#: Bytes of one converted block of weight rows.
+BLOCK_BYTES = 8 * 2**20
+
+
+def blockwise_linear(x: torch.Tensor, weight_rows: Callable[[int, int], torch.Tensor], n: int,
+                     bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ W.T + bias`` for a 2-D ``x``, with rows ``i:j`` of ``W`` made by ``weight_rows(i, j)``."""
+    rows = max(16, BLOCK_BYTES // max(1, x.shape[-1] * x.element_size()))
+    if rows >= n:
+        return F.linear(x, weight_rows(0, n), bias)
+    out = torch.empty(n, x.shape[0], dtype=x.dtype, device=x.device)
+    xt = x.T
+    for i in range(0, n, rows):
+        j = min(n, i + rows)
+        torch.mm(weight_rows(i, j), xt, out=out[i:j])
+    y = out.T
+    return y if bias is None else y + bias
+
+
+class Dequantize(LinearKernel):
+    """Integer weights dequantized per call, block by block: correct on every device."""
+
+    name = "dequantize"
+
+    def supports(self, module) -> bool:
+        return module.spec is not None
+
+    def pack(self, module):
+        return weakref.ref(module)  # the module holds this state: no reference cycle
+
+    def run(self, state, x: torch.Tensor) -> torch.Tensor:
+        module = state()
+        return blockwise_linear(x, lambda i, j: module.dequantized_rows("weight", i, j, x.dtype),
+                                module.out_features, module.float_tensor("bias", x.dtype))
+
+
+class Upcast(Dequantize):
+    """fp16/bf16 weights (cast modes) converted to the activation dtype per call, block by block."""
+
+    name = "upcast"
+
+    def supports(self, module) -> bool:
+        return module.spec is None

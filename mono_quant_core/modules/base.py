@@ -1,0 +1,313 @@
+"""QuantizedModule: the base of every quantized replacement (docs/architecture.md, "Quantized modules").
+
+A subclass names its quantized weights (``weight``, or ``weight_ih_l0``, ...)
+and stores each as registered buffers: ``<stem>`` (int8, or uint8 packed
+int4, or fp16/bf16 for the cast modes), ``<stem>_scale`` (float32) and
+``<stem>_zero_point`` (int8, asymmetric only).  Static mode adds
+``input_scale`` (float32 [1]) and ``input_zero_point`` (int32 [1]).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..config import QuantConfig
+from ..errors import ConfigError, QuantizedFileError
+from ..tensor import (ACT_QMAX, ACT_QMIN, QuantSpec, activation_qparams, cast_dtype, decode,
+                      dequantize_weight, fake_quantize, qparam_shape, quantize_weight, stored_dtype,
+                      stored_shape)
+
+#: ``kernel`` before the first forward.
+PENDING = "pending"
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
+        return -1
+
+
+class QuantizedModule(nn.Module):
+    """Common state and behaviour: storage, metadata, dtype-safe ``_apply``, kernel cache."""
+
+    #: The float module class this replaces (``nn.Linear``, ...).
+    float_type: ClassVar[type[nn.Module]]
+
+    def __init__(self, dtype: str, mode: str, scheme: str | None, granularity: str | None,
+                 group_size: int | None, axis: int = 0) -> None:
+        super().__init__()
+        self.qdtype = dtype
+        self.mode = mode
+        self.cast_dtype = cast_dtype(dtype)
+        self.spec: QuantSpec | None = None
+        if self.cast_dtype is None:
+            self.spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, int(group_size or 128))
+        self.weight_shapes: dict[str, tuple[int, ...]] = {}
+        self.kernel = PENDING
+        self._kernel_key: tuple | None = None
+        self._kernel_state: Any = None
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def _settings(cls, config: QuantConfig) -> dict[str, Any]:
+        cast = config.is_cast
+        return {
+            "dtype": config.dtype,
+            "mode": "weight-only" if cast else config.mode,
+            "scheme": None if cast else config.scheme,
+            "granularity": None if cast else config.granularity,
+            "group_size": None if cast or config.granularity != "per-group" else config.group_size,
+        }
+
+    @classmethod
+    def _settings_from_meta(cls, meta: dict[str, Any]) -> dict[str, Any]:
+        expected = cls.float_type.__name__
+        if meta.get("type") not in (expected, None):
+            raise QuantizedFileError(f"layer record type: {meta.get('type')!r} cannot load into {cls.__name__}")
+        try:
+            config = QuantConfig(
+                dtype=meta["dtype"], mode=meta["mode"],
+                scheme=meta.get("scheme") or "symmetric",
+                granularity=meta.get("granularity") or "per-channel",
+                group_size=int(meta.get("group_size") or 128))
+        except KeyError as exc:
+            raise QuantizedFileError(f"layer record: field {exc.args[0]!r} is missing") from None
+        except ConfigError as exc:
+            raise QuantizedFileError(f"layer record: {exc}") from None
+        return cls._settings(config)
+
+    def _check_shape(self, stem: str, expected: tuple[int, ...], meta: dict[str, Any]) -> None:
+        recorded = meta.get("weights", {}).get(stem) if "weights" in meta else (
+            meta.get("shape") if stem == "weight" else None)
+        if recorded is not None and tuple(recorded) != tuple(expected):
+            raise QuantizedFileError(
+                f"layer record shape: {stem} is {tuple(recorded)} in the file but "
+                f"{tuple(expected)} in the model's {self.float_type.__name__}")
+
+    def _store_weight(self, stem: str, w: torch.Tensor) -> None:
+        """Quantize (or cast) float weight ``w`` into the buffers of ``stem``."""
+        self.weight_shapes[stem] = tuple(w.shape)
+        w = w.detach()
+        if self.cast_dtype is not None:
+            self.register_buffer(stem, w.to(self.cast_dtype, copy=True))
+            return
+        qt = quantize_weight(w, self.spec)
+        self.register_buffer(stem, qt.data)
+        self.register_buffer(f"{stem}_scale", qt.scale)
+        if qt.zero_point is not None:
+            self.register_buffer(f"{stem}_zero_point", qt.zero_point)
+
+    def _empty_weight(self, stem: str, shape: tuple[int, ...], device: torch.device) -> None:
+        """Buffers of ``stem`` with the right shapes and dtypes, for ``load_state_dict``."""
+        self.weight_shapes[stem] = tuple(int(d) for d in shape)
+        if self.cast_dtype is not None:
+            self.register_buffer(stem, torch.empty(shape, dtype=self.cast_dtype, device=device))
+            return
+        self.register_buffer(stem, torch.empty(stored_shape(shape, self.spec), dtype=stored_dtype(self.spec),
+                                               device=device))
+        pshape = qparam_shape(shape, self.spec)
+        self.register_buffer(f"{stem}_scale", torch.ones(pshape, dtype=torch.float32, device=device))
+        if not self.spec.symmetric:
+            self.register_buffer(f"{stem}_zero_point", torch.zeros(pshape, dtype=torch.int8, device=device))
+
+    def _store_float(self, name: str, t: torch.Tensor | None) -> None:
+        """A non-quantized tensor (bias): shares the float storage, or is cast in the cast modes."""
+        if t is None:
+            self.register_parameter(name, None)
+            return
+        if self.cast_dtype is not None:
+            self.register_parameter(name, nn.Parameter(t.detach().to(self.cast_dtype, copy=True),
+                                                       requires_grad=False))
+        else:
+            self.register_parameter(name, nn.Parameter(t.detach(), requires_grad=t.requires_grad))
+
+    def _empty_float(self, name: str, t: torch.Tensor | None) -> None:
+        if t is None:
+            self.register_parameter(name, None)
+            return
+        dtype = self.cast_dtype or t.dtype
+        self.register_parameter(name, nn.Parameter(torch.empty(t.shape, dtype=dtype, device=t.device),
+                                                   requires_grad=False))
+
+    def _init_input_qparams(self, device: torch.device) -> None:
+        if self.mode == "static":
+            # NaN until set_input_qparams: weight_range_problems() reports it.
+            self.register_buffer("input_scale", torch.full((1,), float("nan"), device=device))
+            self.register_buffer("input_zero_point", torch.zeros(1, dtype=torch.int32, device=device))
+
+    # -- the contract -------------------------------------------------------------------
+    @classmethod
+    def from_float(cls, module: nn.Module, config: QuantConfig) -> "QuantizedModule":
+        """The quantized replacement of ``module`` (which is never modified)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> "QuantizedModule":
+        """An empty replacement of ``float_module`` shaped by ``meta``, ready for ``load_state_dict``."""
+        raise NotImplementedError
+
+    def to_float(self) -> nn.Module:
+        """A plain float32 module with the dequantized weights."""
+        raise NotImplementedError
+
+    def quant_meta(self) -> dict[str, Any]:
+        """JSON-able record of how this layer is quantized (what ``from_meta`` needs)."""
+        spec = self.spec
+        stems = list(self.weight_shapes)
+        meta: dict[str, Any] = {
+            "type": self.float_type.__name__,
+            "dtype": self.qdtype,
+            "mode": self.mode,
+            "scheme": None if spec is None else spec.scheme,
+            "granularity": None if spec is None else spec.granularity,
+            "axis": None if spec is None or spec.granularity != "per-channel" else spec.axis,
+            "group_size": None if spec is None or spec.granularity != "per-group" else spec.group_size,
+            "shape": list(self.weight_shapes[stems[0]]) if stems else [],
+        }
+        if len(stems) > 1:
+            meta["weights"] = {stem: list(shape) for stem, shape in self.weight_shapes.items()}
+        return meta
+
+    def dequantized_weight(self, stem: str = "weight", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """One weight back in float (``dtype``), from its stored form."""
+        data = getattr(self, stem)
+        if self.spec is None:
+            return data.to(dtype)
+        w = dequantize_weight(data, getattr(self, f"{stem}_scale"), getattr(self, f"{stem}_zero_point", None),
+                              self.spec, self.weight_shapes[stem])
+        return w if dtype == torch.float32 else w.to(dtype)
+
+    def dequantized_rows(self, stem: str, start: int, stop: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Rows ``start:stop`` (output channels) of a weight in ``dtype``, without dequantizing the rest."""
+        shape = self.weight_shapes[stem]
+        data = getattr(self, stem)[start:stop]
+        if self.spec is None:
+            return data.to(dtype)
+        scale, zp = getattr(self, f"{stem}_scale"), getattr(self, f"{stem}_zero_point", None)
+        if self.spec.granularity != "per-tensor":  # per-channel on axis 0, or per-group: rows lead
+            scale = scale[start:stop]
+            zp = None if zp is None else zp[start:stop]
+        w = dequantize_weight(data, scale, zp, self.spec, (data.shape[0], *shape[1:]))
+        return w if dtype == torch.float32 else w.to(dtype)
+
+    def dequantized_weights(self) -> dict[str, torch.Tensor]:
+        """Float32 weights keyed by the float module's parameter names."""
+        return {stem: self.dequantized_weight(stem) for stem in self.weight_shapes}
+
+    def float_tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """A non-quantized parameter (bias) in ``dtype``, or None."""
+        t = getattr(self, name)
+        return None if t is None else t.detach().to(dtype)
+
+    def set_input_qparams(self, scale: torch.Tensor | float, zero_point: torch.Tensor | int) -> None:
+        """Static mode: the calibrated per-tensor activation range (int8 [-128, 127])."""
+        if self.mode != "static":
+            raise ConfigError(f"mode: input quantization parameters need mode static, this layer is {self.mode}")
+        device = self.input_scale.device
+        self.input_scale = torch.as_tensor(scale, dtype=torch.float32).detach().reshape(1).to(device)
+        self.input_zero_point = torch.as_tensor(zero_point).detach().reshape(1).to(
+            device=device, dtype=torch.int32)
+
+    def weight_range_problems(self) -> list[str]:
+        """Empty when every code is inside its range and every scale is finite and positive."""
+        problems = []
+        for stem, shape in self.weight_shapes.items():
+            data = getattr(self, stem)
+            if self.spec is None:
+                if not bool(torch.isfinite(data).all()):
+                    problems.append(f"{stem}: not finite after the {self.qdtype} cast (values beyond its range)")
+                continue
+            codes = decode(data, self.spec, shape)
+            if codes.numel() and (int(codes.min()) < self.spec.qmin or int(codes.max()) > self.spec.qmax):
+                problems.append(f"{stem}: codes outside [{self.spec.qmin}, {self.spec.qmax}]")
+            scale = getattr(self, f"{stem}_scale")
+            if not bool((torch.isfinite(scale) & (scale > 0)).all()):
+                problems.append(f"{stem}_scale: not finite and positive")
+            zp = getattr(self, f"{stem}_zero_point", None)
+            if zp is not None and zp.numel() and (int(zp.min()) < self.spec.qmin or int(zp.max()) > self.spec.qmax):
+                problems.append(f"{stem}_zero_point: outside [{self.spec.qmin}, {self.spec.qmax}]")
+        if self.mode == "static" and not self.cast_dtype:
+            s, zp = self.input_scale, self.input_zero_point
+            if not bool((torch.isfinite(s) & (s > 0)).all()):
+                problems.append("input_scale: not finite and positive (calibration did not set it)")
+            if int(zp.min()) < ACT_QMIN or int(zp.max()) > ACT_QMAX:
+                problems.append(f"input_zero_point: outside [{ACT_QMIN}, {ACT_QMAX}]")
+        return problems
+
+    def quantized_bytes(self) -> int:
+        """Bytes of every tensor in this module's state dict."""
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    # -- activations ------------------------------------------------------------------
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Static: ``x`` on the calibrated int8 grid; dynamic: on this batch's grid; else ``x``."""
+        if self.mode == "weight-only" or not x.is_floating_point() or x.numel() == 0:
+            return x
+        if self.mode == "static":
+            return fake_quantize(x, self.input_scale, self.input_zero_point)
+        return fake_quantize(x, *activation_qparams(x))
+
+    # -- kernels --------------------------------------------------------------------------
+    def _state_key(self) -> tuple:
+        tensors = [t for t in (*self._buffers.values(), *self._parameters.values()) if t is not None]
+        return tuple((t.data_ptr(), _version(t), t.device) for t in tensors)
+
+    def _cached(self, build: Callable[[], tuple[str, Any]]) -> Any:
+        """Kernel state built by ``build() -> (name, state)``, rebuilt when any tensor changed."""
+        key = self._state_key()
+        if key != self._kernel_key:
+            self.kernel, self._kernel_state = build()
+            self._kernel_key = key
+        return self._kernel_state
+
+    def _fixed_dtype_names(self) -> set[str]:
+        names = {f"{stem}_scale" for stem in self.weight_shapes} | {"input_scale"}
+        if self.cast_dtype is not None:
+            names |= set(self.weight_shapes) | set(self._parameters)
+        return names
+
+    def _apply(self, fn, recurse=True):
+        # Scales stay float32 and cast weights keep their dtype under .half() /
+        # .to(dtype): only their device follows.  They are taken out of the dicts
+        # so that super()._apply never converts them (no rounding, no copy).
+        fixed = self._fixed_dtype_names()
+        held = {}
+        orders = {}
+        for store in (self._buffers, self._parameters):
+            orders[id(store)] = list(store)
+            for name in list(store):
+                if name in fixed and store[name] is not None:
+                    held[name] = (store, store.pop(name))
+        try:
+            super()._apply(fn, recurse)
+            for name, (store, t) in held.items():
+                probe = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+                moved = fn(t) if probe.dtype == t.dtype else t.to(device=probe.device)
+                if isinstance(t, nn.Parameter) and not isinstance(moved, nn.Parameter):
+                    moved = nn.Parameter(moved, requires_grad=t.requires_grad)
+                held[name] = (store, moved)
+        finally:
+            for store in (self._buffers, self._parameters):
+                current = dict(store)
+                current.update({n: t for n, (s, t) in held.items() if s is store})
+                store.clear()
+                for name in orders[id(store)]:
+                    store[name] = current[name]
+        return self
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_kernel_key"], state["_kernel_state"] = None, None
+        state["kernel"] = PENDING
+        return state
+
+    def extra_repr(self) -> str:
+        if self.spec is None:
+            return f"dtype={self.qdtype}, kernel={self.kernel}"
+        return (f"dtype={self.qdtype}, mode={self.mode}, scheme={self.spec.scheme}, "
+                f"granularity={self.spec.granularity}, kernel={self.kernel}")

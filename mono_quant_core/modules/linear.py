@@ -1,0 +1,79 @@
+"""QuantizedLinear: nn.Linear with int8 / int4 / fp16 / bf16 weights, computed by a selected kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import QuantConfig
+from ..kernels import fallback_for, select_linear_kernel
+from .base import QuantizedModule
+
+
+class QuantizedLinear(QuantizedModule):
+    """Replacement of ``nn.Linear``; ``kernel`` names the compute path chosen at first forward."""
+
+    float_type = nn.Linear
+
+    def __init__(self, in_features: int, out_features: int, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.in_features = in_features
+        self.out_features = out_features
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, config: QuantConfig) -> "QuantizedLinear":
+        """The quantized replacement of ``module`` (which is never modified)."""
+        q = cls(module.in_features, module.out_features, **cls._settings(config))
+        q._store_weight("weight", module.weight)
+        q._store_float("bias", module.bias)
+        q._init_input_qparams(module.weight.device)
+        return q
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Linear) -> "QuantizedLinear":
+        """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
+        q = cls(float_module.in_features, float_module.out_features, **cls._settings_from_meta(meta))
+        shape = (float_module.out_features, float_module.in_features)
+        q._check_shape("weight", shape, meta)
+        device = float_module.weight.device
+        q._empty_weight("weight", shape, device)
+        q._empty_float("bias", float_module.bias)
+        q._init_input_qparams(device)
+        return q
+
+    def to_float(self) -> nn.Linear:
+        """A plain float32 ``nn.Linear`` with the dequantized weight."""
+        weight = self.dequantized_weight()
+        m = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        m.weight = nn.Parameter(weight)
+        if self.bias is not None:
+            m.bias = nn.Parameter(self.bias.detach().to(torch.float32))
+        return m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel, state = self._cached(lambda: select_linear_kernel(self))
+        try:
+            return self._run(kernel, state, x)
+        except RuntimeError:
+            fallback = fallback_for(self)
+            if kernel is fallback or x.shape[-1] != self.in_features:
+                raise
+            # The fast op refused this input: use the fallback from now on.
+            self._kernel_state = (fallback, fallback.pack(self))
+            self.kernel = fallback.name
+            return self._run(*self._kernel_state, x)
+
+    def _run(self, kernel, state, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0 and kernel is not fallback_for(self):
+            kernel = fallback_for(self)
+            state = kernel.pack(self)
+        if not kernel.quantizes_input:
+            x = self.quantize_input(x)
+        lead = x.shape[:-1]
+        y = kernel.run(state, x.reshape(-1, x.shape[-1]))
+        return y.reshape(*lead, self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {super().extra_repr()}"

@@ -1,0 +1,79 @@
+"""Weights as stored: int8 codes, or int4 codes packed two per uint8 byte row by row.
+
+int4 codes are packed along dim 1 of the weight flattened to ``[shape[0], fan_in]``
+(each row padded to an even count), so a row of an embedding table or a
+Linear weight is a contiguous run of bytes.  Symmetric int4 codes [-7, 7] are
+stored offset by +8 (as 1..15); asymmetric codes [0, 15] as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .affine import dequantize, quantize
+from .int4 import pack_int4, unpack_int4
+from .qparams import choose_qparams
+from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec
+
+
+@dataclass
+class QuantizedTensor:
+    """Stored data (int8, or packed uint8 for int4), float32 scale and int8 zero point (asymmetric only)."""
+
+    data: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor | None
+
+
+def int4_rows(shape: tuple[int, ...] | torch.Size) -> tuple[int, int]:
+    """``(rows, codes per row)`` of the 2-D view int4 codes are packed in."""
+    if len(shape) >= 2:
+        return int(shape[0]), math.prod(int(d) for d in shape[1:])
+    return 1, math.prod(int(d) for d in shape)
+
+
+def stored_shape(shape: tuple[int, ...] | torch.Size, spec: QuantSpec) -> tuple[int, ...]:
+    """Shape of the stored data for a weight of ``shape``."""
+    if spec.dtype == "int8":
+        return tuple(int(d) for d in shape)
+    rows, n = int4_rows(shape)
+    return (rows, (n + 1) // 2)
+
+
+def stored_dtype(spec: QuantSpec) -> torch.dtype:
+    return torch.int8 if spec.dtype == "int8" else torch.uint8
+
+
+def encode(codes: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """Integer codes (int8) to stored data: unchanged for int8, offset and packed for int4."""
+    if spec.dtype == "int8":
+        return codes.to(torch.int8)
+    offset = INT4_SYMMETRIC_OFFSET if spec.symmetric else 0
+    rows, n = int4_rows(codes.shape)
+    return pack_int4((codes.to(torch.int16) + offset).reshape(rows, n))
+
+
+def decode(data: torch.Tensor, spec: QuantSpec, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    """Stored data back to int8 codes of ``shape``."""
+    if spec.dtype == "int8":
+        return data.reshape(shape)
+    offset = INT4_SYMMETRIC_OFFSET if spec.symmetric else 0
+    _, n = int4_rows(shape)
+    return (unpack_int4(data, n).to(torch.int8) - offset).reshape(shape)
+
+
+def quantize_weight(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
+    """Min/max quantization of ``w`` into its stored form."""
+    scale, zero_point = choose_qparams(w, spec)
+    return QuantizedTensor(encode(quantize(w, scale, zero_point, spec), spec), scale, zero_point)
+
+
+def dequantize_weight(
+    data: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+    spec: QuantSpec, shape: tuple[int, ...] | torch.Size,
+) -> torch.Tensor:
+    """Float32 weight of ``shape`` from its stored form."""
+    return dequantize(decode(data, spec, shape), scale, zero_point, spec)

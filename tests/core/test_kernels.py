@@ -1,0 +1,222 @@
+"""Kernel selection for quantized Linear: the expected path per config, agreement with the
+dequantize fallback, forced fallbacks when an op is missing or refuses, cache rebuilds."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import mono_quant_core.kernels.select as select
+from mono_quant_core.config import QuantConfig
+from mono_quant_core.kernels.int4_mm import Int4PackMM
+from mono_quant_core.kernels.int8_mm import Int8PackMM
+from mono_quant_core.modules import QuantizedLinear
+from mono_quant_core.tensor import sqnr_db
+
+
+def layer(k=128, n=64, seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(k, n).eval()
+
+
+def inputs(k=128, rows=8, seed=1):
+    return torch.randn(rows, k, generator=torch.Generator().manual_seed(seed))
+
+
+INT4 = dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32)
+
+
+@pytest.mark.parametrize("config,k,n,expected", [
+    (dict(mode="dynamic"), 128, 64, "fbgemm-dynamic"),
+    (dict(mode="dynamic", scheme="asymmetric", granularity="per-tensor"), 128, 64, "fbgemm-dynamic"),
+    (dict(mode="weight-only"), 128, 64, "int8pack-bf16"),
+    (dict(mode="weight-only", scheme="asymmetric"), 128, 64, "int8pack-bf16"),
+    (dict(mode="static"), 128, 64, "int8pack-bf16"),
+    (dict(mode="weight-only", granularity="per-group", group_size=32), 128, 64, "dequantize"),
+    (dict(mode="weight-only"), 20, 64, "dequantize"),  # in_features % 16 != 0: the op would crash
+    (INT4, 128, 64, "int4pack-bf16"),
+    (dict(INT4, granularity="per-channel", scheme="asymmetric"), 96, 48, "int4pack-bf16"),
+    (dict(INT4, granularity="per-tensor", scheme="asymmetric"), 128, 64, "int4pack-bf16"),
+    (dict(INT4, scheme="asymmetric"), 128, 64, "int4pack-bf16"),
+    (INT4, 128, 40, "dequantize"),  # out_features % 16 != 0: the packing op refuses
+    (dict(INT4, group_size=48), 96, 64, "dequantize"),  # group size the op does not take
+    (dict(dtype="fp16"), 128, 64, "upcast"),
+    (dict(dtype="bf16"), 128, 64, "upcast"),
+])
+def test_kernel_choice_and_agreement_with_fallback(config, k, n, expected):
+    float_layer, x = layer(k, n), inputs(k)
+    q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))
+    if q.mode == "static":
+        q.set_input_qparams(x.abs().max() * 2 / 255, 0)
+    with torch.inference_mode():
+        y = q(x)
+    assert q.kernel == expected
+    fallback = select.fallback_for(q)
+    reference = fallback.run(fallback.pack(q), q.quantize_input(x))
+    # bf16 activations cost ~50 dB; fbgemm rounds activations on its own grid (same rule, float rounding).
+    floor = {"fbgemm-dynamic": 30.0, "int8pack-bf16": 45.0, "int4pack-bf16": 45.0}.get(expected)
+    if floor is None:
+        assert torch.equal(y, reference)
+    else:
+        assert sqnr_db(reference, y) >= floor
+
+
+def forced_fallback_sqnr(config, k=128, n=64) -> tuple[str, float]:
+    float_layer, x = layer(k, n), inputs(k)
+    q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))
+    with torch.inference_mode():
+        y = q(x)
+        return q.kernel, sqnr_db(float_layer(x), y)
+
+
+def test_int8pack_missing(monkeypatch):
+    monkeypatch.delattr(torch, "_weight_int8pack_mm")
+    kernel, db = forced_fallback_sqnr(dict(mode="weight-only"))
+    assert kernel == "dequantize" and db >= 40.0
+
+
+def test_fbgemm_missing(monkeypatch):
+    monkeypatch.delattr(torch, "_make_per_channel_quantized_tensor")
+    kernel, db = forced_fallback_sqnr(dict(mode="dynamic"))
+    assert kernel == "dequantize" and db >= 35.0
+
+
+def test_fbgemm_prepack_refuses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no fbgemm here")
+
+    monkeypatch.setattr(torch.ops.quantized, "linear_prepack", refuse)
+    kernel, db = forced_fallback_sqnr(dict(mode="dynamic"))
+    assert kernel == "dequantize" and db >= 35.0
+
+
+def test_int4_conversion_refuses(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("not on this CPU")
+
+    monkeypatch.setattr(torch.ops.aten, "_convert_weight_to_int4pack_for_cpu", refuse)
+    kernel, db = forced_fallback_sqnr(INT4)
+    assert kernel == "dequantize" and db >= 17.0
+
+
+def test_kernel_with_wrong_results_is_rejected_at_pack(monkeypatch):
+    monkeypatch.setattr(Int8PackMM, "run", lambda self, state, x: torch.zeros(x.shape[0], state[0].shape[0]))
+    kernel, db = forced_fallback_sqnr(dict(mode="weight-only"))
+    assert kernel == "dequantize" and db >= 40.0
+
+
+def test_kernel_failing_at_run_falls_back(monkeypatch):
+    float_layer, x = layer(), inputs()
+    q = QuantizedLinear.from_float(float_layer, QuantConfig(**INT4))
+    q(x)
+    assert q.kernel == "int4pack-bf16"
+
+    def fail(self, state, x):
+        raise RuntimeError("refused")
+
+    monkeypatch.setattr(Int4PackMM, "run", fail)
+    y = q(x)
+    assert q.kernel == "dequantize" and sqnr_db(float_layer(x).detach(), y) >= 17.0
+    with pytest.raises(RuntimeError):  # a wrong input shape still fails as in nn.Linear
+        q(torch.randn(2, 7))
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "weight-only"])
+def test_packed_state_follows_load_state_dict(mode):
+    x = inputs()
+    a = QuantizedLinear.from_float(layer(seed=0), QuantConfig(mode=mode))
+    b = QuantizedLinear.from_float(layer(seed=5), QuantConfig(mode=mode))
+    before = b(x)
+    b.load_state_dict(a.state_dict())  # in-place copy into the packed-from buffers
+    after = b(x)
+    assert not torch.equal(before, after)
+    assert torch.equal(after, a(x))
+
+
+def test_empty_batch_and_leading_dims():
+    q = QuantizedLinear.from_float(layer(), QuantConfig())
+    assert q(torch.randn(0, 128)).shape == (0, 64)
+    x = torch.randn(2, 3, 4, 128)
+    assert torch.equal(q(x), q(x.reshape(-1, 128)).reshape(2, 3, 4, 64))
+
+
+def test_no_warning_at_import_or_forward():
+    code = (
+        "import torch\n"
+        "from torch import nn\n"
+        "import mono_quant_core.modules, mono_quant_core.kernels\n"
+        "from mono_quant_core.config import QuantConfig\n"
+        "from mono_quant_core.modules import QuantizedLinear\n"
+        "cfgs = [QuantConfig(), QuantConfig(mode='weight-only'),\n"
+        "        QuantConfig(dtype='int4', mode='weight-only', granularity='per-group', group_size=32)]\n"
+        "for c in cfgs:\n"
+        "    q = QuantizedLinear.from_float(nn.Linear(64, 32), c)\n"
+        "    q(torch.randn(2, 64))\n"
+        "    print(q.kernel)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fbgemm-dynamic", "int8pack-bf16", "int4pack-bf16"]
+
+
+@pytest.mark.parametrize("config", [dict(mode="weight-only", granularity="per-group", group_size=32),
+                                    dict(mode="dynamic", scheme="asymmetric"), dict(dtype="fp16")])
+def test_blockwise_fallback_equals_whole_weight(monkeypatch, config):
+    import mono_quant_core.kernels.fallback as fallback
+
+    monkeypatch.setattr(fallback, "BLOCK_BYTES", 16 * 128 * 4)  # 16 rows per block: 5 blocks, the last ragged
+    float_layer, x = layer(128, 72), inputs(128)
+    q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))
+    kernel = select.fallback_for(q)
+    y = kernel.run(kernel.pack(q), x)
+    whole = torch.nn.functional.linear(x, q.dequantized_weight(), q.float_tensor("bias", torch.float32))
+    assert torch.allclose(y, whole, rtol=1e-5, atol=1e-6)
+    assert sqnr_db(whole, y) > 100.0
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+def test_int8pack_large_batches_use_exact_float_path(scheme):
+    float_layer, x = layer(), inputs(rows=300)  # >= BLOCKWISE_ROWS
+    q = QuantizedLinear.from_float(float_layer, QuantConfig(mode="weight-only", scheme=scheme))
+    y = q(x)
+    assert q.kernel == "int8pack-bf16"
+    whole = torch.nn.functional.linear(x, q.dequantized_weight(), q.bias)
+    assert sqnr_db(whole, y) > 100.0  # float32 rounding only, no bf16 activations
+    assert 40.0 < sqnr_db(whole[:8], q(x[:8])) < 80.0  # small batches go through the bf16 op
+
+
+UNALIGNED = r"""
+import torch
+from torch import nn
+from mono_quant_core.config import QuantConfig
+from mono_quant_core.modules import QuantizedLinear
+
+torch.manual_seed(0)
+for cfg in (dict(mode="weight-only"), dict(mode="static"),
+            dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32)):
+    q = QuantizedLinear.from_float(nn.Linear(64, 16).eval(), QuantConfig(**cfg))
+    if cfg["mode"] == "static":
+        q.set_input_qparams(0.02, 3)
+    state = q.state_dict()
+    for key, t in state.items():  # every buffer a view 24 bytes into a bigger storage
+        buf = torch.zeros(t.numel() * t.element_size() + 24, dtype=torch.uint8)
+        state[key] = buf[24:].view(t.dtype).view(t.shape).copy_(t)
+    reference = q(torch.ones(3, 64))
+    q.load_state_dict(state)
+    xs = torch.randn(3 * 64 + 5, dtype=torch.bfloat16)[5:].view(3, 64)  # an unaligned bf16 input
+    assert torch.equal(q(torch.ones(3, 64)), reference), q.kernel
+    assert q(xs).shape == (3, 16), q.kernel
+    print(q.kernel)
+"""
+
+
+def test_unaligned_buffers_and_inputs_do_not_crash_the_fast_kernels():
+    """torch's int8pack op segfaults on operands that are not 64-byte aligned, which is what
+    tensors read from a file are; run in a subprocess so a crash fails this test, not the run."""
+    done = subprocess.run([sys.executable, "-c", UNALIGNED], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["int8pack-bf16", "int8pack-bf16", "int4pack-bf16"]
