@@ -1,0 +1,131 @@
+"""The calibration run: samples through the model, observers on the chosen layers' inputs."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sized
+
+import torch
+from torch import nn
+
+from ..batches import as_call_args, move_batch
+from ..config import QuantConfig
+from ..errors import CalibrationError, MonoQuantError
+from ..progress import CancelLike, ProgressFn, check_cancel
+from .base import Observer, affine_qparams
+from .hooks import observed_inputs
+from .observers import make_observer
+
+QMIN, QMAX = -128, 127
+
+
+class CalibrationResult(dict):
+    """``{layer name: (scale, zero_point)}`` for every layer that saw a floating-point input.
+
+    Scales are 0-dim float32 tensors, zero points 0-dim int32 tensors, on the
+    model's device (per tensor, asymmetric, range [-128, 127]).  Also:
+    ``unobserved`` — the named layers that never saw one (Embedding, or a
+    layer the samples did not reach), in the order given; ``ranges`` —
+    ``{name: (lo, hi)}`` float32 tensors the qparams come from; ``samples`` —
+    how many samples ran.
+    """
+
+    def __init__(self, qparams: dict, unobserved: list[str], ranges: dict, samples: int):
+        super().__init__(qparams)
+        self.unobserved = unobserved
+        self.ranges = ranges
+        self.samples = samples
+
+    @property
+    def qparams(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        return dict(self)
+
+
+def _device(model: nn.Module) -> torch.device:
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _sample_name(samples, i: int) -> str:
+    """``calibration sample 3``, with the file name when the samples come from a folder."""
+    files = getattr(samples, "files", None)
+    try:
+        file = files[i] if files is not None else None
+    except (IndexError, TypeError):
+        file = None
+    name = getattr(file, "name", file)
+    return f"calibration sample {i + 1}" + (f" ({name})" if name else "")
+
+
+def _forward(model: nn.Module, batch, device: torch.device, name: str) -> None:
+    args, kwargs = move_batch(*as_call_args(batch), device)
+    try:
+        model(*args, **kwargs)  # outputs of any type are dropped unseen
+    except MonoQuantError:
+        raise
+    except Exception as exc:  # re-raised with the sample named, the cause chained
+        raise CalibrationError(f"{name}: the model raised {type(exc).__name__}: {exc}") from exc
+
+
+def _finish(observers: dict[str, Observer], samples: int) -> CalibrationResult:
+    """qparams of every observed layer; one host sync to check that all ranges are finite."""
+    ranges = {name: obs.min_max(QMIN, QMAX) for name, obs in observers.items() if obs.observed}
+    if ranges and not bool(torch.isfinite(torch.stack([v for r in ranges.values() for v in r])).all()):
+        bad = next(n for n, (lo, hi) in ranges.items() if not (torch.isfinite(lo) and torch.isfinite(hi)))
+        raise CalibrationError(f"{bad}: its calibration inputs contain NaN or Inf")
+    qparams = {name: affine_qparams(lo, hi, QMIN, QMAX) for name, (lo, hi) in ranges.items()}
+    unobserved = [name for name in observers if name not in ranges]
+    return CalibrationResult(qparams, unobserved, ranges, samples)
+
+
+def calibrate(
+    model: nn.Module,
+    layer_names: list[str],
+    samples: Iterable,
+    config: QuantConfig,
+    progress: ProgressFn | None = None,
+    cancel: CancelLike | None = None,
+    *,
+    start: int = 0,
+    total: int | None = None,
+) -> CalibrationResult:
+    """Run ``samples`` through ``model`` and return the input-activation qparams of ``layer_names``.
+
+    Runs in eval mode under ``torch.inference_mode()`` (training flags are put
+    back afterwards; no weight or buffer changes).  Checks ``cancel`` before
+    each sample and calls ``progress(start + i, total, "calibrating i/n")``
+    after sample i, so a cancel requested in that callback stops the run
+    before sample i + 1.  No hook is left on any module, whatever happens.
+    """
+    if isinstance(samples, (torch.Tensor, Mapping)):
+        samples = [samples]  # one batch, not a sequence of rows or of keys
+    n = len(samples) if isinstance(samples, Sized) else None
+    total = start + (n or 0) if total is None else total
+    device = _device(model)
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    done = 0
+    try:
+        with observed_inputs(model, layer_names, lambda: make_observer(config)) as observers:
+            with torch.inference_mode():
+                batches = iter(samples)
+                while True:
+                    check_cancel(cancel)  # before reading the sample: it may come from disk
+                    batch = next(batches, _END)
+                    if batch is _END:
+                        break
+                    _forward(model, batch, device, _sample_name(samples, done))
+                    done += 1
+                    if progress is not None:
+                        progress(start + done, max(total, start + done),
+                                 f"calibrating {done}/{n if n is not None else '?'}")
+        # Outside inference mode: the returned tensors are ordinary tensors that
+        # callers may copy into buffers or update in place.
+        with torch.no_grad():
+            return _finish(observers, done)
+    finally:
+        for module, flag in flags:
+            module.training = flag
+
+
+_END = object()
