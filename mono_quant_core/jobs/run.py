@@ -46,7 +46,7 @@ def run_job(job: Job, progress: ProgressFn | None = None, cancel: CancelLike | N
     _check_inputs(job)
     # Imported here so that job files can be read, and bad inputs reported, before torch loads.
     from ..loading import load_calibration, load_model
-    from ..quantize import quantize
+    from ..quantizer import quantize
     from ..serialization import save_quantized
 
     tracker(0, 0, f"loading {os.path.basename(job.script)}")

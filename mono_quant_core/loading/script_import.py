@@ -31,7 +31,8 @@ class _Cached:
 
 
 _CACHE: dict[str, _Cached] = {}
-_SIBLINGS: set[str] = set()  # helper modules that scripts imported from their own folders
+# Helper modules that scripts imported from their own folders, by name.
+_SIBLINGS: dict[str, types.ModuleType] = {}
 
 
 def import_script(path: str | os.PathLike) -> types.ModuleType:
@@ -71,6 +72,10 @@ def _execute(script: Path, source: bytes, digest: str) -> types.ModuleType:
     folder = str(script.parent)
     _forget_siblings()
     saved_path, saved_bytecode = list(sys.path), sys.dont_write_bytecode
+    # As with `python model.py`, the script's own folder comes first: a helper
+    # module beside it wins over a same-named module imported earlier from
+    # elsewhere.  Those are set aside during the import and put back after.
+    shadowed = _set_aside_shadowed(Path(folder))
     before = set(sys.modules)
     sys.path.insert(0, folder)
     # compile() from the bytes we hashed, never a stale __pycache__; and write
@@ -86,15 +91,41 @@ def _execute(script: Path, source: bytes, digest: str) -> types.ModuleType:
     finally:
         sys.path[:] = saved_path
         sys.dont_write_bytecode = saved_bytecode
-        _SIBLINGS.update(m for m in set(sys.modules) - before
+        _SIBLINGS.update((m, sys.modules[m]) for m in set(sys.modules) - before
                          if _is_sibling(m, sys.modules.get(m), folder))
+        if shadowed:
+            _forget_siblings()
+            sys.modules.update(shadowed)
     return module
+
+
+# Never set aside: the standard library and what the engine itself runs on.
+_KEEP = frozenset(sys.stdlib_module_names) | {
+    "torch", "safetensors", "numpy", "mono_quant_core", "mono_quant_gui",
+    "PySide6", "shiboken6", "pyqtgraph"}
+
+
+def _set_aside_shadowed(folder: Path) -> dict[str, types.ModuleType]:
+    """Remove from sys.modules the modules that a file in ``folder`` shadows."""
+    try:
+        local = {p.stem for p in folder.glob("*.py")}
+        local |= {p.parent.name for p in folder.glob("*/__init__.py")}
+    except OSError:
+        return {}
+    names = {n for n in local if n in sys.modules and n not in _KEEP
+             and not _is_sibling(n, sys.modules[n], str(folder))}
+    moved = {m: sys.modules[m] for m in list(sys.modules)
+             if m.split(".")[0] in names}
+    for m in moved:
+        del sys.modules[m]
+    return moved
 
 
 def _forget_siblings() -> None:
     """Drop helper modules imported next to earlier scripts, so a new script gets its own."""
-    for name in _SIBLINGS:
-        sys.modules.pop(name, None)
+    for name, module in _SIBLINGS.items():
+        if sys.modules.get(name) is module:  # not replaced by someone else since
+            del sys.modules[name]
     _SIBLINGS.clear()
 
 

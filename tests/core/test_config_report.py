@@ -59,3 +59,21 @@ def test_format_db():
     assert format_db(math.inf) == "∞ dB"
     assert format_db(None) == "—"
     assert format_db(41.26) == "41.3 dB"
+
+
+def test_public_names_are_not_shadowed_by_submodules():
+    """Importing every submodule first must not turn a public function into a module."""
+    import importlib
+    import pkgutil
+    import types
+
+    import mono_quant_core
+
+    for info in pkgutil.walk_packages(mono_quant_core.__path__, "mono_quant_core."):
+        if ".cli" in info.name:
+            continue  # the CLI's __main__ would parse sys.argv
+        importlib.import_module(info.name)
+    for name in mono_quant_core.__all__:
+        value = getattr(mono_quant_core, name)
+        assert not isinstance(value, types.ModuleType), name
+    assert callable(mono_quant_core.quantize) and mono_quant_core.quantize.__name__ == "quantize"

@@ -199,6 +199,19 @@ def test_sibling_modules_and_sys_path(tmp_path):
     assert not (tmp_path / "a" / "__pycache__").exists()  # no bytecode written beside user files
 
 
+def test_a_sibling_module_wins_over_a_same_named_module_imported_earlier(tmp_path, monkeypatch):
+    import types
+
+    elsewhere = types.ModuleType("helpers")
+    elsewhere.OTHER = 1  # no WIDTH: importing from it would fail
+    monkeypatch.setitem(sys.modules, "helpers", elsewhere)
+    folder = tmp_path / "c"
+    script(folder, "WIDTH = 7\n", name="helpers.py")
+    script(folder, NET + "from helpers import WIDTH\ndef build_model():\n    return Net(WIDTH)\n")
+    assert load_model(folder / "model.py").fc.out_features == 7
+    assert sys.modules["helpers"] is elsewhere  # put back afterwards
+
+
 def test_missing_or_wrong_script_file(tmp_path):
     with pytest.raises(ScriptError, match="nope.py: model script not found"):
         load_model(tmp_path / "nope.py")

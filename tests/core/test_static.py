@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mono_quant_core import Cancelled, CancelToken, QuantConfig, quantize
-from mono_quant_core.quantize import split_samples
+from mono_quant_core.quantizer import split_samples
 from test_quantize import output_sqnr
 from zoo import assert_unchanged, make, snapshot
 
