@@ -1,0 +1,135 @@
+"""What ``mono-quant inspect FILE [--json]`` shows: a quantized file's metadata, layers and sizes."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .report import _decode_float, _encode, format_db
+
+_METRIC_KEYS = ("output_sqnr_db", "load_test_passed", "weight_range_valid", "passed",
+                "calibration_samples", "validation_samples", "elapsed_s", "warnings", "failures")
+_LAYER_KEYS = ("name", "type", "dtype", "mode", "scheme", "granularity", "axis", "group_size",
+               "shape", "weight_sqnr_db")
+
+
+def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-ready dict (``inf`` as the string ``"inf"``)."""
+    from .serialization.read import read_metadata, sniff_format, tensor_table
+
+    path = os.fspath(path)
+    meta = read_metadata(path)
+    tensors = tensor_table(path)
+    report = meta.get("report") or {}
+    file_bytes = os.path.getsize(path)
+    original = report.get("original_bytes")
+    layer_output = {r.get("name"): r.get("output_sqnr_db") for r in report.get("layers", [])}
+    layers = []
+    for record in meta["layers"]:
+        row = {k: record.get(k) for k in _LAYER_KEYS}
+        row["output_sqnr_db"] = layer_output.get(record["name"])
+        layers.append(row)
+    return _encode({
+        "file": os.path.basename(path),
+        "path": os.path.abspath(path),
+        "format": sniff_format(path),
+        "format_version": meta["format_version"],
+        "versions": meta.get("versions", {}),
+        "source": meta.get("source", {}),
+        "config": meta.get("config", {}),
+        "calibration": meta.get("calibration", {}),
+        "layers": layers,
+        "skipped": meta.get("skipped", []),
+        "sizes": {
+            "file_bytes": file_bytes,
+            "original_bytes": original,
+            "quantized_bytes": report.get("quantized_bytes"),
+            "compression_ratio": report.get("compression_ratio"),
+            "file_ratio": (original / file_bytes) if original and file_bytes else None,
+            "tensors": len(tensors),
+            "tied_tensors": len(meta.get("aliases", {})),
+        },
+        "metrics": {k: report.get(k) for k in _METRIC_KEYS},
+    })
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "—"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _ratio(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}×"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = lambda row: "  " + "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()  # noqa: E731
+    return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+def _config_line(config: dict[str, Any]) -> str:
+    if config.get("dtype") in ("fp16", "bf16"):
+        return f"{config['dtype']} cast"
+    parts = [config.get("dtype"), config.get("mode"), config.get("scheme"), config.get("granularity")]
+    if config.get("granularity") == "per-group":
+        parts.append(f"group size {config.get('group_size')}")
+    if config.get("mode") == "static":
+        parts.append(f"observer {config.get('observer')}")
+    return ", ".join(str(p) for p in parts if p)
+
+
+def _source_line(source: dict[str, Any]) -> str:
+    text = source.get("script") or "(no script recorded)"
+    if source.get("entry"):
+        text += f", entry {source['entry']}"
+    if source.get("entry_kwargs"):
+        text += f" {source['entry_kwargs']}"
+    if source.get("checkpoint"):
+        sha = source.get("checkpoint_sha256") or ""
+        text += f"; checkpoint {source['checkpoint']}" + (f" (sha256 {sha[:16]}…)" if sha else "")
+    return text
+
+
+def format_inspect(info: dict[str, Any]) -> str:
+    """The human-readable text of :func:`inspect_file`'s dict."""
+    sizes, metrics, versions = info["sizes"], info["metrics"], info.get("versions", {})
+    calib = info.get("calibration") or {}
+    db = lambda v: format_db(_decode_float(v))  # noqa: E731
+    yes_no = lambda v: "—" if v is None else ("yes" if v else "NO")  # noqa: E731
+    lines = [
+        f"{info['file']}  ({info['format']}, mono-quant file format {info['format_version']})",
+        f"written by    mono-quant {versions.get('mono_quant', '?')}, torch {versions.get('torch', '?')}",
+        f"source        {_source_line(info.get('source') or {})}",
+        f"config        {_config_line(info.get('config') or {})}",
+    ]
+    if calib.get("method"):
+        sha = calib.get("files_sha256")
+        lines.append(f"calibration   {calib['method']}, {calib.get('samples')} samples"
+                     + (f" (files sha256 {sha[:16]}…)" if sha else ""))
+    lines += [
+        f"sizes         float {_bytes(sizes['original_bytes'])} → {_bytes(sizes['quantized_bytes'])} "
+        f"in memory ({_ratio(sizes['compression_ratio'])}); file {_bytes(sizes['file_bytes'])} "
+        f"({_ratio(sizes['file_ratio'])}), {sizes['tensors']} tensors",
+        f"output SQNR   {db(metrics.get('output_sqnr_db'))}",
+        f"checks        load test passed: {yes_no(metrics.get('load_test_passed'))}, "
+        f"weight range valid: {yes_no(metrics.get('weight_range_valid'))}",
+        "",
+        f"layers ({len(info['layers'])})",
+    ]
+    rows = [[r["name"] or "(model)", r["type"], r["dtype"], r.get("granularity") or "—",
+             "×".join(str(d) for d in r.get("shape") or []) or "—", db(r.get("weight_sqnr_db"))]
+            for r in info["layers"]]
+    lines += _table(["name", "type", "dtype", "granularity", "shape", "weight SQNR"], rows)
+    if info["skipped"]:
+        lines += ["", f"skipped ({len(info['skipped'])})"]
+        lines += _table(["name", "type", "reason"],
+                        [[s["name"] or "(model)", s["type"], s["reason"]] for s in info["skipped"]])
+    warnings = metrics.get("warnings") or []
+    if warnings:
+        lines += ["", "warnings"] + [f"  {w}" for w in warnings]
+    return "\n".join(lines)

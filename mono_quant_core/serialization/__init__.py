@@ -1,0 +1,15 @@
+"""Quantized files: ``.safetensors`` and ``.pt`` writing, loading, metadata, dequantization.
+
+The layout is documented in docs/file-format.md.
+"""
+
+from __future__ import annotations
+
+from .dequantize import dequantize
+from .load import load_quantized
+from .metadata import FORMAT_VERSION
+from .read import read_metadata
+from .save import estimate_file_bytes, save_quantized
+
+__all__ = ["FORMAT_VERSION", "dequantize", "estimate_file_bytes", "load_quantized", "read_metadata",
+           "save_quantized"]

@@ -1,0 +1,91 @@
+"""Reading quantized files: metadata (cheap) and tensors, with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from ..errors import QuantizedFileError
+from . import pt_file, safetensors_file
+from .metadata import METADATA_KEY, parse
+
+
+def sniff_format(path: str) -> str:
+    """``"pt"`` (zip or legacy pickle) or ``"safetensors"``, from the first bytes, not the name."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except FileNotFoundError as exc:
+        raise QuantizedFileError(f"{path}: no such file") from exc
+    except OSError as exc:
+        raise QuantizedFileError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
+    if not head:
+        raise QuantizedFileError(f"{path}: the file is empty")
+    if head[8:9] == b"{":  # safetensors: u64 header length, then the JSON header
+        return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "pt"
+    return "safetensors"
+
+
+def _foreign(path: str, fmt: str) -> QuantizedFileError:
+    plain = ("safetensors.torch.load_file(path)" if fmt == "safetensors"
+             else "torch.load(path, weights_only=True)")
+    return QuantizedFileError(
+        f"{path}: a plain {'safetensors' if fmt == 'safetensors' else 'PyTorch'} file, not written by "
+        f"mono-quant (it has no '{METADATA_KEY}' metadata); load it plainly with {plain}, "
+        "or use it as a float checkpoint")
+
+
+def _safetensors_metadata(path: str) -> dict[str, Any]:
+    header = safetensors_file.read_header(path)
+    text = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    if not isinstance(text, str):
+        raise _foreign(path, "safetensors")
+    return parse(text, path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed ``mono_quant`` metadata of a quantized file (reads the header only)."""
+    path = os.fspath(path)
+    if sniff_format(path) == "safetensors":
+        return _safetensors_metadata(path)
+    _, text = pt_file.read(path)
+    if text is None:
+        raise _foreign(path, "pt")
+    return parse(text, path)
+
+
+def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(metadata, tensors by state-dict name) of a quantized file."""
+    path = os.fspath(path)
+    if sniff_format(path) == "pt":
+        tensors, text = pt_file.read(path)
+        if text is None:
+            raise _foreign(path, "pt")
+        return parse(text, path), tensors
+    meta = _safetensors_metadata(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise QuantizedFileError(f"{path}: corrupt safetensors file ({exc})") from exc
+    return meta, tensors
+
+
+def tensor_table(path: str | os.PathLike) -> dict[str, tuple[str, list[int]]]:
+    """Name -> (dtype, shape) of every tensor in the file, without reading the data."""
+    path = os.fspath(path)
+    if sniff_format(path) == "safetensors":
+        header = safetensors_file.read_header(path)
+        return {k: (v["dtype"], list(v["shape"])) for k, v in header.items() if k != "__metadata__"}
+    tensors, _ = pt_file.read(path)
+    return {k: (_short_dtype(v.dtype), list(v.shape)) for k, v in tensors.items()}
+
+
+def _short_dtype(dtype: torch.dtype) -> str:
+    return {v: k for k, v in safetensors_file.TORCH_DTYPES.items()}.get(dtype, str(dtype))

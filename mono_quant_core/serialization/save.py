@@ -1,0 +1,107 @@
+"""``save_quantized``: write a quantization result as ``.safetensors`` or ``.pt``, atomically."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+from ..modules.base import QuantizedModule
+from . import pt_file, safetensors_file
+from .atomic import atomic_write
+from .file_tensors import file_tensors
+from .metadata import FORMAT_VERSION, METADATA_KEY, dumps, layer_record, source_record, versions
+
+#: Extension -> format.
+FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}
+
+
+def file_format(path: str) -> str:
+    """``"safetensors"`` or ``"pt"`` from the extension; anything else is a ConfigError."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in FORMATS:
+        raise ConfigError(
+            f"{path}: unknown output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}")
+    return FORMATS[ext]
+
+
+def quantized_layers(model: nn.Module) -> list[tuple[str, QuantizedModule]]:
+    """Every quantized module under every name it is reachable by (shared modules twice)."""
+    found: list[tuple[str, QuantizedModule]] = []
+    names: set[str] = set()
+    for name, module in model.named_modules(remove_duplicate=False):
+        if not isinstance(module, QuantizedModule):
+            continue
+        parts = name.split(".") if name else []
+        if "" in names or any(".".join(parts[:i]) in names for i in range(1, len(parts))):
+            continue  # inside a quantized module
+        names.add(name)
+        found.append((name, module))
+    return found
+
+
+def build_metadata(result, aliases: dict[str, str]) -> dict[str, Any]:
+    """The ``mono_quant`` metadata of ``result`` (see docs/file-format.md)."""
+    report = result.report
+    sqnr = {layer.name: layer.weight_sqnr_db for layer in report.layers}
+    report_dict = report.to_dict()
+    # A file cannot know its own size when it is written; inspect reads it from disk.
+    report_dict["file_bytes"] = None
+    return {
+        "format_version": FORMAT_VERSION,
+        "versions": versions(),
+        "model_class": type(result.model).__name__,
+        "config": result.config.to_dict(),
+        "layers": [layer_record(name, module.quant_meta(), sqnr.get(name))
+                   for name, module in quantized_layers(result.model)],
+        "skipped": [{"name": s.name, "type": s.type, "reason": s.reason} for s in report.skipped],
+        "calibration": dict(result.calibration_info or {}),
+        "source": source_record(result.source),
+        "aliases": aliases,
+        "report": report_dict,
+    }
+
+
+def _refuse_inputs(path: str, source: dict[str, Any] | None) -> None:
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder; give a file name ending in .safetensors or .pt")
+    if not os.path.exists(path):
+        return
+    for key, what in (("checkpoint_path", "input checkpoint"), ("script_path", "model script")):
+        other = (source or {}).get(key)
+        if other and os.path.exists(other) and os.path.samefile(path, other):
+            raise ConfigError(f"{path}: is the {what}; refusing to overwrite it, choose another output file")
+
+
+def estimate_file_bytes(result) -> int:
+    """The exact size of the ``.safetensors`` file ``save_quantized`` would write now."""
+    tensors, aliases = file_tensors(result.model)
+    metadata = {METADATA_KEY: dumps(build_metadata(result, aliases))}
+    return safetensors_file.layout(tensors, metadata)[2]
+
+
+def save_quantized(result, path: str | os.PathLike) -> int:
+    """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
+
+    Sets ``result.report.file_bytes``.  ``compression_ratio`` stays the
+    in-memory ratio (original_bytes / quantized_bytes).
+    """
+    path = os.fspath(path)
+    fmt = file_format(path)
+    _refuse_inputs(path, result.source)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{path}: the folder {folder} does not exist")
+    tensors, aliases = file_tensors(result.model)
+    text = dumps(build_metadata(result, aliases))
+    with atomic_write(path) as f:
+        if fmt == "safetensors":
+            header, ordered, _ = safetensors_file.layout(tensors, {METADATA_KEY: text})
+            safetensors_file.write(f, header, ordered)
+        else:
+            pt_file.write(f, tensors, text)
+    size = os.path.getsize(path)
+    result.report.file_bytes = size
+    return size
