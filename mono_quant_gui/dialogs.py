@@ -1,0 +1,89 @@
+"""Every dialog the window opens, as module-level functions so tests can patch them.
+
+Errors open without blocking (``QMessageBox.open``); questions that need an
+answer before going on (entry choice, key mismatch, save path, overwrite)
+block in the usual Qt way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
+
+SAVE_FILTERS = ("SafeTensors (*.safetensors)", "PyTorch (*.pt *.pth)")
+_FILTER_SUFFIX = {SAVE_FILTERS[0]: (".safetensors",), SAVE_FILTERS[1]: (".pt", ".pth")}
+SCRIPT_FILTER = "Python model script (*.py)"
+CHECKPOINT_FILTER = ("Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.safetensors.index.json)"
+                     ";;All files (*)")
+
+
+def show_error(parent: QWidget, title: str, message: str, details: str = "") -> QMessageBox:
+    """A non-blocking error box with the message and expandable details."""
+    box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Close, parent)
+    box.setObjectName("error_box")
+    if details:
+        box.setDetailedText(details)
+    box.open()
+    return box
+
+
+def choose_entry(parent: QWidget, script: str, candidates: list[str]) -> str | None:
+    """Ask which of several models in ``script`` to load; None when the user cancels."""
+    name, ok = QInputDialog.getItem(parent, "Choose a model", f"{Path(script).name} defines several models:",
+                                    candidates, 0, False)
+    return name if ok else None
+
+
+def confirm_key_mismatch(parent: QWidget, summary: str, details: str) -> bool:
+    """The checkpoint does not match the model: True to continue with what matched."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Checkpoint does not match", summary, parent=parent)
+    box.setInformativeText("Continue with the weights that matched (the others keep their initial values), "
+                           "or stop and choose another checkpoint?")
+    box.setDetailedText(details)
+    go = box.addButton("Continue anyway", QMessageBox.ButtonRole.AcceptRole)
+    box.addButton("Stop", QMessageBox.ButtonRole.RejectRole)
+    box.exec()
+    return box.clickedButton() is go
+
+
+def ask_open_script(parent: QWidget, folder: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, "Open model script", folder, SCRIPT_FILTER)
+    return path or None
+
+
+def ask_open_checkpoint(parent: QWidget, folder: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, "Open checkpoint", folder, CHECKPOINT_FILTER)
+    return path or None
+
+
+def ask_calibration_folder(parent: QWidget, folder: str) -> str | None:
+    path = QFileDialog.getExistingDirectory(parent, "Calibration folder", folder)
+    return path or None
+
+
+def ask_save_path(parent: QWidget, suggested: str) -> tuple[str, str]:
+    """The save dialog; returns (path, chosen filter), path "" when cancelled.
+
+    The dialog's own overwrite question is off: :func:`confirm_overwrite` asks
+    after the extension has been added.
+    """
+    return QFileDialog.getSaveFileName(parent, "Save quantized model", suggested, ";;".join(SAVE_FILTERS),
+                                       SAVE_FILTERS[0], QFileDialog.Option.DontConfirmOverwrite)
+
+
+def confirm_overwrite(parent: QWidget, path: str) -> bool:
+    answer = QMessageBox.question(parent, "Replace file?", f"{Path(path).name} already exists in "
+                                  f"{Path(path).parent}.\nReplace it?",
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+                                  QMessageBox.StandardButton.Cancel)
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def with_extension(path: str, chosen_filter: str) -> str:
+    """Add the chosen filter's extension when the name has none of the known ones."""
+    lower = path.lower()
+    if lower.endswith((".safetensors", ".pt", ".pth")):
+        return path
+    suffixes = _FILTER_SUFFIX.get(chosen_filter, _FILTER_SUFFIX[SAVE_FILTERS[0]])
+    return path + suffixes[0]

@@ -1,0 +1,225 @@
+"""The main window: toolbar, docks (modules, settings, calibration, log, queue), dashboard, status bar.
+
+The window owns one :class:`~mono_quant_gui.worker.Runner`; what happens when
+the user opens, runs and saves lives in :mod:`mono_quant_gui.workflow`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
+from PySide6.QtGui import QAction, QCloseEvent
+from PySide6.QtWidgets import (QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea,
+                               QWidget)
+
+from . import identity
+from .actions import Actions
+from .calibration_panel import CalibrationPanel
+from .dashboard import Dashboard
+from .drop import local_paths
+from .empty_state import EmptyState
+from .log_view import LogView
+from .module_panel import ModulePanel
+from .run_status import RunStatus
+from .session import Session
+from .settings_panel import SettingsPanel
+from .settings_store import STATE_VERSION, SettingsStore
+from .worker import Runner
+from .workflow import WorkflowMixin
+
+DEFAULT_SIZE = (1400, 900)
+#: Layer results arriving faster than this are drawn together.
+LAYER_FLUSH_MS = 50
+
+
+class MainWindow(WorkflowMixin, QMainWindow):
+    """The application window; ``runner`` does the background work one task at a time."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("main_window")
+        self.setWindowIcon(identity.app_icon())
+        self.setDockNestingEnabled(True)
+        self.setAcceptDrops(True)
+        self.store = SettingsStore()
+        self.session = Session()
+        self.runner = Runner(self)
+        self.actions = Actions(self)
+        self._build_panes()
+        self.actions.build_toolbar(self)
+        self.actions.build_menus(self, [d.toggleViewAction() for d in self.docks])
+        self._build_status_bar()
+        self._default_state = self.saveState(STATE_VERSION)
+        self._layer_batch: list = []
+        self._layer_timer = QTimer(self, singleShot=True, interval=LAYER_FLUSH_MS)
+        self._layer_timer.timeout.connect(self.flush_layers)
+        self._connect()
+        self._restore()
+        self.update_title()
+        self.show_empty_hints()
+        self.update_actions()
+        self.log_view.attach("mono_quant_core", "mono_quant_gui")
+        QApplication.instance().installEventFilter(self)
+
+    # -- building -------------------------------------------------------------------------
+    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(name)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        self.docks.append(dock)
+        return dock
+
+    def _build_panes(self) -> None:
+        self.docks: list[QDockWidget] = []
+        self.dashboard = Dashboard()
+        self.setCentralWidget(self.dashboard)
+        self.modules = ModulePanel()
+        self.module_dock = self._dock("Modules", "modules_dock", self.modules, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.settings_panel = SettingsPanel()
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setWidget(self.settings_panel)
+        self.settings_dock = self._dock("Settings", "settings_dock", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.calibration_panel = CalibrationPanel(self.actions.calibration)
+        self.calibration_dock = self._dock("Calibration", "calibration_dock", self.calibration_panel,
+                                           Qt.DockWidgetArea.RightDockWidgetArea)
+        self.splitDockWidget(self.settings_dock, self.calibration_dock, Qt.Orientation.Vertical)
+        self.log_view = LogView()
+        self.log_dock = self._dock("Log", "log_dock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.queue_placeholder = EmptyState(
+            "Batch queue", "Queued jobs will be listed here: several checkpoints with the same settings, "
+            "run one after another in the background.")
+        self.queue_dock = self._dock("Queue", "queue_dock", self.queue_placeholder,
+                                     Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.log_dock, self.queue_dock)
+        self.log_dock.raise_()
+        self.resizeDocks([self.module_dock, self.settings_dock], [530, 350], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.log_dock], [170], Qt.Orientation.Vertical)
+        self.resizeDocks([self.settings_dock, self.calibration_dock], [350, 380], Qt.Orientation.Vertical)
+
+    def set_queue_widget(self, widget: QWidget) -> None:
+        """Replace the Queue dock's placeholder (for the batch queue)."""
+        self.queue_dock.setWidget(widget)
+
+    def _build_status_bar(self) -> None:
+        self.run_status = RunStatus()
+        self.statusBar().addPermanentWidget(self.run_status)
+        self.file_label = QLabel(objectName="saved_file")
+        self.statusBar().addPermanentWidget(self.file_label)
+        self.statusBar().showMessage("Ready")
+
+    def _connect(self) -> None:
+        a = self.actions
+        a.open_script.triggered.connect(self.choose_script)
+        a.open_checkpoint.triggered.connect(self.choose_checkpoint)
+        a.calibration.triggered.connect(self.choose_calibration_folder)
+        a.quantize.triggered.connect(self.start_quantize)
+        a.cancel.triggered.connect(self.cancel)
+        a.save_as.triggered.connect(self.save_as)
+        a.quit.triggered.connect(self.close)
+        a.clear_recent.triggered.connect(self.clear_recent)
+        a.reset_layout.triggered.connect(lambda: self.restoreState(self._default_state, STATE_VERSION))
+        a.about.triggered.connect(self.show_about)
+        a.open_demo.triggered.connect(lambda: self.open_demo("cnn"))
+        for key, action in a.demos.items():
+            action.triggered.connect(lambda _=False, k=key: self.open_demo(k))
+        self.settings_panel.changed.connect(self._settings_changed)
+        self.modules.checks_changed.connect(self.update_actions)
+        self.calibration_panel.clear_requested.connect(lambda: self.set_calibration_folder(None))
+        self.dashboard.layer_clicked.connect(self.reveal_layer)
+        r = self.runner
+        r.started.connect(self._task_started)
+        r.progress.connect(self._task_progress)
+        r.layer_done.connect(self._layer_done)
+        r.finished.connect(self._task_finished)
+        r.errored.connect(self._task_errored)
+        r.cancelled.connect(self._task_cancelled)
+        r.busy_changed.connect(lambda _busy: self.update_actions())
+
+    # -- persistence ------------------------------------------------------------------------
+    def _restore(self) -> None:
+        geometry = self.store.geometry()
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(*DEFAULT_SIZE)
+        state = self.store.window_state()
+        if state is not None:
+            self.restoreState(state, STATE_VERSION)
+        self.settings_panel.set_values(self.store.quant_settings())
+        self.rebuild_recent_menu()
+
+    def save_persistent(self) -> None:
+        """Write geometry, dock layout and settings now (also done on close)."""
+        self.store.save_window(self.saveGeometry(), self.saveState(STATE_VERSION))
+        self.store.save_quant_settings(self.settings_panel.values())
+        self.store.sync()
+
+    def _settings_changed(self) -> None:
+        self.store.save_quant_settings(self.settings_panel.values())
+        self.update_actions()
+
+    def rebuild_recent_menu(self) -> None:
+        menu = self.actions.recent_menu
+        menu.clear()
+        labels = {"script": "Script", "checkpoint": "Checkpoint", "calibration": "Calibration folder"}
+        handlers = {"script": self.open_script, "checkpoint": self.open_checkpoint,
+                    "calibration": self.set_calibration_folder}
+        any_items = False
+        for kind, label in labels.items():
+            paths = self.store.recent(kind)
+            if not paths:
+                continue
+            if any_items:
+                menu.addSeparator()
+            menu.addSection(label)
+            for path in paths:
+                action = QAction(Path(path).name, menu)
+                action.setToolTip(path)
+                action.setStatusTip(path)
+                action.triggered.connect(lambda _=False, p=path, h=handlers[kind]: h(p))
+                menu.addAction(action)
+            any_items = True
+        if not any_items:
+            empty = menu.addAction("No recent files")
+            empty.setEnabled(False)
+        menu.addSeparator()
+        menu.addAction(self.actions.clear_recent)
+
+    def clear_recent(self) -> None:
+        self.store.clear_recent()
+        self.rebuild_recent_menu()
+
+    # -- drag and drop (anywhere on the window) -------------------------------------------------
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop) and self._is_mine(watched):
+            paths = local_paths(event.mimeData())
+            if paths:
+                event.setDropAction(Qt.DropAction.CopyAction)
+                event.accept()
+                if kind == QEvent.Type.Drop:
+                    self.handle_paths(paths)
+                return True
+        return super().eventFilter(watched, event)
+
+    def _is_mine(self, obj: QObject) -> bool:
+        return isinstance(obj, QWidget) and (obj is self or self.isAncestorOf(obj))
+
+    # -- closing ------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.save_persistent()
+        QApplication.instance().removeEventFilter(self)
+        self._layer_timer.stop()
+        self.runner.shutdown()
+        self.log_view.detach()
+        super().closeEvent(event)
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, f"About {identity.DISPLAY_NAME}",
+                          f"<b>{identity.DISPLAY_NAME}</b> {identity.VERSION}<br>{identity.SUMMARY}<br>"
+                          f"Licence: {identity.LICENSE}")

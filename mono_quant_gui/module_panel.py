@@ -1,0 +1,156 @@
+"""The module tree pane: a sortable QTreeView over ModuleTreeModel, a select/clear bar, and an empty-state hint."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
+                               QStackedWidget, QTreeView, QVBoxLayout, QWidget)
+
+from . import tree_model as tm
+from .empty_state import EmptyState
+from .formatting import format_bytes, format_count
+
+ANY_TYPE = "Any type"
+
+
+class SelectionBar(QWidget):
+    """Type combo + name pattern + Select / Clear: tick or untick many layers in one action."""
+
+    apply = Signal(bool, object, str)  # checked, type name (None: any), pattern
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.type_combo = QComboBox(objectName="select_type")
+        self.type_combo.setToolTip("Only layers of this type")
+        self.type_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.type_combo.setMinimumContentsLength(10)
+        self.pattern = QLineEdit(objectName="select_pattern", placeholderText="name pattern, e.g. features.*")
+        self.pattern.setToolTip("Glob on the qualified module name (re:… for a regular expression); "
+                                "a match on a container covers everything inside it")
+        self.pattern.setClearButtonEnabled(True)
+        self.pattern.setMinimumWidth(60)
+        self.select_button = QPushButton("Select", objectName="select_button")
+        self.select_button.setToolTip("Tick every matching layer")
+        self.clear_button = QPushButton("Clear", objectName="clear_button")
+        self.clear_button.setToolTip("Untick every matching layer")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.type_combo)
+        layout.addWidget(self.pattern, 1)
+        layout.addWidget(self.select_button)
+        layout.addWidget(self.clear_button)
+        self.select_button.clicked.connect(lambda: self._emit(True))
+        self.clear_button.clicked.connect(lambda: self._emit(False))
+        self.pattern.returnPressed.connect(lambda: self._emit(True))
+        self.set_types({})
+
+    def set_types(self, counts: dict[str, int]) -> None:
+        """Offer the quantizable layer types of the model, with their counts."""
+        self.type_combo.clear()
+        self.type_combo.addItem(ANY_TYPE, None)
+        for name, n in sorted(counts.items()):
+            self.type_combo.addItem(f"{name} ({n})", name)
+
+    def _emit(self, checked: bool) -> None:
+        self.apply.emit(checked, self.type_combo.currentData(), self.pattern.text().strip())
+
+
+class ModulePanel(QStackedWidget):
+    """The module hierarchy with checkboxes; ``checks_changed`` when the ticked set changes."""
+
+    checks_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("module_panel")
+        self.hint = EmptyState()
+        self.addWidget(self.hint)
+        page = QWidget()
+        self.model = tm.ModuleTreeModel(self)
+        self.proxy = QSortFilterProxyModel(self)
+        self.proxy.setSourceModel(self.model)
+        self.proxy.setSortRole(tm.SORT_ROLE)
+        self.proxy.setDynamicSortFilter(False)
+        self.view = QTreeView(objectName="module_tree")
+        self.view.setModel(self.proxy)
+        self.view.setUniformRowHeights(True)
+        self.view.setAlternatingRowColors(True)
+        self.view.setSortingEnabled(True)
+        self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+        self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
+        header = self.view.header()
+        header.setStretchLastSection(False)
+        header.setMinimumSectionSize(40)
+        header.setSectionResizeMode(tm.COL_NAME, QHeaderView.ResizeMode.Stretch)
+        for col, width in ((tm.COL_TYPE, 96), (tm.COL_PARAMS, 58), (tm.COL_BYTES, 70),
+                           (tm.COL_SQNR, 64), (tm.COL_STATUS, 72)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(col, width)
+        self.bar = SelectionBar()
+        self.bar.apply.connect(self._apply_bar)
+        self.summary = QLabel(objectName="tree_summary")
+        self.summary.setStyleSheet("color: palette(placeholder-text);")
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.bar)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.summary)
+        self.addWidget(page)
+        self.page = page
+        self.model.checks_changed.connect(self._checks_changed)
+
+    def show_hint(self, title: str, text: str, actions: list | None = None) -> None:
+        self.hint.set_content(title, text, actions or [])
+        self.setCurrentWidget(self.hint)
+
+    def set_rows(self, rows: list) -> None:
+        """Show a model's ModuleRows; the top two levels are expanded."""
+        self.view.setUpdatesEnabled(False)
+        try:
+            self.model.set_rows(rows)
+            self.bar.set_types(dict(Counter(r.type for r in rows if r.quantizable)))
+            self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
+            self.proxy.sort(-1)
+            self.view.expandToDepth(0)
+        finally:
+            self.view.setUpdatesEnabled(True)
+        self.setCurrentWidget(self.page)
+
+    def select_layer(self, name: str) -> bool:
+        """Select and reveal the module called ``name``; False when it is not in the tree."""
+        source = self.model.row_of(name)
+        if not source.isValid():
+            return False
+        index = self.proxy.mapFromSource(source)
+        parent = index.parent()
+        while parent.isValid():
+            self.view.expand(parent)
+            parent = parent.parent()
+        self.view.selectionModel().setCurrentIndex(
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        self.view.scrollTo(index, QTreeView.ScrollHint.PositionAtCenter)
+        return True
+
+    def selected_name(self) -> str | None:
+        index = self.view.selectionModel().currentIndex()
+        return index.data(tm.NAME_ROLE) if index.isValid() else None
+
+    def _apply_bar(self, checked: bool, type_name: str | None, pattern: str) -> None:
+        try:
+            self.model.set_checked_where(checked, type_name, pattern)
+        except re.error as exc:  # a bad "re:" pattern is shown, not raised
+            self.summary.setText(f"pattern {pattern!r}: {exc}")
+
+    def _checks_changed(self) -> None:
+        rows = self.model.rows
+        ticked = set(self.model.checked_names())
+        quantizable = [r for r in rows if r.quantizable]
+        nbytes = sum(r.bytes for r in quantizable if r.name in ticked)
+        total = rows[0].params if rows else 0
+        self.summary.setText(
+            f"{len(ticked)} of {len(quantizable)} layers ticked · {format_bytes(nbytes)} of weights"
+            f" · {format_count(total)} parameters in all")
+        self.checks_changed.emit()

@@ -1,0 +1,124 @@
+"""Opening things in the window: scripts, checkpoints, calibration folders, demos, job files, drops.
+
+Each sets the session's inputs and asks :class:`~mono_quant_gui.workflow.WorkflowMixin`
+to load or preview in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mono_quant_core.errors import ConfigError
+
+from . import dialogs
+from .demo import demo
+from .drop import sort_drop
+
+log = logging.getLogger("mono_quant_gui")
+
+
+class OpeningMixin:
+    """Mixed into MainWindow through WorkflowMixin."""
+
+    # -- opening ------------------------------------------------------------------------------
+    def choose_script(self: Any) -> None:
+        path = dialogs.ask_open_script(self, self.store.last_folder())
+        if path:
+            self.open_script(path)
+
+    def choose_checkpoint(self: Any) -> None:
+        path = dialogs.ask_open_checkpoint(self, self.store.last_folder())
+        if path:
+            self.open_checkpoint(path)
+
+    def choose_calibration_folder(self: Any) -> None:
+        path = dialogs.ask_calibration_folder(self, self.session.calibration or self.store.last_folder())
+        if path:
+            self.set_calibration_folder(path)
+
+    def open_script(self: Any, path: str, checkpoint: str | None = None, entry: str | None = None,
+                    entry_kwargs: dict | None = None, job_config: Any = None) -> None:
+        """Use ``path`` as the model script (with ``checkpoint`` when given) and load it in the background.
+
+        ``job_config``: the QuantConfig of a job whose layer rules tick the tree once loaded.
+        """
+        s = self.session
+        s.script, s.checkpoint, s.entry, s.entry_kwargs = str(path), checkpoint, entry, entry_kwargs
+        s.job_config = job_config
+        self._remember("script", path)
+        if checkpoint:
+            self._remember("checkpoint", checkpoint)
+        self.load_model()
+
+    def open_checkpoint(self: Any, path: str) -> None:
+        """Load ``path`` into the current script's model (or keep it for the next script)."""
+        self.session.checkpoint = str(path)
+        self._remember("checkpoint", path)
+        if self.session.script:
+            self.load_model()
+        else:
+            self.statusBar().showMessage(f"Checkpoint {Path(path).name} set: now open the model script (Ctrl+O)")
+            self.update_title()
+
+    def open_demo(self: Any, key: str = "cnn") -> None:
+        """Open a bundled example: its script, checkpoint and calibration folder."""
+        example = demo(key)
+        log.info("opening the demo: %s", example.title)
+        self.open_script(str(example.script), str(example.checkpoint))
+        self.set_calibration_folder(str(example.calibration))
+
+    def set_calibration_folder(self: Any, folder: str | None) -> None:
+        """Use ``folder`` for calibration (None: no calibration) and preview it in the background."""
+        self.session.calibration = str(folder) if folder else None
+        self.calibration_panel.set_folder(self.session.calibration)
+        self.settings_panel.set_calibration_available(folder is not None)
+        if folder:
+            self._remember("calibration", folder)
+            if not self.runner.has("load"):  # otherwise the load's end previews it with the model
+                self.preview_calibration()
+        self.update_actions()
+
+    def handle_paths(self: Any, paths: list[str]) -> None:
+        """Dropped or command-line paths: a script, a checkpoint, a folder (several kinds at once is fine)."""
+        groups = sort_drop(paths)
+        for path in groups.get("unknown", []):
+            self.statusBar().showMessage(f"{Path(path).name}: not a model script, checkpoint or folder")
+            log.warning("ignored %s: not a model script (.py), checkpoint or calibration folder", path)
+        if "calibration" in groups:
+            self.set_calibration_folder(groups["calibration"][0])
+        checkpoints = groups.get("checkpoint", [])
+        if len(checkpoints) > 1:
+            log.warning("%d checkpoints dropped: the first one is opened", len(checkpoints))
+        if "script" in groups:
+            self.open_script(groups["script"][0], checkpoints[0] if checkpoints else self.session.checkpoint)
+        elif checkpoints:
+            self.open_checkpoint(checkpoints[0])
+        if "job" in groups:
+            self.open_job(groups["job"][0])
+
+    def open_job(self: Any, path: str) -> None:
+        """Fill the window from a job file: model, checkpoint, calibration, settings and layers."""
+        from mono_quant_core.jobs import load_job
+
+        try:
+            job = load_job(path)
+        except ConfigError as exc:
+            self.last_error = dialogs.show_error(self, "Could not open the job", str(exc))
+            log.error("%s", exc)
+            return
+        config = job.config
+        values = {name: getattr(config, name) for name in
+                  ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "on_failure",
+                   "min_output_sqnr_db")}
+        values["samples"] = job.samples or 0
+        self.set_calibration_folder(job.calibration_folder)
+        self.settings_panel.set_values(values)
+        log.info("opened the job %s", path)
+        self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, config)
+
+    def _remember(self: Any, kind: str, path: str) -> None:
+        self.store.add_recent(kind, str(path))
+        self.store.set_last_folder(str(path))
+        self.rebuild_recent_menu()

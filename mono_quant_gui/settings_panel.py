@@ -1,0 +1,177 @@
+"""The settings panel: dtype, mode, scheme, granularity, group size, observer, samples, checks.
+
+Options that cannot be combined with the current choice are disabled with the
+engine's own reason as their tooltip, and the first such reason is shown
+under the form.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QStandardItemModel
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+
+from mono_quant_core.config import QuantConfig
+from mono_quant_core.errors import ConfigError
+
+from . import settings_rules as rules
+
+_LABELS = {
+    "dtype": "Data type",
+    "mode": "Mode",
+    "scheme": "Scheme",
+    "granularity": "Granularity",
+    "group_size": "Group size",
+    "observer": "Observer",
+    "samples": "Samples",
+    "on_failure": "On failure",
+    "min_output_sqnr_db": "Min. output SQNR",
+}
+_HELP = {
+    "dtype": "int8/int4 store integer weights with scales; fp16/bf16 are plain casts",
+    "mode": "weight-only: float activations; dynamic: activations quantized per batch; "
+            "static: activation ranges fixed by calibration",
+    "scheme": "symmetric: zero point 0; asymmetric: a zero point per scale",
+    "granularity": "one scale per tensor, per output channel, or per group of input values",
+    "group_size": "input values sharing one scale (per-group granularity)",
+    "observer": "how calibration turns observed activations into a range",
+    "samples": "calibration/validation files to use (all: every file in the folder)",
+    "on_failure": "what a failed check does: stop with an error, warn, or ignore it",
+    "min_output_sqnr_db": "fail the run when the model's output SQNR is below this (off: no minimum)",
+}
+
+
+class SettingsPanel(QWidget):
+    """Quantization settings bound to QuantConfig; emits ``changed`` after every edit."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._has_calibration = False
+        self._updating = False
+        self.combos: dict[str, QComboBox] = {}
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for name, options in rules.CHOICES.items():
+            combo = QComboBox()
+            combo.setObjectName(name)
+            combo.addItems(list(options))
+            combo.setCurrentText(rules.DEFAULTS[name])
+            combo.currentTextChanged.connect(self._edited)
+            self.combos[name] = combo
+        self.group_size = QSpinBox(objectName="group_size", minimum=2, maximum=65536, singleStep=2)
+        self.group_size.setValue(rules.DEFAULTS["group_size"])
+        self.samples = QSpinBox(objectName="samples", minimum=0, maximum=1_000_000)
+        self.samples.setSpecialValueText("all")
+        self.min_sqnr = QDoubleSpinBox(objectName="min_output_sqnr_db", minimum=0.0, maximum=300.0,
+                                       decimals=1, singleStep=1.0, suffix=" dB")
+        self.min_sqnr.setSpecialValueText("off")
+        for spin in (self.group_size, self.samples, self.min_sqnr):
+            spin.valueChanged.connect(self._edited)
+        self.widgets: dict[str, QWidget] = {
+            **self.combos, "group_size": self.group_size, "samples": self.samples,
+            "min_output_sqnr_db": self.min_sqnr,
+        }
+        self._labels: dict[str, QLabel] = {}
+        for name in ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "samples",
+                     "on_failure", "min_output_sqnr_db"):
+            label = QLabel(_LABELS[name])
+            label.setToolTip(_HELP[name])
+            self.widgets[name].setToolTip(_HELP[name])
+            self._labels[name] = label
+            form.addRow(label, self.widgets[name])
+        self.note = QLabel(objectName="settings_note")
+        self.note.setWordWrap(True)
+        self.note.setTextFormat(Qt.TextFormat.PlainText)
+        self.note.setStyleSheet("color: palette(placeholder-text);")
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.note)
+        layout.addStretch(1)
+        self._refresh()
+
+    # -- public -------------------------------------------------------------------------
+    def values(self) -> dict[str, Any]:
+        """The panel's settings as QuantConfig field names (plus ``samples``; 0 means all)."""
+        values: dict[str, Any] = {name: combo.currentText() for name, combo in self.combos.items()}
+        values["group_size"] = self.group_size.value()
+        values["samples"] = self.samples.value()
+        sqnr = self.min_sqnr.value()
+        values["min_output_sqnr_db"] = None if sqnr <= self.min_sqnr.minimum() else sqnr
+        return values
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """Apply saved values; unknown keys and impossible choices fall back to allowed ones."""
+        self._updating = True
+        try:
+            for name, combo in self.combos.items():
+                if isinstance(values.get(name), str) and combo.findText(values[name]) >= 0:
+                    combo.setCurrentText(values[name])
+            if isinstance(values.get("group_size"), int):
+                self.group_size.setValue(values["group_size"])
+            if isinstance(values.get("samples"), int):
+                self.samples.setValue(values["samples"])
+            sqnr = values.get("min_output_sqnr_db")
+            self.min_sqnr.setValue(float(sqnr) if isinstance(sqnr, (int, float)) else 0.0)
+        finally:
+            self._updating = False
+        self._edited()
+
+    def set_calibration_available(self, available: bool) -> None:
+        """Static mode is offered only with a calibration folder."""
+        if available != self._has_calibration:
+            self._has_calibration = available
+            self._edited()
+
+    def config(self, layers: list[str] | None = None) -> QuantConfig:
+        """The QuantConfig for these settings and the ticked layers; raises ConfigError."""
+        return rules.build_config(self.values(), layers)
+
+    def problem(self) -> str | None:
+        """Why the current settings cannot run (None: they can)."""
+        values = self.values()
+        if values["mode"] == "static" and values["dtype"] in ("int8", "int4") and not self._has_calibration:
+            return rules.NEEDS_FOLDER
+        try:
+            rules.build_config(values, None)
+        except ConfigError as exc:
+            return str(exc)
+        return None
+
+    # -- internals ------------------------------------------------------------------------
+    def _edited(self, *_: Any) -> None:
+        if self._updating:
+            return
+        self._refresh()
+        self.changed.emit()
+
+    def _refresh(self) -> None:
+        self._updating = True
+        try:
+            values, refused = rules.settle(self.values(), self._has_calibration)
+            notes = []
+            for field, problems in refused.items():
+                combo = self.combos[field]
+                combo.setCurrentText(values[field])
+                model = combo.model()
+                assert isinstance(model, QStandardItemModel)
+                for row in range(combo.count()):
+                    item = model.item(row)
+                    reason = problems.get(item.text())
+                    item.setEnabled(reason is None)
+                    item.setToolTip(reason or "")
+                    if reason and reason not in notes and field == "mode":
+                        notes.append(reason)
+            for field, reason in rules.applicable(values).items():
+                widget = self.widgets[field]
+                widget.setEnabled(reason is None)
+                self._labels[field].setEnabled(reason is None)
+                widget.setToolTip(reason or _HELP[field])
+            problem = self.problem()
+            self.note.setText(problem or (notes[0] if notes else ""))
+            self.note.setVisible(bool(self.note.text()))
+        finally:
+            self._updating = False

@@ -1,0 +1,77 @@
+"""What the window remembers between sessions, kept with QSettings.
+
+Keys: ``recent/<kind>`` (lists of paths, newest first), ``window/geometry``,
+``window/state`` (dock layout), ``quant/settings`` (the settings panel as
+JSON), ``paths/last_folder``.  Tests point QSettings at a temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QSettings
+
+RECENT_KINDS = ("script", "checkpoint", "calibration")
+MAX_RECENT = 10
+#: Bump when the dock layout changes incompatibly; restoreState ignores other versions.
+STATE_VERSION = 1
+
+
+class SettingsStore:
+    """A thin typed layer over QSettings (the application's org and name choose the file)."""
+
+    def __init__(self) -> None:
+        self.qs = QSettings()
+
+    def recent(self, kind: str) -> list[str]:
+        value = self.qs.value(f"recent/{kind}", [])
+        if isinstance(value, str):  # QSettings returns a lone string for a one-item list
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def add_recent(self, kind: str, path: str) -> list[str]:
+        """Put ``path`` first in the ``kind`` list; returns the new list."""
+        path = str(Path(path).resolve())
+        items = [path] + [p for p in self.recent(kind) if p != path]
+        items = items[:MAX_RECENT]
+        self.qs.setValue(f"recent/{kind}", items)
+        return items
+
+    def clear_recent(self) -> None:
+        for kind in RECENT_KINDS:
+            self.qs.remove(f"recent/{kind}")
+
+    def geometry(self) -> QByteArray | None:
+        value = self.qs.value("window/geometry")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def window_state(self) -> QByteArray | None:
+        value = self.qs.value("window/state")
+        return value if isinstance(value, QByteArray) and not value.isEmpty() else None
+
+    def save_window(self, geometry: QByteArray, state: QByteArray) -> None:
+        self.qs.setValue("window/geometry", geometry)
+        self.qs.setValue("window/state", state)
+
+    def quant_settings(self) -> dict[str, Any]:
+        try:
+            value = json.loads(str(self.qs.value("quant/settings", "{}")))
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+    def save_quant_settings(self, values: dict[str, Any]) -> None:
+        self.qs.setValue("quant/settings", json.dumps(values))
+
+    def last_folder(self) -> str:
+        folder = str(self.qs.value("paths/last_folder", "") or "")
+        return folder if folder and Path(folder).is_dir() else str(Path.home())
+
+    def set_last_folder(self, path: str) -> None:
+        p = Path(path)
+        self.qs.setValue("paths/last_folder", str(p if p.is_dir() else p.parent))
+
+    def sync(self) -> None:
+        self.qs.sync()

@@ -1,0 +1,141 @@
+"""The background work of the window as plain functions of a TaskContext (no Qt, no widgets).
+
+Each runs on the worker thread and calls only the public API of
+``mono_quant_core``; importing it (and so torch) happens here, never on the
+GUI thread.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mono_quant_core.errors import AmbiguousEntryError, ValidationFailed
+
+
+def prepare_torch() -> None:
+    """Import torch (on the worker thread) and leave one core to the GUI thread.
+
+    With every core in torch's intra-op pool, its worker threads spin-wait and
+    the GUI thread competes with them: on 2 busy cores a tiny model ran 20×
+    slower and the event loop stalled.  One thread fewer than the cores avoids both.
+    """
+    import torch
+
+    wanted = max(1, (os.cpu_count() or 2) - 1)
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
+
+
+#: Engine packages imported while a model loads, so a run never stops to import (and,
+#: without cached bytecode, compile) a module while holding the GIL.
+ENGINE_PACKAGES = ("mono_quant_core.quantizer", "mono_quant_core.calibration", "mono_quant_core.modules",
+                   "mono_quant_core.kernels", "mono_quant_core.validation", "mono_quant_core.serialization")
+
+
+def warm_engine() -> None:
+    """Import the engine's run-time packages now (on the worker thread)."""
+    import importlib
+
+    for name in ENGINE_PACKAGES:
+        importlib.import_module(name)
+
+
+def settle_memory() -> None:
+    """Collect garbage once, then freeze what survives (``gc.freeze``).
+
+    A full collection walks every live object; with torch, Qt and pyqtgraph
+    loaded that is 200k+ objects and 70-120 ms with the GIL held, which stalls
+    the event loop when it lands mid-run.  Frozen objects are skipped by later
+    collections.  Unfreezing first lets the previous model's cycles be freed.
+    """
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+@dataclass
+class LoadOutcome:
+    """A loaded model and its module table, or the entries to choose from."""
+
+    script: str
+    checkpoint: str | None
+    loaded: Any = None  # LoadedModel
+    rows: list[Any] | None = None  # ModuleRows
+    candidates: list[str] | None = None  # several models fit: the user picks one
+    chosen: list[str] | None = None  # the layers a job's rules select (None: no job)
+
+
+@dataclass
+class SaveOutcome:
+    path: str
+    bytes: int
+
+
+def load_model_task(ctx, script: str, checkpoint: str | None, entry: str | None,
+                    entry_kwargs: dict | None = None, select: Any = None) -> LoadOutcome:
+    """Import the script, build the model, load the checkpoint non-strictly and list its modules.
+
+    Loading is non-strict so that a key mismatch can be shown to the user, who
+    decides whether to continue (``loaded.keys.ok`` is False then).  With
+    ``select`` (a job's QuantConfig) the layers its rules choose are returned too.
+    """
+    ctx.progress(0, 0, "Loading PyTorch…")
+    prepare_torch()
+    import mono_quant_core as mq
+
+    ctx.cancel.check()
+    ctx.progress(0, 0, f"Running {Path(script).name}…")
+    try:
+        loaded = mq.open_model(script, checkpoint, entry=entry, entry_kwargs=entry_kwargs, strict=False)
+    except AmbiguousEntryError as exc:
+        return LoadOutcome(script, checkpoint, candidates=list(exc.candidates))
+    ctx.cancel.check()
+    ctx.progress(0, 0, "Reading the module tree…")
+    rows = mq.module_table(loaded.model)
+    chosen = None if select is None else mq.select_layers(loaded.model, select).chosen
+    warm_engine()
+    settle_memory()
+    return LoadOutcome(script, checkpoint, loaded=loaded, rows=rows, chosen=chosen)
+
+
+def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
+    """Summarise a calibration folder and dry-run its first sample through ``model`` (when given)."""
+    ctx.progress(0, 0, f"Reading {Path(folder).name}…")
+    prepare_torch()
+    import mono_quant_core as mq
+
+    return mq.preview_calibration(folder, model=model, samples=samples)
+
+
+def quantize_task(ctx, model: Any, config: Any, folder: str | None, samples: int | None) -> Any:
+    """Run ``quantize``; ``ctx.task.info["calibration_samples"]`` is set before any progress,
+    ``ctx.task.info["report"]`` when the run failed its checks."""
+    ctx.progress(0, 0, "Preparing…")
+    prepare_torch()
+    import mono_quant_core as mq
+    from mono_quant_core.quantizer import quantize, split_samples
+
+    calibration = mq.load_calibration(folder, samples=samples) if folder else None
+    n = len(calibration) if calibration is not None else 0
+    calib_idx, _, _ = split_samples(n, config.needs_calibration)
+    ctx.task.info["calibration_samples"] = len(calib_idx)
+    try:
+        return quantize(model, config, calibration, progress=ctx.progress, cancel=ctx.cancel,
+                        on_layer=ctx.on_layer)
+    except ValidationFailed as exc:
+        ctx.task.info["report"] = exc.report  # the dashboard still shows what was measured
+        raise
+
+
+def save_task(ctx, result: Any, path: str) -> SaveOutcome:
+    """Write the quantized model (atomically, by the core) and return the file's size."""
+    ctx.progress(0, 0, f"Saving {os.path.basename(path)}…")
+    import mono_quant_core as mq
+
+    written = mq.save_quantized(result, path)
+    return SaveOutcome(path, int(written))

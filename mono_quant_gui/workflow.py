@@ -1,0 +1,269 @@
+"""The window's workflow: load → preview calibration → quantize → save, driven by the runner's signals.
+
+Everything slow goes to the runner as a :class:`~mono_quant_gui.worker.Task`
+built from a plain function in :mod:`mono_quant_gui.tasks`; the handlers here
+run on the GUI thread when the task's signal arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QMainWindow
+
+from mono_quant_core.errors import ConfigError
+from mono_quant_core.report import format_db
+
+from . import dialogs, tasks
+from .formatting import format_bytes
+from .opening import OpeningMixin
+from .worker import Task
+
+log = logging.getLogger("mono_quant_gui")
+
+
+class WorkflowMixin(OpeningMixin):
+    """Mixed into MainWindow; uses its panes, ``runner``, ``session`` and ``store``."""
+
+    # -- background tasks -------------------------------------------------------------------------
+    def load_model(self: Any) -> None:
+        s = self.session
+        title = f"Loading {Path(s.script).name}" + (f" with {Path(s.checkpoint).name}" if s.checkpoint else "")
+        self.runner.submit(Task("load", title, partial(
+            tasks.load_model_task, script=s.script, checkpoint=s.checkpoint, entry=s.entry,
+            entry_kwargs=s.entry_kwargs, select=s.job_config)))
+
+    def preview_calibration(self: Any) -> None:
+        s = self.session
+        if not s.calibration:
+            return
+        samples = self.settings_panel.values()["samples"] or None
+        self.runner.submit(Task("preview", f"Previewing {Path(s.calibration).name}",
+                                partial(tasks.preview_task, folder=s.calibration, model=s.model, samples=samples)))
+
+    def start_quantize(self: Any) -> None:
+        """Quantize the ticked layers with the panel's settings (one run at a time)."""
+        if not self.actions.quantize.isEnabled():
+            return
+        try:
+            config = self.settings_panel.config(self.modules.model.checked_names())
+        except ConfigError as exc:
+            dialogs.show_error(self, "Settings", str(exc))
+            return
+        s = self.session
+        s.result = s.result_saved_to = None
+        self.file_label.setText("")
+        samples = self.settings_panel.values()["samples"] or None
+        self.modules.model.clear_results()
+        original = s.rows[0].bytes if s.rows else 0
+        self.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
+        log.info("quantizing %d layers: %s %s, %s, %s", len(config.layers or []), config.dtype, config.mode,
+                 config.scheme, config.granularity)
+        self.runner.submit(Task("quantize", "Quantizing", partial(
+            tasks.quantize_task, model=s.model, config=config,
+            folder=s.calibration, samples=samples)))
+
+    def cancel(self: Any) -> None:
+        if self.runner.current is not None:
+            self.statusBar().showMessage("Cancelling…")
+            self.runner.cancel()
+
+    def save_as(self: Any) -> None:
+        """Ask for a path, confirm overwriting, and save the last result in the background."""
+        s = self.session
+        if s.result is None or self.runner.busy:
+            return
+        stem = Path(s.checkpoint or s.script or "model").name.split(".")[0]
+        suggested = os.path.join(self.store.last_folder(), f"{stem}.{s.result.config.dtype}.safetensors")
+        path, chosen = dialogs.ask_save_path(self, suggested)
+        if not path:
+            return
+        path = dialogs.with_extension(path, chosen)
+        if os.path.exists(path) and not dialogs.confirm_overwrite(self, path):
+            return
+        self.store.set_last_folder(path)
+        self.runner.submit(Task("save", f"Saving {Path(path).name}",
+                                partial(tasks.save_task, result=s.result, path=path)))
+
+    # -- runner signals ---------------------------------------------------------------------------
+    def _task_started(self: Any, task: Task) -> None:
+        self.run_status.begin()
+        self.statusBar().showMessage(f"{task.title}…")
+
+    def _task_progress(self: Any, done: int, total: int, message: str) -> None:
+        self.run_status.update_progress(done, total)
+        self.statusBar().showMessage(message)
+        task = self.runner.current
+        if task is not None and task.kind == "quantize" and not self.dashboard.sqnr_plot.bar_count():
+            n = task.info.get("calibration_samples", 0)
+            if n and total:
+                self.dashboard.set_calibration(min(done, n), n)
+
+    def _layer_done(self: Any, layer: Any) -> None:
+        self._layer_batch.append(layer)
+        if not self._layer_timer.isActive():
+            self._layer_timer.start()
+
+    def flush_layers(self: Any) -> None:
+        """Draw the layers that arrived since the last flush (one redraw per batch)."""
+        self._layer_timer.stop()
+        batch, self._layer_batch = self._layer_batch, []
+        if batch:
+            task = self.runner.current
+            n = task.info.get("calibration_samples", 0) if task is not None and task.kind == "quantize" else 0
+            if n and not self.dashboard.sqnr_plot.bar_count():
+                self.dashboard.set_calibration(n, n)  # layers come after calibration
+            self.dashboard.add_layers(batch)
+            self.modules.model.set_layer_results(batch)
+
+    def _task_finished(self: Any, result: Any) -> None:
+        task = self.runner.last
+        self.run_status.end()
+        {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized,
+         "save": self._saved}[task.kind](result)
+        self.update_actions()
+
+    def _task_errored(self: Any, message: str, details: str) -> None:
+        task = self.runner.last
+        self.run_status.end()
+        self.flush_layers()
+        titles = {"load": "Could not load the model", "preview": "Calibration folder",
+                  "quantize": "Quantization failed", "save": "Could not save"}
+        if task.kind == "preview":
+            self.calibration_panel.show_error(message)
+        if task.kind == "quantize":
+            report = task.info.get("report")
+            if report is not None:
+                self._show_report(report)
+            else:
+                self.dashboard.stopped("failed")
+        self.statusBar().showMessage(f"{titles[task.kind]}: {message.splitlines()[0]}")
+        self.last_error = dialogs.show_error(self, titles[task.kind], message, details)
+        self.update_actions()
+
+    def _task_cancelled(self: Any) -> None:
+        task = self.runner.last
+        self.run_status.end()
+        self.flush_layers()
+        if task.kind == "quantize":
+            self.dashboard.stopped("cancelled")
+        self.statusBar().showMessage(f"{task.title}: cancelled")
+        self.update_actions()
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def _loaded(self: Any, outcome: tasks.LoadOutcome) -> None:
+        s = self.session
+        if outcome.candidates:
+            entry = dialogs.choose_entry(self, outcome.script, outcome.candidates)
+            if entry is None:
+                self.statusBar().showMessage("Loading stopped: no model chosen")
+                return
+            s.entry = entry
+            self.load_model()
+            return
+        keys = outcome.loaded.keys
+        if not keys.ok and not dialogs.confirm_key_mismatch(
+                self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.",
+                keys.summary()):
+            log.warning("loading stopped: %s does not match the model", keys.checkpoint)
+            self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
+            return
+        s.loaded, s.rows, s.result, s.result_saved_to = outcome.loaded, outcome.rows, None, None
+        self.modules.set_rows(outcome.rows)
+        if outcome.chosen is not None:
+            self.modules.model.set_checked_names(outcome.chosen)
+        log.info("loaded %s: %d modules, %d quantizable; %s", outcome.loaded.source.get("entry"),
+                 len(outcome.rows), len(self.modules.model.quantizable_names()),
+                 keys.summary().replace("\n", "; "))
+        self.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows)} modules")
+        self.file_label.setText("")
+        self.update_title()
+        self.show_empty_hints()
+        if s.calibration:
+            self.preview_calibration()  # dry-run the first sample through the new model
+
+    def _previewed(self: Any, preview: Any) -> None:
+        current = self.session.calibration
+        if current is None or Path(preview.folder).resolve() != Path(current).resolve():
+            return  # the folder changed while this preview ran
+        self.calibration_panel.show_preview(preview)
+        for problem in preview.errors:
+            log.warning("calibration: %s", problem)
+        verdict = "dry run failed" if preview.dry_run_error else (
+            "dry run ok" if preview.dry_run_structure else "open a model to dry-run it")
+        self.statusBar().showMessage(f"Calibration folder {Path(preview.folder).name}: {preview.selected} files, "
+                                     f"{verdict}")
+
+    def _quantized(self: Any, result: Any) -> None:
+        self.flush_layers()
+        self.session.result = result
+        self._show_report(result.report)
+        r = result.report
+        self.statusBar().showMessage(
+            f"Done in {r.elapsed_s:.1f} s: output SQNR {format_db(r.output_sqnr_db)}, "
+            f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}. Save it with Ctrl+S.")
+        for warning in r.warnings:
+            log.warning("%s", warning)
+        log.info("done: output SQNR %s, %d layers quantized, %d kept in float",
+                 format_db(r.output_sqnr_db), len(r.layers), len(r.skipped))
+
+    def _show_report(self: Any, report: Any) -> None:
+        self.dashboard.finish(report)
+        self.modules.model.set_layer_results(report.layers)
+        self.modules.model.set_skipped(report.skipped)
+
+    def _saved(self: Any, outcome: tasks.SaveOutcome) -> None:
+        self.session.result_saved_to = outcome.path
+        self.dashboard.set_file_size(outcome.bytes)
+        self.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
+        self.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
+        log.info("saved %s (%s)", outcome.path, format_bytes(outcome.bytes))
+
+    # -- state of the window ------------------------------------------------------------------------
+    def quantize_problem(self: Any) -> str | None:
+        """Why Quantize is unavailable right now (None: it is available)."""
+        if self.session.loaded is None:
+            return "Open a model script first (Ctrl+O)"
+        if self.runner.busy:
+            return "Wait for the running task to finish (or cancel it with Esc)"
+        if not self.modules.model.checked_names():
+            return "Tick at least one layer in the module tree"
+        return self.settings_panel.problem()
+
+    def update_actions(self: Any) -> None:
+        a = self.actions
+        problem = self.quantize_problem()
+        a.quantize.setEnabled(problem is None)
+        a.quantize.setToolTip(problem or "Quantize the ticked layers with these settings (Ctrl+R)")
+        a.cancel.setEnabled(self.runner.current is not None)
+        a.save_as.setEnabled(self.session.result is not None and not self.runner.busy)
+
+    def update_title(self: Any) -> None:
+        s = self.session
+        parts = [Path(p).name for p in (s.script, s.checkpoint) if p]
+        QMainWindow.setWindowTitle(self, " · ".join(parts + ["mono-quant"]) if parts else "mono-quant")
+
+    def show_empty_hints(self: Any) -> None:
+        a = self.actions
+        if self.session.loaded is None:
+            text = ("Drop a model script (.py) here or open the demo. Add a checkpoint and a calibration folder "
+                    "the same way.")
+            self.modules.show_hint("No model", text, [a.open_script, a.open_demo])
+            self.dashboard.show_hint("Drop a model script here or open the demo",
+                                     "mono-quant loads the model from its script and checkpoint, quantizes the "
+                                     "layers you tick, and shows SQNR and size here as each layer finishes.",
+                                     [a.open_script, a.open_demo])
+        elif self.session.result is None and self.dashboard.currentWidget() is self.dashboard.hint:
+            self.dashboard.show_hint("Ready to quantize",
+                                     "Tick the layers in the module tree, pick the settings on the right and "
+                                     "press Quantize (Ctrl+R).", [a.quantize])
+
+    def reveal_layer(self: Any, name: str) -> None:
+        """Select ``name`` in the module tree (from a click on its bar)."""
+        if self.modules.select_layer(name):
+            self.module_dock.show()
+            self.module_dock.raise_()

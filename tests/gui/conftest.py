@@ -1,0 +1,64 @@
+"""GUI test harness: settings in a temporary folder, no QThread left running, windows closed after each test."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QCoreApplication, QSettings, QThread
+
+from mono_quant_gui.app import configure_plots
+
+
+@pytest.fixture(autouse=True)
+def _settings_in_tmp(qapp, tmp_path):
+    """Point QSettings at tmp_path under a test-only organisation, so a user's settings are never touched."""
+    QCoreApplication.setOrganizationName("mono-quant-tests")
+    QCoreApplication.setApplicationName("mono-quant-gui-tests")
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    configure_plots()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _no_running_qthreads(monkeypatch):
+    """Fail a test that leaves a QThread running (every QThread.start is recorded)."""
+    started: list[QThread] = []
+    original = QThread.start
+
+    def start(self, *args):
+        started.append(self)
+        return original(self, *args)
+
+    monkeypatch.setattr(QThread, "start", start)
+    yield
+    running = [t.objectName() or repr(t) for t in started if t.isRunning()]
+    assert not running, f"test left QThreads running: {running}"
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """Factory for main windows; every window made is closed (its worker stopped) at the end of the test."""
+    from mono_quant_gui.main_window import MainWindow
+
+    made = []
+
+    def make():
+        window = MainWindow()
+        window.show()
+        made.append(window)
+        return window
+
+    yield make
+    for window in made:
+        window.close()
+        window.deleteLater()
+
+
+@pytest.fixture
+def window(make_window):
+    return make_window()
+
+
+def wait_idle(qtbot, window, timeout=20_000):
+    """Wait until the window's runner has no task running or queued."""
+    qtbot.waitUntil(lambda: not window.runner.busy, timeout=timeout)

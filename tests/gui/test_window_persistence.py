@@ -1,0 +1,64 @@
+"""Settings, recent files, geometry and dock layout survive a restart of the main window."""
+
+from __future__ import annotations
+
+from mono_quant_gui.demo import demo
+
+from conftest import wait_idle
+
+
+def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):
+    first = make_window()
+    first.open_script(str(demo("cnn").script))
+    wait_idle(qtbot, first)
+    panel = first.settings_panel
+    panel.combos["dtype"].setCurrentText("int4")
+    panel.combos["granularity"].setCurrentText("per-group")
+    panel.group_size.setValue(32)
+    panel.samples.setValue(24)
+    panel.combos["on_failure"].setCurrentText("warn")
+    panel.min_sqnr.setValue(18.5)
+    values = panel.values()
+    first.log_dock.hide()
+    first.close()
+    saved = first.store.geometry()
+    assert saved is not None
+    # The offscreen screen (800x800) clamps real geometry, so check the bytes reach restoreGeometry.
+    from mono_quant_gui.main_window import MainWindow
+
+    restored = []
+    original = MainWindow.restoreGeometry
+    monkeypatch.setattr(MainWindow, "restoreGeometry", lambda self, g: restored.append(g) or original(self, g))
+
+    second = make_window()
+    assert second.settings_panel.values() == values
+    assert values["mode"] == "weight-only" and values["group_size"] == 32
+    assert restored == [saved]
+    assert second.log_dock.isHidden() and not second.module_dock.isHidden()
+    assert second.store.recent("script") == [str(demo("cnn").script.resolve())]
+    recent = [a.text() for a in second.actions.recent_menu.actions() if a.text()]
+    assert "model.py" in recent
+
+
+def test_a_fresh_window_has_empty_hints(window):
+    assert window.modules.currentWidget() is window.modules.hint
+    assert window.modules.hint.title.text() == "No model"
+    assert window.dashboard.currentWidget() is window.dashboard.hint
+    assert "Drop a model script here or open the demo" in window.dashboard.hint.title.text()
+    assert window.calibration_panel.stack.currentIndex() == 0
+    assert not window.actions.quantize.isEnabled() and not window.actions.save_as.isEnabled()
+    assert window.actions.quantize.toolTip() == "Open a model script first (Ctrl+O)"
+
+
+def test_recent_files_reopen(make_window, qtbot):
+    first = make_window()
+    first.set_calibration_folder(str(demo("cnn").calibration))
+    wait_idle(qtbot, first)
+    first.close()
+    second = make_window()
+    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "calibration")
+    entry.trigger()
+    assert second.session.calibration == str(demo("cnn").calibration.resolve())
+    wait_idle(qtbot, second)
+    second.actions.clear_recent.trigger()
+    assert second.store.recent("calibration") == []

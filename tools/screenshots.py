@@ -1,0 +1,159 @@
+"""Take the main window's screenshots for the docs: empty, loaded, mid-run, finished, and a large model.
+
+Run under a virtual X server so fonts and styles are the real ones:
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [OUT_DIR]
+
+Writes docs/screenshots/{empty,loaded,mid-run,finished,large-model}.png.  The
+mid-run shot pauses the worker inside its ``on_layer`` callback, so it always
+shows a run half done.  Settings are kept in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = (1400, 900)
+
+LARGE_MODEL = '''
+"""A 16-block transformer-style stack (random weights) to show the dashboard with ~100 layers."""
+import torch
+from torch import nn
+
+
+class Block(nn.Module):
+    def __init__(self, d, scale):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm2 = nn.LayerNorm(d)
+        self.up = nn.Linear(d, 4 * d)
+        self.down = nn.Linear(4 * d, d)
+        with torch.no_grad():  # a few outlier channels, as trained models have
+            self.up.weight[: int(scale)] *= 12.0
+
+    def forward(self, x):
+        h = self.norm1(x)
+        att = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / 8.0, -1) @ self.v(h)
+        x = x + self.o(att)
+        return x + self.down(torch.relu(self.up(self.norm2(x))))
+
+
+class LargeStack(nn.Module):
+    def __init__(self, d=64, depth=16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Embedding(100, d)
+        self.blocks = nn.ModuleList(Block(d, i % 5) for i in range(depth))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x.mean(1))
+'''
+
+
+def main(out: Path) -> None:
+    settings_dir = tempfile.mkdtemp(prefix="mono-quant-shots-")
+    os.environ["XDG_CONFIG_HOME"] = settings_dir
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
+
+    from mono_quant_gui import tasks
+    from mono_quant_gui.app import create_application
+    from mono_quant_gui.main_window import MainWindow
+
+    app = create_application()
+    QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, settings_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def wait(predicate, timeout_s: float = 120.0) -> None:
+        loop = QEventLoop()
+        check = QTimer(interval=10)
+        check.timeout.connect(lambda: predicate() and loop.quit())
+        QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+        check.start()
+        loop.exec()
+        check.stop()
+        if not predicate():
+            raise TimeoutError("the window did not get there in time")
+
+    def settle(ms: int = 300) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def shot(window, name: str) -> None:
+        settle()
+        path = out / f"{name}.png"
+        window.grab().save(str(path))
+        print(f"wrote {path}")
+
+    window = MainWindow()
+    window.resize(*SIZE)
+    window.show()
+    shot(window, "empty")
+
+    window.open_demo("transformer")
+    wait(lambda: not window.runner.busy)
+    window.modules.view.expandToDepth(2)
+    window.settings_panel.combos["mode"].setCurrentText("static")
+    window.settings_panel.combos["observer"].setCurrentText("histogram")
+    shot(window, "loaded")
+
+    # Pause the worker after a few layers: the run is then visibly half done.
+    paused, resume = threading.Event(), threading.Event()
+    original = tasks.quantize_task
+
+    def pausing_task(ctx, **kwargs):
+        forward = ctx.on_layer
+        count = [0]
+
+        def on_layer(layer):
+            forward(layer)
+            count[0] += 1
+            if count[0] == 4:
+                paused.set()
+                resume.wait(60)
+
+        ctx.on_layer = on_layer
+        return original(ctx, **kwargs)
+
+    tasks.quantize_task = pausing_task
+    window.start_quantize()
+    wait(paused.is_set)
+    wait(lambda: window.dashboard.sqnr_plot.bar_count() == 4)
+    shot(window, "mid-run")
+    resume.set()
+    wait(lambda: not window.runner.busy)
+    tasks.quantize_task = original
+    shot(window, "finished")
+
+    import torch
+
+    folder = Path(tempfile.mkdtemp(prefix="mono-quant-large-"))
+    (folder / "large_model.py").write_text(LARGE_MODEL)
+    calib = folder / "calibration"
+    calib.mkdir()
+    gen = torch.Generator().manual_seed(1)
+    for i in range(40):
+        torch.save(torch.randint(0, 100, (4, 24), generator=gen), calib / f"batch_{i}.pt")
+    window.open_script(str(folder / "large_model.py"))
+    window.set_calibration_folder(str(calib))
+    wait(lambda: not window.runner.busy)
+    window.settings_panel.combos["mode"].setCurrentText("weight-only")
+    window.start_quantize()
+    wait(lambda: window.session.result is not None and not window.runner.busy)
+    window.modules.select_layer("blocks.3.up")
+    shot(window, "large-model")
+    window.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
