@@ -1,0 +1,297 @@
+"""The Queue pane: the job table (drag to reorder), its buttons, an empty-state hint and a details area.
+
+The pane owns the queue's store, model and runner.  The main window supplies
+jobs: it connects ``add_current_requested`` (and ``checkpoints_dropped``) and
+answers with :meth:`QueueDock.add_jobs` / :meth:`QueueDock.add_checkpoints`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QPlainTextEdit, QSplitter, QStackedWidget, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from mono_quant_core.errors import MonoQuantError
+from mono_quant_core.jobs import Job
+
+from ..drop import local_paths, sort_drop
+from ..empty_state import EmptyState
+from ..icons import icon
+from . import file_dialogs
+from .entry import RETRYABLE, RUNNING, STATUSES, QueueEntry
+from .from_checkpoints import jobs_from_checkpoints
+from .job_files import export_entries, read_job_files
+from .model import ID_ROLE, QueueModel
+from .runner import QueueRunner
+from .store import QueueStore, QueueStoreError
+from .table import QueueTable
+
+log = logging.getLogger("mono_quant_gui.queue")
+
+HINT_TITLE = "No jobs queued"
+HINT_TEXT = "Drop several checkpoints here, or add the current settings"
+
+
+class QueueDock(QWidget):
+    """The batch queue pane.
+
+    Signals: ``add_current_requested()`` (the main window answers with
+    ``add_jobs([job])``), ``checkpoints_dropped(paths)`` (it answers with
+    ``add_checkpoints(paths, template_job)``), ``message(text)`` for the
+    status bar.  ``restore_message`` says what happened when the saved queue
+    was read (None: nothing to report).
+    """
+
+    add_current_requested = Signal()
+    checkpoints_dropped = Signal(list)
+    message = Signal(str)
+
+    def __init__(self, store: QueueStore | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("queue_panel")
+        self.setAcceptDrops(True)
+        self.model = QueueModel(self)
+        try:
+            self.store: QueueStore | None = store if store is not None else QueueStore()
+        except QueueStoreError as exc:
+            self.store = None  # the queue still works for this session, in memory
+            self.restore_message: str | None = f"{exc}; the queue will not be saved"
+        else:
+            self.restore_message = self.model.attach(self.store)
+        self.runner = QueueRunner(self.model, self)
+        self.last_folder = str(Path.home())
+        self._make_actions()
+        self._build()
+        self._connect()
+        if self.restore_message:
+            log.warning("%s", self.restore_message)
+            self.details.setPlainText(self.restore_message)
+        self.update_state()
+
+    # -- building ---------------------------------------------------------------------------
+    def _make_actions(self) -> None:
+        def make(name: str, text: str, tip: str, icon_name: str | None = None) -> QAction:
+            action = QAction(text, self)
+            action.setObjectName(f"queue_{name}")
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+            if icon_name:
+                action.setIcon(icon(icon_name))
+            self.addAction(action)
+            return action
+
+        self.add_current = make("add_current", "Add current settings",
+                                "Queue a job with the open model, checkpoint and settings", "queue")
+        self.import_jobs = make("import", "Import job files…", "Queue jobs from mono-quant job files (.toml)",
+                                "open-script")
+        self.export_selected = make("export", "Export selected…", "Write the selected jobs as job files (.toml)",
+                                    "save")
+        self.remove_selected = make("remove", "Remove", "Remove the selected jobs (not a running one)", "clear")
+        self.remove_selected.setShortcut(QKeySequence.StandardKey.Delete)
+        self.remove_selected.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self.retry_selected = make("retry", "Retry", "Queue the selected failed or cancelled jobs again")
+        self.run_all = make("run_all", "Run all", "Run the queued jobs one after another in the background",
+                            "quantize")
+        self.stop = make("stop", "Stop", "Cancel the running job and run no more", "cancel")
+
+    def _build(self) -> None:
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        for action in (self.add_current, self.import_jobs, self.export_selected, self.remove_selected,
+                       self.retry_selected, self.run_all, self.stop):
+            button = QToolButton()
+            button.setDefaultAction(action)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+        self.summary = QLabel(objectName="queue_summary")
+        buttons.addWidget(self.summary)
+
+        self.table = QueueTable(self.model)
+        self.details = QPlainTextEdit(objectName="queue_details", readOnly=True)
+        self.details.setPlaceholderText("Select a job to see its settings, or why it failed.")
+        self.details.setMaximumBlockCount(2000)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+
+        self.hint = EmptyState(HINT_TITLE, HINT_TEXT, [self.add_current, self.import_jobs])
+        self.pages = QStackedWidget()
+        self.pages.addWidget(self.hint)
+        self.pages.addWidget(split)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(buttons)
+        layout.addWidget(self.pages, 1)
+
+    def _connect(self) -> None:
+        self.add_current.triggered.connect(self.add_current_requested)
+        self.import_jobs.triggered.connect(self.choose_job_files)
+        self.export_selected.triggered.connect(self.choose_export)
+        self.remove_selected.triggered.connect(lambda: self.remove_ids(self.selected_ids()))
+        self.retry_selected.triggered.connect(lambda: self.runner.retry(self.selected_ids()))
+        self.run_all.triggered.connect(self.runner.run_all)
+        self.stop.triggered.connect(self.runner.stop)
+        m = self.model
+        for signal in (m.rowsInserted, m.rowsRemoved, m.rowsMoved, m.modelReset, m.dataChanged):
+            signal.connect(self.update_state)
+        m.problem.connect(self._report)
+        self.table.selectionModel().selectionChanged.connect(self.update_state)
+        self.runner.running_changed.connect(self.update_state)
+        self.runner.errored.connect(lambda _id, message, _details: self.message.emit(
+            f"Queue job failed: {message.splitlines()[0] if message else ''}"))
+
+    # -- adding jobs ------------------------------------------------------------------------
+    def add_jobs(self, jobs: list[Job], names: list[str | None] | None = None, announce: bool = True) -> list[str]:
+        """Queue ``jobs`` (copies are kept); returns their ids, [] with a message when one is refused."""
+        try:
+            ids = self.model.add_jobs(jobs, names)
+        except MonoQuantError as exc:
+            self._report(f"Not queued: {exc}")
+            return []
+        if ids and announce:
+            self.message.emit(f"Queued {len(ids)} job(s)")
+        return ids
+
+    def add_checkpoints(self, paths: list[str], template_job: Job) -> list[str]:
+        """One job per checkpoint with ``template_job``'s settings, output next to each checkpoint."""
+        try:
+            jobs = jobs_from_checkpoints(paths, template_job)
+        except MonoQuantError as exc:
+            self._report(f"Not queued: {exc}")
+            return []
+        return self.add_jobs(jobs)
+
+    def import_files(self, paths: list[str]) -> list[str]:
+        """Queue the jobs of these job files; unreadable ones are reported, the others queued."""
+        jobs, names, errors = read_job_files(paths)
+        ids = self.add_jobs(jobs, names, announce=not errors) if jobs else []
+        if errors:
+            self._report(f"Queued {len(ids)} job(s); {len(errors)} job file(s) could not be read:\n"
+                         + "\n".join(errors))
+        return ids
+
+    def handle_paths(self, paths: list[str]) -> bool:
+        """Dropped paths: job files are imported, checkpoints announced with ``checkpoints_dropped``.
+        True when something was used."""
+        groups = sort_drop(paths)
+        if groups.get("job"):
+            self.import_files(groups["job"])
+        if groups.get("checkpoint"):
+            self.checkpoints_dropped.emit(groups["checkpoint"])
+        return bool(groups.get("job") or groups.get("checkpoint"))
+
+    def choose_job_files(self) -> None:
+        paths = file_dialogs.ask_job_files(self, self.last_folder)
+        if paths:
+            self.last_folder = os.path.dirname(paths[0])
+            self.import_files(paths)
+
+    # -- exporting and removing -------------------------------------------------------------
+    def export_ids(self, ids: list[str], target: str) -> list[str]:
+        """Write these jobs as job files (see :func:`export_entries`); returns the paths written."""
+        entries = [e for e in (self.model.find(i) for i in ids) if e is not None]
+        try:
+            written = export_entries(entries, target)
+        except MonoQuantError as exc:
+            self._report(f"Export failed: {exc}")
+            return []
+        self.message.emit(f"Exported {len(written)} job file(s) to {os.path.dirname(written[0])}"
+                          if written else "Nothing exported")
+        return written
+
+    def choose_export(self) -> None:
+        ids = self.selected_ids()
+        if not ids:
+            return
+        if len(ids) == 1:
+            entry = self.model.find(ids[0])
+            target = file_dialogs.ask_export_file(self, os.path.join(self.last_folder, f"{entry.name}.toml"))
+        else:
+            target = file_dialogs.ask_export_folder(self, self.last_folder)
+        if target:
+            self.last_folder = target if os.path.isdir(target) else os.path.dirname(target)
+            self.export_ids(ids, target)
+
+    def remove_ids(self, ids: list[str]) -> list[str]:
+        """Remove these jobs (a running one stays: stop it first)."""
+        removed = self.model.remove(ids)
+        if len(removed) < len(set(ids)):
+            self.message.emit("The running job was kept: stop it first to remove it")
+        return removed
+
+    # -- state ------------------------------------------------------------------------------
+    def selected_ids(self) -> list[str]:
+        """Ids of the selected jobs, in queue order."""
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return [self.model.index(r, 0).data(ID_ROLE) for r in rows]
+
+    def select_ids(self, ids: list[str]) -> None:
+        """Select these jobs (replacing the selection)."""
+        selection = self.table.selectionModel()
+        selection.clearSelection()
+        flags = QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows
+        for entry_id in ids:
+            row = self.model.row_of(entry_id)
+            if row >= 0:
+                selection.select(self.model.index(row, 0), flags)
+
+    def update_state(self, *_args) -> None:
+        """Enable the buttons that apply, switch hint/table, refresh the summary and the details."""
+        entries = self.model.entries()
+        selected = [e for e in (self.model.find(i) for i in self.selected_ids()) if e is not None]
+        running = self.runner.running
+        self.pages.setCurrentIndex(1 if entries else 0)
+        self.export_selected.setEnabled(bool(selected))
+        self.remove_selected.setEnabled(any(e.status != RUNNING for e in selected))
+        self.retry_selected.setEnabled(any(e.status in RETRYABLE for e in selected))
+        self.run_all.setEnabled(not running and self.model.next_queued() is not None)
+        self.stop.setEnabled(running)
+        counts = self.model.counts()
+        self.summary.setText(" · ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
+        if len(selected) == 1:
+            self.details.setPlainText(_details_text(selected[0]))
+
+    def _report(self, text: str) -> None:
+        log.warning("%s", text)
+        self.details.setPlainText(text)
+        self.message.emit(text.splitlines()[0])
+
+    # -- drops and closing --------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        groups = sort_drop(local_paths(event.mimeData()))
+        if groups.get("job") or groups.get("checkpoint"):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        if self.handle_paths(local_paths(event.mimeData())):
+            event.acceptProposedAction()
+
+    def shutdown(self, timeout_ms: int = 10_000) -> bool:
+        """Stop the queue's thread (a running job is saved as queued) and release the queue file."""
+        stopped = self.runner.shutdown(timeout_ms)
+        if self.store is not None:
+            self.store.close()
+        return stopped
+
+
+def _details_text(e: QueueEntry) -> str:
+    job = e.job
+    lines = [f"{e.name}: {e.status}"]
+    if e.message:
+        lines += ["", e.message]
+    lines += ["", f"script      {job.script}" + (f" (entry {job.entry})" if job.entry else ""),
+              f"checkpoint  {job.checkpoint or '—'}", f"calibration {job.calibration_folder or '—'}",
+              f"output      {job.output}",
+              f"settings    {job.config.dtype}, {job.config.mode}, {job.config.scheme}, {job.config.granularity}"]
+    if e.details:
+        lines += ["", e.details]
+    return "\n".join(lines)
+
