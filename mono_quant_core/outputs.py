@@ -6,10 +6,11 @@ Models return tensors, tuples (LSTM: ``(out, (h, c))``), dicts or
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
+
+from .tensor.sqnr import db_from_sums, sqnr_sums
 
 
 def flat_tensors(value: Any) -> list[torch.Tensor]:
@@ -47,18 +48,11 @@ class SqnrAccumulator:
         self.noise: torch.Tensor | None = None
 
     def add(self, reference: torch.Tensor, approx: torch.Tensor) -> None:
-        ref = reference.detach().to(torch.float64)
-        err = ref - approx.detach().to(device=ref.device, dtype=torch.float64)
-        s, n = ref.square().sum(), err.square().sum()
+        s, n = sqnr_sums(reference, approx)
         self.signal = s if self.signal is None else self.signal + s.to(self.signal.device)
         self.noise = n if self.noise is None else self.noise + n.to(self.noise.device)
 
     def db(self) -> float | None:
         if self.signal is None:
             return None
-        signal, noise = float(self.signal), float(self.noise)
-        if noise == 0.0:
-            return math.inf
-        if signal == 0.0:
-            return -math.inf
-        return 10.0 * math.log10(signal / noise)
+        return db_from_sums(float(self.signal), float(self.noise))
