@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
+import pathlib
 import sys
 
 from PyInstaller.utils.hooks import collect_submodules, copy_metadata
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from bundle_rules import stdlib_hiddenimports  # noqa: E402  (packaging/bundle_rules.py)
 
 # mono_quant_core/__init__.py imports its rooms by name on first use (PEP 562), which
 # static analysis cannot see.
@@ -13,11 +16,6 @@ hiddenimports = collect_submodules("mono_quant_core")
 
 # The frozen app imports the user's model script, which may import any standard-library
 # module; carry them all except the GUI toolkits, test suites and installers.
-_LEFT_OUT = {"tkinter", "turtle", "turtledemo", "idlelib", "test", "ensurepip", "lib2to3", "pydoc_data", "venv"}
-hiddenimports += [
-    name
-    for name in sorted(sys.stdlib_module_names)
-    if not name.startswith("_") and name not in _LEFT_OUT and importlib.util.find_spec(name) is not None
-]
+hiddenimports += stdlib_hiddenimports()
 
 datas = copy_metadata("mono-quant")
