@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from PySide6.QtCore import QCoreApplication, QSettings, QThread
 
@@ -9,8 +11,10 @@ from mono_quant_gui.app import configure_plots
 
 
 @pytest.fixture(autouse=True)
-def _settings_in_tmp(qapp, tmp_path):
-    """Point QSettings at tmp_path under a test-only organisation, so a user's settings are never touched."""
+def _settings_in_tmp(qapp, tmp_path, monkeypatch):
+    """Point QSettings and the data folder (the queue's queue.json) at tmp_path under a test-only
+    organisation, so a user's settings and queue are never touched."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     QCoreApplication.setOrganizationName("mono-quant-tests")
     QCoreApplication.setApplicationName("mono-quant-gui-tests")
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
@@ -33,6 +37,19 @@ def _no_running_qthreads(monkeypatch):
     yield
     running = [t.objectName() or repr(t) for t in started if t.isRunning()]
     assert not running, f"test left QThreads running: {running}"
+
+
+@pytest.fixture(autouse=True)
+def _collect_qt_garbage_on_the_gui_thread():
+    """Collect each test's garbage here, on the GUI thread.
+
+    A test can leave parentless Qt objects in reference cycles (a QueueModel
+    held by an exception's traceback, say).  Left for later, they would be
+    freed by whichever thread collects next — often a worker's
+    ``settle_memory`` — and deleting a QObject off its thread crashes.
+    """
+    yield
+    gc.collect()
 
 
 @pytest.fixture
