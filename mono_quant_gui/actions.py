@@ -41,11 +41,16 @@ class Actions(QObject):
         self.cancel = make("cancel", "Cancel", "cancel", "Esc", "Stop the running task", "#c0392b")
         self.save_as = make("save_as", "Save As…", "save", "Ctrl+S",
                             "Save the quantized model as .safetensors or .pt")
+        self.add_to_queue = make("add_to_queue", "Add to Queue", "queue", "Ctrl+Shift+R",
+                                 "Queue a job with the open model, checkpoint, calibration folder, ticked layers "
+                                 "and settings; the Queue pane runs it in the background")
         self.quit = make("quit", "Quit", None, "Ctrl+Q", "Close mono-quant")
         self.quit.setMenuRole(QAction.MenuRole.QuitRole)
         self.clear_recent = make("clear_recent", "Clear Recent Files", None, None, "Forget the recent files")
         self.reset_layout = make("reset_layout", "Reset Layout", None, None, "Put every pane back in its place")
-        self.about = make("about", "About mono-quant", None, None, "Version and licence")
+        self.documentation = make("documentation", "User Guide", None, "F1",
+                                  "Open the mono-quant user guide in your web browser")
+        self.about = make("about", "About mono-quant", None, None, "Versions and licence")
         self.about.setMenuRole(QAction.MenuRole.AboutRole)
         self.demos = {
             key: make(f"demo_{key}", demo(key).title, "demo", None, f"Open the bundled example: {demo(key).title}")
@@ -67,6 +72,8 @@ class Actions(QObject):
         file_menu.addAction(self.quit)
         run_menu = bar.addMenu("&Run")
         run_menu.addActions([self.quantize, self.cancel])
+        run_menu.addSeparator()
+        run_menu.addAction(self.add_to_queue)
         demo_menu = bar.addMenu("&Demo")
         demo_menu.addActions(list(self.demos.values()))
         view_menu = bar.addMenu("&View")
@@ -74,6 +81,8 @@ class Actions(QObject):
         view_menu.addSeparator()
         view_menu.addAction(self.reset_layout)
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.documentation)
+        help_menu.addSeparator()
         help_menu.addAction(self.about)
 
     def build_toolbar(self, window: QMainWindow) -> QToolBar:
@@ -85,7 +94,7 @@ class Actions(QObject):
         toolbar.addSeparator()
         toolbar.addActions([self.quantize, self.cancel])
         toolbar.addSeparator()
-        toolbar.addAction(self.save_as)
+        toolbar.addActions([self.save_as, self.add_to_queue])
         toolbar.addSeparator()
         demo_button = QToolButton(toolbar)
         demo_button.setObjectName("demo_button")

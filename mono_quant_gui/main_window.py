@@ -1,30 +1,33 @@
 """The main window: toolbar, docks (modules, settings, calibration, log, queue), dashboard, status bar.
 
 The window owns one :class:`~mono_quant_gui.worker.Runner`; what happens when
-the user opens, runs and saves lives in :mod:`mono_quant_gui.workflow`.
+the user opens, runs and saves lives in :mod:`mono_quant_gui.workflow`, what
+goes to the batch queue in :mod:`mono_quant_gui.queueing`.  The Queue pane
+(:class:`~mono_quant_gui.queue.QueueDock`) runs its jobs on its own thread.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent
-from PySide6.QtWidgets import (QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea,
-                               QWidget)
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices
+from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QWidget
 
-from . import identity
+from . import dialogs, help_menu, identity
 from .actions import Actions
 from .calibration_panel import CalibrationPanel
 from .dashboard import Dashboard
 from .drop import local_paths
-from .empty_state import EmptyState
 from .log_view import LogView
 from .module_panel import ModulePanel
+from .queue import QueueDock, QueueStore
+from .queueing import QueueingMixin
 from .run_status import RunStatus
 from .session import Session
 from .settings_panel import SettingsPanel
 from .settings_store import STATE_VERSION, SettingsStore
+from .welcome import WelcomePage
 from .worker import Runner
 from .workflow import WorkflowMixin
 
@@ -33,20 +36,26 @@ DEFAULT_SIZE = (1400, 900)
 LAYER_FLUSH_MS = 50
 
 
-class MainWindow(WorkflowMixin, QMainWindow):
-    """The application window; ``runner`` does the background work one task at a time."""
+class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
+    """The application window; ``runner`` does the background work one task at a time.
 
-    def __init__(self, parent: QWidget | None = None):
+    ``queue_store``: where the Queue pane keeps its jobs (default: queue.json in
+    the user's data folder).
+    """
+
+    def __init__(self, parent: QWidget | None = None, queue_store: QueueStore | None = None):
         super().__init__(parent)
         self.setObjectName("main_window")
         self.setWindowIcon(identity.app_icon())
         self.setDockNestingEnabled(True)
+        # Settings and calibration take the whole right side; the log and queue sit under the rest.
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.setAcceptDrops(True)
         self.store = SettingsStore()
         self.session = Session()
         self.runner = Runner(self)
         self.actions = Actions(self)
-        self._build_panes()
+        self._build_panes(queue_store)
         self.actions.build_toolbar(self)
         self.actions.build_menus(self, [d.toggleViewAction() for d in self.docks])
         self._build_status_bar()
@@ -59,7 +68,6 @@ class MainWindow(WorkflowMixin, QMainWindow):
         self.update_title()
         self.show_empty_hints()
         self.update_actions()
-        self.log_view.attach("mono_quant_core", "mono_quant_gui")
         QApplication.instance().installEventFilter(self)
 
     # -- building -------------------------------------------------------------------------
@@ -74,9 +82,11 @@ class MainWindow(WorkflowMixin, QMainWindow):
         self.docks.append(dock)
         return dock
 
-    def _build_panes(self) -> None:
+    def _build_panes(self, queue_store: QueueStore | None) -> None:
         self.docks: list[QDockWidget] = []
         self.dashboard = Dashboard()
+        self.welcome = WelcomePage(self.actions.open_script, self.actions.open_demo, self.actions.documentation)
+        self.dashboard.addWidget(self.welcome)
         self.setCentralWidget(self.dashboard)
         self.modules = ModulePanel()
         self.module_dock = self._dock("Modules", "modules_dock", self.modules, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -92,20 +102,15 @@ class MainWindow(WorkflowMixin, QMainWindow):
         self.splitDockWidget(self.settings_dock, self.calibration_dock, Qt.Orientation.Vertical)
         self.log_view = LogView()
         self.log_dock = self._dock("Log", "log_dock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
-        self.queue_placeholder = EmptyState(
-            "Batch queue", "Queued jobs will be listed here: several checkpoints with the same settings, "
-            "run one after another in the background.")
-        self.queue_dock = self._dock("Queue", "queue_dock", self.queue_placeholder,
-                                     Qt.DockWidgetArea.BottomDockWidgetArea)
+        # The log first, so what the queue says while reading its file reaches it.
+        self.log_view.attach("mono_quant_core", "mono_quant_gui")
+        self.queue_panel = QueueDock(queue_store)
+        self.queue_dock = self._dock("Queue", "queue_dock", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.queue_dock)
         self.log_dock.raise_()
         self.resizeDocks([self.module_dock, self.settings_dock], [530, 350], Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [170], Qt.Orientation.Vertical)
-        self.resizeDocks([self.settings_dock, self.calibration_dock], [350, 380], Qt.Orientation.Vertical)
-
-    def set_queue_widget(self, widget: QWidget) -> None:
-        """Replace the Queue dock's placeholder (for the batch queue)."""
-        self.queue_dock.setWidget(widget)
+        self.resizeDocks([self.settings_dock, self.calibration_dock], [370, 480], Qt.Orientation.Vertical)
 
     def _build_status_bar(self) -> None:
         self.run_status = RunStatus()
@@ -126,6 +131,12 @@ class MainWindow(WorkflowMixin, QMainWindow):
         a.clear_recent.triggered.connect(self.clear_recent)
         a.reset_layout.triggered.connect(lambda: self.restoreState(self._default_state, STATE_VERSION))
         a.about.triggered.connect(self.show_about)
+        a.documentation.triggered.connect(self.open_documentation)
+        a.add_to_queue.triggered.connect(self.add_current_to_queue)
+        q = self.queue_panel
+        q.add_current_requested.connect(self.add_current_to_queue)
+        q.checkpoints_dropped.connect(self.queue_checkpoints)
+        q.message.connect(self.statusBar().showMessage)
         a.open_demo.triggered.connect(lambda: self.open_demo("cnn"))
         for key, action in a.demos.items():
             action.triggered.connect(lambda _=False, k=key: self.open_demo(k))
@@ -203,23 +214,50 @@ class MainWindow(WorkflowMixin, QMainWindow):
                 event.setDropAction(Qt.DropAction.CopyAction)
                 event.accept()
                 if kind == QEvent.Type.Drop:
-                    self.handle_paths(paths)
+                    if self._in_queue_pane(watched):
+                        self.handle_queue_drop(paths)
+                    else:
+                        self.handle_paths(paths)
                 return True
         return super().eventFilter(watched, event)
 
     def _is_mine(self, obj: QObject) -> bool:
         return isinstance(obj, QWidget) and (obj is self or self.isAncestorOf(obj))
 
+    def _in_queue_pane(self, obj: QObject) -> bool:
+        return isinstance(obj, QWidget) and (obj is self.queue_panel or self.queue_panel.isAncestorOf(obj))
+
     # -- closing ------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_persistent()
         QApplication.instance().removeEventFilter(self)
         self._layer_timer.stop()
+        self.queue_panel.shutdown()  # a running queue job is cancelled and saved as queued
         self.runner.shutdown()
         self.log_view.detach()
         super().closeEvent(event)
 
-    def show_about(self) -> None:
-        QMessageBox.about(self, f"About {identity.DISPLAY_NAME}",
-                          f"<b>{identity.DISPLAY_NAME}</b> {identity.VERSION}<br>{identity.SUMMARY}<br>"
-                          f"Licence: {identity.LICENSE}")
+    # -- help -----------------------------------------------------------------------------------
+    def show_about(self) -> QMessageBox:
+        """The About box: version, the versions of torch, PySide6, Qt and safetensors, licence."""
+        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {identity.DISPLAY_NAME}", help_menu.about_html(),
+                          QMessageBox.StandardButton.Close, self)
+        box.setObjectName("about_box")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)  # the homepage link opens
+        box.setIconPixmap(identity.app_icon().pixmap(64, 64))
+        box.open()
+        self.about_box = box
+        return box
+
+    def open_documentation(self) -> None:
+        """Open the bundled user guide in the system's browser."""
+        try:
+            path = help_menu.user_guide_path()
+        except OSError as exc:
+            self.last_error = dialogs.show_error(self, "User guide", str(exc))
+            return
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
+            self.last_error = dialogs.show_error(
+                self, "User guide", f"No application could open the user guide. Open this file in a web browser:"
+                f"\n{path}")

@@ -81,22 +81,50 @@ class OpeningMixin:
         self.update_actions()
 
     def handle_paths(self: Any, paths: list[str]) -> None:
-        """Dropped or command-line paths: a script, a checkpoint, a folder (several kinds at once is fine)."""
+        """Dropped or command-line paths (several kinds at once is fine).
+
+        A script, a checkpoint and a folder open in the window.  Several
+        checkpoints at once are queued, one job each with the current settings
+        (the first one also opens when a script comes with them).  Job files are
+        queued; a single one also fills the window with its settings.
+        """
         groups = sort_drop(paths)
         for path in groups.get("unknown", []):
-            self.statusBar().showMessage(f"{Path(path).name}: not a model script, checkpoint or folder")
-            log.warning("ignored %s: not a model script (.py), checkpoint or calibration folder", path)
+            self.statusBar().showMessage(f"{Path(path).name}: not a model script, checkpoint, folder or job file")
+            log.warning("ignored %s: not a model script (.py), checkpoint, calibration folder or job file (.toml)",
+                        path)
         if "calibration" in groups:
             self.set_calibration_folder(groups["calibration"][0])
         checkpoints = groups.get("checkpoint", [])
+        scripts = groups.get("script", [])
         if len(checkpoints) > 1:
-            log.warning("%d checkpoints dropped: the first one is opened", len(checkpoints))
-        if "script" in groups:
-            self.open_script(groups["script"][0], checkpoints[0] if checkpoints else self.session.checkpoint)
-        elif checkpoints:
+            self.queue_checkpoints(checkpoints, scripts[0] if scripts else None)
+        if scripts:
+            self.open_script(scripts[0], checkpoints[0] if checkpoints else self.session.checkpoint)
+        elif len(checkpoints) == 1:
             self.open_checkpoint(checkpoints[0])
-        if "job" in groups:
-            self.open_job(groups["job"][0])
+        jobs = groups.get("job", [])
+        if jobs:
+            self.import_job_files(jobs)
+            if len(jobs) == 1 and not scripts:
+                self.open_job(jobs[0])
+
+    def handle_queue_drop(self: Any, paths: list[str]) -> None:
+        """Paths dropped on the Queue pane: checkpoints (even one) and job files are queued;
+        a script or folder dropped with them opens in the window as usual."""
+        groups = sort_drop(paths)
+        checkpoints, jobs = groups.pop("checkpoint", []), groups.pop("job", [])
+        scripts = groups.get("script", [])
+        if checkpoints:
+            self.queue_checkpoints(checkpoints, scripts[0] if scripts else None)
+        if jobs:
+            self.import_job_files(jobs)
+        if scripts:
+            self.open_script(scripts[0], checkpoints[0] if checkpoints else None)
+            del groups["script"]
+        rest = [p for kind in groups.values() for p in kind]
+        if rest:
+            self.handle_paths(rest)
 
     def open_job(self: Any, path: str) -> None:
         """Fill the window from a job file: model, checkpoint, calibration, settings and layers."""

@@ -132,10 +132,18 @@ def quantize_task(ctx, model: Any, config: Any, folder: str | None, samples: int
         raise
 
 
-def save_task(ctx, result: Any, path: str) -> SaveOutcome:
-    """Write the quantized model (atomically, by the core) and return the file's size."""
+def save_task(ctx, result: Any, path: str, writer: str = "Save As") -> SaveOutcome:
+    """Write the quantized model (atomically, by the core) and return the file's size.
+
+    ``path`` is claimed for ``writer`` while it is written, so the batch queue
+    never writes the same file at the same time; a path another writer holds
+    raises OutputBusy (the message names that writer).
+    """
     ctx.progress(0, 0, f"Saving {os.path.basename(path)}…")
     import mono_quant_core as mq
 
-    written = mq.save_quantized(result, path)
+    from .queue.output_claims import claimed
+
+    with claimed(path, writer):
+        written = mq.save_quantized(result, path)
     return SaveOutcome(path, int(written))

@@ -86,8 +86,10 @@ class WorkflowMixin(OpeningMixin):
         if os.path.exists(path) and not dialogs.confirm_overwrite(self, path):
             return
         self.store.set_last_folder(path)
+        # The save claims ``path`` while it writes: a queue job writing the same file makes it fail
+        # with a dialog naming the job, and the queue refuses that file while the save runs.
         self.runner.submit(Task("save", f"Saving {Path(path).name}",
-                                partial(tasks.save_task, result=s.result, path=path)))
+                                partial(tasks.save_task, result=s.result, path=path, writer="Save As")))
 
     # -- runner signals ---------------------------------------------------------------------------
     def _task_started(self: Any, task: Task) -> None:
@@ -241,6 +243,13 @@ class WorkflowMixin(OpeningMixin):
         a.quantize.setToolTip(problem or "Quantize the ticked layers with these settings (Ctrl+R)")
         a.cancel.setEnabled(self.runner.current is not None)
         a.save_as.setEnabled(self.session.result is not None and not self.runner.busy)
+        queue_problem = self.queue_problem()
+        a.add_to_queue.setEnabled(queue_problem is None)
+        a.add_to_queue.setToolTip(queue_problem or "Queue a job with these settings and the ticked layers; the "
+                                  "Queue pane runs it in the background (Ctrl+Shift+R)")
+        self.queue_panel.add_current.setEnabled(queue_problem is None)
+        self.queue_panel.add_current.setToolTip(queue_problem or "Queue a job with the open model, checkpoint, "
+                                                "calibration folder, ticked layers and settings")
 
     def update_title(self: Any) -> None:
         s = self.session
@@ -250,14 +259,10 @@ class WorkflowMixin(OpeningMixin):
     def show_empty_hints(self: Any) -> None:
         a = self.actions
         if self.session.loaded is None:
-            text = ("Drop a model script (.py) here or open the demo. Add a checkpoint and a calibration folder "
-                    "the same way.")
-            self.modules.show_hint("No model", text, [a.open_script, a.open_demo])
-            self.dashboard.show_hint("Drop a model script here or open the demo",
-                                     "mono-quant loads the model from its script and checkpoint, quantizes the "
-                                     "layers you tick, and shows SQNR and size here as each layer finishes.",
-                                     [a.open_script, a.open_demo])
-        elif self.session.result is None and self.dashboard.currentWidget() is self.dashboard.hint:
+            self.modules.show_hint("No model", "The model's layers are listed here once its script is open: "
+                                   "drop it on the window or use Open Script (Ctrl+O).")
+            self.dashboard.setCurrentWidget(self.welcome)
+        elif self.session.result is None and self.dashboard.currentWidget() in (self.dashboard.hint, self.welcome):
             self.dashboard.show_hint("Ready to quantize",
                                      "Tick the layers in the module tree, pick the settings on the right and "
                                      "press Quantize (Ctrl+R).", [a.quantize])

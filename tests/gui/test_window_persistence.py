@@ -43,8 +43,8 @@ def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):
 def test_a_fresh_window_has_empty_hints(window):
     assert window.modules.currentWidget() is window.modules.hint
     assert window.modules.hint.title.text() == "No model"
-    assert window.dashboard.currentWidget() is window.dashboard.hint
-    assert "Drop a model script here or open the demo" in window.dashboard.hint.title.text()
+    assert window.dashboard.currentWidget() is window.welcome
+    assert window.welcome.title.text().replace("\u2011", "-") == "Welcome to mono-quant"
     assert window.calibration_panel.stack.currentIndex() == 0
     assert not window.actions.quantize.isEnabled() and not window.actions.save_as.isEnabled()
     assert window.actions.quantize.toolTip() == "Open a model script first (Ctrl+O)"

@@ -1,0 +1,154 @@
+"""The main window's side of the batch queue: jobs built from what the window has open.
+
+``Add to Queue`` (toolbar, Run menu, the Queue pane's *Add current settings*)
+queues one job with the loaded model's script, entry, checkpoint, the
+calibration folder, sample count, settings and ticked layers; several dropped
+checkpoints become one job each with the same settings
+(:meth:`~mono_quant_gui.queue.QueueDock.add_checkpoints`).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QStandardPaths
+
+from mono_quant_core.errors import MonoQuantError
+from mono_quant_core.jobs import Job
+
+from . import dialogs
+from .queue.from_checkpoints import checkpoint_stem
+
+log = logging.getLogger("mono_quant_gui")
+
+
+def _resources_folder() -> str:
+    return os.path.realpath(str(importlib.resources.files("mono_quant_gui.resources")))
+
+
+def _inside(path: str, folder: str) -> bool:
+    path, folder = os.path.normcase(os.path.realpath(path)), os.path.normcase(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def output_folder(source: str) -> str:
+    """The folder of ``source`` (a checkpoint or script), or the user's documents folder when
+    that one is the application's own (the demo) or cannot be written."""
+    folder = os.path.dirname(os.path.abspath(source))
+    if not _inside(folder, _resources_folder()) and os.access(folder, os.W_OK):
+        return folder
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    return documents if documents and os.path.isdir(documents) else str(Path.home())
+
+
+class QueueingMixin:
+    """Mixed into MainWindow; uses ``session``, ``settings_panel``, ``modules`` and ``queue_panel``."""
+
+    def queue_problem(self: Any) -> str | None:
+        """Why the window's current settings cannot be queued now (None: they can)."""
+        if self.session.loaded is None:
+            return "Open a model script first (Ctrl+O)"
+        if self.runner.has("load"):
+            return "Wait for the model to finish loading"
+        if not self.modules.model.checked_names():
+            return "Tick at least one layer in the module tree"
+        return self.settings_panel.problem()
+
+    def current_job(self: Any, output: str | None = None) -> Job:
+        """The job the window would run now: the loaded model's inputs, the settings and the ticked layers.
+
+        ``output`` defaults to ``<checkpoint stem>.<dtype>.safetensors`` next to the
+        checkpoint (next to the script without one), numbered when the queue
+        already writes that file or it exists.  Raises MonoQuantError.
+        """
+        s = self.session
+        if s.loaded is None:
+            raise MonoQuantError("no model is open: open a model script first")
+        source = s.loaded.source
+        values = self.settings_panel.values()
+        config = self.settings_panel.config(self.modules.model.checked_names())
+        script = source.get("script_path") or s.script
+        checkpoint = source.get("checkpoint_path")
+        calibration = s.calibration
+        if output is None:
+            output = self.default_output(checkpoint or script, config.dtype, is_checkpoint=checkpoint is not None)
+        return Job(script=script, entry=source.get("entry") or s.entry,
+                   entry_kwargs=dict(source.get("entry_kwargs") or s.entry_kwargs or {}),
+                   checkpoint=checkpoint, strict=bool(s.loaded.keys.ok), config=config,
+                   calibration_folder=calibration,
+                   samples=(values["samples"] or None) if calibration else None, output=output)
+
+    def default_output(self: Any, source: str, dtype: str, is_checkpoint: bool = True) -> str:
+        """``<stem>.<dtype>.safetensors`` in :func:`output_folder` of ``source``; ``-2``, ``-3``…
+        when a queued job already writes that file or it exists."""
+        stem = checkpoint_stem(source) if is_checkpoint else Path(source).stem
+        folder = output_folder(source)
+        taken = {os.path.normcase(os.path.abspath(e.job.output)) for e in self.queue_panel.model.entries()}
+        path, n = os.path.join(folder, f"{stem}.{dtype}.safetensors"), 2
+        while os.path.normcase(os.path.abspath(path)) in taken or os.path.exists(path):
+            path, n = os.path.join(folder, f"{stem}.{dtype}-{n}.safetensors"), n + 1
+        return path
+
+    def add_current_to_queue(self: Any) -> list[str]:
+        """Queue the current settings as one job (the toolbar's Add to Queue); returns its id."""
+        problem = self.queue_problem()
+        if problem is not None:
+            self.statusBar().showMessage(f"Not queued: {problem}")
+            return []
+        try:
+            job = self.current_job()
+        except MonoQuantError as exc:
+            self.last_error = dialogs.show_error(self, "Could not queue the job", str(exc))
+            return []
+        ids = self.queue_panel.add_jobs([job])
+        if ids:
+            log.info("queued %s → %s", Path(job.checkpoint or job.script).name, job.output)
+            self.show_queue()
+        return ids
+
+    def queue_checkpoints(self: Any, paths: list[str], script: str | None = None) -> list[str]:
+        """One queued job per checkpoint with the current settings.
+
+        With ``script`` (dropped together with the checkpoints) the jobs use that
+        script and the layers the settings select; otherwise the loaded model's
+        script and the ticked layers.
+        """
+        try:
+            if script is not None:
+                template = Job(script=script, config=self.settings_panel.config(None),
+                               calibration_folder=self.session.calibration,
+                               samples=(self.settings_panel.values()["samples"] or None)
+                               if self.session.calibration else None,
+                               output=os.path.join(output_folder(script), "model.safetensors"))
+            else:
+                problem = self.queue_problem()
+                if problem is not None:
+                    self.last_error = dialogs.show_error(
+                        self, "Could not queue the checkpoints",
+                        f"{problem}: each checkpoint is queued with the open model's script, its ticked "
+                        "layers and the current settings (or drop the script together with the checkpoints).")
+                    return []
+                template = self.current_job()
+        except MonoQuantError as exc:
+            self.last_error = dialogs.show_error(self, "Could not queue the checkpoints", str(exc))
+            return []
+        ids = self.queue_panel.add_checkpoints(paths, template)
+        if ids:
+            self.show_queue()
+        return ids
+
+    def import_job_files(self: Any, paths: list[str]) -> list[str]:
+        """Queue the jobs of these job files (unreadable ones are reported by the Queue pane)."""
+        ids = self.queue_panel.import_files(paths)
+        if ids:
+            self.show_queue()
+        return ids
+
+    def show_queue(self: Any) -> None:
+        """Bring the Queue pane to the front."""
+        self.queue_dock.show()
+        self.queue_dock.raise_()
