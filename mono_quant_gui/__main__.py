@@ -1,4 +1,8 @@
-"""``mono-quant-gui [--demo [cnn|transformer]] [--script S] [--checkpoint C] [--calib DIR] [JOB.toml]``."""
+"""``mono-quant-gui [--demo [cnn|transformer]] [--script S] [--checkpoint C] [--calib DIR] [--smoke-test] [PATH…]``.
+
+Paths may be a model script, checkpoints, a calibration folder or job files
+(``JOB.toml`` is queued and opened in the window; see ``handle_paths``).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", help="weights to load into the model")
     parser.add_argument("--calib", help="folder of calibration samples")
     parser.add_argument("--version", action="version", version=f"%(prog)s {identity.VERSION}")
+    parser.add_argument("--smoke-test", action="store_true",
+                        help="open the window, load and quantize the demo, print one line and exit "
+                             "(0: this installation works); offscreen when there is no display")
     parser.add_argument("paths", nargs="*", metavar="PATH",
                         help="model script, checkpoint, calibration folder or job file")
     return parser.parse_args(argv)
@@ -39,6 +46,10 @@ def apply_args(window, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Start the application; returns its exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.smoke_test:
+        from . import smoke
+
+        return smoke.run()
     from PySide6.QtCore import QTimer
 
     from .app import create_application, install_excepthook
