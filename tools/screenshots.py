@@ -4,9 +4,11 @@ Run under a virtual X server so fonts and styles are the real ones:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [OUT_DIR]
 
-Writes docs/screenshots/{empty,loaded,mid-run,finished,large-model}.png.  The
-mid-run shot pauses the worker inside its ``on_layer`` callback, so it always
-shows a run half done.  Settings are kept in a temporary folder.
+Writes docs/screenshots/{empty,loaded,queue,mid-run,finished,large-model}.png.
+The mid-run shot pauses the worker inside its ``on_layer`` callback, so it
+always shows a run half done.  Settings and the queue are kept in a temporary
+folder.  Run ``python tools/build_user_guide.py`` afterwards: the bundled user
+guide carries copies of the screenshots it shows.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class LargeStack(nn.Module):
 def main(out: Path) -> None:
     settings_dir = tempfile.mkdtemp(prefix="mono-quant-shots-")
     os.environ["XDG_CONFIG_HOME"] = settings_dir
+    os.environ["XDG_DATA_HOME"] = os.path.join(settings_dir, "data")  # the queue's queue.json
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
     from mono_quant_gui import tasks
@@ -106,6 +109,12 @@ def main(out: Path) -> None:
     window.settings_panel.combos["mode"].setCurrentText("static")
     window.settings_panel.combos["observer"].setCurrentText("histogram")
     shot(window, "loaded")
+
+    window.actions.add_to_queue.trigger()  # raises the Queue pane
+    window.queue_panel.select_ids([window.queue_panel.model.entries()[0].id])
+    shot(window, "queue")
+    window.queue_panel.remove_ids([e.id for e in window.queue_panel.model.entries()])
+    window.log_dock.raise_()
 
     # Pause the worker after a few layers: the run is then visibly half done.
     paused, resume = threading.Event(), threading.Event()
