@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .report import _decode_float, _encode, format_db
+from .report import _decode_float, _encode, format_db, human_bytes
 
 _METRIC_KEYS = ("output_sqnr_db", "load_test_passed", "weight_range_valid", "passed",
                 "calibration_samples", "validation_samples", "elapsed_s", "warnings", "failures")
@@ -51,15 +51,6 @@ def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
         },
         "metrics": {k: report.get(k) for k in _METRIC_KEYS},
     })
-
-
-def _bytes(n: int | None) -> str:
-    if n is None:
-        return "—"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
 
 
 def _ratio(x: float | None) -> str:
@@ -112,8 +103,8 @@ def format_inspect(info: dict[str, Any]) -> str:
         lines.append(f"calibration   {calib['method']}, {calib.get('samples')} samples"
                      + (f" (files sha256 {sha[:16]}…)" if sha else ""))
     lines += [
-        f"sizes         float {_bytes(sizes['original_bytes'])} → {_bytes(sizes['quantized_bytes'])} "
-        f"in memory ({_ratio(sizes['compression_ratio'])}); file {_bytes(sizes['file_bytes'])} "
+        f"sizes         float {human_bytes(sizes['original_bytes'])} → {human_bytes(sizes['quantized_bytes'])} "
+        f"in memory ({_ratio(sizes['compression_ratio'])}); file {human_bytes(sizes['file_bytes'])} "
         f"({_ratio(sizes['file_ratio'])}), {sizes['tensors']} tensors",
         f"output SQNR   {db(metrics.get('output_sqnr_db'))}",
         f"checks        load test passed: {yes_no(metrics.get('load_test_passed'))}, "

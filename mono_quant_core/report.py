@@ -23,6 +23,16 @@ def format_db(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f} dB"
 
 
+def human_bytes(n: int | None) -> str:
+    """``1.2 MB``, ``340 kB``, ``12 B`` (decimal units, as file managers show) or ``—``."""
+    if n is None:
+        return "—"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
 def _encode(value: Any) -> Any:
     if isinstance(value, float):
         if math.isinf(value):

@@ -8,17 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..jobs import JobOutcome
-from ..report import QuantReport, format_db
-
-
-def human_bytes(n: int | None) -> str:
-    """``1.2 MB``, ``340 kB``, ``12 B`` (decimal units, as file managers show)."""
-    if n is None:
-        return "—"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+from ..report import QuantReport, format_db, human_bytes
 
 
 def print_warnings(report: QuantReport) -> None:
