@@ -163,8 +163,16 @@ def bench_tree(qapp) -> None:
     panel.model.setData(panel.model.row_of(""), Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
     qapp.processEvents()
     toggle = time.perf_counter() - t0
+    from mono_quant_core.report import LayerReport
+
+    layers = [LayerReport(n, "Linear", "int8", weight_sqnr_db=40.0) for n in panel.model.quantizable_names()]
+    t0 = time.perf_counter()
+    panel.model.set_layer_results(layers)
+    qapp.processEvents()
+    panel.view.viewport().repaint()
+    results = time.perf_counter() - t0
     print(f"tree of {len(rows)} modules     {load:6.3f} s to show, {expand:.3f} s to expand all, "
-          f"{toggle:.3f} s to untick all")
+          f"{toggle:.3f} s to untick all, {results:.3f} s to show {len(layers)} layer results")
     panel.close()
 
 

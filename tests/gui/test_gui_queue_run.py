@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import sys
+import threading
 
 import pytest
 from PySide6.QtCore import QStandardPaths, Qt
@@ -19,6 +20,7 @@ from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, job
 from mono_quant_gui.queue import output_claims
 
 MLP = """\
+import sys
 import time
 
 from torch import nn
@@ -34,9 +36,16 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(32, 4)
 
     def forward(self, x):
-        time.sleep(DELAY)  # a slow model, to stop it mid-run
-        return self.fc2(self.act(self.fc1(x)))
+        probe = sys.modules.get("{probe}")  # a test's SampleProbe, when one is installed
+        if probe is not None:
+            probe.begin()
+        time.sleep(DELAY)  # a slow model
+        out = self.fc2(self.act(self.fc1(x)))
+        if probe is not None:
+            probe.end()
+        return out
 """
+PROBE_MODULE = "mono_quant_test_sample_probe"
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -63,7 +72,7 @@ def write_project(root, samples: int = 3, delay: float = 0.0) -> dict[str, str]:
     import torch
 
     (root / "calib").mkdir()
-    (root / "model.py").write_text(MLP.format(delay=delay), encoding="utf-8")
+    (root / "model.py").write_text(MLP.format(delay=delay, probe=PROBE_MODULE), encoding="utf-8")
     g = torch.Generator().manual_seed(0)
     for i in range(4):
         state = {"fc1.weight": torch.randn(32, 16, generator=g) * 0.3, "fc1.bias": torch.randn(32, generator=g),
@@ -124,7 +133,7 @@ def test_six_jobs_two_broken(dock, qtbot, tmp_path):
     assert queued.keys() == cli.keys() and all(queued[k].equal(cli[k]) for k in cli)
 
     # Still usable: fix the missing script, retry it, run again.
-    (tmp_path / "missing.py").write_text(MLP.format(delay=0.0), encoding="utf-8")
+    (tmp_path / "missing.py").write_text(MLP.format(delay=0.0, probe=PROBE_MODULE), encoding="utf-8")
     dock.select_ids([ids[1]])
     assert dock.retry_selected.isEnabled()
     dock.retry_selected.trigger()
@@ -134,21 +143,54 @@ def test_six_jobs_two_broken(dock, qtbot, tmp_path):
     assert (tmp_path / "missing.safetensors").exists()
 
 
-def test_stop_cancels_within_a_sample_and_ends_the_run(dock, qtbot, tmp_path):
-    files = write_project(tmp_path, samples=40, delay=0.05)
+class SampleProbe:
+    """Counts the model's forward passes (one per calibration sample) begun and ended, on any thread;
+    the forward pass number ``hold_at`` waits inside the model until ``release`` is set."""
+
+    def __init__(self, hold_at: int):
+        self.hold_at = hold_at
+        self.begun = self.ended = 0
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        with self._lock:
+            self.begun += 1
+            hold = self.begun == self.hold_at
+        if hold:
+            self.holding.set()
+            self.release.wait(30)
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended += 1
+
+
+def test_stop_cancels_within_a_sample_and_ends_the_run(dock, qtbot, tmp_path, monkeypatch):
+    """Stop while the third calibration sample is inside the model: that sample finishes, no further
+    sample starts, the job is cancelled and the run ends (no timing involved)."""
+    files = write_project(tmp_path, samples=40)
     first, second = jobs_from_checkpoints([tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"],
                                           template(files, mode="static"))
+    probe = SampleProbe(hold_at=3)
+    monkeypatch.setitem(sys.modules, PROBE_MODULE, probe)
     ids = dock.add_jobs([first, second])
-    with qtbot.waitSignal(dock.runner.progress, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda _id, done, total, _msg: total > 0 and done >= 1):
+    try:
         dock.run_all.trigger()
-    assert dock.runner.current_id == ids[0] and dock.stop.isEnabled()
-    started = time.perf_counter()
-    with qtbot.waitSignals([dock.runner.cancelled, dock.runner.running_changed], timeout=5000,
-                           order="strict"):
-        dock.stop.trigger()
-    # A sample takes 50 ms; 1 s allows for a loaded machine and still fails if the run went on.
-    assert time.perf_counter() - started < 1.0
+        qtbot.waitUntil(probe.holding.is_set, timeout=RUN_TIMEOUT_MS)
+        assert dock.runner.current_id == ids[0] and dock.stop.isEnabled()
+        begun_at_stop, ended_at_stop = probe.begun, probe.ended
+        assert (begun_at_stop, ended_at_stop) == (3, 2)  # the third sample is in flight
+        with qtbot.waitSignals([dock.runner.cancelled, dock.runner.running_changed], timeout=RUN_TIMEOUT_MS,
+                               order="strict"):
+            dock.stop.trigger()
+            probe.release.set()  # the sample in flight may now finish
+    finally:
+        probe.release.set()
+    # Within one sample: the one in flight finished, and not one more began.
+    assert probe.begun - begun_at_stop == 0, f"{probe.begun - begun_at_stop} samples began after Stop"
+    assert probe.ended - ended_at_stop == 1
     assert statuses(dock) == [CANCELLED, QUEUED]
     assert not os.path.exists(first.output) and not dock.runner.running
     assert dock.runner.retry(ids) == [ids[0]] and statuses(dock) == [QUEUED, QUEUED]
