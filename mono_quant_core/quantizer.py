@@ -22,6 +22,7 @@ from .progress import CancelLike, ProgressFn, Stepper
 from .report import LayerReport, QuantReport
 from .selection import select_layers
 from .structure import get_submodule, set_submodule, shallow_clone
+from .tensor import db_from_sums
 from .tensor_stats import state_bytes, weight_sqnr_db
 from . import validation
 
@@ -214,9 +215,14 @@ def _calibrate(reference, names, samples, config, stepper: Stepper, report: Quan
 
 
 def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConfig) -> LayerReport:
-    deq = qmodule.dequantized_weights()
-    params = dict(float_module.named_parameters(recurse=False))
-    sqnr = weight_sqnr_db({k: params[k] for k in deq}, deq)
+    sums = getattr(qmodule, "weight_error_sums", {})
+    if sums and set(sums) == set(qmodule.weight_shapes):
+        # Measured while quantizing, block by block (no second full-size pass).
+        sqnr = db_from_sums(float(sum(s for s, _ in sums.values())), float(sum(n for _, n in sums.values())))
+    else:
+        deq = qmodule.dequantized_weights()
+        params = dict(float_module.named_parameters(recurse=False))
+        sqnr = weight_sqnr_db({k: params[k] for k in deq}, deq)
     meta = qmodule.quant_meta()
     original = sum(p.numel() * p.element_size() for p in float_module.parameters(recurse=False))
     return LayerReport(

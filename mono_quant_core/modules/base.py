@@ -17,8 +17,8 @@ from torch import nn
 from ..config import QuantConfig
 from ..errors import ConfigError, QuantizedFileError
 from ..tensor import (ACT_QMAX, ACT_QMIN, QuantSpec, activation_qparams, cast_dtype, decode,
-                      dequantize_weight, fake_quantize, qparam_shape, quantize_weight, stored_dtype,
-                      stored_shape)
+                      dequantize_weight, fake_quantize, qparam_shape, quantize_weight_measured, sqnr_sums,
+                      stored_dtype, stored_shape)
 
 #: ``kernel`` before the first forward.
 PENDING = "pending"
@@ -47,6 +47,9 @@ class QuantizedModule(nn.Module):
         if self.cast_dtype is None:
             self.spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, int(group_size or 128))
         self.weight_shapes: dict[str, tuple[int, ...]] = {}
+        #: ``{stem: (Σw², Σ(w−ŵ)²)}`` measured while quantizing (for the weight SQNR;
+        #: empty for modules built from a file).
+        self.weight_error_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.kernel = PENDING
         self._kernel_key: tuple | None = None
         self._kernel_state: Any = None
@@ -93,9 +96,11 @@ class QuantizedModule(nn.Module):
         self.weight_shapes[stem] = tuple(w.shape)
         w = w.detach()
         if self.cast_dtype is not None:
-            self.register_buffer(stem, w.to(self.cast_dtype, copy=True))
+            cast = w.to(self.cast_dtype, copy=True)
+            self.register_buffer(stem, cast)
+            self.weight_error_sums[stem] = sqnr_sums(w, cast)
             return
-        qt = quantize_weight(w, self.spec)
+        qt, self.weight_error_sums[stem] = quantize_weight_measured(w, self.spec)
         self.register_buffer(stem, qt.data)
         self.register_buffer(f"{stem}_scale", qt.scale)
         if qt.zero_point is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mono_quant_core.tensor import (QuantSpec, choose_qparams, dequantize, dequantize_weight, quantize,
-                                    quantize_weight, sqnr_db)
+import mono_quant_core.tensor.storage as storage
+from mono_quant_core.tensor import (QuantSpec, choose_qparams, db_from_sums, dequantize, dequantize_weight,
+                                    encode, quantize, quantize_weight, quantize_weight_measured, sqnr_db)
 
 SPECS = [
     QuantSpec(dtype, symmetric, granularity, axis, group_size)
@@ -95,3 +96,26 @@ def test_half_and_bfloat16_inputs_quantize_like_float32():
     a = quantize_weight(w, spec)
     b = quantize_weight(w.to(torch.float32), spec)
     assert torch.equal(a.data, b.data) and torch.equal(a.scale, b.scale)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("granularity,axis", [("per-channel", 0), ("per-channel", 1), ("per-tensor", 0),
+                                              ("per-group", 0)])
+def test_blockwise_weights_equal_the_whole_tensor_formulas(dtype, scheme, granularity, axis, monkeypatch):
+    """Weights larger than a block are quantized block by block of rows: the stored data, scales and
+    zero points equal the whole-tensor formulas exactly, and the measured sums equal sqnr_db's."""
+    monkeypatch.setattr(storage, "BLOCK_VALUES", 3 * 40)  # 40 values a row: blocks of 3 rows, one short
+    g = torch.Generator().manual_seed(7)
+    w = torch.randn(20, 5, 8, generator=g) * torch.rand(20, 1, 1, generator=g)
+    w[4] = 0.0  # an all-zero row
+    spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, 16)
+    scale, zp = choose_qparams(w, spec)
+    expected = encode(quantize(w, scale, zp, spec), spec)
+
+    qt, (signal, noise) = quantize_weight_measured(w, spec)
+    assert torch.equal(qt.data, expected)
+    assert torch.equal(qt.scale, scale)
+    assert (qt.zero_point is None) == (zp is None) and (zp is None or torch.equal(qt.zero_point, zp))
+    deq = dequantize_weight(qt.data, qt.scale, qt.zero_point, spec, w.shape)
+    assert db_from_sums(float(signal), float(noise)) == pytest.approx(sqnr_db(w, deq), abs=1e-6)
