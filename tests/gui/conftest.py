@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QSettings, QThread
+from PySide6.QtCore import QCoreApplication, QSettings, QStandardPaths, QThread
 
 from mono_quant_gui.app import configure_plots
 
@@ -79,3 +79,13 @@ def window(make_window):
 def wait_idle(qtbot, window, timeout=20_000):
     """Wait until the window's runner has no task running or queued."""
     qtbot.waitUntil(lambda: not window.runner.busy, timeout=timeout)
+
+
+@pytest.fixture
+def data_home(qapp, tmp_path, monkeypatch):
+    """QStandardPaths (and so the queue file) inside tmp_path."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    QStandardPaths.setTestModeEnabled(True)
+    yield tmp_path
+    QStandardPaths.setTestModeEnabled(False)

@@ -21,14 +21,6 @@ from mono_quant_gui.queue.model import MIME_TYPE, PROGRESS, STATUS, STATUS_ROLE
 from mono_quant_gui.queue.store import INTERRUPTED
 
 
-@pytest.fixture
-def data_home(qapp, tmp_path, monkeypatch):
-    """QStandardPaths (and so the queue file) inside tmp_path."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    QStandardPaths.setTestModeEnabled(True)
-    yield tmp_path
-    QStandardPaths.setTestModeEnabled(False)
 
 
 @pytest.fixture

@@ -12,51 +12,18 @@ import sys
 import threading
 
 import pytest
-from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtCore import Qt
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job, run_job
 from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, jobs_from_checkpoints
 from mono_quant_gui.queue import output_claims
 
-MLP = """\
-import sys
-import time
-
-from torch import nn
-
-DELAY = {delay}
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(16, 32)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(32, 4)
-
-    def forward(self, x):
-        probe = sys.modules.get("{probe}")  # a test's SampleProbe, when one is installed
-        if probe is not None:
-            probe.begin()
-        time.sleep(DELAY)  # a slow model
-        out = self.fc2(self.act(self.fc1(x)))
-        if probe is not None:
-            probe.end()
-        return out
-"""
-PROBE_MODULE = "mono_quant_test_sample_probe"
+from gui_helpers import MLP, PROBE_MODULE
 
 RUN_TIMEOUT_MS = 60_000
 
 
-@pytest.fixture
-def data_home(qapp, tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    QStandardPaths.setTestModeEnabled(True)
-    yield tmp_path
-    QStandardPaths.setTestModeEnabled(False)
 
 
 @pytest.fixture

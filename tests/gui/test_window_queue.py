@@ -20,29 +20,10 @@ from mono_quant_gui.queue import QUEUED, RUNNING, QueueStore, output_claims
 from mono_quant_gui.queue.runner import CLOSED
 
 from conftest import wait_idle
-from gui_helpers import drop_paths
+from gui_helpers import MLP, PROBE_MODULE, drop_paths
 
 RUN_TIMEOUT = 60_000
 
-MLP = """\
-import time
-
-from torch import nn
-
-DELAY = {delay}
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(16, 32)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(32, 4)
-
-    def forward(self, x):
-        time.sleep(DELAY)
-        return self.fc2(self.act(self.fc1(x)))
-"""
 
 
 def write_project(root: Path, checkpoints: int = 3, samples: int = 4, delay: float = 0.0) -> Path:
@@ -50,7 +31,7 @@ def write_project(root: Path, checkpoints: int = 3, samples: int = 4, delay: flo
     import torch
 
     (root / "calib").mkdir()
-    (root / "model.py").write_text(MLP.format(delay=delay), encoding="utf-8")
+    (root / "model.py").write_text(MLP.format(delay=delay, probe=PROBE_MODULE), encoding="utf-8")
     g = torch.Generator().manual_seed(0)
     for i in range(checkpoints):
         torch.save({"fc1.weight": torch.randn(32, 16, generator=g), "fc1.bias": torch.randn(32, generator=g),
