@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULTS.update(samples=0, min_output_sqnr_db=None)
 
-NEEDS_FOLDER = "static mode needs a calibration folder: choose one with Ctrl+L or drop it on the window"
+NEEDS_FOLDER = "Static mode is available once a calibration folder is chosen (Ctrl+L, or drop one on the window)"
 
 
 def option_problem(values: dict[str, Any], field: str, option: str, has_calibration: bool) -> str | None:
