@@ -50,6 +50,10 @@ def settle_memory() -> None:
     loaded that is 200k+ objects and 70-120 ms with the GIL held, which stalls
     the event loop when it lands mid-run.  Frozen objects are skipped by later
     collections.  Unfreezing first lets the previous model's cycles be freed.
+
+    Call it on the GUI thread only (the window does, after a model has loaded):
+    a collection on a worker thread can free Qt objects off their own thread,
+    which crashes the process.
     """
     import gc
 
@@ -99,7 +103,6 @@ def load_model_task(ctx, script: str, checkpoint: str | None, entry: str | None,
     rows = mq.module_table(loaded.model)
     chosen = None if select is None else mq.select_layers(loaded.model, select).chosen
     warm_engine()
-    settle_memory()
     return LoadOutcome(script, checkpoint, loaded=loaded, rows=rows, chosen=chosen)
 
 

@@ -128,6 +128,8 @@ class WorkflowMixin(OpeningMixin):
         {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized,
          "save": self._saved}[task.kind](result)
         self.update_actions()
+        if task.kind == "load":
+            tasks.settle_memory()  # here, on the GUI thread (see its docstring)
 
     def _task_errored(self: Any, message: str, details: str) -> None:
         task = self.runner.last

@@ -1,0 +1,34 @@
+"""Garbage is collected on the GUI thread only: a collection on a worker thread can free a Qt
+object off its own thread, which crashes the process (it did, in CI, inside a load task)."""
+
+from __future__ import annotations
+
+import gc
+
+from mono_quant_gui import tasks
+
+from conftest import wait_idle
+
+
+def test_automatic_collection_is_off_and_a_gui_timer_collects(window, qtbot):
+    assert not gc.isenabled()
+    collector = window._garbage_collector
+    assert collector.timer.isActive()
+    gc.collect()
+    junk = [[] for _ in range(gc.get_threshold()[0] + 10)]
+    for item in junk:
+        item.append(item)  # reference cycles: only a collection frees them
+    del junk
+    assert gc.get_count()[0] > gc.get_threshold()[0]
+    qtbot.waitUntil(lambda: gc.get_count()[0] < gc.get_threshold()[0], timeout=5000)
+
+
+def test_loading_a_model_settles_memory_on_the_gui_thread(window, qtbot, monkeypatch):
+    import threading
+
+    threads = []
+    real = tasks.settle_memory
+    monkeypatch.setattr(tasks, "settle_memory", lambda: (threads.append(threading.current_thread()), real()))
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    assert threads == [threading.main_thread()]
