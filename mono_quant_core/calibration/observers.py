@@ -37,12 +37,18 @@ class MinMaxObserver(Observer):
     def update(self, x: torch.Tensor) -> None:
         if x.numel() == 0:
             return
-        # aminmax is exact in any float dtype, so widen only the two results.
-        lo, hi = (v.to(torch.float32) for v in torch.aminmax(x.detach()))
+        # min and max are exact in any float dtype, so widen only the two results.
+        # (amin + amax: on CPU torch.aminmax is about twice as slow.)
+        x = x.detach()
+        lo, hi = torch.amin(x).to(torch.float32), torch.amax(x).to(torch.float32)
         if self.lo is None:
             self.lo, self.hi = lo, hi
         else:
-            self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+            self.lo, self.hi = self._merge(lo, hi)
+
+    def _merge(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range after a batch with range ``(lo, hi)``: the running min and max."""
+        return torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
 
     def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
         if self.lo is None:
@@ -63,15 +69,8 @@ class MovingAverageObserver(MinMaxObserver):
         super().__init__()
         self.constant = float(constant)
 
-    def update(self, x: torch.Tensor) -> None:
-        if x.numel() == 0:
-            return
-        lo, hi = (v.to(torch.float32) for v in torch.aminmax(x.detach()))
-        if self.lo is None:
-            self.lo, self.hi = lo, hi
-        else:
-            self.lo = self.lo + self.constant * (lo - self.lo)
-            self.hi = self.hi + self.constant * (hi - self.hi)
+    def _merge(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.lo + self.constant * (lo - self.lo), self.hi + self.constant * (hi - self.hi)
 
 
 def batch_percentiles(flat: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -106,6 +106,22 @@ class QuantizedModule(nn.Module):
         if qt.zero_point is not None:
             self.register_buffer(f"{stem}_zero_point", qt.zero_point)
 
+    def _take_weight_and_bias(self, module: nn.Module) -> "QuantizedModule":
+        """Quantize ``module.weight``, keep its bias, add input qparams (Linear and Conv)."""
+        self._store_weight("weight", module.weight)
+        self._store_float("bias", module.bias)
+        self._init_input_qparams(module.weight.device)
+        return self
+
+    def _empty_weight_and_bias(self, meta: dict[str, Any], module: nn.Module) -> "QuantizedModule":
+        """Empty buffers shaped like ``module``'s weight and bias, checked against ``meta``."""
+        shape = tuple(module.weight.shape)
+        self._check_shape("weight", shape, meta)
+        self._empty_weight("weight", shape, module.weight.device)
+        self._empty_float("bias", module.bias)
+        self._init_input_qparams(module.weight.device)
+        return self
+
     def _empty_weight(self, stem: str, shape: tuple[int, ...], device: torch.device) -> None:
         """Buffers of ``stem`` with the right shapes and dtypes, for ``load_state_dict``."""
         self.weight_shapes[stem] = tuple(int(d) for d in shape)

@@ -37,22 +37,12 @@ class QuantizedConvNd(QuantizedModule):
     @classmethod
     def from_float(cls, module: nn.Module, config: QuantConfig) -> "QuantizedConvNd":
         """The quantized replacement of ``module`` (which is never modified)."""
-        q = cls(module, **cls._settings(config))
-        q._store_weight("weight", module.weight)
-        q._store_float("bias", module.bias)
-        q._init_input_qparams(module.weight.device)
-        return q
+        return cls(module, **cls._settings(config))._take_weight_and_bias(module)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> "QuantizedConvNd":
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
-        q = cls(float_module, **cls._settings_from_meta(meta))
-        shape = tuple(float_module.weight.shape)
-        q._check_shape("weight", shape, meta)
-        q._empty_weight("weight", shape, float_module.weight.device)
-        q._empty_float("bias", float_module.bias)
-        q._init_input_qparams(float_module.weight.device)
-        return q
+        return cls(float_module, **cls._settings_from_meta(meta))._empty_weight_and_bias(meta, float_module)
 
     def to_float(self) -> nn.Module:
         """A plain float32 convolution with the dequantized weight."""

@@ -26,22 +26,13 @@ class QuantizedLinear(QuantizedModule):
     def from_float(cls, module: nn.Linear, config: QuantConfig) -> "QuantizedLinear":
         """The quantized replacement of ``module`` (which is never modified)."""
         q = cls(module.in_features, module.out_features, **cls._settings(config))
-        q._store_weight("weight", module.weight)
-        q._store_float("bias", module.bias)
-        q._init_input_qparams(module.weight.device)
-        return q
+        return q._take_weight_and_bias(module)
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], float_module: nn.Linear) -> "QuantizedLinear":
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
         q = cls(float_module.in_features, float_module.out_features, **cls._settings_from_meta(meta))
-        shape = (float_module.out_features, float_module.in_features)
-        q._check_shape("weight", shape, meta)
-        device = float_module.weight.device
-        q._empty_weight("weight", shape, device)
-        q._empty_float("bias", float_module.bias)
-        q._init_input_qparams(device)
-        return q
+        return q._empty_weight_and_bias(meta, float_module)
 
     def to_float(self) -> nn.Linear:
         """A plain float32 ``nn.Linear`` with the dequantized weight."""
