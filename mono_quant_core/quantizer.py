@@ -21,9 +21,10 @@ from .modules.registry import replacement_for
 from .progress import CancelLike, ProgressFn, Stepper
 from .report import LayerReport, QuantReport
 from .selection import select_layers
-from .structure import get_submodule, set_submodule, shallow_clone
+from .serialization.metadata import versions
+from .structure import get_submodule, names_by_module, set_submodule, shallow_clone
 from .tensor import db_from_sums
-from .tensor_stats import state_bytes, weight_sqnr_db
+from .tensor_stats import state_bytes
 from . import validation
 
 #: Calibration samples reserved for validation: every fifth one (static mode).
@@ -84,21 +85,6 @@ def _as_sequence(calibration) -> Sequence:
     return list(calibration)
 
 
-def _versions() -> dict[str, str]:
-    import platform
-
-    import safetensors
-
-    from . import __version__
-
-    return {
-        "mono_quant": __version__,
-        "torch": torch.__version__,
-        "safetensors": getattr(safetensors, "__version__", "unknown"),
-        "python": platform.python_version(),
-    }
-
-
 def quantize(
     model: nn.Module,
     config: QuantConfig | None = None,
@@ -135,7 +121,7 @@ def quantize(
     qmodel = shallow_clone(model).eval()
     report = QuantReport(
         dtype=config.dtype, mode=config.mode, skipped=list(selection.skipped),
-        config=config.to_dict(), versions=_versions(),
+        config=config.to_dict(), versions=versions(),
         calibration_samples=len(calib_idx), validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
     )
@@ -156,6 +142,7 @@ def quantize(
                 f"{MIN_CALIBRATION_SAMPLES} for stable activation ranges")
 
     layer_modules: dict[str, nn.Module] = {}
+    aliases = names_by_module(model)  # a layer reused under several names is replaced at each
     for name in selection.chosen:
         stepper.check()
         float_module = get_submodule(model, name)
@@ -170,7 +157,8 @@ def quantize(
         if name in qparams:
             qmodule.set_input_qparams(*qparams[name])
         if name:
-            set_submodule(qmodel, name, qmodule)
+            for alias in aliases[id(float_module)]:
+                set_submodule(qmodel, alias, qmodule)
         else:
             qmodel = qmodule.eval()
         layer_modules[name] = qmodule
@@ -215,14 +203,9 @@ def _calibrate(reference, names, samples, config, stepper: Stepper, report: Quan
 
 
 def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConfig) -> LayerReport:
-    sums = getattr(qmodule, "weight_error_sums", {})
-    if sums and set(sums) == set(qmodule.weight_shapes):
-        # Measured while quantizing, block by block (no second full-size pass).
-        sqnr = db_from_sums(float(sum(s for s, _ in sums.values())), float(sum(n for _, n in sums.values())))
-    else:
-        deq = qmodule.dequantized_weights()
-        params = dict(float_module.named_parameters(recurse=False))
-        sqnr = weight_sqnr_db({k: params[k] for k in deq}, deq)
+    # Measured while quantizing, block by block (no second full-size pass).
+    sums = qmodule.weight_error_sums.values()
+    sqnr = db_from_sums(float(sum(s for s, _ in sums)), float(sum(n for _, n in sums))) if sums else None
     meta = qmodule.quant_meta()
     original = sum(p.numel() * p.element_size() for p in float_module.parameters(recurse=False))
     return LayerReport(

@@ -42,24 +42,33 @@ def shallow_clone(model: nn.Module) -> nn.Module:
     RNN modules are rebuilt so their cached flat-weight lists point at the clone's
     parameters.
     """
-    memo: dict[int, nn.Module] = {}
+    return _clone_tree(model, {})
 
-    def visit(module: nn.Module) -> nn.Module:
-        if id(module) in memo:
-            return memo[id(module)]
-        new = _clone_module(module)
-        memo[id(module)] = new
-        for name, child in module._modules.items():
-            new._modules[name] = None if child is None else visit(child)
-        if isinstance(new, nn.RNNBase):
-            new._init_flat_weights()
-        return new
 
-    return visit(model)
+def _clone_tree(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
+    # A plain function, not a closure: a closure that calls itself is a reference
+    # cycle holding ``memo`` (every clone), which only a garbage collection frees.
+    if id(module) in memo:
+        return memo[id(module)]
+    new = _clone_module(module)
+    memo[id(module)] = new
+    for name, child in module._modules.items():
+        new._modules[name] = None if child is None else _clone_tree(child, memo)
+    if isinstance(new, nn.RNNBase):
+        new._init_flat_weights()
+    return new
 
 
 def get_submodule(root: nn.Module, name: str) -> nn.Module:
     return root.get_submodule(name) if name else root
+
+
+def names_by_module(root: nn.Module) -> dict[int, list[str]]:
+    """Every name each module is reachable by, keyed by ``id`` (a reused module has several)."""
+    names: dict[int, list[str]] = {}
+    for name, module in root.named_modules(remove_duplicate=False):
+        names.setdefault(id(module), []).append(name)
+    return names
 
 
 def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:

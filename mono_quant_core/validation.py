@@ -3,7 +3,7 @@ round trip, a weight-range check, and the ``on_failure`` policy."""
 
 from __future__ import annotations
 
-import json
+import io
 
 import torch
 from torch import nn
@@ -12,7 +12,7 @@ from .batches import as_call_args, move_batch
 from .errors import ValidationFailed
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
-from .structure import get_submodule, set_submodule, shallow_clone
+from .structure import get_submodule, shallow_clone
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -23,27 +23,37 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def round_trip_twin(reference: nn.Module, layer_modules: dict[str, nn.Module]) -> nn.Module:
-    """Rebuild the quantized model from serialized bytes, layer by layer.
+def round_trip_twin(result, reference: nn.Module) -> nn.Module:
+    """The quantized model rebuilt the way ``load_quantized`` rebuilds it from a file.
 
-    Each quantized layer's state goes through safetensors bytes and its
-    metadata through JSON, exactly as a file would, and is loaded into a fresh
-    module made by ``from_meta``; float layers are shared with ``reference``.
-    Working per layer keeps the extra memory to one quantized copy.
+    The quantized layers' tensors go through the ``.safetensors`` writer and
+    reader and the metadata through its JSON writer and parser; the model is
+    then put together by the loader's own ``assemble`` on a clone of the float
+    model.  Float tensors (which a file stores unchanged) are taken as they
+    are, so the extra memory stays at one copy of the quantized layers.
     """
-    from safetensors.torch import load, save
+    from safetensors.torch import load
 
-    twin = shallow_clone(reference)
-    for name, qmodule in layer_modules.items():
-        tensors = load(save({k: v.contiguous() for k, v in qmodule.state_dict().items()}))
-        meta = json.loads(json.dumps(qmodule.quant_meta()))
-        fresh = type(qmodule).from_meta(meta, get_submodule(reference, name))
-        fresh.load_state_dict(tensors, strict=True, assign=True)
-        if name:
-            set_submodule(twin, name, fresh)
-        else:
-            twin = fresh
-    return twin.eval()
+    from .serialization import safetensors_file
+    from .serialization.file_tensors import file_tensors
+    from .serialization.load import assemble
+    from .serialization.metadata import METADATA_KEY, dumps
+    from .serialization.read import parse
+    from .serialization.save import build_metadata
+
+    tensors, aliases = file_tensors(result.model)
+    meta = build_metadata(result, aliases)
+    prefixes = tuple(f"{record['name']}." for record in meta["layers"])
+    if any(record["name"] == "" for record in meta["layers"]):
+        prefixes = ("",)  # the whole model is one quantized layer
+    quantized = {k: v for k, v in tensors.items() if k.startswith(prefixes)}
+    header, ordered, _ = safetensors_file.layout(quantized, {METADATA_KEY: dumps(meta)})
+    buffer = io.BytesIO()
+    safetensors_file.write(buffer, header, ordered)
+    loaded = {**{k: v for k, v in tensors.items() if k not in quantized}, **load(buffer.getvalue())}
+    origin = "the float model (validation round trip)"
+    return assemble(shallow_clone(reference), parse(dumps(meta), "<round trip>"), loaded,
+                    "<round trip>", origin)
 
 
 def _outputs_equal(a, b) -> tuple[bool, float]:
@@ -68,7 +78,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
     if problems:
         report.failures.append("weight range check failed: " + "; ".join(problems[:5]))
 
-    twin = round_trip_twin(reference, layer_modules)
+    twin = round_trip_twin(result, reference)
     state_equal = all(
         torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), twin.state_dict().values())
     ) and list(result.model.state_dict()) == list(twin.state_dict())
@@ -131,7 +141,6 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
         if low:
             layer.status = "low-sqnr"
             report.warnings.append(f"{layer.name}: SQNR {min(low):.1f} dB is below {threshold:g} dB")
-    _estimate_file_size(result)
     stepper.step("validated")
 
 
@@ -156,10 +165,10 @@ def enforce(result) -> None:
                 f"output SQNR {report.output_sqnr_db:.2f} dB is below min_output_sqnr_db "
                 f"{config.min_output_sqnr_db:g} dB")
     report.passed = not report.failures
-    if report.passed or config.on_failure == "ignore":
-        return
-    if config.on_failure == "warn":
+    if not report.passed and config.on_failure == "warn":
         report.warnings.extend(f"check failed: {f}" for f in report.failures)
+    _estimate_file_size(result)  # last: the report is final, so the estimate is exact
+    if report.passed or config.on_failure != "error":
         return
     error = ValidationFailed("validation failed: " + "; ".join(report.failures), report)
     error.result = result

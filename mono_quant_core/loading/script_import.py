@@ -33,6 +33,8 @@ class _Cached:
 _CACHE: dict[str, _Cached] = {}
 # Helper modules that scripts imported from their own folders, by name.
 _SIBLINGS: dict[str, types.ModuleType] = {}
+# Modules of the same names imported from elsewhere, set aside meanwhile.
+_SET_ASIDE: dict[str, types.ModuleType] = {}
 
 
 def import_script(path: str | os.PathLike) -> types.ModuleType:
@@ -74,7 +76,9 @@ def _execute(script: Path, source: bytes, digest: str) -> types.ModuleType:
     saved_path, saved_bytecode = list(sys.path), sys.dont_write_bytecode
     # As with `python model.py`, the script's own folder comes first: a helper
     # module beside it wins over a same-named module imported earlier from
-    # elsewhere.  Those are set aside during the import and put back after.
+    # elsewhere.  Those are set aside while the script's helpers are current
+    # (imports inside its factory must find the same helpers) and put back
+    # when the next script's import forgets them.
     shadowed = _set_aside_shadowed(Path(folder))
     before = set(sys.modules)
     sys.path.insert(0, folder)
@@ -93,9 +97,7 @@ def _execute(script: Path, source: bytes, digest: str) -> types.ModuleType:
         sys.dont_write_bytecode = saved_bytecode
         _SIBLINGS.update((m, sys.modules[m]) for m in set(sys.modules) - before
                          if _is_sibling(m, sys.modules.get(m), folder))
-        if shadowed:
-            _forget_siblings()
-            sys.modules.update(shadowed)
+        _SET_ASIDE.update(shadowed)
     return module
 
 
@@ -122,11 +124,15 @@ def _set_aside_shadowed(folder: Path) -> dict[str, types.ModuleType]:
 
 
 def _forget_siblings() -> None:
-    """Drop helper modules imported next to earlier scripts, so a new script gets its own."""
+    """Drop helper modules imported next to earlier scripts, so a new script gets its own,
+    and put back the modules they had set aside."""
     for name, module in _SIBLINGS.items():
         if sys.modules.get(name) is module:  # not replaced by someone else since
             del sys.modules[name]
     _SIBLINGS.clear()
+    for name, module in _SET_ASIDE.items():
+        sys.modules.setdefault(name, module)
+    _SET_ASIDE.clear()
 
 
 def _is_sibling(name: str, module: types.ModuleType | None, folder: str) -> bool:

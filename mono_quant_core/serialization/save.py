@@ -48,7 +48,7 @@ def build_metadata(result, aliases: dict[str, str]) -> dict[str, Any]:
     sqnr = {layer.name: layer.weight_sqnr_db for layer in report.layers}
     report_dict = report.to_dict()
     # A file cannot know its own size when it is written; inspect reads it from disk.
-    report_dict["file_bytes"] = None
+    report_dict["file_bytes"] = report_dict["estimated_file_bytes"] = None
     return {
         "format_version": FORMAT_VERSION,
         "versions": versions(),

@@ -207,9 +207,14 @@ def test_a_sibling_module_wins_over_a_same_named_module_imported_earlier(tmp_pat
     monkeypatch.setitem(sys.modules, "helpers", elsewhere)
     folder = tmp_path / "c"
     script(folder, "WIDTH = 7\n", name="helpers.py")
-    script(folder, NET + "from helpers import WIDTH\ndef build_model():\n    return Net(WIDTH)\n")
+    # The factory imports the helper again when it runs: it must get the same one.
+    script(folder, NET + "from helpers import WIDTH\n"
+                         "def build_model():\n    import helpers\n    return Net(helpers.WIDTH)\n")
     assert load_model(folder / "model.py").fc.out_features == 7
-    assert sys.modules["helpers"] is elsewhere  # put back afterwards
+    other = tmp_path / "d"
+    script(other, NET + "def build_model():\n    return Net(2)\n")
+    assert load_model(other / "model.py").fc.out_features == 2
+    assert sys.modules["helpers"] is elsewhere  # put back once another script is imported
 
 
 def test_missing_or_wrong_script_file(tmp_path):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from mono_quant_core import Cancelled, CancelToken, QuantConfig, quantize
 from mono_quant_core.outputs import SqnrAccumulator, flat_tensors
@@ -123,3 +124,58 @@ def test_validation_failure_policies():
     assert not warned.report.passed and any("below min_output_sqnr_db" in w for w in warned.report.warnings)
     ignored = quantize(model, QuantConfig(min_output_sqnr_db=200.0, on_failure="ignore"), calibration=samples)
     assert not ignored.report.passed and not ignored.report.warnings
+
+
+class _Reused(nn.Module):
+    """One Linear reached under two names (``a`` and ``b``), applied twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(32, 32)
+        self.b = self.a
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_layer_reused_under_two_names_is_quantized_at_both(tmp_path):
+    from mono_quant_core import load_quantized, save_quantized
+    from mono_quant_core.modules.base import QuantizedModule
+
+    torch.manual_seed(0)
+    model = _Reused().eval()
+    x = torch.randn(4, 32)
+    result = quantize(model, QuantConfig(mode="weight-only"), calibration=[x])
+    q = result.model
+    assert isinstance(q.a, QuantizedModule) and q.b is q.a
+    assert isinstance(model.a, nn.Linear) and model.b is model.a  # the caller's model is untouched
+    report = result.report
+    assert [layer.name for layer in report.layers] == ["a"]
+    assert report.quantized_bytes < report.original_bytes / 3  # int8 weight stored once, not float twice
+    path = tmp_path / "reused.safetensors"
+    save_quantized(result, path)
+    fresh = _Reused().eval()
+    loaded = load_quantized(path, model=fresh)
+    assert loaded.b is loaded.a and isinstance(loaded.a, QuantizedModule)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), q(x))
+
+
+def test_the_round_trip_goes_through_the_file_writer_and_loader(monkeypatch):
+    """load_test_passed is the verdict of the real .safetensors writer, metadata and loader:
+    a writer that damages one weight byte makes the check fail and name the round trip."""
+    import mono_quant_core.serialization.safetensors_file as safetensors_file
+
+    model, data = make("mlp")
+    assert quantize(model, QuantConfig(mode="weight-only"), calibration=data[:5]).report.load_test_passed
+    real_write = safetensors_file.write
+
+    def damaging_write(f, header, ordered):
+        first = ordered[0].clone()
+        first.view(-1)[0] = first.view(-1)[0] + 1
+        real_write(f, header, [first, *ordered[1:]])
+
+    monkeypatch.setattr(safetensors_file, "write", damaging_write)
+    result = quantize(model, QuantConfig(mode="weight-only", on_failure="ignore"), calibration=data[:5])
+    assert result.report.load_test_passed is False
+    assert any(f.startswith("round trip:") for f in result.report.failures)

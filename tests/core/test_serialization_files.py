@@ -87,7 +87,7 @@ def test_metadata_records_everything_and_no_absolute_paths(mlp_result, tmp_path)
     assert meta["skipped"] == [{"name": s.name, "type": s.type, "reason": s.reason}
                                for s in result.report.skipped]
     assert meta["calibration"] == json.loads(json.dumps(result.calibration_info))
-    report = dict(result.report.to_dict(), file_bytes=None)
+    report = dict(result.report.to_dict(), file_bytes=None, estimated_file_bytes=None)
     assert meta["report"] == json.loads(json.dumps(report))
     assert meta["aliases"] == {}
 
@@ -101,6 +101,18 @@ def test_estimate_is_exact_and_save_sets_file_bytes(mlp_result, tmp_path):
     assert result.report.file_bytes == written
     assert result.report.compression_ratio == ratio  # stays the in-memory ratio
     assert estimate_file_bytes(result) == estimate  # file_bytes is not part of the file
+
+
+@pytest.mark.parametrize("on_failure", ["error", "warn"])
+def test_the_estimate_quantize_records_is_the_size_save_writes(tmp_path, on_failure):
+    """quantize() estimates last, once the report is final (warnings of on_failure="warn" included)."""
+    model = linear_heavy(64)
+    data = [torch.randn(2, 64) for _ in range(3)]
+    config = QuantConfig(on_failure=on_failure, min_output_sqnr_db=None if on_failure == "error" else 500.0)
+    result = quantize(model, config, calibration=data)
+    assert (on_failure == "warn") == any("check failed" in w for w in result.report.warnings)
+    written = save_quantized(result, tmp_path / "m.safetensors")
+    assert result.report.estimated_file_bytes == written
 
 
 @pytest.mark.parametrize("config,limit", [
