@@ -23,7 +23,27 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationVersion(identity.VERSION)
     app.setDesktopFileName(identity.APP_ID)
     configure_plots()
+    install_garbage_collector()
     return app
+
+
+_COLLECTOR = None
+
+
+def install_garbage_collector() -> None:
+    """Collect garbage on the GUI thread only, once per process (idempotent).
+
+    Python's automatic collection runs on whichever thread happens to allocate,
+    and a collection on a worker thread can free a Qt object off its own thread
+    (a crash).  pyqtgraph's GarbageCollector turns automatic collection off and
+    collects on a 1 s timer on the GUI thread; ``worker.Runner`` also collects
+    fully when it falls idle.  Call it on the GUI thread, with a QApplication.
+    """
+    global _COLLECTOR
+    if _COLLECTOR is None:
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        _COLLECTOR = GarbageCollector(interval=1.0)
 
 
 def configure_plots() -> None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices
-from pyqtgraph.util.garbage_collector import GarbageCollector
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from . import dialogs, help_menu, identity
+from .app import install_garbage_collector
 from .actions import Actions
 from .calibration_panel import CalibrationPanel
 from .dashboard import Dashboard
@@ -70,11 +70,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         self.show_empty_hints()
         self.update_actions()
         QApplication.instance().installEventFilter(self)
-        # Python's automatic collection runs on whichever thread allocates, and a
-        # collection on a worker thread can free a Qt object off its own thread (a
-        # crash). pyqtgraph's GarbageCollector turns automatic collection off and
-        # collects on a timer here, on the GUI thread.
-        self._garbage_collector = GarbageCollector(interval=1.0)
+        install_garbage_collector()  # garbage is collected on the GUI thread only
 
     # -- building -------------------------------------------------------------------------
     def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:

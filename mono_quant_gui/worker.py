@@ -15,6 +15,7 @@ Signal vocabulary of :class:`Runner` (all delivered on the GUI thread):
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import time
 import traceback
@@ -197,4 +198,7 @@ class Runner(QObject):
         if self.current is None and self._pending:
             self._start_next()
         elif not self.busy:
+            # Idle now: free what the task left in reference cycles, here on the GUI
+            # thread (automatic collection is off, see app.install_garbage_collector).
+            gc.collect()
             self.busy_changed.emit(False)

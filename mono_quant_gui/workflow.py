@@ -161,6 +161,8 @@ class WorkflowMixin(OpeningMixin):
     # -- outcomes ---------------------------------------------------------------------------------
     def _loaded(self: Any, outcome: tasks.LoadOutcome) -> None:
         s = self.session
+        if (outcome.script, outcome.checkpoint) != (s.script, s.checkpoint):
+            return  # another script or checkpoint was opened while this one loaded
         if outcome.candidates:
             entry = dialogs.choose_entry(self, outcome.script, outcome.candidates)
             if entry is None:
@@ -180,6 +182,7 @@ class WorkflowMixin(OpeningMixin):
         self.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
+        s.job_config = None  # a job's layer rules tick the tree once, not on every later load
         log.info("loaded %s: %d modules, %d quantizable; %s", outcome.loaded.source.get("entry"),
                  len(outcome.rows), len(self.modules.model.quantizable_names()),
                  keys.summary().replace("\n", "; "))

@@ -39,15 +39,22 @@ def _no_running_qthreads(monkeypatch):
     assert not running, f"test left QThreads running: {running}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _garbage_collected_on_the_gui_thread(qapp):
+    """As in the application: automatic collection off, collected on the GUI thread.
+
+    Otherwise a worker thread may run a collection that frees a parentless Qt
+    object (a QueueModel held by an exception's traceback, say) off its own
+    thread, which crashes — whichever test file happens to run first.
+    """
+    from mono_quant_gui.app import install_garbage_collector
+
+    install_garbage_collector()
+
+
 @pytest.fixture(autouse=True)
 def _collect_qt_garbage_on_the_gui_thread():
-    """Collect each test's garbage here, on the GUI thread.
-
-    A test can leave parentless Qt objects in reference cycles (a QueueModel
-    held by an exception's traceback, say).  Left for later, they would be
-    freed by whichever thread collects next — often a worker's
-    ``settle_memory`` — and deleting a QObject off its thread crashes.
-    """
+    """Collect each test's garbage here, on the GUI thread, before the next test starts."""
     yield
     gc.collect()
 

@@ -11,9 +11,11 @@ from conftest import wait_idle
 
 
 def test_automatic_collection_is_off_and_a_gui_timer_collects(window, qtbot):
+    from mono_quant_gui import app
+
     assert not gc.isenabled()
-    collector = window._garbage_collector
-    assert collector.timer.isActive()
+    collector = app._COLLECTOR
+    assert collector is not None and collector.timer.isActive()
     gc.collect()
     junk = [[] for _ in range(gc.get_threshold()[0] + 10)]
     for item in junk:
@@ -32,3 +34,20 @@ def test_loading_a_model_settles_memory_on_the_gui_thread(window, qtbot, monkeyp
     window.open_demo("cnn")
     wait_idle(qtbot, window)
     assert threads == [threading.main_thread()]
+
+
+def test_a_runner_collects_garbage_when_it_falls_idle(qtbot, monkeypatch):
+    import threading
+
+    from mono_quant_gui.worker import Runner, Task
+
+    runner = Runner()
+    collected = []
+    real = gc.collect
+    monkeypatch.setattr(gc, "collect", lambda *a: (collected.append(threading.current_thread()), real(*a))[1])
+    try:
+        with qtbot.waitSignal(runner.busy_changed, check_params_cb=lambda busy: not busy, timeout=10_000):
+            runner.submit(Task("noop", "nothing", lambda ctx: 1))
+        assert collected and set(collected) == {threading.main_thread()}
+    finally:
+        runner.shutdown()

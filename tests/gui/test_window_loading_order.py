@@ -1,0 +1,35 @@
+"""Loads that overlap: only the last opened inputs are shown; a job's layer rules apply once."""
+
+from __future__ import annotations
+
+from mono_quant_core.config import QuantConfig
+from mono_quant_gui.demo import demo
+
+from conftest import wait_idle
+
+
+def test_only_the_last_opened_script_is_shown(window, qtbot, monkeypatch):
+    shown = []
+    real = window.modules.set_rows
+    monkeypatch.setattr(window.modules, "set_rows", lambda rows: (shown.append(len(rows)), real(rows)))
+    cnn, transformer = demo("cnn"), demo("transformer")
+    window.open_script(str(cnn.script), str(cnn.checkpoint))
+    window.open_script(str(transformer.script), str(transformer.checkpoint))  # before the first load ends
+    wait_idle(qtbot, window)
+    assert len(shown) == 1  # the CNN's load finished but was not applied
+    assert window.session.loaded.source["script"] == transformer.script.name
+
+
+def test_a_jobs_layer_rules_tick_the_tree_once(window, qtbot):
+    cnn = demo("cnn")
+    window.open_script(str(cnn.script), str(cnn.checkpoint))
+    wait_idle(qtbot, window)
+    everything = window.modules.model.checked_names()
+    first = everything[0]
+    window.open_script(str(cnn.script), str(cnn.checkpoint), job_config=QuantConfig(layers=[first]))
+    wait_idle(qtbot, window)
+    assert window.modules.model.checked_names() == [first]
+    assert window.session.job_config is None
+    window.open_checkpoint(str(cnn.checkpoint))  # a later load: the job's rules are not applied again
+    wait_idle(qtbot, window)
+    assert window.modules.model.checked_names() == everything
