@@ -11,7 +11,6 @@ Usage: ``python bench/bench_inference.py`` (about 1.5 minutes on 2 cores).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess

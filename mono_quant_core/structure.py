@@ -9,6 +9,7 @@ original model, and no weight bytes are copied.
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from torch import nn
@@ -57,6 +58,12 @@ def _clone_tree(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
     if isinstance(new, nn.RNNBase):
         new._init_flat_weights()
     return new
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (the CPU for a model with none)."""
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def get_submodule(root: nn.Module, name: str) -> nn.Module:

@@ -12,15 +12,7 @@ from .batches import as_call_args, move_batch
 from .errors import ValidationFailed
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
-from .structure import get_submodule, shallow_clone
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return torch.device("cpu")
+from .structure import get_submodule, model_device, shallow_clone
 
 
 def round_trip_twin(result, reference: nn.Module) -> nn.Module:
@@ -83,7 +75,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
         torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), twin.state_dict().values())
     ) and list(result.model.state_dict()) == list(twin.state_dict())
 
-    device = _device_of(reference)
+    device = model_device(reference)
     output_acc = SqnrAccumulator()
     layer_acc = {name: SqnrAccumulator() for name in layer_modules}
     handles = []

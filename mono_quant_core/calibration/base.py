@@ -5,23 +5,16 @@ from __future__ import annotations
 import torch
 
 from ..errors import CalibrationError
-
-_EPS = torch.finfo(torch.float32).eps
-
+from ..tensor.activations import ACT_QMAX, ACT_QMIN, activation_qparams_from_range
 
 def affine_qparams(
-    lo: torch.Tensor, hi: torch.Tensor, qmin: int = -128, qmax: int = 127
+    lo: torch.Tensor, hi: torch.Tensor, qmin: int = ACT_QMIN, qmax: int = ACT_QMAX
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor asymmetric qparams for the range ``[lo, hi]`` widened to contain 0.
-
-    Returns a float32 scale (floored at float32 eps, so constant or all-zero
-    inputs give a finite scale) and an int32 zero point, rounded then clamped.
-    """
-    lo = torch.clamp(lo.detach().to(torch.float32), max=0.0)
-    hi = torch.clamp(hi.detach().to(torch.float32), min=0.0)
-    scale = torch.clamp((hi - lo) / float(qmax - qmin), min=_EPS)
-    zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax).to(torch.int32)
-    return scale, zero_point
+    """Per-tensor asymmetric qparams for the range ``[lo, hi]`` widened to contain 0: the
+    activations' rule (``tensor.activation_qparams_from_range``); only [-128, 127] exists."""
+    if (qmin, qmax) != (ACT_QMIN, ACT_QMAX):
+        raise ValueError(f"activation range [{qmin}, {qmax}]: only [{ACT_QMIN}, {ACT_QMAX}] is supported")
+    return activation_qparams_from_range(lo, hi)
 
 
 def as_float32(x: torch.Tensor) -> torch.Tensor:

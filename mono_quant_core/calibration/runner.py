@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sized
 
 import torch
@@ -12,11 +11,12 @@ from ..batches import as_call_args, move_batch
 from ..config import QuantConfig
 from ..errors import CalibrationError, MonoQuantError
 from ..progress import CancelLike, ProgressFn, check_cancel
+from ..tensor.activations import ACT_QMAX, ACT_QMIN
+from ..structure import model_device
 from .base import Observer, affine_qparams
 from .hooks import observed_inputs
 from .observers import make_observer
 
-QMIN, QMAX = -128, 127
 
 
 class CalibrationResult(dict):
@@ -39,11 +39,6 @@ class CalibrationResult(dict):
     @property
     def qparams(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         return dict(self)
-
-
-def _device(model: nn.Module) -> torch.device:
-    first = next(itertools.chain(model.parameters(), model.buffers()), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _sample_name(samples, i: int) -> str:
@@ -69,11 +64,11 @@ def _forward(model: nn.Module, batch, device: torch.device, name: str) -> None:
 
 def _finish(observers: dict[str, Observer], samples: int) -> CalibrationResult:
     """qparams of every observed layer; one host sync to check that all ranges are finite."""
-    ranges = {name: obs.min_max(QMIN, QMAX) for name, obs in observers.items() if obs.observed}
+    ranges = {name: obs.min_max(ACT_QMIN, ACT_QMAX) for name, obs in observers.items() if obs.observed}
     if ranges and not bool(torch.isfinite(torch.stack([v for r in ranges.values() for v in r])).all()):
         bad = next(n for n, (lo, hi) in ranges.items() if not (torch.isfinite(lo) and torch.isfinite(hi)))
         raise CalibrationError(f"{bad}: its calibration inputs contain NaN or Inf")
-    qparams = {name: affine_qparams(lo, hi, QMIN, QMAX) for name, (lo, hi) in ranges.items()}
+    qparams = {name: affine_qparams(lo, hi) for name, (lo, hi) in ranges.items()}
     unobserved = [name for name in observers if name not in ranges]
     return CalibrationResult(qparams, unobserved, ranges, samples)
 
@@ -101,7 +96,7 @@ def calibrate(
         samples = [samples]  # one batch, not a sequence of rows or of keys
     n = len(samples) if isinstance(samples, Sized) else None
     total = start + (n or 0) if total is None else total
-    device = _device(model)
+    device = model_device(model)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     done = 0

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import torch
 
-from .qparams import SCALE_EPS
+from .qparams import qparams_from_range
+from .spec import QuantSpec
 
 ACT_QMIN, ACT_QMAX = -128, 127
+#: Activations: int8, asymmetric, one scale and zero point per tensor.
+ACT_SPEC = QuantSpec("int8", False, "per-tensor")
+
+
+def activation_qparams_from_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale float32, zero_point int32)`` for the activation range ``[lo, hi]`` (widened to contain 0)."""
+    scale, zero_point = qparams_from_range(lo.detach(), hi.detach(), ACT_SPEC)
+    return scale, zero_point.to(torch.int32)
 
 
 def activation_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min/max ``(scale float32 [1], zero_point int32 [1])`` of one batch (range widened to contain 0)."""
-    lo, hi = torch.aminmax(x.detach().reshape(-1))
-    lo = torch.clamp(lo.to(torch.float32), max=0.0).reshape(1)
-    hi = torch.clamp(hi.to(torch.float32), min=0.0).reshape(1)
-    scale = torch.clamp((hi - lo) / float(ACT_QMAX - ACT_QMIN), min=SCALE_EPS)
-    zero_point = torch.clamp(ACT_QMIN - torch.round(lo / scale), ACT_QMIN, ACT_QMAX)
-    return scale, zero_point.to(torch.int32)
+    """Min/max ``(scale float32 [1], zero_point int32 [1])`` of one batch."""
+    flat = x.detach().reshape(1, -1)
+    return activation_qparams_from_range(torch.amin(flat, dim=1), torch.amax(flat, dim=1))
 
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:

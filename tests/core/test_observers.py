@@ -64,8 +64,10 @@ def test_affine_qparams_reference_values():
     # A range that excludes 0 is widened to contain it.
     scale, zp = affine_qparams(torch.tensor(2.0), torch.tensor(5.0))
     assert float(scale) == pytest.approx(5.0 / 255, rel=1e-7) and int(zp) == -128
-    scale, zp = affine_qparams(torch.tensor(-6.0), torch.tensor(-2.0), qmin=0, qmax=255)
-    assert float(scale) == pytest.approx(6.0 / 255, rel=1e-7) and int(zp) == 255
+    scale, zp = affine_qparams(torch.tensor(-6.0), torch.tensor(-2.0))
+    assert float(scale) == pytest.approx(6.0 / 255, rel=1e-7) and int(zp) == 127
+    with pytest.raises(ValueError, match=r"only \[-128, 127\]"):
+        affine_qparams(torch.tensor(-1.0), torch.tensor(1.0), qmin=0, qmax=255)
 
 
 def test_minmax_equals_aminmax_over_all_batches():
