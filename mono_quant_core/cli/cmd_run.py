@@ -63,6 +63,8 @@ def _run_one(path: str, index: int, count: int, debug: bool) -> JobRow:
 
             traceback.print_exc()
         message = str(exc) if isinstance(exc, MonoQuantError) else f"{type(exc).__name__}: {exc}"
+        # Errors about the job file itself already start with its name.
+        message = message.removeprefix(f"{path}: ")
         print(f"mono-quant: error: {path}: {message}", file=sys.stderr)
         return JobRow(job=path, status="failed", error=message,
                       elapsed_s=time.perf_counter() - started)

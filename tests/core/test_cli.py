@@ -224,3 +224,11 @@ def test_tty_progress_redraws_one_line_and_clears_it():
     assert frames[1] == "[######..................]  25% calibrating 1/4".ljust(60)
     assert frames[2] == "[##################......]  75% calibrating 3/4".ljust(60)
     assert frames[3:] == [" " * 60, ""] and "\n" not in stream.getvalue()
+
+
+def test_a_missing_job_file_is_named_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "nope.toml"]) == 1
+    out, err = capsys.readouterr()
+    assert "  nope.toml: no such job file" in out.splitlines()
+    assert "mono-quant: error: nope.toml: no such job file" in err.splitlines()
