@@ -56,9 +56,12 @@ class CalibrationPanel(QWidget):
         self.table.verticalHeader().hide()
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        # The short columns fit their contents; the file name takes the room left (elided, its tooltip
+        # has it whole), so Range and Size stay in view in a narrow pane.
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setStretchLastSection(True)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setStretchLastSection(False)
         self.table.setWordWrap(False)
         self.table.verticalHeader().setDefaultSectionSize(self.table.fontMetrics().height() + 6)
         self.hint = EmptyState(
@@ -87,7 +90,7 @@ class CalibrationPanel(QWidget):
                             "<i>No folder chosen</i>")
         self.clear_button.setEnabled(folder is not None)
         self.table.setRowCount(0)
-        self.summary.setText("Reading the folder…" if folder else "")
+        self._set_summary("Reading the folder…" if folder else "", None)
         self.dry_run.setText("")
         self.stack.setCurrentIndex(1 if folder else 0)
 
@@ -107,13 +110,20 @@ class CalibrationPanel(QWidget):
                 if row["error"]:
                     item.setForeground(Qt.GlobalColor.red)
                     item.setToolTip(row["error"])
+                elif c == 0:
+                    item.setToolTip(text)
                 self.table.setItem(r, c, item)
         # A folder of lone tensors has no keys: the Tensor column would stay empty.
         self.table.setColumnHidden(1, all(not row["key"] and row["passed_as"] != "keywords" for row in rows))
         self.table.setUpdatesEnabled(True)
         more = f" (table shows the first {MAX_ROWS} rows)" if len(rows) > MAX_ROWS else ""
         capped = f", first {len(preview.files)} read" if preview.capped else ""
-        self.summary.setText(f"{preview.selected} of {preview.file_count} files used{capped}{more}")
+        summary = f"{preview.selected} of {preview.file_count} files used{capped}{more}"
+        bad = [f.name for f in preview.files if f.error]
+        if bad:  # a run reads every file: one it cannot use stops it, wherever its row is in the table
+            listed = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            summary += f"\n✗ {len(bad)} file{'s' if len(bad) > 1 else ''} cannot be used: {listed}"
+        self._set_summary(summary, colors.ERROR if bad else None)
         if preview.dry_run_error:
             self._set_dry_run(f"✗ Dry run failed: {preview.dry_run_error}", colors.ERROR)
         elif preview.dry_run_structure:
@@ -126,8 +136,12 @@ class CalibrationPanel(QWidget):
     def show_error(self, message: str) -> None:
         """The folder could not be read at all (missing, empty)."""
         self.table.setRowCount(0)
-        self.summary.setText("")
+        self._set_summary("", None)
         self._set_dry_run(f"✗ {message}", colors.ERROR)
+
+    def _set_summary(self, text: str, color: str | None) -> None:
+        self.summary.setText(text)
+        self.summary.setStyleSheet(f"color: {color};" if color else "")
 
     def _set_dry_run(self, text: str, color: str | None) -> None:
         self.dry_run.setText(text)

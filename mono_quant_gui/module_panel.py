@@ -7,13 +7,31 @@ from collections import Counter
 
 from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
-                               QStackedWidget, QTreeView, QVBoxLayout, QWidget)
+                               QStackedWidget, QStyledItemDelegate, QTreeView, QVBoxLayout, QWidget)
 
 from . import tree_model as tm
 from .empty_state import EmptyState
 from .formatting import format_bytes, format_count
 
 ANY_TYPE = "Any type"
+#: The widest text each column of numbers or statuses shows in practice: the column is sized to fit it
+#: once, without reading any row (the tree may hold thousands).
+_WIDEST = {tm.COL_PARAMS: ("999.9 M",), tm.COL_BYTES: ("999.9 MiB",), tm.COL_SQNR: ("99.9 dB",),
+           tm.COL_STATUS: ("quantized", "low SQNR")}
+#: Added to a text's width: the cell's margins and a little air.
+_PADDING = 10
+#: The Type column fits the model's longest type name, up to this share of the width that the numbers
+#: and statuses leave to Name and Type.
+_TYPE_SHARE = 0.55
+
+
+class MiddleElideDelegate(QStyledItemDelegate):
+    """Cuts a long text in the middle: a type name keeps the end that tells it apart
+    (``TransformerEn…Layer`` vs ``TransformerEncoder``, ``NonDynamica…Linear``)."""
+
+    def initStyleOption(self, option, index) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideMiddle
 
 
 class SelectionBar(QWidget):
@@ -77,6 +95,7 @@ class ModulePanel(QStackedWidget):
         self.view = QTreeView(objectName="module_tree")
         self.view.setModel(self.proxy)
         self.view.setUniformRowHeights(True)
+        self.view.setIndentation(16)  # (20 by default) deep trees keep more of the Name column for names
         self.view.setAlternatingRowColors(True)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
@@ -84,11 +103,13 @@ class ModulePanel(QStackedWidget):
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setMinimumSectionSize(40)
+        # Name takes the room left; the others are interactive, sized to fit their widest usual text
+        # (Type from the model's type names in set_rows).  ResizeToContents would read rows off screen.
         header.setSectionResizeMode(tm.COL_NAME, QHeaderView.ResizeMode.Stretch)
-        for col, width in ((tm.COL_TYPE, 96), (tm.COL_PARAMS, 58), (tm.COL_BYTES, 70),
-                           (tm.COL_SQNR, 64), (tm.COL_STATUS, 72)):
+        for col in (tm.COL_TYPE, *_WIDEST):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
-            header.resizeSection(col, width)
+            header.resizeSection(col, self._text_width(col, _WIDEST.get(col, ("Sequential",))))
+        self.view.setItemDelegateForColumn(tm.COL_TYPE, MiddleElideDelegate(self.view))
         self.bar = SelectionBar()
         self.bar.apply.connect(self._apply_bar)
         self.summary = QLabel(objectName="tree_summary")
@@ -112,12 +133,30 @@ class ModulePanel(QStackedWidget):
         try:
             self.model.set_rows(rows)
             self.bar.set_types(dict(Counter(r.type for r in rows if r.quantizable)))
+            self._fit_type_column({r.type for r in rows})
             self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
             self.proxy.sort(-1)
             self.view.expandToDepth(0)
         finally:
             self.view.setUpdatesEnabled(True)
         self.setCurrentWidget(self.page)
+
+    def _text_width(self, col: int, texts) -> int:
+        """Room for the widest of ``texts`` in column ``col``, and for the column's title."""
+        metrics = self.view.fontMetrics()
+        title = self.view.header().fontMetrics().horizontalAdvance(tm.COLUMNS[col])
+        return max(title, *(metrics.horizontalAdvance(t) for t in texts)) + _PADDING
+
+    def _fit_type_column(self, types: set[str]) -> None:
+        """Fit the Type column to the longest type name, keeping a fair share of the width for Name.
+
+        The root row's name is its type: cut in the Name column, it is read in full under Type.
+        """
+        # Before its first showing the page has no size yet: the pane less its margins and frame (~12 px).
+        width = self.view.viewport().width() if self.currentWidget() is self.page else self.width() - 12
+        room = width - sum(self.view.header().sectionSize(col) for col in _WIDEST)
+        limit = max(self._text_width(tm.COL_TYPE, ("Sequential",)), int(room * _TYPE_SHARE))
+        self.view.header().resizeSection(tm.COL_TYPE, min(self._text_width(tm.COL_TYPE, types), limit))
 
     def select_layer(self, name: str) -> bool:
         """Select and reveal the module called ``name``; False when it is not in the tree."""

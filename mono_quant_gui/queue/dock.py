@@ -65,6 +65,8 @@ class QueueDock(QWidget):
             self.restore_message = self.model.attach(self.store)
         self.runner = QueueRunner(self.model, self)
         self.last_folder = str(Path.home())
+        #: (entry id, text) of the job the details area last showed; None when it shows no job's details.
+        self._details_shown: tuple[str, str] | None = None
         self._make_actions()
         self._build()
         self._connect()
@@ -256,8 +258,20 @@ class QueueDock(QWidget):
         self.stop.setEnabled(running)
         counts = self.model.counts()
         self.summary.setText(" · ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
-        if len(selected) == 1:
-            self.details.setPlainText(_details_text(selected[0]))
+        self._show_details(selected[0] if len(selected) == 1 else None)
+
+    def _show_details(self, entry: QueueEntry | None) -> None:
+        """Show ``entry``'s details when the selection or what they say changed, never on a mere
+        progress update: rewriting the text would move a traceback being read back to the top."""
+        if entry is None:
+            self._details_shown = None  # the text stays; a later single selection shows its job again
+            return
+        text = _details_text(entry)
+        if self._details_shown == (entry.id, text):
+            return
+        self._details_shown = (entry.id, text)
+        if self.details.toPlainText() != text:
+            self.details.setPlainText(text)
 
     def _report(self, text: str) -> None:
         log.warning("%s", text)

@@ -6,8 +6,16 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
 
-from .model import NAME, PROGRESS, QueueModel
+from .entry import STATUSES
+from .model import CHECKPOINT, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
 from .progress_delegate import ProgressDelegate
+
+#: The widest a name or file column grows to fit its contents (longer ones are elided; the tooltip has them).
+MAX_FITTED_WIDTH = 280
+#: The columns that fit their contents.
+FITTED = (NAME, CHECKPOINT, OUTPUT)
+#: Added to a text's width: the cell's margins and a little air.
+_PADDING = 16
 
 
 class QueueTable(QTableView):
@@ -27,11 +35,24 @@ class QueueTable(QTableView):
         self.setAlternatingRowColors(True)
         self.setWordWrap(False)
         self.verticalHeader().setVisible(False)
+        # Name and the two file names fit their contents (a queue holds tens of jobs, not thousands);
+        # Status and Progress keep one width while jobs run; the message takes the rest.
         header = self.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for column, width in ((NAME, 160), (PROGRESS, 90)):
-            self.setColumnWidth(column, width)
+        header.setMaximumSectionSize(MAX_FITTED_WIDTH)
+        for column in FITTED:
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        widest_status = max(self.fontMetrics().horizontalAdvance(s) for s in STATUSES) + _PADDING
+        for column, width in ((STATUS, widest_status), (PROGRESS, 90)):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
+            self.setColumnWidth(column, max(width, header.sectionSizeHint(column)))
+        header.setSectionResizeMode(MESSAGE, QHeaderView.ResizeMode.Stretch)
+        # The header refits its ResizeToContents columns when data changes, not when rows come or go.
+        for signal in (model.rowsInserted, model.rowsRemoved, model.modelReset):
+            signal.connect(self._fit_columns)
+
+    def _fit_columns(self, *_args) -> None:
+        for column in FITTED:
+            self.resizeColumnToContents(column)
 
     def dropEvent(self, event: QDropEvent) -> None:
         super().dropEvent(event)

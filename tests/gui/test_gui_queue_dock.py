@@ -68,6 +68,49 @@ def test_buttons_follow_the_selection(dock, tmp_path):
     assert dock.summary.text() == "1 queued · 1 running · 1 done"
 
 
+def test_a_progress_update_of_another_job_leaves_the_details_where_the_user_reads_them(dock, qtbot, tmp_path):
+    """A failed job's traceback keeps its text, scroll position and selected text while another job
+    runs; a change of the selected job itself, or another selection, shows the new details."""
+    failed, running = dock.add_jobs([job(tmp_path, "a"), job(tmp_path, "b")])
+    traceback = "Traceback (most recent call last):\n" + "\n".join(
+        f'  File "model.py", line {i}, in forward' for i in range(300))
+    dock.model.set_status(failed, FAILED, "RuntimeError: it broke", traceback)
+    dock.model.set_status(running, RUNNING, "starting", progress=0)
+    dock.resize(900, 400)
+    dock.show()
+    qtbot.waitExposed(dock)
+    dock.select_ids([failed])
+    details = dock.details
+    text = details.toPlainText()
+    assert text.startswith("a.int8: failed") and 'line 299, in forward' in text
+    cursor = details.textCursor()
+    cursor.setPosition(text.index("line 150"))
+    cursor.setPosition(text.index("line 150") + len("line 150"), cursor.MoveMode.KeepAnchor)
+    details.setTextCursor(cursor)
+    bar = details.verticalScrollBar()
+    assert bar.maximum() > 100
+    bar.setValue(bar.maximum() - 7)  # the user scrolled to the end of the traceback
+    rewrites = []
+    details.textChanged.connect(lambda: rewrites.append(details.toPlainText()))
+
+    for percent in (10, 40, 90):
+        with qtbot.waitSignal(dock.model.dataChanged):
+            dock.model.set_progress(running, percent, f"layer {percent} of 100")
+    with qtbot.waitSignal(dock.model.dataChanged):
+        dock.model.set_status(running, RUNNING, "still running", progress=95)
+    assert rewrites == []
+    assert details.toPlainText() == text
+    assert bar.value() == bar.maximum() - 7
+    assert details.textCursor().selectedText() == "line 150"
+
+    dock.model.reset([failed])  # the selected job's own status changes: its details follow
+    assert rewrites and details.toPlainText().startswith("a.int8: queued")
+    dock.select_ids([running])
+    assert details.toPlainText().startswith("b.int8: running") and "still running" in details.toPlainText()
+    dock.select_ids([failed])
+    assert details.toPlainText().startswith("a.int8: queued")
+
+
 def test_export_and_import_job_files(dock, qtbot, tmp_path, monkeypatch):
     out = tmp_path / "exported"
     out.mkdir()
