@@ -93,8 +93,6 @@ class OpeningMixin:
             self.statusBar().showMessage(f"{Path(path).name}: not a model script, checkpoint, folder or job file")
             log.warning("ignored %s: not a model script (.py), checkpoint, calibration folder or job file (.toml)",
                         path)
-        if "calibration" in groups:
-            self.set_calibration_folder(groups["calibration"][0])
         checkpoints = groups.get("checkpoint", [])
         scripts = groups.get("script", [])
         if len(checkpoints) > 1:
@@ -103,6 +101,9 @@ class OpeningMixin:
             self.open_script(scripts[0], checkpoints[0] if checkpoints else self.session.checkpoint)
         elif len(checkpoints) == 1:
             self.open_checkpoint(checkpoints[0])
+        # After the model: with a load pending, the folder is previewed once, with the new model.
+        if "calibration" in groups:
+            self.set_calibration_folder(groups["calibration"][0])
         jobs = groups.get("job", [])
         if jobs:
             self.import_job_files(jobs)
@@ -141,10 +142,12 @@ class OpeningMixin:
                   ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "on_failure",
                    "min_output_sqnr_db")}
         values["samples"] = job.samples or 0
-        self.set_calibration_folder(job.calibration_folder)
-        self.settings_panel.set_values(values)
         log.info("opened the job %s", path)
         self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, config)
+        # After the model: the load previews the folder once, with the job's model; before
+        # the settings, which offer static mode only once a folder is set.
+        self.set_calibration_folder(job.calibration_folder)
+        self.settings_panel.set_values(values)
 
     def _remember(self: Any, kind: str, path: str) -> None:
         self.store.add_recent(kind, str(path))

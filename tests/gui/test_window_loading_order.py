@@ -33,3 +33,16 @@ def test_a_jobs_layer_rules_tick_the_tree_once(window, qtbot):
     window.open_checkpoint(str(cnn.checkpoint))  # a later load: the job's rules are not applied again
     wait_idle(qtbot, window)
     assert window.modules.model.checked_names() == everything
+
+
+def test_a_script_and_a_folder_dropped_together_are_previewed_once_with_the_new_model(window, qtbot, monkeypatch):
+    import mono_quant_gui.tasks as tasks
+
+    previews = []
+    real = tasks.preview_task
+    monkeypatch.setattr(tasks, "preview_task", lambda ctx, **kw: (previews.append(kw["model"]), real(ctx, **kw))[1])
+    cnn = demo("cnn")
+    window.handle_paths([str(cnn.calibration), str(cnn.script), str(cnn.checkpoint)])
+    wait_idle(qtbot, window)
+    assert len(previews) == 1 and previews[0] is window.session.model
+    assert window.calibration_panel.dry_run.text().startswith("✓ Dry run")
