@@ -9,40 +9,18 @@ checkpoints become one job each with the same settings
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QStandardPaths
-
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
 
 from . import dialogs
-from .queue.from_checkpoints import checkpoint_stem
+from .queue.from_checkpoints import checkpoint_stem, numbered_output, output_folder
 
 log = logging.getLogger("mono_quant_gui")
-
-
-def _resources_folder() -> str:
-    return os.path.realpath(str(importlib.resources.files("mono_quant_gui.resources")))
-
-
-def _inside(path: str, folder: str) -> bool:
-    path, folder = os.path.normcase(os.path.realpath(path)), os.path.normcase(folder)
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
-def output_folder(source: str) -> str:
-    """The folder of ``source`` (a checkpoint or script), or the user's documents folder when
-    that one is the application's own (the demo) or cannot be written."""
-    folder = os.path.dirname(os.path.abspath(source))
-    if not _inside(folder, _resources_folder()) and os.access(folder, os.W_OK):
-        return folder
-    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
-    return documents if documents and os.path.isdir(documents) else str(Path.home())
 
 
 class QueueingMixin:
@@ -86,12 +64,8 @@ class QueueingMixin:
         """``<stem>.<dtype>.safetensors`` in :func:`output_folder` of ``source``; ``-2``, ``-3``…
         when a queued job already writes that file or it exists."""
         stem = checkpoint_stem(source) if is_checkpoint else Path(source).stem
-        folder = output_folder(source)
-        taken = {os.path.normcase(os.path.abspath(e.job.output)) for e in self.queue_panel.model.entries()}
-        path, n = os.path.join(folder, f"{stem}.{dtype}.safetensors"), 2
-        while os.path.normcase(os.path.abspath(path)) in taken or os.path.exists(path):
-            path, n = os.path.join(folder, f"{stem}.{dtype}-{n}.safetensors"), n + 1
-        return path
+        taken = {e.job.output for e in self.queue_panel.model.entries()}
+        return numbered_output(output_folder(source), stem, dtype, taken)
 
     def add_current_to_queue(self: Any) -> list[str]:
         """Queue the current settings as one job (the toolbar's Add to Queue); returns its id."""

@@ -163,9 +163,10 @@ class QueueDock(QWidget):
         return ids
 
     def add_checkpoints(self, paths: list[str], template_job: Job) -> list[str]:
-        """One job per checkpoint with ``template_job``'s settings, output next to each checkpoint."""
+        """One job per checkpoint with ``template_job``'s settings, output next to each checkpoint
+        (numbered when a queued job or an existing file has that name)."""
         try:
-            jobs = jobs_from_checkpoints(paths, template_job)
+            jobs = jobs_from_checkpoints(paths, template_job, taken=[e.job.output for e in self.model.entries()])
         except MonoQuantError as exc:
             self._report(f"Not queued: {exc}")
             return []

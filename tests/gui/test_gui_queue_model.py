@@ -273,6 +273,11 @@ def test_jobs_from_checkpoints(tmp_path):
     assert template.checkpoint == str(tmp_path / "current.pt")
     with pytest.raises(ConfigError, match=r"notes\.txt: not a checkpoint"):
         jobs_from_checkpoints([tmp_path / "notes.txt"], template)
+    # An existing output, or one another queued job writes, is never written twice: numbered.
+    (tmp_path / "resnet-v1.5.fp16.safetensors").touch()
+    again = jobs_from_checkpoints([paths[0], paths[3]], template, taken=[str(tmp_path / "shard.fp16.safetensors")])
+    assert [os.path.relpath(j.output, tmp_path) for j in again] == [
+        "resnet-v1.5.fp16-2.safetensors", "shard.fp16-2.safetensors"]
 
 
 def test_output_claims(tmp_path):
