@@ -194,7 +194,7 @@ def _calibrate(reference, names, samples, config, stepper: Stepper, report: Quan
 
     result = calibrate(reference, list(names), samples, config, forward_progress,
                        stepper._cancel, start=stepper.done, total=stepper.total)
-    qparams = getattr(result, "qparams", result)
+    qparams = dict(result)
     if not qparams and any(
         type(get_submodule(reference, n)).__name__ != "Embedding" for n in names
     ):

@@ -23,14 +23,17 @@ def format_db(value: float | None, digits: int = 1) -> str:
     return f"{value:.{digits}f} dB"
 
 
-def human_bytes(n: int | None) -> str:
-    """``1.2 MB``, ``340 kB``, ``12 B`` (decimal units, as file managers show) or ``—``."""
+def human_bytes(n: int | float | None) -> str:
+    """``512 B``, ``48.0 KiB``, ``3.25 MiB``, ``1.50 GiB`` (binary units, as PyTorch users count
+    tensor memory) or ``—``.  The application and the command line both show sizes this way."""
     if n is None:
         return "—"
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
+    n = float(n)
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def _encode(value: Any) -> Any:

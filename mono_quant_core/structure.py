@@ -83,7 +83,3 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, leaf = name.rpartition(".")
     parent = get_submodule(root, parent_name)
     parent._modules[leaf] = module
-
-
-def tensor_bytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
+from mono_quant_core.report import human_bytes as format_bytes  # one way to show sizes, app and CLI
 
-def format_bytes(n: int | float | None) -> str:
-    """``512 B``, ``48.0 KiB``, ``3.25 MiB``, ``1.50 GiB``."""
-    if n is None:
-        return "—"
-    n = float(n)
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if abs(n) >= size:
-            value = n / size
-            return f"{value:.2f} {unit}" if value < 10 else f"{value:.1f} {unit}"
-    return f"{int(n)} B"
+__all__ = ["format_bytes", "format_count", "format_duration"]
 
 
 def format_count(n: int) -> str:

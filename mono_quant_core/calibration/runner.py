@@ -36,10 +36,6 @@ class CalibrationResult(dict):
         self.ranges = ranges
         self.samples = samples
 
-    @property
-    def qparams(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        return dict(self)
-
 
 def _sample_name(samples, i: int) -> str:
     """``calibration sample 3``, with the file name when the samples come from a folder."""

@@ -18,7 +18,7 @@ def print_warnings(report: QuantReport) -> None:
 
 
 def quantize_summary(outcome: JobOutcome) -> str:
-    """``wrote q.safetensors (12.3 kB; float weights 48.1 kB); output SQNR 41.2 dB; ...``."""
+    """``wrote q.safetensors (12.0 KiB; float weights 47.0 KiB); output SQNR 41.2 dB; ...``."""
     report = outcome.report
     return (f"wrote {_shown_path(outcome.output)} ({human_bytes(outcome.file_bytes)}; float weights "
             f"{human_bytes(report.original_bytes)}); output SQNR {format_db(report.output_sqnr_db)}; "

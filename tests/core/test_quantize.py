@@ -179,3 +179,11 @@ def test_the_round_trip_goes_through_the_file_writer_and_loader(monkeypatch):
     result = quantize(model, QuantConfig(mode="weight-only", on_failure="ignore"), calibration=data[:5])
     assert result.report.load_test_passed is False
     assert any(f.startswith("round trip:") for f in result.report.failures)
+
+
+def test_the_report_names_each_layers_compute_path():
+    model, data = make("mlp")
+    report = quantize(model, QuantConfig(mode="dynamic"), calibration=data[:5]).report
+    assert {layer.kernel for layer in report.layers} <= {"fbgemm-dynamic", "dequantize"}
+    assert all(layer.kernel for layer in report.layers)
+    assert all(layer.kernel is None for layer in quantize(model, QuantConfig(), validate=False).report.layers)
