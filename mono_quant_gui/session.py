@@ -17,7 +17,6 @@ class Session:
     loaded: Any = None  # mono_quant_core LoadedModel
     rows: list[Any] | None = None  # ModuleRows of loaded.model
     result: Any = None  # QuantResult of the last finished run
-    result_saved_to: str | None = None
 
     @property
     def model(self) -> Any:

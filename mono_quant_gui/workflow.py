@@ -55,7 +55,7 @@ class WorkflowMixin(OpeningMixin):
             dialogs.show_error(self, "Settings", str(exc))
             return
         s = self.session
-        s.result = s.result_saved_to = None
+        s.result = None
         self.file_label.setText("")
         samples = self.settings_panel.values()["samples"] or None
         self.modules.model.clear_results()
@@ -178,7 +178,7 @@ class WorkflowMixin(OpeningMixin):
             log.warning("loading stopped: %s does not match the model", keys.checkpoint)
             self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
             return
-        s.loaded, s.rows, s.result, s.result_saved_to = outcome.loaded, outcome.rows, None, None
+        s.loaded, s.rows, s.result = outcome.loaded, outcome.rows, None
         self.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
@@ -224,7 +224,6 @@ class WorkflowMixin(OpeningMixin):
         self.modules.model.set_skipped(report.skipped)
 
     def _saved(self: Any, outcome: tasks.SaveOutcome) -> None:
-        self.session.result_saved_to = outcome.path
         self.dashboard.set_file_size(outcome.bytes)
         self.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
         self.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
