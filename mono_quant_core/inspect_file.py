@@ -15,11 +15,10 @@ _LAYER_KEYS = ("name", "type", "dtype", "mode", "scheme", "granularity", "axis",
 
 def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
     """Everything ``inspect`` shows, as a JSON-ready dict (``inf`` as the string ``"inf"``)."""
-    from .serialization.read import read_metadata, sniff_format, tensor_table
+    from .serialization.read import read_summary
 
     path = os.fspath(path)
-    meta = read_metadata(path)
-    tensors = tensor_table(path)
+    fmt, meta, tensors = read_summary(path)
     report = meta.get("report") or {}
     file_bytes = os.path.getsize(path)
     original = report.get("original_bytes")
@@ -32,7 +31,7 @@ def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
     return _encode({
         "file": os.path.basename(path),
         "path": os.path.abspath(path),
-        "format": sniff_format(path),
+        "format": fmt,
         "format_version": meta["format_version"],
         "versions": meta.get("versions", {}),
         "source": meta.get("source", {}),

@@ -40,22 +40,29 @@ def _foreign(path: str, fmt: str) -> QuantizedFileError:
 
 
 def _safetensors_metadata(path: str) -> dict[str, Any]:
-    header = safetensors_file.read_header(path)
-    text = (header.get("__metadata__") or {}).get(METADATA_KEY)
+    return read_summary(path)[1]
+
+
+def read_summary(path: str | os.PathLike) -> tuple[str, dict[str, Any], dict[str, tuple[str, list[int]]]]:
+    """``(format, metadata, {name: (dtype, shape)})`` of a quantized file, reading it once
+    (a ``.safetensors`` file: its header only)."""
+    path = os.fspath(path)
+    fmt = sniff_format(path)
+    if fmt == "safetensors":
+        header = safetensors_file.read_header(path)
+        text = (header.get("__metadata__") or {}).get(METADATA_KEY)
+        table = {k: (v["dtype"], list(v["shape"])) for k, v in header.items() if k != "__metadata__"}
+    else:
+        tensors, text = pt_file.read(path)
+        table = {k: (_short_dtype(v.dtype), list(v.shape)) for k, v in tensors.items()}
     if not isinstance(text, str):
-        raise _foreign(path, "safetensors")
-    return parse(text, path)
+        raise _foreign(path, fmt)
+    return fmt, parse(text, path), table
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The parsed ``mono_quant`` metadata of a quantized file (reads the header only)."""
-    path = os.fspath(path)
-    if sniff_format(path) == "safetensors":
-        return _safetensors_metadata(path)
-    _, text = pt_file.read(path)
-    if text is None:
-        raise _foreign(path, "pt")
-    return parse(text, path)
+    """The parsed ``mono_quant`` metadata of a quantized file (a ``.safetensors`` file: its header only)."""
+    return read_summary(path)[1]
 
 
 def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -75,16 +82,6 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.
     except (SafetensorError, OSError, ValueError) as exc:
         raise QuantizedFileError(f"{path}: corrupt safetensors file ({exc})") from exc
     return meta, tensors
-
-
-def tensor_table(path: str | os.PathLike) -> dict[str, tuple[str, list[int]]]:
-    """Name -> (dtype, shape) of every tensor in the file, without reading the data."""
-    path = os.fspath(path)
-    if sniff_format(path) == "safetensors":
-        header = safetensors_file.read_header(path)
-        return {k: (v["dtype"], list(v["shape"])) for k, v in header.items() if k != "__metadata__"}
-    tensors, _ = pt_file.read(path)
-    return {k: (_short_dtype(v.dtype), list(v.shape)) for k, v in tensors.items()}
 
 
 def _short_dtype(dtype: torch.dtype) -> str:
