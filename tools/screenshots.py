@@ -66,6 +66,7 @@ def main(out: Path) -> None:
     settings_dir = tempfile.mkdtemp(prefix="mono-quant-shots-")
     os.environ["XDG_CONFIG_HOME"] = settings_dir
     os.environ["XDG_DATA_HOME"] = os.path.join(settings_dir, "data")  # the queue's queue.json
+    os.environ["HOME"] = settings_dir  # queued demo outputs go to ~/Documents or ~: keep them here
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
     from mono_quant_gui import tasks
