@@ -14,6 +14,7 @@ from torch import nn
 from mono_quant_core import (QuantConfig, QuantizedFileError, load_quantized, quantize, read_metadata,
                              save_quantized)
 from mono_quant_core.serialization import atomic
+from failing_files import fail_writes_after
 from zoo import MLP, make
 
 FORMATS = [".safetensors", ".pt"]
@@ -23,36 +24,6 @@ FORMATS = [".safetensors", ".pt"]
 def result():
     model, data = make("mlp")
     return quantize(model, QuantConfig(), calibration=data[:2])
-
-
-class FailingFile:
-    """A file that accepts ``budget`` bytes, then raises ``error`` (a full disk, a Ctrl-C)."""
-
-    def __init__(self, f, budget: int, error: BaseException):
-        self._f, self._budget, self._error, self.written = f, budget, error, 0
-
-    def write(self, data) -> int:
-        n = memoryview(data).nbytes
-        if self.written + n > self._budget:
-            self._f.write(bytes(memoryview(data).cast("B")[: self._budget - self.written]))
-            self.written = self._budget
-            raise self._error
-        self.written += n
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
-
-
-def fail_writes_after(monkeypatch, budget: int, error: BaseException) -> None:
-    real = atomic.open_temp
-    monkeypatch.setattr(atomic, "open_temp", lambda fd: FailingFile(real(fd), budget, error))
 
 
 @pytest.mark.parametrize("ext", FORMATS)

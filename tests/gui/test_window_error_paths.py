@@ -17,6 +17,7 @@ from mono_quant_gui import tree_model as tm
 from mono_quant_gui.demo import demo
 
 from conftest import wait_idle
+from failing_files import FailingFile
 
 RUN_TIMEOUT = 60_000
 
@@ -25,31 +26,6 @@ def error_box(window) -> QMessageBox:
     box = window.last_error
     assert box.isVisible() and box.icon() == QMessageBox.Icon.Critical
     return box
-
-
-class FullDisk:
-    """A temporary file that takes ``budget`` bytes, then fails as a full disk does (ENOSPC)."""
-
-    def __init__(self, f, budget: int = 4096):
-        self._f, self._budget, self.written = f, budget, 0
-
-    def write(self, data) -> int:
-        n = memoryview(data).nbytes
-        if self.written + n > self._budget:  # what still fits goes to disk, then the disk is full
-            self._f.write(bytes(memoryview(data).cast("B")[: self._budget - self.written]))
-            self.written = self._budget
-            raise OSError(errno.ENOSPC, "No space left on device")
-        self.written += n
-        return self._f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self._f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
 
 
 def quantized_demo(window, qtbot) -> None:
@@ -70,8 +46,9 @@ def test_save_as_to_a_full_disk_keeps_the_earlier_file_and_the_app_saves_elsewhe
     monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, suggested: (str(target), dialogs.SAVE_FILTERS[0]))
     monkeypatch.setattr(dialogs, "confirm_overwrite", lambda parent, path: True)
     real_open_temp = atomic.open_temp
-    full: list[FullDisk] = []
-    monkeypatch.setattr(atomic, "open_temp", lambda fd: full.append(FullDisk(real_open_temp(fd))) or full[-1])
+    full: list[FailingFile] = []
+    monkeypatch.setattr(atomic, "open_temp", lambda fd: full.append(
+        FailingFile(real_open_temp(fd), 4096, OSError(errno.ENOSPC, "No space left on device"))) or full[-1])
 
     with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
         window.actions.save_as.trigger()
