@@ -15,6 +15,7 @@ import torch
 
 from .affine import dequantize, quantize
 from .int4 import pack_int4, unpack_int4
+from .layout import broadcastable
 from .qparams import choose_qparams
 from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec
 from .sqnr import sqnr_sums
@@ -101,19 +102,42 @@ def quantize_weight_measured(
     step = max(1, BLOCK_VALUES // max(1, w[0].numel()))
     whole = choose_qparams(w, spec) if spec.granularity == "per-tensor" else None
     codes = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    # Scratch blocks allocated once per weight and reused by every block: a
+    # fresh process would otherwise fault in new pages for each block's
+    # temporaries (that doubled the time of a first quantization).
+    block_shape = (min(step, rows), *w.shape[1:])
+    work = torch.empty(block_shape, dtype=torch.float32, device=w.device)
+    error = torch.empty_like(work) if measure else None
+    staging = None if w.dtype == torch.float32 and w.is_contiguous() else torch.empty_like(work)
+    ragged = spec.granularity == "per-group" and int4_rows(w.shape)[1] % spec.group_size != 0
     scales, zero_points = [], []
     signal = noise = None
     for i in range(0, rows, step):
         block = w[i:i + step]
+        n = block.shape[0]
+        if staging is not None:
+            block = staging[:n].copy_(block)
         scale, zero_point = whole if whole is not None else choose_qparams(block, spec)
-        block_codes = quantize(block, scale, zero_point, spec)
-        codes[i:i + step] = block_codes
         if whole is None:
             scales.append(scale)
             zero_points.append(zero_point)
+        if ragged:  # padded groups: the allocating whole-tensor functions, block by block
+            block_codes = quantize(block, scale, zero_point, spec)
+            codes[i:i + n] = block_codes
+            if measure:
+                s, e = sqnr_sums(block, dequantize(block_codes, scale, zero_point, spec))
+                signal, noise = (s, e) if signal is None else (signal + s, noise + e)
+            continue
+        q = work[:n]
+        _codes_into(block, scale, zero_point, spec, q)
+        codes[i:i + n].copy_(q)  # exact integers in float32: the copy is exact
         if measure:
-            s, n = sqnr_sums(block, dequantize(block_codes, scale, zero_point, spec))
-            signal, noise = (s, n) if signal is None else (signal + s, noise + n)
+            _dequantize_in_place(q, scale, zero_point, spec)
+            err = torch.sub(block, q, out=error[:n])
+            # Float32 sums per block, float64 across blocks (as sqnr_sums does).
+            e = err.mul_(err).sum().to(torch.float64)
+            s = torch.mul(block, block, out=q).sum().to(torch.float64)
+            signal, noise = (s, e) if signal is None else (signal + s, noise + e)
     if whole is not None:
         scale, zero_point = whole
     else:
@@ -121,6 +145,43 @@ def quantize_weight_measured(
         zero_point = None if zero_points[0] is None else torch.cat(zero_points)
     sums = (signal, noise) if measure else None
     return QuantizedTensor(encode(codes, spec), scale, zero_point), sums
+
+
+def _broadcast_views(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``x`` (contiguous rows; per-group: whole groups) and its float32 scale and zero point
+    shaped to broadcast against it, as :func:`quantize` and :func:`dequantize` shape them."""
+    if spec.granularity == "per-group":
+        x = x.view(x.shape[0], -1, spec.group_size)
+        s = scale.reshape(scale.shape[0], -1, 1)
+        zp = None if zero_point is None else zero_point.reshape(scale.shape[0], -1, 1)
+    else:
+        s = broadcastable(scale, x.ndim, spec)
+        zp = None if zero_point is None else broadcastable(zero_point, x.ndim, spec)
+    return x, s.to(torch.float32), None if zp is None else zp.to(torch.float32)
+
+
+def _codes_into(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec, out: torch.Tensor,
+) -> None:
+    """:func:`quantize`'s formula with float32 codes written into ``out`` (``x``'s shape, no allocation)."""
+    xv, s, zp = _broadcast_views(x, scale, zero_point, spec)
+    q = torch.div(xv, s, out=out.view(xv.shape))
+    q.round_()
+    if zp is not None:
+        q.add_(zp)
+    q.clamp_(spec.qmin, spec.qmax)
+
+
+def _dequantize_in_place(
+    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
+) -> None:
+    """:func:`dequantize`'s formula applied in place to float32 codes ``q``."""
+    qv, s, zp = _broadcast_views(q, scale, zero_point, spec)
+    if zp is not None:
+        qv.sub_(zp)
+    qv.mul_(s)
 
 
 def dequantize_weight(

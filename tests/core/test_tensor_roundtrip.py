@@ -100,16 +100,27 @@ def test_half_and_bfloat16_inputs_quantize_like_float32():
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
-@pytest.mark.parametrize("granularity,axis", [("per-channel", 0), ("per-channel", 1), ("per-tensor", 0),
-                                              ("per-group", 0)])
-def test_blockwise_weights_equal_the_whole_tensor_formulas(dtype, scheme, granularity, axis, monkeypatch):
+@pytest.mark.parametrize("granularity,axis,group_size", [
+    ("per-channel", 0, 16), ("per-channel", 1, 16), ("per-tensor", 0, 16),
+    ("per-group", 0, 16),  # 40 values a row: a ragged, zero-padded last group
+    ("per-group", 0, 8),   # whole groups
+])
+@pytest.mark.parametrize("layout", ["float32", "transposed", "bfloat16"])
+def test_blockwise_weights_equal_the_whole_tensor_formulas(dtype, scheme, granularity, axis, group_size, layout,
+                                                           monkeypatch):
     """Weights larger than a block are quantized block by block of rows: the stored data, scales and
-    zero points equal the whole-tensor formulas exactly, and the measured sums equal sqnr_db's."""
+    zero points equal the whole-tensor formulas exactly, and the measured sums equal sqnr_db's.
+    Also for a non-contiguous weight and a bfloat16 one (both staged through a float32 block)."""
     monkeypatch.setattr(storage, "BLOCK_VALUES", 3 * 40)  # 40 values a row: blocks of 3 rows, one short
     g = torch.Generator().manual_seed(7)
     w = torch.randn(20, 5, 8, generator=g) * torch.rand(20, 1, 1, generator=g)
     w[4] = 0.0  # an all-zero row
-    spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, 16)
+    if layout == "transposed":
+        w = w.transpose(1, 2).contiguous().transpose(1, 2)
+        assert not w.is_contiguous()
+    elif layout == "bfloat16":
+        w = w.to(torch.bfloat16)
+    spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, group_size)
     scale, zp = choose_qparams(w, spec)
     expected = encode(quantize(w, scale, zp, spec), spec)
 
