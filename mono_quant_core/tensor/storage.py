@@ -101,14 +101,15 @@ def quantize_weight_measured(
     rows = w.shape[0]
     step = max(1, BLOCK_VALUES // max(1, w[0].numel()))
     whole = choose_qparams(w, spec) if spec.granularity == "per-tensor" else None
-    codes = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    data = torch.empty(stored_shape(w.shape, spec), dtype=stored_dtype(spec), device=w.device)
     # Scratch blocks allocated once per weight and reused by every block: a
     # fresh process would otherwise fault in new pages for each block's
     # temporaries (that doubled the time of a first quantization).
     block_shape = (min(step, rows), *w.shape[1:])
     work = torch.empty(block_shape, dtype=torch.float32, device=w.device)
-    error = torch.empty_like(work) if measure else None
+    spare = torch.empty_like(work) if measure or spec.dtype == "int4" else None
     staging = None if w.dtype == torch.float32 and w.is_contiguous() else torch.empty_like(work)
+    packing = _Int4Packing(block_shape, spec, w.device) if spec.dtype == "int4" else None
     ragged = spec.granularity == "per-group" and int4_rows(w.shape)[1] % spec.group_size != 0
     scales, zero_points = [], []
     signal = noise = None
@@ -123,17 +124,20 @@ def quantize_weight_measured(
             zero_points.append(zero_point)
         if ragged:  # padded groups: the allocating whole-tensor functions, block by block
             block_codes = quantize(block, scale, zero_point, spec)
-            codes[i:i + n] = block_codes
+            data[i:i + n] = encode(block_codes, spec)
             if measure:
                 s, e = sqnr_sums(block, dequantize(block_codes, scale, zero_point, spec))
                 signal, noise = (s, e) if signal is None else (signal + s, noise + e)
             continue
         q = work[:n]
         _codes_into(block, scale, zero_point, spec, q)
-        codes[i:i + n].copy_(q)  # exact integers in float32: the copy is exact
+        if packing is None:
+            data[i:i + n].copy_(q)  # exact integers in float32: the copy is exact
+        else:
+            packing.pack_into(q, spare[:n], data[i:i + n])
         if measure:
             _dequantize_in_place(q, scale, zero_point, spec)
-            err = torch.sub(block, q, out=error[:n])
+            err = torch.sub(block, q, out=spare[:n])
             # Float32 sums per block, float64 across blocks (as sqnr_sums does).
             e = err.mul_(err).sum().to(torch.float64)
             s = torch.mul(block, block, out=q).sum().to(torch.float64)
@@ -144,7 +148,28 @@ def quantize_weight_measured(
         scale = torch.cat(scales)
         zero_point = None if zero_points[0] is None else torch.cat(zero_points)
     sums = (signal, noise) if measure else None
-    return QuantizedTensor(encode(codes, spec), scale, zero_point), sums
+    return QuantizedTensor(data, scale, zero_point), sums
+
+
+class _Int4Packing:
+    """Packs blocks of int4 codes into stored rows as :func:`encode` does, in reused buffers."""
+
+    def __init__(self, block_shape: tuple[int, ...], spec: QuantSpec, device: torch.device) -> None:
+        rows, self.fan_in = int4_rows(block_shape)
+        self.offset = INT4_SYMMETRIC_OFFSET if spec.symmetric else 0
+        # An odd row gets one more code, 0, that stays 0 (pack_int4's padding).
+        self.nibbles = torch.zeros((rows, self.fan_in + self.fan_in % 2), dtype=torch.uint8, device=device)
+        self.high = torch.empty((rows, (self.fan_in + 1) // 2), dtype=torch.uint8, device=device)
+
+    def pack_into(self, q: torch.Tensor, scratch: torch.Tensor, out: torch.Tensor) -> None:
+        """Float32 codes ``q`` (integers in the int4 range) into packed rows ``out``; ``scratch`` is ``q``-shaped."""
+        n = q.shape[0]
+        stored = torch.add(q, self.offset, out=scratch)  # in [0, 15]: exact as uint8
+        nibbles = self.nibbles[:n]
+        nibbles[:, :self.fan_in].copy_(stored.reshape(n, self.fan_in))
+        pairs = nibbles.view(n, -1, 2)
+        high = torch.bitwise_left_shift(pairs[..., 1], 4, out=self.high[:n])
+        torch.bitwise_or(pairs[..., 0], high, out=out)
 
 
 def _broadcast_views(

@@ -130,3 +130,17 @@ def test_blockwise_weights_equal_the_whole_tensor_formulas(dtype, scheme, granul
     assert (qt.zero_point is None) == (zp is None) and (zp is None or torch.equal(qt.zero_point, zp))
     deq = dequantize_weight(qt.data, qt.scale, qt.zero_point, spec, w.shape)
     assert db_from_sums(float(signal), float(noise)) == pytest.approx(sqnr_db(w, deq), abs=1e-6)
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("granularity", ["per-channel", "per-tensor", "per-group"])
+def test_blockwise_int4_rows_of_odd_length_pack_like_encode(scheme, granularity, monkeypatch):
+    """Rows of 21 codes pack into 11 bytes, the last high nibble 0, block by block as encode() packs them."""
+    monkeypatch.setattr(storage, "BLOCK_VALUES", 2 * 21)  # blocks of 2 rows, the last one short
+    w = torch.randn(9, 3, 7, generator=torch.Generator().manual_seed(8))
+    spec = QuantSpec("int4", scheme == "symmetric", granularity, 0, 7)  # 3 whole groups a row
+    scale, zp = choose_qparams(w, spec)
+    expected = encode(quantize(w, scale, zp, spec), spec)
+    qt = quantize_weight(w, spec)
+    assert qt.data.shape == (9, 11) and torch.equal(qt.data, expected)
+    assert torch.all(qt.data[:, -1] >> 4 == 0)
