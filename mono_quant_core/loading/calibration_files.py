@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 
 from ..errors import CalibrationError
 from .checkpoint_files import UNREADABLE, pickled_global
+from .file_damage import describe_damage
 
 CALIBRATION_SUFFIXES = (".pt", ".pth", ".safetensors", ".npy", ".npz")
 
@@ -102,14 +103,14 @@ def _read_raw(path: Path) -> Any:
     except pickle.UnpicklingError as exc:
         culprit = pickled_global(exc)
         if culprit is None:
-            raise CalibrationError(f"{path.name}: unreadable ({_last_line(exc)})") from exc
+            raise CalibrationError(f"{path.name}: unreadable: {describe_damage(path, exc)}") from exc
         raise CalibrationError(
             f"{path.name}: refused: reading it would need the pickled object {culprit}; "
             "save plain tensors with torch.save(tensor_or_list_or_dict, path)") from exc
     except FileNotFoundError as exc:
         raise CalibrationError(f"{path.name}: disappeared while reading the calibration folder") from exc
     except (*UNREADABLE, SafetensorError) as exc:
-        raise CalibrationError(f"{path.name}: unreadable ({type(exc).__name__}: {_last_line(exc)})") from exc
+        raise CalibrationError(f"{path.name}: unreadable: {describe_damage(path, exc)}") from exc
 
 
 def _npz_contents(archive) -> dict | tuple:
@@ -158,8 +159,3 @@ def _numpy(path: Path):
         raise CalibrationError(f"{path.name}: reading {path.suffix} files needs numpy "
                                "(pip install numpy)") from exc
     return numpy
-
-
-def _last_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[-1] if lines else type(exc).__name__

@@ -20,6 +20,7 @@ import torch
 from ..errors import CheckpointError
 from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
 from .checkpoint_unwrap import unwrap_state_dict
+from .file_damage import describe_damage
 from .page_release import file_mappings, release_pages
 from .safetensors_files import open_safetensors, open_sharded, shard_map
 
@@ -73,13 +74,13 @@ def _open_torch(file: Path) -> CheckpointSource:
         obj = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as exc:
         if "mmap" not in str(exc):
-            raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+            raise CheckpointError(_unreadable(file, exc)) from exc
         mapped = False  # a legacy (pre-zip) file: mmap needs the zip format
         obj = _load_unmapped(file)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_pickle_refusal(file, exc)) from exc
     except UNREADABLE as exc:
-        raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+        raise CheckpointError(_unreadable(file, exc)) from exc
     tensors, wrapper, ignored = unwrap_state_dict(obj, file.name)
     infos = {k: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."),
                            t.numel() * t.element_size()) for k, t in tensors.items()}
@@ -99,7 +100,11 @@ def _load_unmapped(file: Path):
     except pickle.UnpicklingError as exc:
         raise CheckpointError(_pickle_refusal(file, exc)) from exc
     except UNREADABLE as exc:
-        raise CheckpointError(f"{file.name}: not a readable PyTorch checkpoint: {exc}") from exc
+        raise CheckpointError(_unreadable(file, exc)) from exc
+
+
+def _unreadable(file: Path, exc: Exception) -> str:
+    return f"{file.name}: not a readable PyTorch checkpoint: {describe_damage(file, exc)}"
 
 
 def pickled_global(exc: Exception) -> str | None:
@@ -112,7 +117,7 @@ def _pickle_refusal(file: Path, exc: Exception) -> str:
     """Explain a weights_only refusal: code or classes it would need, or plain corruption."""
     culprit = pickled_global(exc)
     if culprit is None:
-        return f"{file.name}: not a readable PyTorch checkpoint ({str(exc).strip().splitlines()[-1]})"
+        return _unreadable(file, exc)
     return (f"{file.name}: refused: loading it would need the pickled object {culprit}, "
             "and checkpoints are read with weights_only=True so that they can never run code. "
             + RESAVE_HINT)

@@ -10,6 +10,7 @@ from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError
 from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
+from .file_damage import describe_damage
 
 _DTYPES = {
     "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
@@ -65,7 +66,7 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
                     infos[name] = TensorInfo(shape, dtype, _nbytes(shape, dtype))
                     where[name] = file
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
-            raise CheckpointError(f"{file.name}: not a readable safetensors file: {exc}") from exc
+            raise CheckpointError(f"{file.name}: not a readable checkpoint: {describe_damage(file, exc)}") from exc
     if not infos:
         raise CheckpointError(f"{path.name}: contains no tensors")
     return CheckpointSource(path, infos, reader=lambda names: _read(where, names))

@@ -125,10 +125,11 @@ def test_folder_errors(tmp_path):
 
 
 @pytest.mark.parametrize("name, write, message", [
-    ("bad.pt", lambda p: p.write_bytes(b"garbage"), r"bad.pt: unreadable"),
-    ("bad.safetensors", lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}"), r"bad.safetensors: unreadable"),
-    ("bad.npz", lambda p: p.write_bytes(b"PK not really"), r"bad.npz: unreadable"),
-    ("bad.npy", lambda p: p.write_bytes(b"\x93NUMPY broken"), r"bad.npy: unreadable"),
+    ("bad.pt", lambda p: p.write_bytes(b"garbage"), r"bad.pt: unreadable: not a file written by torch.save"),
+    ("bad.safetensors", lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}"),
+     r"bad.safetensors: unreadable: not a valid safetensors file \("),
+    ("bad.npz", lambda p: p.write_bytes(b"PK not really"), r"bad.npz: unreadable: not a NumPy .npz archive"),
+    ("bad.npy", lambda p: p.write_bytes(b"\x93NUMPY broken"), r"bad.npy: unreadable: a damaged or truncated .npy file"),
     ("text.pt", lambda p: torch.save("hello", p), r"text.pt: holds a str, not a tensor"),
     ("num.pt", lambda p: torch.save({"x": torch.ones(1), "n": 3}, p), r"num.pt \[n\]: holds a int, not a tensor"),
     ("mixed.pt", lambda p: torch.save([torch.ones(1), None], p), r"mixed.pt \[1\]: holds a NoneType"),

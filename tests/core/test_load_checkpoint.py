@@ -282,8 +282,10 @@ def test_load_checkpoint_into_existing_model(script, tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("w.onnx", b"x", r"w.onnx: unsupported checkpoint type; supported: .pt, .pth"),
-    ("w.pt", b"not a checkpoint at all", r"w.pt: not a readable PyTorch checkpoint"),
-    ("w.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{broken", r"w.safetensors: not a readable safetensors file"),
+    ("w.pt", b"not a checkpoint at all",
+     r"w.pt: not a readable PyTorch checkpoint: not a file written by torch.save \(it is neither a zip archive"),
+    ("w.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{broken",
+     r"w.safetensors: not a readable checkpoint: not a valid safetensors file \("),
     ("w.safetensors.index.json", b"{}", r"w.safetensors.index.json: not a safetensors index with a weight_map"),
 ])
 def test_unreadable_checkpoints(script, tmp_path, name, content, message):
