@@ -21,3 +21,15 @@ class Session:
     @property
     def model(self) -> Any:
         return None if self.loaded is None else self.loaded.model
+
+    def shown_inputs(self) -> tuple[str | None, str | None]:
+        """``(script, checkpoint)`` of the model on screen; before any model loaded, those asked for.
+
+        ``script`` and ``checkpoint`` are what was last opened, even when its
+        load failed or was refused: the window keeps the previous model, and
+        its title and Save As name stay that model's.
+        """
+        if self.loaded is None:
+            return self.script, self.checkpoint
+        source = self.loaded.source
+        return source.get("script_path") or self.script, source.get("checkpoint_path")

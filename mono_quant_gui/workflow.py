@@ -77,7 +77,8 @@ class WorkflowMixin(OpeningMixin):
         s = self.session
         if s.result is None or self.runner.busy:
             return
-        stem = Path(s.checkpoint or s.script or "model").name.split(".")[0]
+        script, checkpoint = s.shown_inputs()  # the model the result came from
+        stem = Path(checkpoint or script or "model").name.split(".")[0]
         suggested = os.path.join(self.store.last_folder(), f"{stem}.{s.result.config.dtype}.safetensors")
         path, chosen = dialogs.ask_save_path(self, suggested)
         if not path:
@@ -256,8 +257,7 @@ class WorkflowMixin(OpeningMixin):
                                                 "calibration folder, ticked layers and settings")
 
     def update_title(self: Any) -> None:
-        s = self.session
-        parts = [Path(p).name for p in (s.script, s.checkpoint) if p]
+        parts = [Path(p).name for p in self.session.shown_inputs() if p]
         QMainWindow.setWindowTitle(self, " · ".join(parts + ["mono-quant"]) if parts else "mono-quant")
 
     def show_empty_hints(self: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from PySide6.QtWidgets import QMessageBox
 from safetensors.torch import load_file
@@ -100,3 +102,23 @@ def test_an_empty_calibration_folder_is_an_error_in_the_panel(window, qtbot, tmp
         window.set_calibration_folder(str(empty))
     assert window.calibration_panel.dry_run.text().startswith("✗")
     assert "empty" in window.last_error.text()
+
+
+def test_a_refused_checkpoint_leaves_the_models_name_in_title_and_save_as(window, qtbot, tmp_path, monkeypatch):
+    """After a refused load the window keeps the previous model: its title and the Save As name
+    are that model's checkpoint, not the refused one."""
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    with qtbot.waitSignal(window.runner.finished, timeout=60_000):
+        window.start_quantize()
+    assert "model.safetensors" in window.windowTitle()
+    monkeypatch.setattr(dialogs, "confirm_key_mismatch", lambda parent, summary, details: False)
+    with qtbot.waitSignal(window.runner.finished, timeout=30_000):
+        window.open_checkpoint(str(partial_checkpoint(tmp_path)))
+    assert window.session.checkpoint.endswith("partial.pt")  # what was asked for…
+    assert window.session.result is not None  # …but the model and its result stay
+    assert "partial" not in window.windowTitle() and "model.safetensors" in window.windowTitle()
+    suggested = []
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: suggested.append(name) or ("", ""))
+    window.save_as()
+    assert [Path(name).name for name in suggested] == ["model.int8.safetensors"]
