@@ -5,8 +5,9 @@
 Help → Documentation opens the HTML file from the package resources
 (``mono_quant_gui.resources/docs``).  Images the guide references
 (``![…](screenshots/x.png)``, relative to docs/) are copied next to it under
-the same relative path.  Links to other documents of docs/ (``queue.md``)
-point at the project's repository, since only the guide is bundled.
+the same relative path.  Documents of docs/ the guide links to (``queue.md``),
+and those they link to, are converted too (``queue.html``), so every link of
+the bundled guide works offline; other relative links are refused.
 
 Standard library only: a small Markdown converter for what the guide uses —
 headings, paragraphs, lists (nested by indentation), fenced code blocks,
@@ -26,8 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "docs" / "user-guide.md"
 TARGET = ROOT / "resources" / "docs"
 HTML_NAME = "user-guide.html"
-#: Where links to other documents of docs/ point (the guide alone is bundled).
-REPOSITORY_DOCS = "https://github.com/monoquant/mono-quant/blob/main/docs/"
 
 STYLE = """\
 :root { color-scheme: light dark; --fg: #1d1f21; --bg: #ffffff; --muted: #5c6670; --line: #d8dde2;
@@ -52,6 +51,7 @@ img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radiu
 blockquote { margin: 1em 0; padding: 0.2em 1em; border-left: 4px solid var(--line); color: var(--muted); }
 nav.toc { border: 1px solid var(--line); border-radius: 6px; padding: 0.5em 1.2em; margin: 1.5em 0; }
 nav.toc ul { margin: 0.3em 0; padding-left: 1.2em; }
+p.home { margin: 0 0 -1em; font-size: 0.95em; }
 hr { border: none; border-top: 1px solid var(--line); margin: 2em 0; }
 """
 
@@ -73,10 +73,12 @@ _INLINE = re.compile(
 
 
 class Converter:
-    """Markdown text → HTML body; ``images`` collects the relative image paths used."""
+    """Markdown text → HTML body; ``images`` and ``documents`` collect the relative image paths
+    and the docs/ Markdown files it links to."""
 
     def __init__(self) -> None:
         self.images: list[str] = []
+        self.documents: list[str] = []
         self.headings: list[tuple[int, str, str]] = []  # (level, id, html text)
         self._slugs: dict[str, int] = {}
 
@@ -123,13 +125,18 @@ class Converter:
             self.images.append(posix)
         return posix
 
-    @staticmethod
-    def link(href: str) -> str:
+    def link(self, href: str) -> str:
+        """URLs and anchors as they are; ``other.md#x`` → ``other.html#x`` (bundled too)."""
         if href.startswith("#") or re.match(r"^[a-z][a-z0-9+.-]*:", href, re.I):
             return href
         path, _, anchor = href.partition("#")
-        url = REPOSITORY_DOCS + path.lstrip("./")
-        return url + (f"#{anchor}" if anchor else "")
+        relative = Path(path)
+        if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".md" or len(relative.parts) != 1:
+            raise GuideError(f"link {href}: the bundled guide links only to documents in docs/ "
+                             "(other.md), anchors and URLs")
+        if relative.name not in self.documents:
+            self.documents.append(relative.name)
+        return relative.with_suffix(".html").name + (f"#{anchor}" if anchor else "")
 
     def slug(self, text: str) -> str:
         base = re.sub(r"[^\w\- ]", "", text.lower()).strip().replace(" ", "-") or "section"
@@ -309,10 +316,16 @@ def _starts_block(lines: list[str], i: int) -> bool:
 
 
 # -- the page ----------------------------------------------------------------------------------
-def render(markdown: str) -> tuple[str, list[str]]:
-    """The guide's HTML page and the relative paths of the images it shows."""
+def render(markdown: str, home: str | None = None, name: str = SOURCE.name) -> tuple[str, list[str], list[str]]:
+    """A document's HTML page, the relative paths of the images it shows and the documents it links to.
+
+    ``home``: for a page other than the guide, the guide's file name, linked above the page.
+    ``name``: the Markdown file's name, recorded in the page.
+    """
     conv = Converter()
     body = conv.convert(markdown)
+    if home is not None:
+        body = f'<p class="home"><a href="{html.escape(home)}">← User guide</a></p>\n' + body
     titles = [h for h in conv.headings if h[0] == 1]
     title = re.sub(r"<[^>]+>", "", titles[0][2]) if titles else "mono-quant user guide"
     sections = [h for h in conv.headings if h[0] == 2]
@@ -327,21 +340,35 @@ def render(markdown: str) -> tuple[str, list[str]]:
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.unescape(title)}</title>\n"
-        "<!-- Generated from docs/user-guide.md by tools/build_user_guide.py; edit the Markdown, not this file. -->\n"
+        f"<!-- Generated from docs/{name} by tools/build_user_guide.py; edit the Markdown, not this file. -->\n"
         f"<style>\n{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
-    return page, conv.images
+    return page, conv.images, conv.documents
 
 
 def generated(source: Path = SOURCE, target: Path = TARGET) -> dict[Path, bytes]:
-    """Every file resources/docs should hold, by path, with its bytes."""
-    page, images = render(source.read_text(encoding="utf-8"))
-    files = {target / HTML_NAME: page.encode("utf-8")}
-    for image in images:
-        path = source.parent / image
+    """Every file resources/docs should hold, by path, with its bytes: the guide, the
+    documents it links to (and those they link to), and the images they show."""
+    files: dict[Path, bytes] = {}
+    pending, seen = [source.name], {source.name}
+    while pending:
+        name = pending.pop(0)
+        path = source.parent / name
         if not path.is_file():
-            raise GuideError(f"{source.name} shows {image}, which is not in {source.parent}")
-        files[target / image] = path.read_bytes()
+            raise GuideError(f"the guide links to {name}, which is not in {source.parent}")
+        home = None if name == source.name else HTML_NAME
+        page, images, documents = render(path.read_text(encoding="utf-8"), home, name)
+        html_name = HTML_NAME if home is None else Path(name).with_suffix(".html").name
+        files[target / html_name] = page.encode("utf-8")
+        for image in images:
+            image_path = source.parent / image
+            if not image_path.is_file():
+                raise GuideError(f"{name} shows {image}, which is not in {source.parent}")
+            files[target / image] = image_path.read_bytes()
+        for document in documents:
+            if document not in seen:
+                seen.add(document)
+                pending.append(document)
     return files
 
 
