@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "docs" / "user-guide.md"
 TARGET = ROOT / "resources" / "docs"
 HTML_NAME = "user-guide.html"
+CSS_NAME = "guide.css"
 
 STYLE = """\
 :root { color-scheme: light dark; --fg: #1d1f21; --bg: #ffffff; --muted: #5c6670; --line: #d8dde2;
@@ -341,7 +342,7 @@ def render(markdown: str, home: str | None = None, name: str = SOURCE.name) -> t
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.unescape(title)}</title>\n"
         f"<!-- Generated from docs/{name} by tools/build_user_guide.py; edit the Markdown, not this file. -->\n"
-        f"<style>\n{STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+        f'<link rel="stylesheet" href="{CSS_NAME}">\n</head>\n<body>\n{body}\n</body>\n</html>\n'
     )
     return page, conv.images, conv.documents
 
@@ -349,7 +350,7 @@ def render(markdown: str, home: str | None = None, name: str = SOURCE.name) -> t
 def generated(source: Path = SOURCE, target: Path = TARGET) -> dict[Path, bytes]:
     """Every file resources/docs should hold, by path, with its bytes: the guide, the
     documents it links to (and those they link to), and the images they show."""
-    files: dict[Path, bytes] = {}
+    files: dict[Path, bytes] = {target / CSS_NAME: STYLE.encode("utf-8")}  # one stylesheet for every page
     pending, seen = [source.name], {source.name}
     while pending:
         name = pending.pop(0)

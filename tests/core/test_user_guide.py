@@ -67,7 +67,7 @@ def test_linked_documents_are_bundled_and_link_home(tmp_path):
     (tmp_path / "cli.md").write_text("# CLI\n\nNo links.\n")
     (tmp_path / "unlinked.md").write_text("# Not bundled\n")
     files = tool.generated(tmp_path / "user-guide.md", tmp_path / "out")
-    assert sorted(p.name for p in files) == ["cli.html", "queue.html", "user-guide.html"]
+    assert sorted(p.name for p in files) == ["cli.html", "guide.css", "queue.html", "user-guide.html"]
     queue = files[tmp_path / "out" / "queue.html"].decode()
     assert '<p class="home"><a href="user-guide.html">← User guide</a></p>' in queue
     assert '<h2 id="order">Order</h2>' in queue and '<a href="cli.html">the CLI</a>' in queue
