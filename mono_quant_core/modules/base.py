@@ -17,7 +17,7 @@ from torch import nn
 from ..config import QuantConfig
 from ..errors import ConfigError, QuantizedFileError
 from ..tensor import (ACT_QMAX, ACT_QMIN, QuantSpec, activation_qparams, cast_dtype, decode,
-                      dequantize_weight, fake_quantize, qparam_shape, quantize_weight_measured, sqnr_sums,
+                      dequantize_weight, dequantize_weight_into, fake_quantize, qparam_shape, quantize_weight_measured, sqnr_sums,
                       stored_dtype, stored_shape)
 
 #: ``kernel`` before the first forward.
@@ -202,18 +202,27 @@ class QuantizedModule(nn.Module):
                               self.spec, self.weight_shapes[stem])
         return w if dtype == torch.float32 else w.to(dtype)
 
-    def dequantized_rows(self, stem: str, start: int, stop: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """Rows ``start:stop`` (output channels) of a weight in ``dtype``, without dequantizing the rest."""
+    def dequantized_rows(self, stem: str, start: int, stop: int, dtype: torch.dtype = torch.float32,
+                         out: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows ``start:stop`` (output channels) of a weight in ``dtype``, without dequantizing the rest.
+
+        ``out``: a contiguous ``dtype`` tensor of the rows' shape (any shape with
+        as many values) to write them into instead of a new tensor; returned.
+        """
         shape = self.weight_shapes[stem]
         data = getattr(self, stem)[start:stop]
         if self.spec is None:
-            return data.to(dtype)
+            return data.to(dtype) if out is None else out.view(data.shape).copy_(data)
         scale, zp = getattr(self, f"{stem}_scale"), getattr(self, f"{stem}_zero_point", None)
         if self.spec.granularity != "per-tensor":  # per-channel on axis 0, or per-group: rows lead
             scale = scale[start:stop]
             zp = None if zp is None else zp[start:stop]
-        w = dequantize_weight(data, scale, zp, self.spec, (data.shape[0], *shape[1:]))
-        return w if dtype == torch.float32 else w.to(dtype)
+        rows_shape = (data.shape[0], *shape[1:])
+        if out is not None and dtype == torch.float32:
+            return dequantize_weight_into(data, scale, zp, self.spec, rows_shape, out)
+        w = dequantize_weight(data, scale, zp, self.spec, rows_shape)
+        w = w if dtype == torch.float32 else w.to(dtype)
+        return w if out is None else out.view(rows_shape).copy_(w)
 
     def dequantized_weights(self) -> dict[str, torch.Tensor]:
         """Float32 weights keyed by the float module's parameter names."""

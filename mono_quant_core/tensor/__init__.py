@@ -10,13 +10,14 @@ from .layout import qparam_shape
 from .qparams import SCALE_EPS, choose_qparams, min_max, qparams_from_range
 from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec, qrange
 from .sqnr import db_from_sums, sqnr_db, sqnr_sums
-from .storage import (QuantizedTensor, decode, dequantize_weight, encode, quantize_weight,
+from .storage import (QuantizedTensor, decode, dequantize_weight, dequantize_weight_into, encode, quantize_weight,
                       quantize_weight_measured, stored_dtype, stored_shape)
 
 __all__ = [
     "ACT_QMAX", "ACT_QMIN", "activation_qparams", "fake_quantize",
     "CAST_DTYPES", "INT4_SYMMETRIC_OFFSET", "QuantSpec", "QuantizedTensor", "SCALE_EPS",
-    "cast_dtype", "choose_qparams", "db_from_sums", "decode", "dequantize", "dequantize_weight", "encode",
+    "cast_dtype", "choose_qparams", "db_from_sums", "decode", "dequantize", "dequantize_weight",
+    "dequantize_weight_into", "encode",
     "min_max", "pack_int4", "qparam_shape", "qparams_from_range", "qrange", "quantize",
     "quantize_weight", "quantize_weight_measured", "sqnr_db", "sqnr_sums", "stored_dtype", "stored_shape", "unpack_int4",
 ]

@@ -215,3 +215,17 @@ def dequantize_weight(
 ) -> torch.Tensor:
     """Float32 weight of ``shape`` from its stored form."""
     return dequantize(decode(data, spec, shape), scale, zero_point, spec)
+
+
+def dequantize_weight_into(
+    data: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
+    spec: QuantSpec, shape: tuple[int, ...] | torch.Size, out: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`dequantize_weight` written into ``out`` (contiguous float32, as many values as
+    ``shape``) and returned with ``shape``: the same values, no float temporary."""
+    w = out.view(tuple(shape))
+    if spec.granularity == "per-group" and int4_rows(shape)[1] % spec.group_size:
+        return w.copy_(dequantize_weight(data, scale, zero_point, spec, shape))  # padded groups
+    w.copy_(decode(data, spec, shape))  # exact: integer codes in float32
+    _dequantize_in_place(w, scale, zero_point, spec)
+    return w

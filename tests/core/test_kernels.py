@@ -164,7 +164,11 @@ def test_no_warning_at_import_or_forward():
 
 
 @pytest.mark.parametrize("config", [dict(mode="weight-only", granularity="per-group", group_size=32),
-                                    dict(mode="dynamic", scheme="asymmetric"), dict(dtype="fp16")])
+                                    dict(mode="weight-only", granularity="per-group", group_size=48),  # ragged
+                                    dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32),
+                                    dict(mode="weight-only", granularity="per-tensor", scheme="asymmetric"),
+                                    dict(mode="dynamic", scheme="asymmetric"), dict(dtype="fp16"),
+                                    dict(dtype="bf16")])
 def test_blockwise_fallback_equals_whole_weight(monkeypatch, config):
     import mono_quant_core.kernels.fallback as fallback
 
@@ -176,6 +180,32 @@ def test_blockwise_fallback_equals_whole_weight(monkeypatch, config):
     whole = torch.nn.functional.linear(x, q.dequantized_weight(), q.float_tensor("bias", torch.float32))
     assert torch.allclose(y, whole, rtol=1e-5, atol=1e-6)
     assert sqnr_db(whole, y) > 100.0
+    rows = torch.empty(16 * 128)
+    assert torch.equal(q.dequantized_rows("weight", 16, 32, out=rows), q.dequantized_weight()[16:32])
+
+
+def test_blockwise_fallback_reuses_one_scratch_block_per_thread(monkeypatch):
+    """Every call and layer converts its weight rows into the same buffer (no fresh block per step);
+    another thread gets its own, so concurrent forwards never share one."""
+    import threading
+
+    import mono_quant_core.kernels.fallback as fallback
+
+    monkeypatch.setattr(fallback, "BLOCK_BYTES", 16 * 128 * 4)
+    layers = [QuantizedLinear.from_float(layer(128, 72), QuantConfig(dtype="bf16")) for _ in range(2)]
+    x = inputs(128)
+    kernel = select.fallback_for(layers[0])
+    blocks = []
+    real = fallback.scratch
+    monkeypatch.setattr(fallback, "scratch", lambda *a: blocks.append(real(*a)) or blocks[-1])
+    for q in layers * 2:
+        kernel.run(kernel.pack(q), x)
+    assert len(blocks) == 4 and len({b.data_ptr() for b in blocks}) == 1
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(real(16 * 128, torch.float32, torch.device("cpu"))))
+    worker.start()
+    worker.join()
+    assert seen[0].data_ptr() != blocks[0].data_ptr()
 
 
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])

@@ -7,6 +7,7 @@ import torch
 
 import mono_quant_core.tensor.storage as storage
 from mono_quant_core.tensor import (QuantSpec, choose_qparams, db_from_sums, dequantize, dequantize_weight,
+                                    dequantize_weight_into,
                                     encode, quantize, quantize_weight, quantize_weight_measured, sqnr_db)
 
 SPECS = [
@@ -144,3 +145,18 @@ def test_blockwise_int4_rows_of_odd_length_pack_like_encode(scheme, granularity,
     qt = quantize_weight(w, spec)
     assert qt.data.shape == (9, 11) and torch.equal(qt.data, expected)
     assert torch.all(qt.data[:, -1] >> 4 == 0)
+
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+@pytest.mark.parametrize("granularity,group_size", [("per-channel", 8), ("per-tensor", 8), ("per-group", 8),
+                                                    ("per-group", 16)])  # 16: a ragged last group
+def test_dequantize_into_a_buffer_equals_dequantize(dtype, scheme, granularity, group_size):
+    w = torch.randn(12, 5, 8, generator=torch.Generator().manual_seed(9))
+    spec = QuantSpec(dtype, scheme == "symmetric", granularity, 0, group_size)
+    qt = quantize_weight(w, spec)
+    out = torch.full((12 * 40 + 7,), float("nan"))[:12 * 40]  # a bigger buffer's start, as a scratch block
+    got = dequantize_weight_into(qt.data, qt.scale, qt.zero_point, spec, w.shape, out)
+    assert got.shape == w.shape and got.data_ptr() == out.data_ptr()
+    assert torch.equal(got, dequantize_weight(qt.data, qt.scale, qt.zero_point, spec, w.shape))
