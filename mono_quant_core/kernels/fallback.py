@@ -40,7 +40,11 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 def blockwise_linear(x: torch.Tensor, weight_rows: Callable[[int, int, torch.Tensor], torch.Tensor], n: int,
                      bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ W.T + bias`` for a 2-D ``x``; ``weight_rows(i, j, out)`` writes rows ``i:j`` of ``W``
-    into ``out`` (``[j - i, in]``, ``x``'s dtype) and returns them."""
+    into ``out`` (``[j - i, in]``, ``x``'s dtype) and returns them (``out=None``: a new tensor)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        # Autograd keeps the weight for the backward pass: a fresh one, whole (a
+        # scratch block would be overwritten before then, and out= is not differentiable).
+        return F.linear(x, weight_rows(0, n, None), bias)
     k = x.shape[-1]
     rows = min(n, max(16, BLOCK_BYTES // max(1, k * x.element_size())))
     block = scratch(rows * k, x.dtype, x.device).view(rows, k)

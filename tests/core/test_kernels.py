@@ -250,3 +250,24 @@ def test_unaligned_buffers_and_inputs_do_not_crash_the_fast_kernels():
     done = subprocess.run([sys.executable, "-c", UNALIGNED], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["int8pack-bf16", "int8pack-bf16", "int4pack-bf16"]
+
+
+@pytest.mark.parametrize("config", [dict(dtype="bf16"), dict(mode="weight-only", granularity="per-group",
+                                                             group_size=32)])
+def test_blockwise_fallback_is_differentiable_in_its_input(monkeypatch, config):
+    """A gradient through the always-available path equals the one through the dequantized weight
+    (scratch blocks are for inference only: a backward pass needs the weight it saved)."""
+    import mono_quant_core.kernels.fallback as fallback
+
+    monkeypatch.setattr(fallback, "BLOCK_BYTES", 16 * 128 * 4)
+    q = QuantizedLinear.from_float(layer(128, 72), QuantConfig(**config))
+    kernel = select.fallback_for(q)
+    state = kernel.pack(q)
+    x = inputs(128).requires_grad_()
+    loss = kernel.run(state, x).square().sum()
+    kernel.run(state, inputs(128) * 2)  # another forward before the backward pass must not matter
+    loss.backward()
+    reference = x.detach().clone().requires_grad_()
+    bias = q.float_tensor("bias", torch.float32)
+    torch.nn.functional.linear(reference, q.dequantized_weight(), bias).square().sum().backward()
+    assert sqnr_db(reference.grad, x.grad) > 100.0
