@@ -10,7 +10,9 @@ References measured in the same run on the same tensors:
   float model instance and with the model script (the architecture is then
   built on the meta device).
 
-Each timing is the median of several runs.  Usage: ``python bench/bench_files.py``.
+The cases run round by round (each round times every case once), so disk
+writeback and machine load hit them alike; each timing is the median of
+``REPEAT`` rounds.  Usage: ``python bench/bench_files.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from mono_quant_core import QuantConfig, load_quantized, quantize, save_quantized
 from mono_quant_core.serialization.file_tensors import file_tensors
 
-REPEAT = 7
+REPEAT = 21
 SCRIPT = '''
 from torch import nn
 
@@ -36,13 +38,15 @@ def build_model():
 '''
 
 
-def median_time(fn) -> float:
-    times = []
+def median_times(cases: dict) -> dict[str, float]:
+    """Median seconds of each callable, timed round by round."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def save_and_sync(tensors, path) -> None:
@@ -82,12 +86,14 @@ def main() -> None:
         tensors, _ = file_tensors(result.model)
         ref_path = os.path.join(folder, "ref.safetensors")
         out = os.path.join(folder, "out.safetensors")
-        t_ref = median_time(lambda: save_file(tensors, ref_path))
-        t_ref_sync = median_time(lambda: save_and_sync(tensors, ref_path))
-        t_save = median_time(lambda: save_quantized(result, out))
-        t_load_ref = median_time(lambda: load_file(ref_path))
-        t_load_model = median_time(lambda: load_quantized(out, model=model))
-        t_load_script = median_time(lambda: load_quantized(out, script=script))
+        saves = median_times({"ref": lambda: save_file(tensors, ref_path),
+                              "ref_sync": lambda: save_and_sync(tensors, ref_path),
+                              "save": lambda: save_quantized(result, out)})
+        loads = median_times({"ref": lambda: load_file(ref_path),
+                              "model": lambda: load_quantized(out, model=model),
+                              "script": lambda: load_quantized(out, script=script)})
+        t_ref, t_ref_sync, t_save = saves["ref"], saves["ref_sync"], saves["save"]
+        t_load_ref, t_load_model, t_load_script = loads["ref"], loads["model"], loads["script"]
         size = os.path.getsize(out)
         print(f"| {label} | {size / 1e6:.1f} | {size / float_bytes:.3f}x | {t_save:.4f} | "
               f"{t_save / t_ref:.2f}x | {t_save / t_ref_sync:.2f}x | {t_load_model:.4f} "
