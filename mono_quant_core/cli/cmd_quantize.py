@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -131,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
 def job_from_args(args: argparse.Namespace) -> Job:
     """The Job the flags describe; errors name the flag."""
+    from ..loading.entries import parse_entry_kwargs  # imports torch: not at --help time
+
     settings = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
     try:
         config = QuantConfig(**settings)
@@ -143,7 +144,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
     try:
         return Job(
             script=os.path.abspath(args.script), output=os.path.abspath(args.out),
-            entry=args.entry, entry_kwargs=_entry_kwargs(args.entry_kwargs),
+            entry=args.entry, entry_kwargs=parse_entry_kwargs(args.entry_kwargs, "--entry-kwargs"),
             checkpoint=_absolute(args.checkpoint), strict=not args.non_strict, config=config,
             calibration_folder=_absolute(args.calib), samples=args.samples, seed=args.seed,
             report_path=_absolute(args.report),
@@ -153,18 +154,6 @@ def job_from_args(args: argparse.Namespace) -> Job:
         if where in JOB_FLAGS:
             raise ConfigError(f"{JOB_FLAGS[where]}: {exc.problem}") from None
         raise
-
-
-def _entry_kwargs(text: str | None) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--entry-kwargs: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"--entry-kwargs: must be a JSON object like '{{\"width\": 8}}', got {text}")
-    return value
 
 
 def _absolute(path: str | None) -> str | None:

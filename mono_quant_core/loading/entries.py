@@ -31,18 +31,21 @@ def list_entries(script: str | os.PathLike) -> list[str]:
     return list_entries_of(import_script(script))
 
 
-def parse_entry_kwargs(entry_kwargs: Mapping[str, Any] | str | None) -> dict[str, Any]:
-    """Keyword arguments for the entry: a dict, a JSON object string, or None."""
+def parse_entry_kwargs(entry_kwargs: Mapping[str, Any] | str | None, label: str = "entry_kwargs") -> dict[str, Any]:
+    """Keyword arguments for the entry: a dict, a JSON object string, or None.
+
+    ``label`` names the setting in errors (the CLI passes ``--entry-kwargs``).
+    """
     if entry_kwargs is None or entry_kwargs == "":
         return {}
     if isinstance(entry_kwargs, str):
         try:
             entry_kwargs = json.loads(entry_kwargs)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"entry_kwargs: not valid JSON ({exc})") from exc
+            raise ConfigError(f"{label}: not valid JSON ({exc})") from exc
     if not isinstance(entry_kwargs, Mapping):
-        raise ConfigError(
-            f"entry_kwargs: must be a JSON object of keyword arguments, got {type(entry_kwargs).__name__}")
+        raise ConfigError(f"{label}: must be a JSON object of keyword arguments like '{{\"width\": 8}}', "
+                          f"got {type(entry_kwargs).__name__}")
     return dict(entry_kwargs)
 
 

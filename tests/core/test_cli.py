@@ -107,6 +107,10 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
      "mono-quant: error: argument --dtype: invalid choice: 'int3'"),
     (["quantize", "--script", "m.py", "--out", "o.pt", "--mode", "static"],
      "mono-quant: error: --mode static needs --calib DIR"),
+    (["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "[8]"],
+     "mono-quant: error: --entry-kwargs: must be a JSON object of keyword arguments like '{\"width\": 8}', got list"),
+    (["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "{width"],
+     "mono-quant: error: --entry-kwargs: not valid JSON"),
 ])
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
     """Usage errors need no torch: one line on stderr, exit 2, nothing on stdout."""
