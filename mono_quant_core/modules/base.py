@@ -17,8 +17,8 @@ from torch import nn
 from ..config import QuantConfig
 from ..errors import ConfigError, QuantizedFileError
 from ..tensor import (ACT_QMAX, ACT_QMIN, QuantSpec, activation_qparams, cast_dtype, decode,
-                      dequantize_weight, dequantize_weight_into, fake_quantize, qparam_shape, quantize_weight_measured, sqnr_sums,
-                      stored_dtype, stored_shape)
+                      dequantize_weight, dequantize_weight_into, fake_quantize, qparam_shape,
+                      quantize_weight_measured, sqnr_sums, stored_dtype, stored_shape)
 
 #: ``kernel`` before the first forward.
 PENDING = "pending"

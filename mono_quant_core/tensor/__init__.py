@@ -10,8 +10,8 @@ from .layout import qparam_shape
 from .qparams import SCALE_EPS, choose_qparams, min_max, qparams_from_range
 from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec, qrange
 from .sqnr import db_from_sums, sqnr_db, sqnr_sums
-from .storage import (QuantizedTensor, decode, dequantize_weight, dequantize_weight_into, encode, quantize_weight,
-                      quantize_weight_measured, stored_dtype, stored_shape)
+from .storage import (QuantizedTensor, decode, dequantize_weight, dequantize_weight_into, encode,
+                      quantize_weight, quantize_weight_measured, stored_dtype, stored_shape)
 
 __all__ = [
     "ACT_QMAX", "ACT_QMIN", "activation_qparams", "fake_quantize",

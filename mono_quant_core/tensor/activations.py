@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from .affine import dequantize_, float_codes
 from .qparams import qparams_from_range
 from .spec import QuantSpec
 
-ACT_QMIN, ACT_QMAX = -128, 127
 #: Activations: int8, asymmetric, one scale and zero point per tensor.
 ACT_SPEC = QuantSpec("int8", False, "per-tensor")
+ACT_QMIN, ACT_QMAX = ACT_SPEC.qmin, ACT_SPEC.qmax  # -128, 127
 
 
 def activation_qparams_from_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +27,6 @@ def activation_qparams(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
     """``x`` rounded to the int8 grid of ``(scale, zero_point)`` and back, clamped, in ``x``'s dtype."""
-    s = scale.to(device=x.device, dtype=torch.float32)
-    zp = zero_point.to(device=x.device, dtype=torch.float32)
-    q = torch.clamp(torch.round(x.to(torch.float32) / s) + zp, ACT_QMIN, ACT_QMAX)
-    return ((q - zp) * s).to(x.dtype)
+    s, zp = scale.to(x.device), zero_point.to(x.device)
+    q = float_codes(x.to(torch.float32), s, zp, ACT_SPEC)
+    return dequantize_(q, s, zp, ACT_SPEC).to(x.dtype)

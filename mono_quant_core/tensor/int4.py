@@ -17,8 +17,19 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
         c = c.reshape(1)
     if c.shape[-1] % 2:
         c = F.pad(c, (0, 1))
-    pairs = c.reshape(*c.shape[:-1], c.shape[-1] // 2, 2)
-    return pairs[..., 0] | (pairs[..., 1] << 4)
+    return pack_pairs(c)
+
+
+def pack_pairs(codes: torch.Tensor, out: torch.Tensor | None = None,
+               high: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 codes in [0, 15] of shape ``[..., 2m]`` as ``[..., m]`` bytes, low nibble first.
+
+    ``out`` and ``high`` (both ``[..., m]`` uint8): buffers for the result and
+    the shifted high nibbles, for callers that pack many blocks without allocating.
+    """
+    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 2, 2)
+    high = torch.bitwise_left_shift(pairs[..., 1], 4, out=high)
+    return torch.bitwise_or(pairs[..., 0], high, out=out)
 
 
 def unpack_int4(packed: torch.Tensor, n: int) -> torch.Tensor:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .affine import dequantize, quantize
-from .int4 import pack_int4, unpack_int4
-from .layout import broadcastable
+from .affine import dequantize, dequantize_, float_codes, quantize
+from .int4 import pack_int4, pack_pairs, unpack_int4
 from .qparams import choose_qparams
 from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec
 from .sqnr import sqnr_sums
@@ -130,13 +129,13 @@ def quantize_weight_measured(
                 signal, noise = (s, e) if signal is None else (signal + s, noise + e)
             continue
         q = work[:n]
-        _codes_into(block, scale, zero_point, spec, q)
+        float_codes(block, scale, zero_point, spec, out=q)
         if packing is None:
             data[i:i + n].copy_(q)  # exact integers in float32: the copy is exact
         else:
             packing.pack_into(q, spare[:n], data[i:i + n])
         if measure:
-            _dequantize_in_place(q, scale, zero_point, spec)
+            dequantize_(q, scale, zero_point, spec)
             err = torch.sub(block, q, out=spare[:n])
             # Float32 sums per block, float64 across blocks (as sqnr_sums does).
             e = err.mul_(err).sum().to(torch.float64)
@@ -167,46 +166,7 @@ class _Int4Packing:
         stored = torch.add(q, self.offset, out=scratch)  # in [0, 15]: exact as uint8
         nibbles = self.nibbles[:n]
         nibbles[:, :self.fan_in].copy_(stored.reshape(n, self.fan_in))
-        pairs = nibbles.view(n, -1, 2)
-        high = torch.bitwise_left_shift(pairs[..., 1], 4, out=self.high[:n])
-        torch.bitwise_or(pairs[..., 0], high, out=out)
-
-
-def _broadcast_views(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """``x`` (contiguous rows; per-group: whole groups) and its float32 scale and zero point
-    shaped to broadcast against it, as :func:`quantize` and :func:`dequantize` shape them."""
-    if spec.granularity == "per-group":
-        x = x.view(x.shape[0], -1, spec.group_size)
-        s = scale.reshape(scale.shape[0], -1, 1)
-        zp = None if zero_point is None else zero_point.reshape(scale.shape[0], -1, 1)
-    else:
-        s = broadcastable(scale, x.ndim, spec)
-        zp = None if zero_point is None else broadcastable(zero_point, x.ndim, spec)
-    return x, s.to(torch.float32), None if zp is None else zp.to(torch.float32)
-
-
-def _codes_into(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec, out: torch.Tensor,
-) -> None:
-    """:func:`quantize`'s formula with float32 codes written into ``out`` (``x``'s shape, no allocation)."""
-    xv, s, zp = _broadcast_views(x, scale, zero_point, spec)
-    q = torch.div(xv, s, out=out.view(xv.shape))
-    q.round_()
-    if zp is not None:
-        q.add_(zp)
-    q.clamp_(spec.qmin, spec.qmax)
-
-
-def _dequantize_in_place(
-    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
-) -> None:
-    """:func:`dequantize`'s formula applied in place to float32 codes ``q``."""
-    qv, s, zp = _broadcast_views(q, scale, zero_point, spec)
-    if zp is not None:
-        qv.sub_(zp)
-    qv.mul_(s)
+        pack_pairs(nibbles, out=out, high=self.high[:n])
 
 
 def dequantize_weight(
@@ -227,5 +187,4 @@ def dequantize_weight_into(
     if spec.granularity == "per-group" and int4_rows(shape)[1] % spec.group_size:
         return w.copy_(dequantize_weight(data, scale, zero_point, spec, shape))  # padded groups
     w.copy_(decode(data, spec, shape))  # exact: integer codes in float32
-    _dequantize_in_place(w, scale, zero_point, spec)
-    return w
+    return dequantize_(w, scale, zero_point, spec)

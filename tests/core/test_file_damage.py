@@ -29,8 +29,10 @@ def _zip_of_text(path):
 
 CASES = [
     ("empty.pt", lambda p: p.write_bytes(b""), "the file is empty (0 bytes)"),
-    ("text.pt", lambda p: p.write_text("hello\n" * 20), "not a file written by torch.save (it is neither a zip archive nor a pickle)"),
-    ("cut.pt", lambda p: _torch_file(p, cut=2), "a damaged or truncated torch.save archive, or a zip file torch.save did not write"),
+    ("text.pt", lambda p: p.write_text("hello\n" * 20),
+     "not a file written by torch.save (it is neither a zip archive nor a pickle)"),
+    ("cut.pt", lambda p: _torch_file(p, cut=2),
+     "a damaged or truncated torch.save archive, or a zip file torch.save did not write"),
     ("other.pt", _zip_of_text, "a damaged or truncated torch.save archive, or a zip file torch.save did not write"),
     ("legacy.pt", lambda p: _torch_file(p, cut=2, legacy=True),
      "a damaged or truncated torch.save file in the legacy pickle format"),
