@@ -19,6 +19,7 @@ _EXPORTS = {
     "ScriptError": "errors",
     "AmbiguousEntryError": "errors",
     "CheckpointError": "errors",
+    "QuantizedCheckpointError": "errors",
     "CalibrationError": "errors",
     "QuantizedFileError": "errors",
     "ValidationFailed": "errors",

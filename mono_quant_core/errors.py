@@ -27,6 +27,19 @@ class CheckpointError(MonoQuantError):
     """The checkpoint is unreadable, unsafe, or does not match the model."""
 
 
+class QuantizedCheckpointError(CheckpointError):
+    """A mono-quant output was given where a float checkpoint is expected.
+
+    ``path`` is the file, ``file_format`` ``"safetensors"`` or ``"pt"``; the message says
+    how to open it instead (``load_quantized``, ``mono-quant inspect``).
+    """
+
+    def __init__(self, message: str, path: str, file_format: str):
+        super().__init__(message)
+        self.path = path
+        self.file_format = file_format
+
+
 class CalibrationError(MonoQuantError):
     """A calibration folder or one of its files is unusable."""
 
