@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from mono_quant_core import Cancelled, CancelToken, QuantConfig, quantize
+from mono_quant_core.kernels.fbgemm_dynamic import reduce_range_needed
 from mono_quant_core.outputs import SqnrAccumulator, flat_tensors
 from mono_quant_core.structure import get_submodule
 from zoo import ZOO, assert_unchanged, make, snapshot
@@ -23,8 +24,13 @@ def output_sqnr(reference, model, samples) -> float:
     return acc.db()
 
 
+# Dynamic int8 quantizes activations to 8 bits where the CPU has VNNI; without it fbgemm's
+# int16 pair sums would saturate, so activations get 7 bits (reduce_range) and about 6 dB less.
+DYNAMIC_FLOOR_DB = 30.0 if reduce_range_needed() else 35.0
+
+
 @pytest.mark.parametrize("name", ZOO)
-@pytest.mark.parametrize("mode,floor", [("dynamic", 35.0), ("weight-only", 40.0)])
+@pytest.mark.parametrize("mode,floor", [("dynamic", DYNAMIC_FLOOR_DB), ("weight-only", 40.0)])
 def test_int8_output_sqnr(name, mode, floor):
     model, samples = make(name)
     before = snapshot(model)
