@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -86,12 +87,12 @@ def main() -> None:
         tensors, _ = file_tensors(result.model)
         ref_path = os.path.join(folder, "ref.safetensors")
         out = os.path.join(folder, "out.safetensors")
-        saves = median_times({"ref": lambda: save_file(tensors, ref_path),
-                              "ref_sync": lambda: save_and_sync(tensors, ref_path),
-                              "save": lambda: save_quantized(result, out)})
-        loads = median_times({"ref": lambda: load_file(ref_path),
-                              "model": lambda: load_quantized(out, model=model),
-                              "script": lambda: load_quantized(out, script=script)})
+        saves = median_times({"ref": partial(save_file, tensors, ref_path),
+                              "ref_sync": partial(save_and_sync, tensors, ref_path),
+                              "save": partial(save_quantized, result, out)})
+        loads = median_times({"ref": partial(load_file, ref_path),
+                              "model": partial(load_quantized, out, model=model),
+                              "script": partial(load_quantized, out, script=script)})
         t_ref, t_ref_sync, t_save = saves["ref"], saves["ref_sync"], saves["save"]
         t_load_ref, t_load_model, t_load_script = loads["ref"], loads["model"], loads["script"]
         size = os.path.getsize(out)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -85,12 +86,11 @@ def heartbeat_gaps(seconds: float, wait) -> list[float]:
     end = time.perf_counter() + seconds
     wait(lambda: time.perf_counter() > end)
     heartbeat.stop()
-    return sorted(b - a for a, b in zip(ticks, ticks[1:]))
+    return sorted(b - a for a, b in pairwise(ticks))
 
 
 def bench_run_stalls(window, qtbot_wait) -> None:
     import torch
-
     from PySide6.QtCore import QTimer
 
     folder = Path(tempfile.mkdtemp())
@@ -117,7 +117,7 @@ def bench_run_stalls(window, qtbot_wait) -> None:
     qtbot_wait(lambda: not window.runner.busy)
     wall = time.perf_counter() - started
     heartbeat.stop()
-    pairs = sorted(((b - a), at_tick[i]) for i, (a, b) in enumerate(zip(ticks, ticks[1:])))
+    pairs = sorted(((b - a), at_tick[i]) for i, (a, b) in enumerate(pairwise(ticks)))
     if os.environ.get("BENCH_VERBOSE"):
         for gap, message in pairs[-5:]:
             print(f"  gap {gap * 1000:.0f} ms after progress {message!r}")

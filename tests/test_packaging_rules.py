@@ -54,7 +54,8 @@ def test_test_programs_and_translations_are_left_out(dest):
 def test_keep_filters_a_toc():
     toc = [("torch/bin/torch_shm_manager", "/x/a", "BINARY"), ("torch/bin/test_jit", "/x/b", "BINARY"),
            ("mono_quant_gui/resources/app/icon.svg", "/x/c", "DATA")]
-    assert [entry[0] for entry in rules.keep(toc)] == ["torch/bin/torch_shm_manager", "mono_quant_gui/resources/app/icon.svg"]
+    kept = [entry[0] for entry in rules.keep(toc)]
+    assert kept == ["torch/bin/torch_shm_manager", "mono_quant_gui/resources/app/icon.svg"]
 
 
 def test_stdlib_hiddenimports_carry_the_standard_library_less_toolkits_and_tests():

@@ -257,7 +257,7 @@ class Converter:
             else:
                 break
         rendered = []
-        for item, column in zip(items, columns):
+        for item, column in zip(items, columns, strict=True):
             while item and not item[-1].strip():
                 item.pop()
             body = [ln[column:] if _indent(ln) >= column else ln.strip() for ln in item]

@@ -62,7 +62,7 @@ def desktop_entry(ident: ModuleType) -> str:
 def metainfo(ident: ModuleType) -> str:
     """The text of the AppStream metainfo XML for ``ident`` (mono_quant_gui.identity)."""
     newest = RELEASES[0][0]
-    if ident.VERSION != newest:
+    if newest != ident.VERSION:
         raise SystemExit(
             f"tools/make_desktop_files.py: RELEASES starts at {newest} but the installed version is "
             f"{ident.VERSION}; add a release line (and reinstall the project after a version bump)"
