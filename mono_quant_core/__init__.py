@@ -42,7 +42,7 @@ _EXPORTS = {
     "dequantize": "serialization",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
 
 def __getattr__(name: str):

@@ -6,7 +6,8 @@ arguments, a dict of tensors are keyword arguments.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 
 def as_call_args(batch: Any) -> tuple[tuple, dict]:

@@ -127,7 +127,7 @@ class QuantConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "QuantConfig":
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
         """Build from a mapping with dashed or underscored keys; unknown keys are an error."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs: dict[str, Any] = {}
@@ -138,5 +138,5 @@ class QuantConfig:
             kwargs[name] = value
         return cls(**kwargs)
 
-    def replace(self, **changes: Any) -> "QuantConfig":
+    def replace(self, **changes: Any) -> QuantConfig:
         return dataclasses.replace(self, **changes)

@@ -34,7 +34,7 @@ def describe(value: Any) -> str:
         return f"tensor[{', '.join(map(str, value.shape))}] {str(value.dtype).removeprefix('torch.')}"
     if isinstance(value, dict) or (hasattr(value, "keys") and hasattr(value, "to_tuple")):
         kind = type(value).__name__ if not isinstance(value, dict) else "dict"
-        return f"{kind}(" + ", ".join(f"{k}: {describe(value[k])}" for k in value.keys()) + ")"
+        return f"{kind}(" + ", ".join(f"{k}: {describe(value[k])}" for k in value) + ")"
     if isinstance(value, (list, tuple)):
         return f"{type(value).__name__}(" + ", ".join(describe(v) for v in value) + ")"
     return type(value).__name__

@@ -9,7 +9,8 @@ itself (the Qt side uses queued signals).
 from __future__ import annotations
 
 import threading
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from .errors import Cancelled
 

@@ -9,12 +9,14 @@ plus the quantized weights.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from . import validation
 from .config import QuantConfig
 from .errors import CalibrationError, ConfigError
 from .modules.registry import replacement_for
@@ -25,7 +27,6 @@ from .serialization.metadata import versions
 from .structure import get_submodule, names_by_module, set_submodule, shallow_clone
 from .tensor import db_from_sums
 from .tensor_stats import state_bytes
-from . import validation
 
 #: Calibration samples reserved for validation: every fifth one (static mode).
 HOLDOUT_EVERY = 5

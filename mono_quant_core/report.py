@@ -74,7 +74,7 @@ class LayerReport:
     status: str = "ok"  # ok | low-sqnr
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerReport":
+    def from_dict(cls, d: dict[str, Any]) -> LayerReport:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: _decode_float(v) for k, v in d.items() if k in known})
 
@@ -88,7 +88,7 @@ class SkippedLayer:
     reason: str
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SkippedLayer":
+    def from_dict(cls, d: dict[str, Any]) -> SkippedLayer:
         return cls(name=d["name"], type=d["type"], reason=d["reason"])
 
 
@@ -131,7 +131,7 @@ class QuantReport:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QuantReport":
+    def from_dict(cls, d: dict[str, Any]) -> QuantReport:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: _decode_float(v) for k, v in d.items() if k in known}
         kwargs["layers"] = [LayerReport.from_dict(x) for x in d.get("layers", [])]
@@ -139,5 +139,5 @@ class QuantReport:
         return cls(**kwargs)
 
     @classmethod
-    def from_json(cls, text: str) -> "QuantReport":
+    def from_json(cls, text: str) -> QuantReport:
         return cls.from_dict(json.loads(text))

@@ -53,7 +53,7 @@ def _outputs_equal(a, b) -> tuple[bool, float]:
     if len(fa) != len(fb):
         return False, float("inf")
     worst = 0.0
-    for x, y in zip(fa, fb):
+    for x, y in zip(fa, fb, strict=False):
         if x.shape != y.shape:
             return False, float("inf")
         if not torch.equal(x, y):
@@ -72,7 +72,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
 
     twin = round_trip_twin(result, reference)
     state_equal = all(
-        torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), twin.state_dict().values())
+        torch.equal(a, b) for a, b in zip(result.model.state_dict().values(), twin.state_dict().values(), strict=False)
     ) and list(result.model.state_dict()) == list(twin.state_dict())
 
     device = model_device(reference)
@@ -85,7 +85,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
 
         def hook(module, args, kwargs, output):
             approx = qmodule(*args, **kwargs)
-            for ref, q in zip(flat_tensors(output), flat_tensors(approx)):
+            for ref, q in zip(flat_tensors(output), flat_tensors(approx), strict=False):
                 layer_acc[name].add(ref, q)
         return hook
 
@@ -102,7 +102,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
                 ref_out = reference(*args, **kwargs)
                 q_out = result.model(*args, **kwargs)
                 twin_out = twin(*args, **kwargs)
-                for ref, q in zip(flat_tensors(ref_out), flat_tensors(q_out)):
+                for ref, q in zip(flat_tensors(ref_out), flat_tensors(q_out), strict=False):
                     output_acc.add(ref, q)
                 equal, diff = _outputs_equal(q_out, twin_out)
                 outputs_equal &= equal

@@ -18,7 +18,7 @@ def format_count(n: int) -> str:
 
 def format_duration(seconds: float) -> str:
     """``7 s``, ``2 min 05 s``, ``1 h 03 min``."""
-    seconds = max(0, int(round(seconds)))
+    seconds = max(0, round(seconds))
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)

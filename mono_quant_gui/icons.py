@@ -7,7 +7,7 @@ without Qt's SVG icon-engine plugin, which frozen builds may leave out.
 from __future__ import annotations
 
 import importlib.resources
-from functools import lru_cache
+from functools import cache
 
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QGuiApplication, QIcon, QPainter, QPalette, QPixmap
@@ -16,7 +16,7 @@ from PySide6.QtSvg import QSvgRenderer
 _SIZES = (16, 20, 24, 32, 48)
 
 
-@lru_cache(maxsize=None)
+@cache
 def svg_text(name: str) -> str:
     """The SVG source of ``resources/icons/<name>.svg``."""
     return (importlib.resources.files("mono_quant_gui.resources") / "icons" / f"{name}.svg").read_text("utf-8")

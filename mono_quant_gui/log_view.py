@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from PySide6.QtCore import QObject, Signal
@@ -24,10 +25,8 @@ class QtLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the view was deleted while a worker still logged
             self.bridge.record.emit(self.format(record), record.levelno)
-        except RuntimeError:  # the view was deleted while a worker still logged
-            pass
 
 
 class LogView(QPlainTextEdit):

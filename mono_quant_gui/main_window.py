@@ -15,8 +15,8 @@ from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from . import dialogs, help_menu, identity
-from .app import install_garbage_collector
 from .actions import Actions
+from .app import install_garbage_collector
 from .calibration_panel import CalibrationPanel
 from .dashboard import Dashboard
 from .drop import local_paths

@@ -46,7 +46,7 @@ class SizePlot(pg.PlotWidget):
         top = max(widths.max(), 1.0)
         self.bars.setOpts(width=widths)
         original = self.sizes[0]
-        for i, (label, size) in enumerate(zip(self.labels, self.sizes)):
+        for i, (label, size) in enumerate(zip(self.labels, self.sizes, strict=False)):
             text = "—" if size is None else format_bytes(size)
             if i > 0 and size and original:
                 text += f"  ({original / size:.1f}× smaller)" if size < original else ""

@@ -65,7 +65,7 @@ def run(timeout_s: float | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mono-quant-smoke-") as scratch:
         try:
             return _run(scratch)
-        except Exception as exc:  # noqa: BLE001 - any failure is the test's answer
+        except Exception as exc:
             _say(f"{FAILED_PREFIX} {type(exc).__name__}: {exc}", error=True)
             return 1
         finally:
@@ -121,7 +121,7 @@ def _run(scratch: str) -> int:
             return
         try:
             advance()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             fail(f"{type(exc).__name__}: {exc}")
 
     def advance() -> None:

@@ -11,7 +11,7 @@ click emits ``layer_clicked(name)``.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,7 @@ WINDOW = 48
 _BAR_WIDTH = 0.72
 
 
-@lru_cache(maxsize=None)
+@cache
 def _text_symbol(text: str) -> QPainterPath:
     """A scatter symbol drawn as ``text``, centred on the point and about one unit tall."""
     path = QPainterPath()
@@ -186,7 +186,7 @@ class SqnrPlot(pg.PlotWidget):
         if not self.view.sceneBoundingRect().contains(scene_pos):
             return None
         point = self.view.mapSceneToView(scene_pos)
-        slot = int(round(point.x()))
+        slot = round(point.x())
         if slot in self.values and abs(point.x() - slot) <= _BAR_WIDTH / 2 + 0.1:
             return slot
         return None

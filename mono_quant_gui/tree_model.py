@@ -11,7 +11,8 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPalette
@@ -41,9 +42,11 @@ def name_matcher(pattern: str) -> Callable[[str], bool]:
     """Glob (``encoder.*.fc1``) or ``re:`` regex on the qualified name; a match on a container covers its children."""
     if pattern.startswith("re:"):
         rx = re.compile(pattern[3:])
-        test: Callable[[str], bool] = lambda s: rx.fullmatch(s) is not None
+        def test(s: str) -> bool:
+            return rx.fullmatch(s) is not None
     else:
-        test = lambda s: fnmatch.fnmatchcase(s, pattern)
+        def test(s):
+            return fnmatch.fnmatchcase(s, pattern)
 
     def match(name: str) -> bool:
         parts = name.split(".")
@@ -91,7 +94,7 @@ class ModuleTreeModel(QAbstractItemModel):
         """Recompute each node's (quantizable, ticked) counts over its subtree; returns the states."""
         n = len(self.rows)
         total = [1 if r.quantizable else 0 for r in self.rows]
-        ticked = [1 if (r.quantizable and c) else 0 for r, c in zip(self.rows, self._checked)]
+        ticked = [1 if (r.quantizable and c) else 0 for r, c in zip(self.rows, self._checked, strict=False)]
         for i in range(n - 1, -1, -1):  # children follow their parent in pre-order
             p = self._parent[i]
             if p >= 0:
@@ -99,14 +102,14 @@ class ModuleTreeModel(QAbstractItemModel):
                 ticked[p] += ticked[i]
         self._states = [
             _NONE if t == 0 else _CHECKED if k == t else _UNCHECKED if k == 0 else _PARTIAL
-            for t, k in zip(total, ticked)
+            for t, k in zip(total, ticked, strict=False)
         ]
         return self._states
 
     # -- checks -------------------------------------------------------------------------
     def checked_names(self) -> list[str]:
         """Qualified names of the ticked layers, in module order."""
-        return [r.name for r, c in zip(self.rows, self._checked) if r.quantizable and c]
+        return [r.name for r, c in zip(self.rows, self._checked, strict=False) if r.quantizable and c]
 
     def quantizable_names(self) -> list[str]:
         return [r.name for r in self.rows if r.quantizable]
@@ -148,7 +151,7 @@ class ModuleTreeModel(QAbstractItemModel):
         after = self._recount()
         # One dataChanged per parent whose children changed state (a range must share a parent).
         spans: dict[int, list[int]] = {}
-        for i, (a, b) in enumerate(zip(before, after)):
+        for i, (a, b) in enumerate(zip(before, after, strict=False)):
             if a != b:
                 span = spans.setdefault(self._parent[i], [self._pos[i], self._pos[i]])
                 span[0] = min(span[0], self._pos[i])

@@ -19,8 +19,9 @@ import gc
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
@@ -41,7 +42,7 @@ class Task:
 
     kind: str
     title: str
-    fn: Callable[["TaskContext"], Any]
+    fn: Callable[[TaskContext], Any]
     info: dict[str, Any] = field(default_factory=dict)
     cancel: CancelToken = field(default_factory=CancelToken)
     started_at: float = 0.0
@@ -50,7 +51,7 @@ class Task:
 class TaskContext:
     """What a task function receives; every method is called on the worker thread."""
 
-    def __init__(self, task: Task, executor: "_Executor"):
+    def __init__(self, task: Task, executor: _Executor):
         self.task = task
         self.cancel = task.cancel
         self._executor = executor

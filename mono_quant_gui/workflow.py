@@ -258,7 +258,7 @@ class WorkflowMixin(OpeningMixin):
 
     def update_title(self: Any) -> None:
         parts = [Path(p).name for p in self.session.shown_inputs() if p]
-        QMainWindow.setWindowTitle(self, " · ".join(parts + ["mono-quant"]) if parts else "mono-quant")
+        QMainWindow.setWindowTitle(self, " · ".join([*parts, "mono-quant"]) if parts else "mono-quant")
 
     def show_empty_hints(self: Any) -> None:
         a = self.actions

@@ -73,7 +73,7 @@ def main(out: Path) -> None:
     from mono_quant_gui.app import create_application
     from mono_quant_gui.main_window import MainWindow
 
-    app = create_application()
+    create_application()
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, settings_dir)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -7,6 +7,7 @@ import torch
 from ..errors import CalibrationError
 from ..tensor.activations import ACT_QMAX, ACT_QMIN, activation_qparams_from_range
 
+
 def affine_qparams(
     lo: torch.Tensor, hi: torch.Tensor, qmin: int = ACT_QMIN, qmax: int = ACT_QMAX
 ) -> tuple[torch.Tensor, torch.Tensor]:

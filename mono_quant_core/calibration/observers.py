@@ -17,8 +17,14 @@ from ..errors import CalibrationError
 from .base import Observer, as_float32, not_observed
 from .histogram import HistogramObserver
 
-__all__ = ["Observer", "MinMaxObserver", "MovingAverageObserver", "PercentileObserver",
-           "HistogramObserver", "make_observer"]
+__all__ = [
+    "HistogramObserver",
+    "MinMaxObserver",
+    "MovingAverageObserver",
+    "Observer",
+    "PercentileObserver",
+    "make_observer",
+]
 
 
 class MinMaxObserver(Observer):

@@ -9,7 +9,7 @@ all in tensor arithmetic on the histogram's device, without a host sync.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -11,12 +11,11 @@ from ..batches import as_call_args, move_batch
 from ..config import QuantConfig
 from ..errors import CalibrationError, MonoQuantError
 from ..progress import CancelLike, ProgressFn, check_cancel
-from ..tensor.activations import ACT_QMAX, ACT_QMIN
 from ..structure import model_device
+from ..tensor.activations import ACT_QMAX, ACT_QMIN
 from .base import Observer, affine_qparams
 from .hooks import observed_inputs
 from .observers import make_observer
-
 
 
 class CalibrationResult(dict):
@@ -97,8 +96,8 @@ def calibrate(
     model.eval()
     done = 0
     try:
-        with observed_inputs(model, layer_names, lambda: make_observer(config)) as observers:
-            with torch.inference_mode():
+        with observed_inputs(model, layer_names, lambda: make_observer(config)) as observers:  # noqa: SIM117
+            with torch.inference_mode():  # the observers are read below, outside inference mode
                 batches = iter(samples)
                 while True:
                     check_cancel(cancel)  # before reading the sample: it may come from disk

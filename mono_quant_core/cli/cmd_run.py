@@ -56,7 +56,7 @@ def _run_one(path: str, index: int, count: int, debug: bool) -> JobRow:
         job = load_job(path)
         printer(0, 0, f"job {index + 1} of {count}")
         outcome = run_job(job, progress=printer)
-    except Exception as exc:  # noqa: BLE001 (one job's failure must not stop the batch)
+    except Exception as exc:
         printer.finish()
         if debug:
             import traceback

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import Cancelled, MonoQuantError, ValidationFailed
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 (the last line of defence: a message, not a traceback)
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
         if isinstance(exc, (MonoQuantError, OSError)):

@@ -54,7 +54,7 @@ def summary_table(rows: list[JobRow]) -> str:
              format_db(r.output_sqnr_db), human_bytes(r.file_bytes), f"{r.elapsed_s:.1f} s"]
             for r in rows]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip()
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip()
              for line in [header, *body]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     failed = [r for r in rows if r.status != "done"]

@@ -10,4 +10,4 @@ from .job_reader import load_job, parse_job
 from .run import JobOutcome, run_job
 from .schema import SECTIONS
 
-__all__ = ["Job", "JobOutcome", "SECTIONS", "load_job", "parse_job", "run_job"]
+__all__ = ["SECTIONS", "Job", "JobOutcome", "load_job", "parse_job", "run_job"]

@@ -14,8 +14,7 @@ from typing import Any
 
 from ..config import QuantConfig
 from ..errors import ConfigError
-from .schema import (CONFIG_SECTIONS, JOB_FIELDS, OUTPUT_SUFFIXES, SECTIONS, config_error_in_job,
-                     job_error)
+from .schema import CONFIG_SECTIONS, JOB_FIELDS, OUTPUT_SUFFIXES, SECTIONS, config_error_in_job, job_error
 from .text_files import write_text_atomic
 from .toml_writer import toml_key, toml_value
 
@@ -116,7 +115,7 @@ class Job:
 
     # -- reading ----------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Job":
+    def load(cls, path: str | os.PathLike) -> Job:
         """Read and check a job file; errors name the file, the section and the key."""
         from .job_reader import load_job
 
@@ -124,13 +123,13 @@ class Job:
 
     @classmethod
     def from_toml(cls, text: str, base_dir: str | os.PathLike | None = None,
-                  name: str = "job") -> "Job":
+                  name: str = "job") -> Job:
         """Parse job-file text; relative paths are taken relative to ``base_dir`` (default: cwd)."""
         from .job_reader import parse_job
 
         return parse_job(text, base_dir, name)
 
-    def replace(self, **changes: Any) -> "Job":
+    def replace(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
 
 

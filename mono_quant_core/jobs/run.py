@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ..errors import CalibrationError, CheckpointError, ConfigError, ScriptError, ValidationFailed
 from ..progress import CancelLike, ProgressFn, check_cancel

@@ -56,6 +56,6 @@ def job_error(section: str, key: str, problem: str) -> ConfigError:
 def config_error_in_job(exc: ConfigError) -> ConfigError:
     """QuantConfig's ``field: problem`` error, placed in its job-file section."""
     field_name, sep, problem = str(exc).partition(": ")
-    if not sep or field_name not in SECTIONS["quantization"] and field_name not in SECTIONS["validation"]:
+    if not sep or (field_name not in SECTIONS["quantization"] and field_name not in SECTIONS["validation"]):
         return job_error("quantization", "?", str(exc))
     return job_error(config_section(field_name), field_name, problem)

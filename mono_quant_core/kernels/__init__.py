@@ -5,4 +5,4 @@ from __future__ import annotations
 from .base import LinearKernel
 from .select import DEQUANTIZE, LINEAR_KERNELS, UPCAST, fallback_for, select_linear_kernel
 
-__all__ = ["DEQUANTIZE", "LINEAR_KERNELS", "LinearKernel", "UPCAST", "fallback_for", "select_linear_kernel"]
+__all__ = ["DEQUANTIZE", "LINEAR_KERNELS", "UPCAST", "LinearKernel", "fallback_for", "select_linear_kernel"]

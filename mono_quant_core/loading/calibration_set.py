@@ -42,7 +42,7 @@ class CalibrationSet(Sequence):
     def file_list_sha256(self) -> str:
         """SHA-256 of the chosen files' names and sizes, in order (stable across machines)."""
         digest = hashlib.sha256()
-        for file, size in zip(self.files, self._sizes):
+        for file, size in zip(self.files, self._sizes, strict=False):
             digest.update(f"{file.name}\0{size}\n".encode())
         return digest.hexdigest()
 

@@ -49,7 +49,7 @@ def _walk(value: Any, key: str, out: list) -> None:
     if isinstance(value, torch.Tensor):
         out.append((key, list(value.shape), str(value.dtype).removeprefix("torch.")))
     elif _model_output_like(value) or isinstance(value, Mapping):
-        for k in value.keys():
+        for k in value:
             _walk(value[k], f"{key}.{k}" if key else str(k), out)
     elif isinstance(value, (tuple, list)):
         for i, item in enumerate(value):

@@ -14,8 +14,9 @@ import inspect
 import json
 import os
 import types
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from torch import nn
 

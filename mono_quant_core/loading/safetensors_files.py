@@ -59,7 +59,7 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
     for file in files:
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
-                for name in f.keys():
+                for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                     piece = f.get_slice(name)
                     shape = tuple(piece.get_shape())
                     dtype = _DTYPES.get(piece.get_dtype(), piece.get_dtype().lower())

@@ -10,7 +10,16 @@ from .registry import REPLACEMENTS, replacement_for
 from .rnn import QuantizedGRU, QuantizedLSTM, QuantizedRNNBase
 
 __all__ = [
-    "QuantizedConv1d", "QuantizedConv2d", "QuantizedConv3d", "QuantizedConvNd", "QuantizedEmbedding",
-    "QuantizedGRU", "QuantizedLSTM", "QuantizedLinear", "QuantizedModule", "QuantizedRNNBase",
-    "REPLACEMENTS", "replacement_for",
+    "REPLACEMENTS",
+    "QuantizedConv1d",
+    "QuantizedConv2d",
+    "QuantizedConv3d",
+    "QuantizedConvNd",
+    "QuantizedEmbedding",
+    "QuantizedGRU",
+    "QuantizedLSTM",
+    "QuantizedLinear",
+    "QuantizedModule",
+    "QuantizedRNNBase",
+    "replacement_for",
 ]

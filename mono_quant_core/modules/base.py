@@ -9,16 +9,30 @@ int4, or fp16/bf16 for the cast modes), ``<stem>_scale`` (float32) and
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from ..config import QuantConfig
 from ..errors import ConfigError, QuantizedFileError
-from ..tensor import (ACT_QMAX, ACT_QMIN, QuantSpec, activation_qparams, cast_dtype, decode,
-                      dequantize_weight, dequantize_weight_into, fake_quantize, qparam_shape,
-                      quantize_weight_measured, sqnr_sums, stored_dtype, stored_shape)
+from ..tensor import (
+    ACT_QMAX,
+    ACT_QMIN,
+    QuantSpec,
+    activation_qparams,
+    cast_dtype,
+    decode,
+    dequantize_weight,
+    dequantize_weight_into,
+    fake_quantize,
+    qparam_shape,
+    quantize_weight_measured,
+    sqnr_sums,
+    stored_dtype,
+    stored_shape,
+)
 
 #: ``kernel`` before the first forward.
 PENDING = "pending"
@@ -106,14 +120,14 @@ class QuantizedModule(nn.Module):
         if qt.zero_point is not None:
             self.register_buffer(f"{stem}_zero_point", qt.zero_point)
 
-    def _take_weight_and_bias(self, module: nn.Module) -> "QuantizedModule":
+    def _take_weight_and_bias(self, module: nn.Module) -> QuantizedModule:
         """Quantize ``module.weight``, keep its bias, add input qparams (Linear and Conv)."""
         self._store_weight("weight", module.weight)
         self._store_float("bias", module.bias)
         self._init_input_qparams(module.weight.device)
         return self
 
-    def _empty_weight_and_bias(self, meta: dict[str, Any], module: nn.Module) -> "QuantizedModule":
+    def _empty_weight_and_bias(self, meta: dict[str, Any], module: nn.Module) -> QuantizedModule:
         """Empty buffers shaped like ``module``'s weight and bias, checked against ``meta``."""
         shape = tuple(module.weight.shape)
         self._check_shape("weight", shape, meta)
@@ -162,12 +176,12 @@ class QuantizedModule(nn.Module):
 
     # -- the contract -------------------------------------------------------------------
     @classmethod
-    def from_float(cls, module: nn.Module, config: QuantConfig) -> "QuantizedModule":
+    def from_float(cls, module: nn.Module, config: QuantConfig) -> QuantizedModule:
         """The quantized replacement of ``module`` (which is never modified)."""
         raise NotImplementedError
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> "QuantizedModule":
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> QuantizedModule:
         """An empty replacement of ``float_module`` shaped by ``meta``, ready for ``load_state_dict``."""
         raise NotImplementedError
 

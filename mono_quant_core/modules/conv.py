@@ -35,12 +35,12 @@ class QuantizedConvNd(QuantizedModule):
             setattr(self, name, list(value) if isinstance(value, list) else value)
 
     @classmethod
-    def from_float(cls, module: nn.Module, config: QuantConfig) -> "QuantizedConvNd":
+    def from_float(cls, module: nn.Module, config: QuantConfig) -> QuantizedConvNd:
         """The quantized replacement of ``module`` (which is never modified)."""
         return cls(module, **cls._settings(config))._take_weight_and_bias(module)
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> "QuantizedConvNd":
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> QuantizedConvNd:
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
         return cls(float_module, **cls._settings_from_meta(meta))._empty_weight_and_bias(meta, float_module)
 

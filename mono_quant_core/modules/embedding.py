@@ -33,14 +33,14 @@ class QuantizedEmbedding(QuantizedModule):
         self.output_dtype = float_module.weight.dtype
 
     @classmethod
-    def from_float(cls, module: nn.Embedding, config: QuantConfig) -> "QuantizedEmbedding":
+    def from_float(cls, module: nn.Embedding, config: QuantConfig) -> QuantizedEmbedding:
         """The quantized replacement of ``module`` (which is never modified)."""
         q = cls(module, **cls._settings(config))
         q._store_weight("weight", module.weight)
         return q
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Embedding) -> "QuantizedEmbedding":
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Embedding) -> QuantizedEmbedding:
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
         q = cls(float_module, **cls._settings_from_meta(meta))
         shape = tuple(float_module.weight.shape)

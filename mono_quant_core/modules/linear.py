@@ -23,13 +23,13 @@ class QuantizedLinear(QuantizedModule):
         self.out_features = out_features
 
     @classmethod
-    def from_float(cls, module: nn.Linear, config: QuantConfig) -> "QuantizedLinear":
+    def from_float(cls, module: nn.Linear, config: QuantConfig) -> QuantizedLinear:
         """The quantized replacement of ``module`` (which is never modified)."""
         q = cls(module.in_features, module.out_features, **cls._settings(config))
         return q._take_weight_and_bias(module)
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Linear) -> "QuantizedLinear":
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Linear) -> QuantizedLinear:
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
         q = cls(float_module.in_features, float_module.out_features, **cls._settings_from_meta(meta))
         return q._empty_weight_and_bias(meta, float_module)

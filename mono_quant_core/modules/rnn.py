@@ -33,7 +33,7 @@ class QuantizedRNNBase(QuantizedModule):
         self.param_names = list(float_module._flat_weights_names)
 
     @classmethod
-    def from_float(cls, module: nn.RNNBase, config: QuantConfig) -> "QuantizedRNNBase":
+    def from_float(cls, module: nn.RNNBase, config: QuantConfig) -> QuantizedRNNBase:
         """The quantized replacement of ``module`` (which is never modified)."""
         q = cls(module, **cls._settings(config))
         for name in q.param_names:
@@ -46,7 +46,7 @@ class QuantizedRNNBase(QuantizedModule):
         return q
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.RNNBase) -> "QuantizedRNNBase":
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.RNNBase) -> QuantizedRNNBase:
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
         q = cls(float_module, **cls._settings_from_meta(meta))
         for name in q.param_names:
@@ -78,10 +78,7 @@ class QuantizedRNNBase(QuantizedModule):
         self.kernel = "dequantize" if self.spec is not None else "upcast"
         data = input.data if isinstance(input, PackedSequence) else input
         data = self.quantize_input(data)
-        if isinstance(input, PackedSequence):
-            input = input._replace(data=data)
-        else:
-            input = data
+        input = input._replace(data=data) if isinstance(input, PackedSequence) else data
         return self._float_module(data.dtype, False)(input, hx)
 
     def extra_repr(self) -> str:

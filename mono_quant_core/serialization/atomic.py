@@ -11,7 +11,8 @@ import contextlib
 import errno
 import os
 import tempfile
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from ..errors import QuantizedFileError
 

@@ -89,7 +89,7 @@ def quantize_weight_measured(
     """
     ndim = w.dim()
     by_rows = ndim >= 2 and (spec.granularity in ("per-tensor", "per-group")
-                             or spec.granularity == "per-channel" and spec.axis % ndim == 0)
+                             or (spec.granularity == "per-channel" and spec.axis % ndim == 0))
     if not by_rows:
         scale, zero_point = choose_qparams(w, spec)
         codes = quantize(w, scale, zero_point, spec)

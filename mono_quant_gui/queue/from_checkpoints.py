@@ -70,10 +70,10 @@ def jobs_from_checkpoints(paths: Iterable[str | os.PathLike], template_job: Job,
     paths = list(dict.fromkeys(os.path.abspath(os.fspath(p)) for p in paths))
     dtype = template_job.config.dtype
     stems = [checkpoint_stem(p) for p in paths]
-    clashes = Counter((os.path.dirname(p), s) for p, s in zip(paths, stems))
+    clashes = Counter((os.path.dirname(p), s) for p, s in zip(paths, stems, strict=False))
     used = list(taken)
     jobs = []
-    for path, stem in zip(paths, stems):
+    for path, stem in zip(paths, stems, strict=False):
         base = os.path.basename(path) if clashes[os.path.dirname(path), stem] > 1 else stem
         output = numbered_output(output_folder(path), base, dtype, used)
         used.append(output)

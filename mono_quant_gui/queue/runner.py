@@ -10,8 +10,9 @@ samples) and ends the run.  Signals are delivered on the GUI thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from functools import partial
-from typing import Any, Iterable
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 

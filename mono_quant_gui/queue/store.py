@@ -77,11 +77,11 @@ class QueueStore:
         except FileNotFoundError:
             return [], _joined(notes)
         except OSError as exc:
-            return [], _joined(notes + [f"{self.path}: cannot read the queue: {exc.strerror or exc}"])
+            return [], _joined([*notes, f"{self.path}: cannot read the queue: {exc.strerror or exc}"])
         try:
             entries, problems, interrupted = _decode(raw, os.path.dirname(os.path.abspath(self.path)))
         except _Corrupt as exc:
-            return [], _joined(notes + [f"{self.path}: {exc}; {self._move_aside()}, the queue starts empty"])
+            return [], _joined([*notes, f"{self.path}: {exc}; {self._move_aside()}, the queue starts empty"])
         if problems:
             kept = self._move_aside()
             notes.append(f"{self.path}: {len(problems)} job(s) could not be read and were left out "

@@ -8,7 +8,7 @@ import sys
 from PyInstaller.utils.hooks import collect_submodules, copy_metadata
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from bundle_rules import stdlib_hiddenimports  # noqa: E402  (packaging/bundle_rules.py)
+from bundle_rules import stdlib_hiddenimports
 
 # mono_quant_core/__init__.py imports its rooms by name on first use (PEP 562), which
 # static analysis cannot see.

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
+from test_observers import config_for
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 from transformers.utils import ModelOutput
+from zoo import assert_unchanged, make, snapshot
 
 from mono_quant_core import CalibrationError, Cancelled, CancelToken, QuantConfig
 from mono_quant_core.calibration import affine_qparams, calibrate, make_observer
-from test_observers import config_for
-from zoo import assert_unchanged, make, snapshot
 
 MINMAX = QuantConfig(mode="static", observer="minmax")
 
@@ -56,7 +57,7 @@ def test_qparams_equal_observers_fed_the_layer_inputs_by_hand():
             for x in samples:
                 h1 = torch.relu(model.net[0](x))
                 h2 = torch.relu(model.net[2](h1))
-                for name, value in zip(names, (x, h1, h2)):
+                for name, value in zip(names, (x, h1, h2), strict=True):
                     observers[name].update(value)
         assert list(result) == names and result.unobserved == [] and result.samples == len(samples)
         for name in names:
@@ -100,7 +101,7 @@ def test_a_bare_tensor_or_dict_is_one_batch():
 class Folder(list):
     """A list of batches with file names, like a CalibrationSet."""
 
-    files = [f"x{i}.pt" for i in range(1, 4)]
+    files: ClassVar[list[str]] = [f"x{i}.pt" for i in range(1, 4)]
 
 
 def test_a_model_error_names_the_file():
@@ -219,7 +220,7 @@ def test_outputs_of_any_type_calibrate_alike():
     assert set(ref) == {"a", "b"}
     for kind, result in results.items():
         for name in ("a", "b"):
-            assert all(torch.equal(got, want) for got, want in zip(result[name], ref[name])), kind
+            assert all(torch.equal(got, want) for got, want in zip(result[name], ref[name], strict=True)), kind
 
 
 class TwoInputs(nn.Module):
@@ -237,8 +238,8 @@ def test_tuple_and_dict_batches_and_unreached_layers():
     ys = [torch.randn(2, 3, generator=g) * 5 for _ in range(3)]
     model = TwoInputs()
     names = ["left", "right", "unused"]
-    as_tuples = calibrate(model, names, list(zip(xs, ys)), MINMAX)
-    as_dicts = calibrate(model, names, [{"x": x, "y": y, "scale": 2.0} for x, y in zip(xs, ys)], MINMAX)
+    as_tuples = calibrate(model, names, list(zip(xs, ys, strict=True)), MINMAX)
+    as_dicts = calibrate(model, names, [{"x": x, "y": y, "scale": 2.0} for x, y in zip(xs, ys, strict=True)], MINMAX)
     for result in (as_tuples, as_dicts):
         assert set(result) == {"left", "right"} and result.unobserved == ["unused"]
         assert torch.equal(torch.stack(result.ranges["left"]), torch.stack(torch.aminmax(torch.cat(xs))))
@@ -258,7 +259,7 @@ class Recurrent(nn.Module):
             out, _ = self.gru(out)
             return out.data
         h0 = torch.zeros(1, x.shape[0], 7)
-        out, (h, c) = self.lstm(x, (h0, h0.clone()))  # the hx tuple is not observed
+        out, (_h, _c) = self.lstm(x, (h0, h0.clone()))  # the hx tuple is not observed
         return self.gru(out)
 
 

@@ -9,13 +9,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from test_jobs import write_project
 
 from mono_quant_core.cli.main import main
 from mono_quant_core.cli.progress_line import ProgressPrinter
 from mono_quant_core.jobs import load_job
-from test_jobs import write_project
 
 CLI = [sys.executable, "-m", "mono_quant_core.cli"]
 
@@ -163,7 +164,7 @@ def test_exit_codes_in_process(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.splitlines()[-1].startswith(f"mono-quant: error: {message}"), (argv, err)
         assert "Traceback" not in err
-    report = json.loads(open(p.path("r.json"), encoding="utf-8").read())
+    report = json.loads(Path(p.path("r.json")).read_text(encoding="utf-8"))
     assert report["passed"] is False and not os.path.exists(p.path("x.safetensors"))
 
 

@@ -52,13 +52,7 @@ def test_damaged_checkpoints_are_described_in_plain_words(tmp_path, name, write,
         assert internal not in message
 
 
-CALIBRATION_CASES = CASES + [
-    ("text.npy", lambda p: p.write_bytes(os.urandom(64).replace(b"\x93", b"x")),
-     "not a NumPy .npy file (it does not start with the .npy header)"),
-    ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
-     "refused: it holds pickled Python objects (a NumPy object array)"),
-    ("text.npz", lambda p: p.write_text("hello"), "not a NumPy .npz archive (it is not a zip file)"),
-]
+CALIBRATION_CASES = [*CASES, ("text.npy", lambda p: p.write_bytes(os.urandom(64).replace(b"\x93", b"x")), "not a NumPy .npy file (it does not start with the .npy header)"), ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "refused: it holds pickled Python objects (a NumPy object array)"), ("text.npz", lambda p: p.write_text("hello"), "not a NumPy .npz archive (it is not a zip file)")]
 
 
 @pytest.mark.parametrize("name, write, problem", CALIBRATION_CASES)

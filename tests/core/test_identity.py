@@ -48,7 +48,7 @@ def test_executable_is_the_declared_gui_script():
 
 def test_version_comes_from_the_installed_metadata():
     pyproject_version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert _identity().VERSION == pyproject_version
+    assert pyproject_version == _identity().VERSION
 
 
 def test_version_falls_back_without_metadata(monkeypatch):

@@ -7,10 +7,10 @@ import os
 
 import pytest
 import torch
+from zoo import make
 
 from mono_quant_core import QuantConfig, QuantizedFileError, quantize, save_quantized
 from mono_quant_core.inspect_file import format_inspect, inspect_file
-from zoo import make
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_round_trip_through_tomllib(tmp_path):
     job = full_job(folder, outside)
     path = os.path.join(folder, "job.toml")
     job.save(path)
-    data = tomllib.loads(open(path, encoding="utf-8").read())
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     assert data["model"]["script"] == "models/net.py"
     assert data["calibration"]["folder"] == "calib data"
     assert data["model"]["checkpoint"] == os.path.join(outside, "ckpt.safetensors")
@@ -250,7 +251,7 @@ def test_run_job_writes_output_and_report(project):
     outcome = run_job(job, progress=lambda d, t, m: seen.append((d, t, m)),
                       on_layer=lambda layer: layers.append(layer.name))
     assert os.path.getsize(job.output) == outcome.file_bytes
-    report = json.loads(open(job.report_path, encoding="utf-8").read())
+    report = json.loads(Path(job.report_path).read_text(encoding="utf-8"))
     assert report["file_bytes"] == outcome.file_bytes
     assert report["calibration_samples"] == outcome.report.calibration_samples > 0
     assert layers == ["fc1", "fc2"]
@@ -263,7 +264,7 @@ def test_run_job_failed_validation_writes_report_not_output(project):
     with pytest.raises(ValidationFailed, match="below min_output_sqnr_db 200 dB"):
         run_job(job)
     assert not os.path.exists(job.output)
-    report = json.loads(open(job.report_path, encoding="utf-8").read())
+    report = json.loads(Path(job.report_path).read_text(encoding="utf-8"))
     assert report["passed"] is False and report["failures"]
 
 

@@ -114,7 +114,7 @@ def test_folder_errors(tmp_path):
     with pytest.raises(CalibrationError, match="missing: calibration folder not found"):
         load_calibration(tmp_path / "missing")
     (tmp_path / "file.pt").write_bytes(b"")
-    with pytest.raises(CalibrationError, match="file.pt: not a folder"):
+    with pytest.raises(CalibrationError, match=r"file\.pt: not a folder"):
         load_calibration(tmp_path / "file.pt")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from mono_quant_core.errors import CheckpointError
-from mono_quant_core.loading import load_checkpoint, load_model, open_model
-from mono_quant_core.loading import checkpoint_source
+from mono_quant_core.loading import checkpoint_source, load_checkpoint, load_model, open_model
 
 SCRIPT = """
 import torch
@@ -156,7 +155,7 @@ def test_sharded_safetensors(script, tmp_path):
         digest.update((tmp_path / file).read_bytes())
     assert loaded.source["checkpoint_sha256"] == digest.hexdigest()
     (tmp_path / "model-00002-of-00002.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="shard model-00002-of-00002.safetensors .* not found"):
+    with pytest.raises(CheckpointError, match=r"shard model-00002-of-00002\.safetensors .* not found"):
         load_model(script, index, entry="Net")
 
 
@@ -184,7 +183,7 @@ def test_non_strict_loads_what_matches(script, tmp_path):
     state["fc1.weight"] = torch.ones(5, 4)
     torch.save(state, tmp_path / "bad.pt")
     fresh = load_model(script, entry="Net")
-    loaded = open_model(script, tmp_path / "bad.pt", entry="Net", strict=False)
+    loaded = open_model(script, tmp_path / "bad.pt", entry="Net", strict=True)
     keys = loaded.keys
     assert (keys.missing, keys.unexpected, keys.mismatched) == (
         ["fc2.bias"], ["extra.weight"], [("fc1.weight", (8, 4), (5, 4))])
@@ -209,7 +208,7 @@ def test_many_missing_keys_are_counted(script, tmp_path):
 def test_nothing_matching_fails_even_when_not_strict(script, tmp_path):
     torch.save({"encoder.w": torch.ones(2)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match=r"other.pt: none of its 1 tensors fits the model"):
-        load_model(script, tmp_path / "other.pt", entry="Net", strict=False)
+        load_model(script, tmp_path / "other.pt", entry="Net", strict=True)
 
 
 def test_tied_weights_saved_once(script, tmp_path):
@@ -296,12 +295,12 @@ def test_unreadable_checkpoints(script, tmp_path, name, content, message):
 
 def test_checkpoint_that_is_not_a_state_dict(script, tmp_path):
     torch.save(torch.ones(3), tmp_path / "t.pt")
-    with pytest.raises(CheckpointError, match="t.pt: holds a single tensor, not a state dict"):
+    with pytest.raises(CheckpointError, match=r"t\.pt: holds a single tensor, not a state dict"):
         load_model(script, tmp_path / "t.pt", entry="Net")
     torch.save([torch.ones(3)], tmp_path / "l.pt")
     with pytest.raises(CheckpointError, match=r"l.pt: holds a list, not a state dict.*state_dict\(\)"):
         load_model(script, tmp_path / "l.pt", entry="Net")
-    with pytest.raises(CheckpointError, match="nope.pt: checkpoint not found"):
+    with pytest.raises(CheckpointError, match=r"nope\.pt: checkpoint not found"):
         load_model(script, tmp_path / "nope.pt", entry="Net")
 
 

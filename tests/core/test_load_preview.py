@@ -55,7 +55,7 @@ def test_preview_summarises_every_file(folder):
     first = preview.files[0].tensors[0]
     assert (first.key, first.shape, first.dtype) == ("", [2, 3], "float32")
     assert (first.min, first.max, first.mean, first.nan, first.inf) == (-2.0, 4.0, 0.5, 0, 0)
-    ids, x = preview.files[1].tensors
+    ids, _x = preview.files[1].tensors
     assert (ids.key, ids.dtype, ids.min, ids.max, ids.mean) == ("ids", "int64", 1.0, 3.0, 2.0)
     assert preview.files[1].passed_as == "keywords" and preview.files[0].passed_as == "positional"
     bad = preview.files[2].tensors[0]

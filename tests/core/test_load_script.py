@@ -218,10 +218,10 @@ def test_a_sibling_module_wins_over_a_same_named_module_imported_earlier(tmp_pat
 
 
 def test_missing_or_wrong_script_file(tmp_path):
-    with pytest.raises(ScriptError, match="nope.py: model script not found"):
+    with pytest.raises(ScriptError, match=r"nope\.py: model script not found"):
         load_model(tmp_path / "nope.py")
     (tmp_path / "model.txt").write_text("x = 1")
-    with pytest.raises(ScriptError, match="model.txt: a model script must be a .py file"):
+    with pytest.raises(ScriptError, match=r"model\.txt: a model script must be a \.py file"):
         list_entries(tmp_path / "model.txt")
 
 

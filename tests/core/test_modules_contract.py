@@ -8,12 +8,13 @@ dtype moves keep scales float32, and the float module is never modified.
 from __future__ import annotations
 
 import json
-from copy import deepcopy
 import warnings
+from copy import deepcopy
 
 import pytest
 import torch
-from safetensors.torch import load as st_load, save as st_save
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
 from torch import nn
 
 from mono_quant_core.config import QuantConfig
@@ -57,7 +58,7 @@ def run(module: nn.Module, x) -> list[torch.Tensor]:
 
 def output_sqnr(reference: list[torch.Tensor], approx: list[torch.Tensor]) -> float:
     assert len(reference) == len(approx)
-    return min(sqnr_db(a, b) for a, b in zip(reference, approx))
+    return min(sqnr_db(a, b) for a, b in zip(reference, approx, strict=True))
 
 
 def snapshot(module: nn.Module) -> dict:
@@ -113,14 +114,14 @@ def test_output_sqnr_round_trip_and_float_module_unchanged(name, mode, floor):
     assert q.kernel != "pending"
     for assign in (True, False):
         again = run(reload(q, module, assign), x)
-        assert all(torch.equal(a, b) for a, b in zip(out, again)), f"{name}: reloaded output differs"
+        assert all(torch.equal(a, b) for a, b in zip(out, again, strict=True)), f"{name}: reloaded output differs"
     assert_unchanged(module, before)
     assert not hasattr(module, "kernel")
 
 
 @pytest.mark.parametrize("name", TYPES)
 def test_metadata_dequantized_weights_and_to_float(name):
-    module, x = make_case(name)
+    module, _x = make_case(name)
     q = replacement_for(module).from_float(module, QuantConfig(mode="weight-only"))
     meta = q.quant_meta()
     assert json.loads(json.dumps(meta)) == meta
@@ -176,7 +177,7 @@ def test_no_warnings_in_forward(name):
         for mode in ("dynamic", "weight-only"):
             q = replacement_for(module).from_float(module, QuantConfig(mode=mode))
             first, second = run(q, x), run(q, x)
-            assert all(torch.equal(a, b) for a, b in zip(first, second))
+            assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
             assert q.kernel != "pending"  # the forward really went through a kernel
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
 
@@ -187,4 +188,4 @@ def test_pickling_drops_kernel_state():
     out = run(q, x)
     copy = deepcopy(q)  # goes through __getstate__, as pickling does
     assert copy.kernel == "pending" and copy._kernel_state is None
-    assert all(torch.equal(a, b) for a, b in zip(out, run(copy, x)))
+    assert all(torch.equal(a, b) for a, b in zip(out, run(copy, x), strict=True))

@@ -16,7 +16,7 @@ from mono_quant_core.tensor import sqnr_db
 
 
 def worst_sqnr(reference, approx) -> float:
-    return min(sqnr_db(a, b) for a, b in zip(flat_tensors(reference), flat_tensors(approx)))
+    return min(sqnr_db(a, b) for a, b in zip(flat_tensors(reference), flat_tensors(approx), strict=True))
 
 
 def test_every_weight_is_quantized_and_biases_stay_float():

@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from mono_quant_core import CalibrationError, QuantConfig
-from mono_quant_core.calibration import affine_qparams, make_observer
-from mono_quant_core.calibration import range_search
+from mono_quant_core.calibration import affine_qparams, make_observer, range_search
 from mono_quant_core.calibration.histogram import HistogramObserver, bincount_into, scatter_into
-from mono_quant_core.calibration.observers import (MinMaxObserver, MovingAverageObserver,
-                                                   PercentileObserver)
+from mono_quant_core.calibration.observers import MinMaxObserver, MovingAverageObserver, PercentileObserver
 
 OBSERVERS = ["minmax", "moving-average", "percentile", "histogram"]
 EPS = torch.finfo(torch.float32).eps
@@ -259,12 +257,12 @@ def test_half_inputs_match_float32_of_the_same_values(kind, dtype):
     batches = [(torch.randn(16, 33, generator=g) * 3).to(dtype) for _ in range(4)]
     half = observe(kind, batches)
     full = observe(kind, [b.float() for b in batches])
-    for got, want in zip(half.qparams() + half.min_max(), full.qparams() + full.min_max()):
+    for got, want in zip(half.qparams() + half.min_max(), full.qparams() + full.min_max(), strict=True):
         assert got.dtype == want.dtype and torch.equal(got, want)
     assert half.min_max()[0].dtype == torch.float32
 
 
-@pytest.mark.parametrize("kind", OBSERVERS + ["entropy"])
+@pytest.mark.parametrize("kind", [*OBSERVERS, "entropy"])
 def test_observers_never_sync_with_the_host(kind):
     # Meta tensors have no data: .item(), bool() or indexing by a tensor value raise,
     # so update and qparams running here proves neither syncs nor branches on values.

@@ -7,19 +7,19 @@ import math
 import pytest
 import torch
 from torch import nn
+from zoo import ZOO, assert_unchanged, make, snapshot
 
 from mono_quant_core import Cancelled, CancelToken, QuantConfig, quantize
 from mono_quant_core.kernels.fbgemm_dynamic import reduce_range_needed
 from mono_quant_core.outputs import SqnrAccumulator, flat_tensors
 from mono_quant_core.structure import get_submodule
-from zoo import ZOO, assert_unchanged, make, snapshot
 
 
 def output_sqnr(reference, model, samples) -> float:
     acc = SqnrAccumulator()
     with torch.inference_mode():
         for x in samples:
-            for a, b in zip(flat_tensors(reference(x)), flat_tensors(model(x))):
+            for a, b in zip(flat_tensors(reference(x)), flat_tensors(model(x)), strict=True):
                 acc.add(a, b)
     return acc.db()
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zoo import make
 
 from mono_quant_core import QuantConfig, dequantize, load_quantized, quantize, save_quantized
 from mono_quant_core.modules.base import QuantizedModule
 from mono_quant_core.tensor_stats import weight_sqnr_db
-from zoo import make
 
 
 @pytest.mark.parametrize("name,config", [

@@ -8,14 +8,13 @@ import json
 
 import pytest
 import torch
+from failing_files import fail_writes_after
 from safetensors.torch import save_file
 from torch import nn
-
-from mono_quant_core import (QuantConfig, QuantizedFileError, load_quantized, quantize, read_metadata,
-                             save_quantized)
-from mono_quant_core.serialization import atomic
-from failing_files import fail_writes_after
 from zoo import MLP, make
+
+from mono_quant_core import QuantConfig, QuantizedFileError, load_quantized, quantize, read_metadata, save_quantized
+from mono_quant_core.serialization import atomic
 
 FORMATS = [".safetensors", ".pt"]
 
@@ -94,7 +93,7 @@ def test_truncated_files(result, tmp_path, ext, keep):
     path = written(result, tmp_path, ext)
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(QuantizedFileError, match="truncated|corrupt") as err:
+    with pytest.raises(QuantizedFileError, match=r"truncated|corrupt") as err:
         load_quantized(path, model=MLP())
     assert str(path) in str(err.value)
 

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save, save_file
 from torch import nn
+from zoo import make
 
 from mono_quant_core import ConfigError, QuantConfig, load_quantized, quantize, read_metadata, save_quantized
 from mono_quant_core.modules.linear import QuantizedLinear
@@ -17,7 +18,6 @@ from mono_quant_core.quantizer import QuantResult
 from mono_quant_core.report import LayerReport, QuantReport
 from mono_quant_core.serialization import FORMAT_VERSION, estimate_file_bytes
 from mono_quant_core.serialization.file_tensors import file_tensors
-from zoo import make
 
 
 def linear_heavy(width: int = 512) -> nn.Module:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_quantize import output_sqnr
 from torch import nn
+from zoo import assert_unchanged, make, snapshot
 
 from mono_quant_core import Cancelled, CancelToken, QuantConfig, quantize
 from mono_quant_core.quantizer import split_samples
-from test_quantize import output_sqnr
-from zoo import assert_unchanged, make, snapshot
 
 
 def held_out(samples):

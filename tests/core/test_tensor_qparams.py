@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from mono_quant_core.tensor import QuantSpec, SCALE_EPS, choose_qparams, dequantize, qrange, quantize
+from mono_quant_core.tensor import SCALE_EPS, QuantSpec, choose_qparams, dequantize, qrange, quantize
 
 
 def torch_observer(kind: str, **kwargs):

@@ -6,9 +6,19 @@ import pytest
 import torch
 
 import mono_quant_core.tensor.storage as storage
-from mono_quant_core.tensor import (QuantSpec, choose_qparams, db_from_sums, dequantize, dequantize_weight,
-                                    dequantize_weight_into,
-                                    encode, quantize, quantize_weight, quantize_weight_measured, sqnr_db)
+from mono_quant_core.tensor import (
+    QuantSpec,
+    choose_qparams,
+    db_from_sums,
+    dequantize,
+    dequantize_weight,
+    dequantize_weight_into,
+    encode,
+    quantize,
+    quantize_weight,
+    quantize_weight_measured,
+    sqnr_db,
+)
 
 SPECS = [
     QuantSpec(dtype, symmetric, granularity, axis, group_size)

@@ -85,5 +85,5 @@ def test_a_link_that_cannot_be_bundled_is_refused(href):
 def test_a_linked_document_that_is_missing_is_named(tmp_path):
     (tmp_path / "user-guide.md").write_text("# G\n\n[gone](gone.md)\n")
     tool = _tool()
-    with pytest.raises(tool.GuideError, match="links to gone.md, which is not in"):
+    with pytest.raises(tool.GuideError, match=r"links to gone\.md, which is not in"):
         tool.generated(tmp_path / "user-guide.md", tmp_path / "out")

@@ -13,8 +13,7 @@ from PySide6.QtGui import QColor, QPalette
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
-from mono_quant_gui.queue import CANCELLED, DONE, FAILED, RUNNING, QueueDock
-from mono_quant_gui.queue import file_dialogs
+from mono_quant_gui.queue import CANCELLED, DONE, FAILED, RUNNING, QueueDock, file_dialogs
 from mono_quant_gui.queue.dock import HINT_TEXT
 from mono_quant_gui.queue.model import PROGRESS
 
@@ -51,7 +50,7 @@ def test_empty_state_and_add_current_settings(dock, qtbot, tmp_path):
 
 def test_buttons_follow_the_selection(dock, tmp_path):
     ids = dock.add_jobs([job(tmp_path, n) for n in "abcd"])
-    for entry_id, status in zip(ids[1:], (FAILED, RUNNING, DONE)):
+    for entry_id, status in zip(ids[1:], (FAILED, RUNNING, DONE), strict=True):
         dock.model.set_status(entry_id, status)
     expect = {  # selection -> (export, remove, retry)
         (0,): (True, True, False), (1,): (True, True, True), (2,): (True, False, False),

@@ -14,13 +14,22 @@ from PySide6.QtCore import QModelIndex, QStandardPaths, Qt
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.jobs import Job
-from mono_quant_gui.queue import (CANCELLED, DONE, FAILED, QUEUED, RUNNING, OutputBusy, QueueModel, QueueStore,
-                                  claimed, default_queue_path, jobs_from_checkpoints)
-from mono_quant_gui.queue import output_claims
+from mono_quant_gui.queue import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    OutputBusy,
+    QueueModel,
+    QueueStore,
+    claimed,
+    default_queue_path,
+    jobs_from_checkpoints,
+    output_claims,
+)
 from mono_quant_gui.queue.model import MIME_TYPE, PROGRESS, STATUS, STATUS_ROLE
 from mono_quant_gui.queue.store import INTERRUPTED
-
-
 
 
 @pytest.fixture
@@ -152,7 +161,7 @@ def test_reset_puts_failed_and_cancelled_jobs_back(data_home, stores):
     model = QueueModel()
     model.attach(stores())
     ids = model.add_jobs([job(data_home, n) for n in "abcd"], list("abcd"))
-    for entry_id, status in zip(ids, (FAILED, CANCELLED, DONE, RUNNING)):
+    for entry_id, status in zip(ids, (FAILED, CANCELLED, DONE, RUNNING), strict=True):
         model.set_status(entry_id, status, f"{status} message", progress=30)
     assert model.reset(ids) == ids[:2]
     assert [(e.status, e.message, e.progress) for e in model.entries()] == [

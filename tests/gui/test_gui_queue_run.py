@@ -12,14 +12,12 @@ import sys
 import threading
 
 import pytest
+from gui_helpers import MLP, PROBE_MODULE
 from PySide6.QtCore import Qt
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job, run_job
-from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, jobs_from_checkpoints
-from mono_quant_gui.queue import output_claims
-
-from gui_helpers import MLP, PROBE_MODULE
+from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, jobs_from_checkpoints, output_claims
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -200,6 +198,6 @@ def test_the_queue_and_a_main_window_run_at_the_same_time(dock, qtbot, tmp_path)
             dock.run_all.trigger()
     finally:
         assert window_runner.shutdown()
-    for job, ref in zip((mine, queued), reference):
+    for job, ref in zip((mine, queued), reference, strict=True):
         got, want = load_file(job.output), load_file(ref)
         assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)

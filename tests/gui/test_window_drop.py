@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from mono_quant_gui.demo import demo
-
 from conftest import wait_idle
 from gui_helpers import drop_paths
+
+from mono_quant_gui.demo import demo
 
 
 def test_dropping_a_script_loads_it(window, qtbot):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import shutil
 
+from conftest import wait_idle
+from failing_files import FailingFile
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QMessageBox
@@ -15,9 +17,6 @@ from mono_quant_core.serialization import atomic
 from mono_quant_gui import colors, dialogs
 from mono_quant_gui import tree_model as tm
 from mono_quant_gui.demo import demo
-
-from conftest import wait_idle
-from failing_files import FailingFile
 
 RUN_TIMEOUT = 60_000
 

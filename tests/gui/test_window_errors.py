@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from conftest import wait_idle
 from PySide6.QtWidgets import QMessageBox
 from safetensors.torch import load_file
 
 from mono_quant_gui import dialogs
 from mono_quant_gui.demo import demo
-
-from conftest import wait_idle
 
 
 def error_box(window) -> QMessageBox:

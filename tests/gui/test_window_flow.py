@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from conftest import wait_idle
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 
@@ -10,8 +11,6 @@ from mono_quant_core import load_calibration, load_quantized
 from mono_quant_core.batches import as_call_args
 from mono_quant_gui import dialogs
 from mono_quant_gui.demo import demo
-
-from conftest import wait_idle
 
 RUN_TIMEOUT = 60_000
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import gc
 
-from mono_quant_gui import tasks
-
 from conftest import wait_idle
+
+from mono_quant_gui import tasks
 
 
 def test_automatic_collection_is_off_and_a_gui_timer_collects(window, qtbot):

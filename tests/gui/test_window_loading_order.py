@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from conftest import wait_idle
+
 from mono_quant_core.config import QuantConfig
 from mono_quant_gui.demo import demo
-
-from conftest import wait_idle
 
 
 def test_only_the_last_opened_script_is_shown(window, qtbot, monkeypatch):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mono_quant_gui.demo import demo
-
 from conftest import wait_idle
+
+from mono_quant_gui.demo import demo
 
 
 def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import wait_idle
+from gui_helpers import MLP, PROBE_MODULE, drop_paths
 from PySide6.QtCore import QStandardPaths, Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QToolBar
@@ -18,9 +20,6 @@ from mono_quant_gui.__main__ import apply_args, parse_args
 from mono_quant_gui.demo import demo
 from mono_quant_gui.queue import QUEUED, RUNNING, QueueStore, output_claims
 from mono_quant_gui.queue.runner import CLOSED
-
-from conftest import wait_idle
-from gui_helpers import MLP, PROBE_MODULE, drop_paths
 
 RUN_TIMEOUT = 60_000
 
@@ -160,7 +159,7 @@ def test_dropped_checkpoints_need_a_model_script(window, qtbot, tmp_path):
     window.last_error.close()
 
     # Dropped together with the script, they are queued with it; the script opens with the first one.
-    drop_paths(window.dashboard, checkpoints + [str(tmp_path / "model.py")])
+    drop_paths(window.dashboard, [*checkpoints, str(tmp_path / "model.py")])
     jobs = [e.job for e in window.queue_panel.model.entries()]
     assert [j.checkpoint for j in jobs] == checkpoints
     assert all(j.script == str(tmp_path / "model.py") and j.config.layers is None for j in jobs)
@@ -200,9 +199,11 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
         window.start_quantize()
     target = tmp_path / "digits.safetensors"
     monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, suggested: (str(target), dialogs.SAVE_FILTERS[0]))
-    with output_claims.claimed(target, 'the queue job "digits.int8"'):
-        with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
-            window.actions.save_as.trigger()
+    with (
+        output_claims.claimed(target, 'the queue job "digits.int8"'),
+        qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT),
+    ):
+        window.actions.save_as.trigger()
     assert not target.exists()
     assert window.last_error.windowTitle() == "Could not save"
     assert window.last_error.text() == (f'{target}: the queue job "digits.int8" is writing this file right now; '

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from PySide6.QtCore import QTimer
-
 from conftest import wait_idle
+from PySide6.QtCore import QTimer
 
 GATED_MODEL = '''
 import threading
@@ -91,10 +90,11 @@ def test_torch_work_runs_off_the_gui_thread_while_the_event_loop_keeps_turning(w
     module forward run on a worker thread, never on the GUI thread; and while the worker is inside a forward pass,
     the GUI thread's event loop keeps turning (a 10 ms timer ticks at least 5 times before the worker goes on).
     (How long the loop may stall is measured by bench/bench_gui.py, not here.)"""
+    from torch import nn
+
     import mono_quant_core.calibration.runner as calibration_runner
     import mono_quant_core.quantizer as quantizer
     import mono_quant_core.validation as validation
-    from torch import nn
 
     gui_thread = threading.get_ident()
     calls: list[tuple[str, int]] = []  # (what, thread ident)
