@@ -16,8 +16,13 @@ from torch import nn
 from mono_quant_core import QuantConfig
 from mono_quant_core.calibration import calibrate
 
-OBSERVERS = [("minmax", "mse"), ("moving-average", "mse"), ("percentile", "mse"),
-             ("histogram", "mse"), ("histogram", "entropy")]
+OBSERVERS = [
+    ("minmax", "mse"),
+    ("moving-average", "mse"),
+    ("percentile", "mse"),
+    ("histogram", "mse"),
+    ("histogram", "entropy"),
+]
 TARGETS = {"minmax": 1.25, "histogram": 2.0}
 
 
@@ -67,9 +72,10 @@ def calibration(model: nn.Module, names: list[str], samples, config: QuantConfig
 
 def bench(label: str, model: nn.Module, samples: list[torch.Tensor], repeat: int) -> list[str]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    configs = {f"{o}" + (f" ({m})" if o == "histogram" else ""): QuantConfig(mode="static", observer=o,
-                                                                            histogram_method=m)
-               for o, m in OBSERVERS}
+    configs = {
+        f"{o}" + (f" ({m})" if o == "histogram" else ""): QuantConfig(mode="static", observer=o, histogram_method=m)
+        for o, m in OBSERVERS
+    }
     plain_forwards(model, samples[:4])  # warm up
     best_plain = float("inf")
     best = {k: float("inf") for k in configs}
@@ -82,8 +88,10 @@ def bench(label: str, model: nn.Module, samples: list[torch.Tensor], repeat: int
         target = TARGETS.get(key.split(" ")[0]) if key != "histogram (entropy)" else None
         ratio = seconds / best_plain
         verdict = "" if target is None else (" ok" if ratio <= target else " OVER")
-        rows.append(f"| {label} | {key} | {best_plain * 1e3:.0f} | {seconds * 1e3:.0f} | {ratio:.2f}x |"
-                    f" {'' if target is None else f'<= {target}x'}{verdict} |")
+        rows.append(
+            f"| {label} | {key} | {best_plain * 1e3:.0f} | {seconds * 1e3:.0f} | {ratio:.2f}x |"
+            f" {'' if target is None else f'<= {target}x'}{verdict} |"
+        )
     return rows
 
 
@@ -97,13 +105,21 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(1)
     cases = [
-        ("MLP 6x Linear(1024, 1024), batch 64", mlp(),
-         [torch.randn(64, 1024, generator=g) for _ in range(args.samples)]),
-        ("encoder 4 blocks d=256, batch 4x128", encoder(),
-         [torch.randn(4, 128, 256, generator=g) for _ in range(args.samples)]),
+        (
+            "MLP 6x Linear(1024, 1024), batch 64",
+            mlp(),
+            [torch.randn(64, 1024, generator=g) for _ in range(args.samples)],
+        ),
+        (
+            "encoder 4 blocks d=256, batch 4x128",
+            encoder(),
+            [torch.randn(4, 128, 256, generator=g) for _ in range(args.samples)],
+        ),
     ]
-    print(f"N = {args.samples} samples, best of {args.repeat}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\n")
+    print(
+        f"N = {args.samples} samples, best of {args.repeat}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\n"
+    )
     print("| model | observer | N forwards (ms) | calibration (ms) | ratio | target |")
     print("|---|---|---|---|---|---|")
     for label, model, samples in cases:

@@ -92,17 +92,29 @@ def main() -> None:
         print(f"checkpoint: {ckpt_bytes / 2**20:.0f} MiB ({size_mib // 64} x Linear 4096x4096, float32)")
         print(f"{'case':42s} {'peak/ckpt':>9s} {'over model':>10s} {'end/ckpt':>8s} {'time s':>7s}")
         for label, case in CASES.items():
-            code = CHILD.format(bench=str(BENCH), root=str(ROOT), script=str(script),
-                                pt=str(folder / "ckpt.pt"), st=str(folder / "ckpt.safetensors"), case=case)
+            code = CHILD.format(
+                bench=str(BENCH),
+                root=str(ROOT),
+                script=str(script),
+                pt=str(folder / "ckpt.pt"),
+                st=str(folder / "ckpt.safetensors"),
+                case=case,
+            )
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+            out = subprocess.run(
+                [sys.executable, "-c", code],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"),
+            )
             if out.returncode:
                 print(f"{label:42s} failed:\n{out.stderr}")
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
-            print(f"{label:42s} {r['peak'] / ckpt_bytes:9.2f} {(r['peak'] - r['model']) / ckpt_bytes:10.2f} "
-                  f"{r['end'] / ckpt_bytes:8.2f} {r['s']:7.2f}   ({time.perf_counter() - started:.0f} s with start-up)")
+            print(
+                f"{label:42s} {r['peak'] / ckpt_bytes:9.2f} {(r['peak'] - r['model']) / ckpt_bytes:10.2f} "
+                f"{r['end'] / ckpt_bytes:8.2f} {r['s']:7.2f}   ({time.perf_counter() - started:.0f} s with start-up)"
+            )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,12 @@ from mono_quant_core import QuantConfig, load_quantized, quantize, save_quantize
 from mono_quant_core.serialization.file_tensors import file_tensors
 
 REPEAT = 21
-SCRIPT = '''
+SCRIPT = """
 from torch import nn
 
 def build_model():
     return nn.Sequential(*[nn.Linear(2048, 2048) for _ in range(5)])
-'''
+"""
 
 
 def median_times(cases: dict) -> dict[str, float]:
@@ -72,34 +72,49 @@ def main() -> None:
     float_path = os.path.join(folder, "float.safetensors")
     save_file(model.state_dict(), float_path)
     float_bytes = os.path.getsize(float_path)
-    print(f"Model: 5 x Linear(2048, 2048), float file {float_bytes / 1e6:.1f} MB; "
-          f"median of {REPEAT} runs; torch {torch.__version__}, {torch.get_num_threads()} threads\n")
-    print("| case | file MB | / float file | save s | / save_file | / save_file+fsync "
-          "| load s (model) | load s (script) | / load_file |")
+    print(
+        f"Model: 5 x Linear(2048, 2048), float file {float_bytes / 1e6:.1f} MB; "
+        f"median of {REPEAT} runs; torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
+    print(
+        "| case | file MB | / float file | save s | / save_file | / save_file+fsync "
+        "| load s (model) | load s (script) | / load_file |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     configs = {
         "int8 dynamic per-channel": QuantConfig(),
-        "int4 weight-only group 128": QuantConfig(dtype="int4", mode="weight-only", granularity="per-group",
-                                                  group_size=128),
+        "int4 weight-only group 128": QuantConfig(
+            dtype="int4", mode="weight-only", granularity="per-group", group_size=128
+        ),
     }
     for label, config in configs.items():
         result = quantize(model, config, validate=False)
         tensors, _ = file_tensors(result.model)
         ref_path = os.path.join(folder, "ref.safetensors")
         out = os.path.join(folder, "out.safetensors")
-        saves = median_times({"ref": partial(save_file, tensors, ref_path),
-                              "ref_sync": partial(save_and_sync, tensors, ref_path),
-                              "save": partial(save_quantized, result, out)})
-        loads = median_times({"ref": partial(load_file, ref_path),
-                              "model": partial(load_quantized, out, model=model),
-                              "script": partial(load_quantized, out, script=script)})
+        saves = median_times(
+            {
+                "ref": partial(save_file, tensors, ref_path),
+                "ref_sync": partial(save_and_sync, tensors, ref_path),
+                "save": partial(save_quantized, result, out),
+            }
+        )
+        loads = median_times(
+            {
+                "ref": partial(load_file, ref_path),
+                "model": partial(load_quantized, out, model=model),
+                "script": partial(load_quantized, out, script=script),
+            }
+        )
         t_ref, t_ref_sync, t_save = saves["ref"], saves["ref_sync"], saves["save"]
         t_load_ref, t_load_model, t_load_script = loads["ref"], loads["model"], loads["script"]
         size = os.path.getsize(out)
-        print(f"| {label} | {size / 1e6:.1f} | {size / float_bytes:.3f}x | {t_save:.4f} | "
-              f"{t_save / t_ref:.2f}x | {t_save / t_ref_sync:.2f}x | {t_load_model:.4f} "
-              f"({t_load_model / t_load_ref:.2f}x) | {t_load_script:.4f} ({t_load_script / t_load_ref:.2f}x) "
-              f"| load_file {t_load_ref:.4f} s |")
+        print(
+            f"| {label} | {size / 1e6:.1f} | {size / float_bytes:.3f}x | {t_save:.4f} | "
+            f"{t_save / t_ref:.2f}x | {t_save / t_ref_sync:.2f}x | {t_load_model:.4f} "
+            f"({t_load_model / t_load_ref:.2f}x) | {t_load_script:.4f} ({t_load_script / t_load_ref:.2f}x) "
+            f"| load_file {t_load_ref:.4f} s |"
+        )
     print("\nTargets: save <= 1.2x save_file; int8 file <= 0.27x and int4 file <= 0.16x the float file.")
     for name in os.listdir(folder):
         os.remove(os.path.join(folder, name))

@@ -31,7 +31,7 @@ print(time.perf_counter() - t0, "torch" in sys.modules)
 window.close()
 """
 
-BIG_MODEL = '''
+BIG_MODEL = """
 import torch
 from torch import nn
 
@@ -56,23 +56,32 @@ class Stack(nn.Module):
 
     def forward(self, x):
         return self.head(self.blocks(x))
-'''
+"""
 
 
 def fresh_process(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                          env=dict(os.environ, XDG_CONFIG_HOME=tempfile.mkdtemp()))
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, XDG_CONFIG_HOME=tempfile.mkdtemp()),
+    )
     return done.stdout.strip()
 
 
 def bench_startup() -> None:
-    torch_s = min(float(fresh_process("import time; t=time.perf_counter(); import torch; "
-                                      "print(time.perf_counter()-t)")) for _ in range(3))
+    torch_s = min(
+        float(fresh_process("import time; t=time.perf_counter(); import torch; print(time.perf_counter()-t)"))
+        for _ in range(3)
+    )
     runs = [fresh_process(TIME_TO_WINDOW).split() for _ in range(3)]
     window_s = min(float(r[0]) for r in runs)
     torch_loaded = any(r[1] == "True" for r in runs)
-    print(f"time to window          {window_s:6.2f} s   (import torch alone: {torch_s:.2f} s; "
-          f"torch loaded before the window: {torch_loaded})")
+    print(
+        f"time to window          {window_s:6.2f} s   (import torch alone: {torch_s:.2f} s; "
+        f"torch loaded before the window: {torch_loaded})"
+    )
 
 
 def heartbeat_gaps(seconds: float, wait) -> list[float]:
@@ -125,11 +134,15 @@ def bench_run_stalls(window, qtbot_wait) -> None:
     report = window.session.result.report if window.session.result else None
     layers = len(report.layers) if report else 0
     print(f"run (static, histogram) {wall:6.2f} s   {layers} layers, {len(ticks)} heartbeats of 10 ms")
-    print(f"largest event-loop stall {gaps[-1] * 1000:5.0f} ms  (p99 {gaps[int(len(gaps) * 0.99)] * 1000:.0f} ms, "
-          f"median {statistics.median(gaps) * 1000:.0f} ms)")
+    print(
+        f"largest event-loop stall {gaps[-1] * 1000:5.0f} ms  (p99 {gaps[int(len(gaps) * 0.99)] * 1000:.0f} ms, "
+        f"median {statistics.median(gaps) * 1000:.0f} ms)"
+    )
     idle = heartbeat_gaps(min(wall, 10.0), qtbot_wait)
-    print(f"same, idle window        {idle[-1] * 1000:5.0f} ms  (p99 {idle[int(len(idle) * 0.99)] * 1000:.0f} ms: "
-          "the machine's own scheduling noise)")
+    print(
+        f"same, idle window        {idle[-1] * 1000:5.0f} ms  (p99 {idle[int(len(idle) * 0.99)] * 1000:.0f} ms: "
+        "the machine's own scheduling noise)"
+    )
 
 
 def bench_tree(qapp) -> None:
@@ -171,8 +184,10 @@ def bench_tree(qapp) -> None:
     qapp.processEvents()
     panel.view.viewport().repaint()
     results = time.perf_counter() - t0
-    print(f"tree of {len(rows)} modules     {load:6.3f} s to show, {expand:.3f} s to expand all, "
-          f"{toggle:.3f} s to untick all, {results:.3f} s to show {len(layers)} layer results")
+    print(
+        f"tree of {len(rows)} modules     {load:6.3f} s to show, {expand:.3f} s to expand all, "
+        f"{toggle:.3f} s to untick all, {results:.3f} s to show {len(layers)} layer results"
+    )
     panel.close()
 
 

@@ -116,8 +116,9 @@ print(json.dumps(rss() - base))
 
 def memory(case: str) -> int:
     here = os.path.dirname(os.path.abspath(__file__))
-    out = subprocess.run([sys.executable, "-c", MEMORY_CHILD.format(here=here, case=case)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD.format(here=here, case=case)], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -128,20 +129,25 @@ def main() -> None:
     times, names, accuracy = timing()
     resident = {case: memory(case) for case in CASES}
     float_bytes = LAYERS * (WIDTH * WIDTH + WIDTH) * 4
-    print(f"Model: {LAYERS} x Linear({WIDTH}, {WIDTH}), {float_bytes / 2**20:.0f} MiB float32; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads\n")
+    print(
+        f"Model: {LAYERS} x Linear({WIDTH}, {WIDTH}), {float_bytes / 2**20:.0f} MiB float32; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
+    )
     head = " | ".join(f"batch {b} (ms, x float)" for b in BATCHES)
     print(f"| case | kernel | {head} | output SQNR | resident weights |")
     print("|---|---|" + "---|" * len(BATCHES) + "---|---|")
     for case in CASES:
-        cells = " | ".join(
-            f"{times[case][b] * 1e3:.2f} ({times['float32'][b] / times[case][b]:.2f}x)" for b in BATCHES)
+        cells = " | ".join(f"{times[case][b] * 1e3:.2f} ({times['float32'][b] / times[case][b]:.2f}x)" for b in BATCHES)
         db = accuracy[case]
-        print(f"| {case} | {names[case]} | {cells} | {'inf' if db == float('inf') else f'{db:.1f} dB'} | "
-              f"{resident[case] / 2**20:.0f} MiB ({resident[case] / float_bytes:.2f}x) |")
+        print(
+            f"| {case} | {names[case]} | {cells} | {'inf' if db == float('inf') else f'{db:.1f} dB'} | "
+            f"{resident[case] / 2**20:.0f} MiB ({resident[case] / float_bytes:.2f}x) |"
+        )
     print("\n(x float) = float time / case time: above 1 is faster than float.")
-    print("Targets: int8 dynamic >= 2x faster than float at batch 1 and never slower; "
-          "weight-only no slower than 1/1.2 = 0.83x float.")
+    print(
+        "Targets: int8 dynamic >= 2x faster than float at batch 1 and never slower; "
+        "weight-only no slower than 1/1.2 = 0.83x float."
+    )
     print(f"\nTotal {time.perf_counter() - start:.0f} s")
 
 

@@ -18,13 +18,19 @@ import statistics
 import subprocess
 import sys
 
-CASES = ["deepcopy", "ao_quantize_dynamic", "mono_quant_dynamic", "mono_quant_dynamic_first_forward",
-         "mono_quant_dynamic_validated", "mono_quant_weight_only_int4"]
+CASES = [
+    "deepcopy",
+    "ao_quantize_dynamic",
+    "mono_quant_dynamic",
+    "mono_quant_dynamic_first_forward",
+    "mono_quant_dynamic_validated",
+    "mono_quant_weight_only_int4",
+]
 
 #: Fresh processes per case; the median is reported.
 REPEAT = 3
 
-CHILD = r'''
+CHILD = r"""
 import copy, gc, json, sys, time, warnings
 sys.path.insert(0, {bench!r})
 import torch
@@ -63,7 +69,7 @@ elif case == "mono_quant_weight_only_int4":
     out = quantize(model, QuantConfig(dtype="int4", mode="weight-only", granularity="per-group"), validate=False)
 elapsed = time.perf_counter() - t0
 print(json.dumps({{"case": case, "s": elapsed, "peak_over_base": peak() - base, "float_bytes": float_bytes}}))
-'''
+"""
 
 
 def main() -> None:
@@ -71,22 +77,32 @@ def main() -> None:
     runs = {case: [] for case in CASES}
     for _ in range(REPEAT):  # round by round, so machine load hits every case alike
         for case in CASES:
-            out = subprocess.run([sys.executable, "-c", CHILD.format(bench=here, case=case)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, "-c", CHILD.format(bench=here, case=case)], capture_output=True, text=True, check=True
+            )
             runs[case].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    rows = {case: {"s": statistics.median(r["s"] for r in rs),
-                   "peak_over_base": statistics.median(r["peak_over_base"] for r in rs),
-                   "float_bytes": rs[0]["float_bytes"]} for case, rs in runs.items()}
+    rows = {
+        case: {
+            "s": statistics.median(r["s"] for r in rs),
+            "peak_over_base": statistics.median(r["peak_over_base"] for r in rs),
+            "float_bytes": rs[0]["float_bytes"],
+        }
+        for case, rs in runs.items()
+    }
     fb = rows["deepcopy"]["float_bytes"]
     ref_ao, ref_copy = rows["ao_quantize_dynamic"]["s"], rows["deepcopy"]["s"]
     print(f"Model: 6 x Linear(4096, 4096), {fb / 2**20:.0f} MiB float32; median of {REPEAT} fresh processes\n")
     print("| case | time (s) | / quantize_dynamic | / deepcopy | peak RSS over baseline | / float bytes |")
     print("|---|---|---|---|---|---|")
     for case, r in rows.items():
-        print(f"| {case} | {r['s']:.2f} | {r['s'] / ref_ao:.2f}x | {r['s'] / ref_copy:.2f}x | "
-              f"{r['peak_over_base'] / 2**20:.0f} MiB | {r['peak_over_base'] / fb:.2f}x |")
-    print("\nTargets: mono_quant_dynamic faster than quantize_dynamic, within 3x of deepcopy, "
-          "peak RSS over baseline <= 0.6x the float bytes.")
+        print(
+            f"| {case} | {r['s']:.2f} | {r['s'] / ref_ao:.2f}x | {r['s'] / ref_copy:.2f}x | "
+            f"{r['peak_over_base'] / 2**20:.0f} MiB | {r['peak_over_base'] / fb:.2f}x |"
+        )
+    print(
+        "\nTargets: mono_quant_dynamic faster than quantize_dynamic, within 3x of deepcopy, "
+        "peak RSS over baseline <= 0.6x the float bytes."
+    )
 
 
 if __name__ == "__main__":

@@ -86,17 +86,13 @@ class QuantConfig:
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
-                raise ConfigError(
-                    f"{name}: {value!r} is not allowed; choose one of {', '.join(allowed)}"
-                )
+                raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
         if not isinstance(self.group_size, int) or self.group_size < 2 or self.group_size % 2:
             raise ConfigError(f"group_size: {self.group_size!r} must be an even integer >= 2")
         if self.granularity == "per-group" and self.dtype not in ("int8", "int4"):
             raise ConfigError("granularity: per-group applies to int8 and int4 only")
         if self.dtype == "int4" and self.mode != "weight-only":
-            raise ConfigError(
-                f"mode: int4 is weight-only (got mode={self.mode!r}); set mode to weight-only"
-            )
+            raise ConfigError(f"mode: int4 is weight-only (got mode={self.mode!r}); set mode to weight-only")
         if self.dtype in ("int8", "int4") and self.mode == "dynamic" and self.granularity == "per-group":
             raise ConfigError("granularity: per-group needs mode weight-only")
         if self.mode == "static" and self.granularity == "per-group":
@@ -104,9 +100,7 @@ class QuantConfig:
         if not 0.0 < float(self.percentile) <= 100.0:
             raise ConfigError(f"percentile: {self.percentile!r} must be in (0, 100]")
         if not 0.0 < float(self.moving_average_constant) <= 1.0:
-            raise ConfigError(
-                f"moving_average_constant: {self.moving_average_constant!r} must be in (0, 1]"
-            )
+            raise ConfigError(f"moving_average_constant: {self.moving_average_constant!r} must be in (0, 1]")
         if int(self.histogram_bins) < 16:
             raise ConfigError(f"histogram_bins: {self.histogram_bins!r} must be >= 16")
         for name in ("include_types", "exclude_types"):

@@ -7,10 +7,29 @@ from typing import Any
 
 from .report import _decode_float, _encode, format_db, human_bytes
 
-_METRIC_KEYS = ("output_sqnr_db", "load_test_passed", "weight_range_valid", "passed",
-                "calibration_samples", "validation_samples", "elapsed_s", "warnings", "failures")
-_LAYER_KEYS = ("name", "type", "dtype", "mode", "scheme", "granularity", "axis", "group_size",
-               "shape", "weight_sqnr_db")
+_METRIC_KEYS = (
+    "output_sqnr_db",
+    "load_test_passed",
+    "weight_range_valid",
+    "passed",
+    "calibration_samples",
+    "validation_samples",
+    "elapsed_s",
+    "warnings",
+    "failures",
+)
+_LAYER_KEYS = (
+    "name",
+    "type",
+    "dtype",
+    "mode",
+    "scheme",
+    "granularity",
+    "axis",
+    "group_size",
+    "shape",
+    "weight_sqnr_db",
+)
 
 
 def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -28,28 +47,30 @@ def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
         row = {k: record.get(k) for k in _LAYER_KEYS}
         row["output_sqnr_db"] = layer_output.get(record["name"])
         layers.append(row)
-    return _encode({
-        "file": os.path.basename(path),
-        "path": os.path.abspath(path),
-        "format": fmt,
-        "format_version": meta["format_version"],
-        "versions": meta.get("versions", {}),
-        "source": meta.get("source", {}),
-        "config": meta.get("config", {}),
-        "calibration": meta.get("calibration", {}),
-        "layers": layers,
-        "skipped": meta.get("skipped", []),
-        "sizes": {
-            "file_bytes": file_bytes,
-            "original_bytes": original,
-            "quantized_bytes": report.get("quantized_bytes"),
-            "compression_ratio": report.get("compression_ratio"),
-            "file_ratio": (original / file_bytes) if original and file_bytes else None,
-            "tensors": len(tensors),
-            "tied_tensors": len(meta.get("aliases", {})),
-        },
-        "metrics": {k: report.get(k) for k in _METRIC_KEYS},
-    })
+    return _encode(
+        {
+            "file": os.path.basename(path),
+            "path": os.path.abspath(path),
+            "format": fmt,
+            "format_version": meta["format_version"],
+            "versions": meta.get("versions", {}),
+            "source": meta.get("source", {}),
+            "config": meta.get("config", {}),
+            "calibration": meta.get("calibration", {}),
+            "layers": layers,
+            "skipped": meta.get("skipped", []),
+            "sizes": {
+                "file_bytes": file_bytes,
+                "original_bytes": original,
+                "quantized_bytes": report.get("quantized_bytes"),
+                "compression_ratio": report.get("compression_ratio"),
+                "file_ratio": (original / file_bytes) if original and file_bytes else None,
+                "tensors": len(tensors),
+                "tied_tensors": len(meta.get("aliases", {})),
+            },
+            "metrics": {k: report.get(k) for k in _METRIC_KEYS},
+        }
+    )
 
 
 def _ratio(x: float | None) -> str:
@@ -99,8 +120,10 @@ def format_inspect(info: dict[str, Any]) -> str:
     ]
     if calib.get("method"):
         sha = calib.get("files_sha256")
-        lines.append(f"calibration   {calib['method']}, {calib.get('samples')} samples"
-                     + (f" (files sha256 {sha[:16]}…)" if sha else ""))
+        lines.append(
+            f"calibration   {calib['method']}, {calib.get('samples')} samples"
+            + (f" (files sha256 {sha[:16]}…)" if sha else "")
+        )
     lines += [
         f"sizes         float {human_bytes(sizes['original_bytes'])} → {human_bytes(sizes['quantized_bytes'])} "
         f"in memory ({_ratio(sizes['compression_ratio'])}); file {human_bytes(sizes['file_bytes'])} "
@@ -111,14 +134,23 @@ def format_inspect(info: dict[str, Any]) -> str:
         "",
         f"layers ({len(info['layers'])})",
     ]
-    rows = [[r["name"] or "(model)", r["type"], r["dtype"], r.get("granularity") or "—",
-             "×".join(str(d) for d in r.get("shape") or []) or "—", db(r.get("weight_sqnr_db"))]
-            for r in info["layers"]]
+    rows = [
+        [
+            r["name"] or "(model)",
+            r["type"],
+            r["dtype"],
+            r.get("granularity") or "—",
+            "×".join(str(d) for d in r.get("shape") or []) or "—",
+            db(r.get("weight_sqnr_db")),
+        ]
+        for r in info["layers"]
+    ]
     lines += _table(["name", "type", "dtype", "granularity", "shape", "weight SQNR"], rows)
     if info["skipped"]:
         lines += ["", f"skipped ({len(info['skipped'])})"]
-        lines += _table(["name", "type", "reason"],
-                        [[s["name"] or "(model)", s["type"], s["reason"]] for s in info["skipped"]])
+        lines += _table(
+            ["name", "type", "reason"], [[s["name"] or "(model)", s["type"], s["reason"]] for s in info["skipped"]]
+        )
     warnings = metrics.get("warnings") or []
     if warnings:
         lines += ["", "warnings"] + [f"  {w}" for w in warnings]

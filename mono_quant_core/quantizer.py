@@ -121,9 +121,13 @@ def quantize(
     reference = shallow_clone(model).eval()  # float, with its own training flags
     qmodel = shallow_clone(model).eval()
     report = QuantReport(
-        dtype=config.dtype, mode=config.mode, skipped=list(selection.skipped),
-        config=config.to_dict(), versions=versions(),
-        calibration_samples=len(calib_idx), validation_samples=len(val_idx),
+        dtype=config.dtype,
+        mode=config.mode,
+        skipped=list(selection.skipped),
+        config=config.to_dict(),
+        versions=versions(),
+        calibration_samples=len(calib_idx),
+        validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
     )
     total = len(calib_idx) + len(selection.chosen) + len(val_idx) + (1 if validate else 0)
@@ -132,15 +136,14 @@ def quantize(
 
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if static:
-        qparams = _calibrate(reference, selection.chosen, _Subset(samples, calib_idx), config,
-                             stepper, report)
+        qparams = _calibrate(reference, selection.chosen, _Subset(samples, calib_idx), config, stepper, report)
         if overlap:
-            report.warnings.append(
-                "only 1 calibration sample: validation reuses it, so output SQNR is optimistic")
+            report.warnings.append("only 1 calibration sample: validation reuses it, so output SQNR is optimistic")
         elif len(calib_idx) < MIN_CALIBRATION_SAMPLES:
             report.warnings.append(
                 f"only {len(calib_idx)} calibration samples; use at least "
-                f"{MIN_CALIBRATION_SAMPLES} for stable activation ranges")
+                f"{MIN_CALIBRATION_SAMPLES} for stable activation ranges"
+            )
 
     layer_modules: dict[str, nn.Module] = {}
     aliases = names_by_module(model)  # a layer reused under several names is replaced at each
@@ -153,7 +156,8 @@ def quantize(
             if type(float_module).__name__ != "Embedding":
                 report.warnings.append(
                     f"{name}: saw no floating-point input during calibration; "
-                    "its weights are quantized, its activations stay float")
+                    "its weights are quantized, its activations stay float"
+                )
         qmodule = replacement_for(float_module).from_float(float_module, layer_config)
         if name in qparams:
             qmodule.set_input_qparams(*qparams[name])
@@ -171,10 +175,11 @@ def quantize(
 
     report.original_bytes = state_bytes(model)
     report.quantized_bytes = state_bytes(qmodel)
-    report.compression_ratio = (
-        report.original_bytes / report.quantized_bytes if report.quantized_bytes else None)
+    report.compression_ratio = report.original_bytes / report.quantized_bytes if report.quantized_bytes else None
     result = QuantResult(
-        model=qmodel, report=report, config=config,
+        model=qmodel,
+        report=report,
+        config=config,
         source=dict(source if source is not None else getattr(model, "_mono_quant_source", {}) or {}),
         calibration_info=_calibration_info(samples, calib_idx, config if static else None),
     )
@@ -193,12 +198,18 @@ def _calibrate(reference, names, samples, config, stepper: Stepper, report: Quan
         stepper.done = min(done, stepper.total)
         stepper.announce(message)
 
-    result = calibrate(reference, list(names), samples, config, forward_progress,
-                       stepper._cancel, start=stepper.done, total=stepper.total)
+    result = calibrate(
+        reference,
+        list(names),
+        samples,
+        config,
+        forward_progress,
+        stepper._cancel,
+        start=stepper.done,
+        total=stepper.total,
+    )
     qparams = dict(result)
-    if not qparams and any(
-        type(get_submodule(reference, n)).__name__ != "Embedding" for n in names
-    ):
+    if not qparams and any(type(get_submodule(reference, n)).__name__ != "Embedding" for n in names):
         raise CalibrationError("calibration observed no layer inputs: did the samples reach the model?")
     return qparams
 
@@ -210,11 +221,15 @@ def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConf
     meta = qmodule.quant_meta()
     original = sum(p.numel() * p.element_size() for p in float_module.parameters(recurse=False))
     return LayerReport(
-        name=name, type=type(float_module).__name__, dtype=config.dtype,
+        name=name,
+        type=type(float_module).__name__,
+        dtype=config.dtype,
         scheme=None if config.is_cast else config.scheme,
         granularity=None if config.is_cast else meta.get("granularity", config.granularity),
-        shape=list(meta.get("shape", [])), weight_sqnr_db=sqnr,
-        original_bytes=original, quantized_bytes=qmodule.quantized_bytes(),
+        shape=list(meta.get("shape", [])),
+        weight_sqnr_db=sqnr,
+        original_bytes=original,
+        quantized_bytes=qmodule.quantized_bytes(),
         status="low-sqnr" if sqnr is not None and sqnr < config.warn_layer_sqnr_db else "ok",
     )
 

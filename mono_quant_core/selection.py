@@ -170,14 +170,16 @@ def module_table(model: nn.Module) -> list[ModuleRow]:
         reason = unsupported_reason(module, name, blocked)
         if reason is not None and replacement_for(module) is None and not _has_own_params(module):
             reason = None if not is_leaf else "no weights to quantize"
-        rows.append(ModuleRow(
-            name=name,
-            parent=None if name == "" else name.rpartition(".")[0],
-            type=type(module).__name__,
-            params=own[name][0],
-            bytes=own[name][1],
-            quantizable=unsupported_reason(module, name, blocked) is None,
-            reason=reason,
-            is_leaf=is_leaf,
-        ))
+        rows.append(
+            ModuleRow(
+                name=name,
+                parent=None if name == "" else name.rpartition(".")[0],
+                type=type(module).__name__,
+                params=own[name][0],
+                bytes=own[name][1],
+                quantizable=unsupported_reason(module, name, blocked) is None,
+                reason=reason,
+                is_leaf=is_leaf,
+            )
+        )
     return rows

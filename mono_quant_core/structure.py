@@ -26,10 +26,17 @@ def _clone_module(module: nn.Module) -> nn.Module:
     new._modules = {}
     # Hook dicts are shared by copy.copy; give the clone its own.
     for attr in (
-        "_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-        "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs",
-        "_forward_hooks_always_called", "_state_dict_hooks", "_state_dict_pre_hooks",
-        "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks",
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_forward_hooks_with_kwargs",
+        "_forward_pre_hooks_with_kwargs",
+        "_forward_hooks_always_called",
+        "_state_dict_hooks",
+        "_state_dict_pre_hooks",
+        "_load_state_dict_pre_hooks",
+        "_load_state_dict_post_hooks",
     ):
         if attr in module.__dict__:
             new.__dict__[attr] = copy.copy(module.__dict__[attr])

@@ -44,8 +44,7 @@ def round_trip_twin(result, reference: nn.Module) -> nn.Module:
     safetensors_file.write(buffer, header, ordered)
     loaded = {**{k: v for k, v in tensors.items() if k not in quantized}, **load(buffer.getvalue())}
     origin = "the float model (validation round trip)"
-    return assemble(shallow_clone(reference), parse(dumps(meta), "<round trip>"), loaded,
-                    "<round trip>", origin)
+    return assemble(shallow_clone(reference), parse(dumps(meta), "<round trip>"), loaded, "<round trip>", origin)
 
 
 def _outputs_equal(a, b) -> tuple[bool, float]:
@@ -61,8 +60,7 @@ def _outputs_equal(a, b) -> tuple[bool, float]:
     return worst == 0.0, worst
 
 
-def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], samples,
-             stepper: Stepper) -> None:
+def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], samples, stepper: Stepper) -> None:
     """Fill the report's quality figures; failures go to ``report.failures``."""
     report, config = result.report, result.config
     problems = [f"{n}: {p}" for n, m in layer_modules.items() for p in m.weight_range_problems()]
@@ -87,6 +85,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
             approx = qmodule(*args, **kwargs)
             for ref, q in zip(flat_tensors(output), flat_tensors(approx), strict=False):
                 layer_acc[name].add(ref, q)
+
         return hook
 
     outputs_equal, worst = True, 0.0
@@ -128,8 +127,9 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
     elif not outputs_equal:
         report.failures.append(f"round trip: outputs differ after save → load (max |diff| {worst:.3g})")
     if len(samples) == 0:
-        report.warnings.append("no validation samples: output SQNR was not measured "
-                               "(give calibration samples to measure it)")
+        report.warnings.append(
+            "no validation samples: output SQNR was not measured (give calibration samples to measure it)"
+        )
     threshold = config.warn_layer_sqnr_db
     for layer in report.layers:
         low = [v for v in (layer.weight_sqnr_db, layer.output_sqnr_db) if v is not None and v < threshold]
@@ -153,12 +153,13 @@ def enforce(result) -> None:
     if config.min_output_sqnr_db is not None:
         if report.output_sqnr_db is None:
             report.failures.append(
-                f"min_output_sqnr_db {config.min_output_sqnr_db:g} dB could not be checked: "
-                "no validation samples")
+                f"min_output_sqnr_db {config.min_output_sqnr_db:g} dB could not be checked: no validation samples"
+            )
         elif report.output_sqnr_db < config.min_output_sqnr_db:
             report.failures.append(
                 f"output SQNR {report.output_sqnr_db:.2f} dB is below min_output_sqnr_db "
-                f"{config.min_output_sqnr_db:g} dB")
+                f"{config.min_output_sqnr_db:g} dB"
+            )
     report.passed = not report.failures
     if not report.passed and config.on_failure == "warn":
         report.warnings.extend(f"check failed: {f}" for f in report.failures)

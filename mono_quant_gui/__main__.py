@@ -14,18 +14,23 @@ from . import identity
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=identity.EXECUTABLE, description=identity.SUMMARY)
-    parser.add_argument("--demo", nargs="?", const="cnn", choices=("cnn", "transformer"),
-                        help="open a bundled example (default: cnn)")
+    parser.add_argument(
+        "--demo", nargs="?", const="cnn", choices=("cnn", "transformer"), help="open a bundled example (default: cnn)"
+    )
     parser.add_argument("--script", help="the Python script that defines the model")
     parser.add_argument("--entry", help="which model of the script to build, when it defines several")
     parser.add_argument("--checkpoint", help="weights to load into the model")
     parser.add_argument("--calib", help="folder of calibration samples")
     parser.add_argument("--version", action="version", version=f"%(prog)s {identity.VERSION}")
-    parser.add_argument("--smoke-test", action="store_true",
-                        help="open the window, load and quantize the demo, print one line and exit "
-                             "(0: this installation works); offscreen when there is no display")
-    parser.add_argument("paths", nargs="*", metavar="PATH",
-                        help="model script, checkpoint, calibration folder or job file")
+    parser.add_argument(
+        "--smoke-test",
+        action="store_true",
+        help="open the window, load and quantize the demo, print one line and exit "
+        "(0: this installation works); offscreen when there is no display",
+    )
+    parser.add_argument(
+        "paths", nargs="*", metavar="PATH", help="model script, checkpoint, calibration folder or job file"
+    )
     return parser.parse_args(argv)
 
 

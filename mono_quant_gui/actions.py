@@ -16,8 +16,9 @@ class Actions(QObject):
     def __init__(self, window: QMainWindow):
         super().__init__(window)
 
-        def make(name: str, text: str, icon_name: str | None, shortcut: str | None, tip: str,
-                 color: str | None = None) -> QAction:
+        def make(
+            name: str, text: str, icon_name: str | None, shortcut: str | None, tip: str, color: str | None = None
+        ) -> QAction:
             action = QAction(text, window)
             action.setObjectName(name)
             if icon_name:
@@ -30,34 +31,46 @@ class Actions(QObject):
             window.addAction(action)
             return action
 
-        self.open_script = make("open_script", "Open Script…", "open-script", "Ctrl+O",
-                                "Open the Python script that defines the model")
-        self.open_checkpoint = make("open_checkpoint", "Open Checkpoint…", "open-checkpoint", "Ctrl+Shift+O",
-                                    "Load weights into the model (.pt, .pth, .bin, .ckpt, .safetensors)")
-        self.calibration = make("calibration", "Calibration Folder…", "calibration", "Ctrl+L",
-                                "Choose a folder of calibration samples")
-        self.quantize = make("quantize", "Quantize", "quantize", "Ctrl+R",
-                             "Quantize the ticked layers with these settings", "#2f8f46")
+        self.open_script = make(
+            "open_script", "Open Script…", "open-script", "Ctrl+O", "Open the Python script that defines the model"
+        )
+        self.open_checkpoint = make(
+            "open_checkpoint",
+            "Open Checkpoint…",
+            "open-checkpoint",
+            "Ctrl+Shift+O",
+            "Load weights into the model (.pt, .pth, .bin, .ckpt, .safetensors)",
+        )
+        self.calibration = make(
+            "calibration", "Calibration Folder…", "calibration", "Ctrl+L", "Choose a folder of calibration samples"
+        )
+        self.quantize = make(
+            "quantize", "Quantize", "quantize", "Ctrl+R", "Quantize the ticked layers with these settings", "#2f8f46"
+        )
         self.cancel = make("cancel", "Cancel", "cancel", "Esc", "Stop the running task", "#c0392b")
-        self.save_as = make("save_as", "Save As…", "save", "Ctrl+S",
-                            "Save the quantized model as .safetensors or .pt")
-        self.add_to_queue = make("add_to_queue", "Add to Queue", "queue", "Ctrl+Shift+R",
-                                 "Queue a job with the open model, checkpoint, calibration folder, ticked layers "
-                                 "and settings; the Queue pane runs it in the background")
+        self.save_as = make("save_as", "Save As…", "save", "Ctrl+S", "Save the quantized model as .safetensors or .pt")
+        self.add_to_queue = make(
+            "add_to_queue",
+            "Add to Queue",
+            "queue",
+            "Ctrl+Shift+R",
+            "Queue a job with the open model, checkpoint, calibration folder, ticked layers "
+            "and settings; the Queue pane runs it in the background",
+        )
         self.quit = make("quit", "Quit", None, "Ctrl+Q", "Close mono-quant")
         self.quit.setMenuRole(QAction.MenuRole.QuitRole)
         self.clear_recent = make("clear_recent", "Clear Recent Files", None, None, "Forget the recent files")
         self.reset_layout = make("reset_layout", "Reset Layout", None, None, "Put every pane back in its place")
-        self.documentation = make("documentation", "User Guide", None, "F1",
-                                  "Open the mono-quant user guide in your web browser")
+        self.documentation = make(
+            "documentation", "User Guide", None, "F1", "Open the mono-quant user guide in your web browser"
+        )
         self.about = make("about", "About mono-quant", None, None, "Versions and licence")
         self.about.setMenuRole(QAction.MenuRole.AboutRole)
         self.demos = {
             key: make(f"demo_{key}", demo(key).title, "demo", None, f"Open the bundled example: {demo(key).title}")
             for key in DEMO_KEYS
         }
-        self.open_demo = make("open_demo", "Open Demo", "demo", None,
-                              f"Open the bundled example: {demo('cnn').title}")
+        self.open_demo = make("open_demo", "Open Demo", "demo", None, f"Open the bundled example: {demo('cnn').title}")
         self.recent_menu = QMenu("Open &Recent", window)
         self.recent_menu.setObjectName("recent_menu")
 

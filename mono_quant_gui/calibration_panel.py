@@ -77,7 +77,8 @@ class CalibrationPanel(QWidget):
             "No calibration data",
             "Drop a folder of .pt, .safetensors, .npy or .npz samples on the window, or choose one "
             "(Ctrl+L). Static mode needs it; the other modes use it to measure output SQNR.",
-            [choose_action])
+            [choose_action],
+        )
         self.stack = QStackedWidget()
         details = QWidget()
         dl = QVBoxLayout(details)
@@ -95,8 +96,9 @@ class CalibrationPanel(QWidget):
 
     def set_folder(self, folder: str | None) -> None:
         """Show the chosen folder (None: none); the preview follows from the worker."""
-        self.folder.setText(f"<b>{Path(folder).name}</b><br><small>{folder}</small>" if folder else
-                            "<i>No folder chosen</i>")
+        self.folder.setText(
+            f"<b>{Path(folder).name}</b><br><small>{folder}</small>" if folder else "<i>No folder chosen</i>"
+        )
         self.clear_button.setEnabled(folder is not None)
         self.table.setRowCount(0)
         self._set_summary("Reading the folder…" if folder else "", None)
@@ -110,8 +112,14 @@ class CalibrationPanel(QWidget):
         self.table.setRowCount(min(len(rows), MAX_ROWS))
         for r, row in enumerate(rows[:MAX_ROWS]):
             shape = "" if row["shape"] is None else "×".join(str(d) for d in row["shape"]) or "scalar"
-            cells = (row["file"], row["key"] or ("(kwargs)" if row["passed_as"] == "keywords" else ""),
-                     shape, row["dtype"] or "", _range(row), format_bytes(row["bytes"]))
+            cells = (
+                row["file"],
+                row["key"] or ("(kwargs)" if row["passed_as"] == "keywords" else ""),
+                shape,
+                row["dtype"] or "",
+                _range(row),
+                format_bytes(row["bytes"]),
+            )
             if row["error"]:
                 cells = (row["file"], "", "", "", row["error"], format_bytes(row["bytes"]))
             for c, text in enumerate(cells):
@@ -136,8 +144,10 @@ class CalibrationPanel(QWidget):
         if preview.dry_run_error:
             self._set_dry_run(f"✗ Dry run failed: {preview.dry_run_error}", colors.ERROR)
         elif preview.dry_run_structure:
-            outs = ", ".join(f"{k or 'output'} {list(s) if s is not None else ''} {d}".replace("  ", " ")
-                             for k, s, d in preview.dry_run_outputs[:4])
+            outs = ", ".join(
+                f"{k or 'output'} {list(s) if s is not None else ''} {d}".replace("  ", " ")
+                for k, s, d in preview.dry_run_outputs[:4]
+            )
             self._set_dry_run(f"✓ Dry run of the first sample: {preview.dry_run_structure} → {outs}", colors.OK)
         else:
             self._set_dry_run("Open a model to dry-run the first sample through it.", None)

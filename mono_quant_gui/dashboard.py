@@ -83,9 +83,14 @@ class Dashboard(QStackedWidget):
         self.sqnr_plot.layer_clicked.connect(self.layer_clicked)
         self.size_plot = SizePlot()
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self._titled("Per-layer SQNR", self.sqnr_plot,
-                                        "bars: weight SQNR · dots: layer output SQNR · line: model output · "
-                                        "drag or scroll to pan, click a bar to find its layer"))
+        splitter.addWidget(
+            self._titled(
+                "Per-layer SQNR",
+                self.sqnr_plot,
+                "bars: weight SQNR · dots: layer output SQNR · line: model output · "
+                "drag or scroll to pan, click a bar to find its layer",
+            )
+        )
         splitter.addWidget(self._titled("Model size", self.size_plot, ""))
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 1)
@@ -162,11 +167,14 @@ class Dashboard(QStackedWidget):
         self.sqnr_plot.set_model_sqnr(report.output_sqnr_db)
         self.size_plot.set_sizes(report.original_bytes, report.quantized_bytes, report.file_bytes)
         ratio = f"{report.compression_ratio:.2f}× smaller" if report.compression_ratio else ""
-        self.size_card.set(format_bytes(report.quantized_bytes), f"from {format_bytes(report.original_bytes)} · {ratio}")
+        self.size_card.set(
+            format_bytes(report.quantized_bytes), f"from {format_bytes(report.original_bytes)} · {ratio}"
+        )
         low = sum(1 for layer in report.layers if layer.status == "low-sqnr")
         self.layers_card.set(
-            f"{len(report.layers)}", f"quantized · {len(report.skipped)} kept in float"
-            + (f" · {low} low SQNR" if low else ""))
+            f"{len(report.layers)}",
+            f"quantized · {len(report.skipped)} kept in float" + (f" · {low} low SQNR" if low else ""),
+        )
         color = None if report.passed else "#c0392b"
         detail = "validation passed" if report.passed else "; ".join(report.failures) or "checks failed"
         if report.validation_samples:
@@ -175,8 +183,9 @@ class Dashboard(QStackedWidget):
         if report.calibration_samples:
             self.calib_bar.setRange(0, report.calibration_samples)
             self.calib_bar.setValue(report.calibration_samples)
-            self.calib_card.set(str(report.calibration_samples),
-                                f"samples · {report.calibration_method or ''} observer")
+            self.calib_card.set(
+                str(report.calibration_samples), f"samples · {report.calibration_method or ''} observer"
+            )
 
     def set_file_size(self, nbytes: int) -> None:
         """The saved file's size, as the third size bar."""

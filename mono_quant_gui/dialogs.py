@@ -14,8 +14,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 SAVE_FILTERS = ("SafeTensors (*.safetensors)", "PyTorch (*.pt *.pth)")
 _FILTER_SUFFIX = {SAVE_FILTERS[0]: (".safetensors",), SAVE_FILTERS[1]: (".pt", ".pth")}
 SCRIPT_FILTER = "Python model script (*.py)"
-CHECKPOINT_FILTER = ("Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.safetensors.index.json)"
-                     ";;All files (*)")
+CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.safetensors.index.json);;All files (*)"
 
 
 def show_error(parent: QWidget, title: str, message: str, details: str = "") -> QMessageBox:
@@ -30,16 +29,19 @@ def show_error(parent: QWidget, title: str, message: str, details: str = "") -> 
 
 def choose_entry(parent: QWidget, script: str, candidates: list[str]) -> str | None:
     """Ask which of several models in ``script`` to load; None when the user cancels."""
-    name, ok = QInputDialog.getItem(parent, "Choose a model", f"{Path(script).name} defines several models:",
-                                    candidates, 0, False)
+    name, ok = QInputDialog.getItem(
+        parent, "Choose a model", f"{Path(script).name} defines several models:", candidates, 0, False
+    )
     return name if ok else None
 
 
 def confirm_key_mismatch(parent: QWidget, summary: str, details: str) -> bool:
     """The checkpoint does not match the model: True to continue with what matched."""
     box = QMessageBox(QMessageBox.Icon.Warning, "Checkpoint does not match", summary, parent=parent)
-    box.setInformativeText("Continue with the weights that matched (the others keep their initial values), "
-                           "or stop and choose another checkpoint?")
+    box.setInformativeText(
+        "Continue with the weights that matched (the others keep their initial values), "
+        "or stop and choose another checkpoint?"
+    )
     box.setDetailedText(details)
     go = box.addButton("Continue anyway", QMessageBox.ButtonRole.AcceptRole)
     box.addButton("Stop", QMessageBox.ButtonRole.RejectRole)
@@ -68,15 +70,24 @@ def ask_save_path(parent: QWidget, suggested: str) -> tuple[str, str]:
     The dialog's own overwrite question is off: :func:`confirm_overwrite` asks
     after the extension has been added.
     """
-    return QFileDialog.getSaveFileName(parent, "Save quantized model", suggested, ";;".join(SAVE_FILTERS),
-                                       SAVE_FILTERS[0], QFileDialog.Option.DontConfirmOverwrite)
+    return QFileDialog.getSaveFileName(
+        parent,
+        "Save quantized model",
+        suggested,
+        ";;".join(SAVE_FILTERS),
+        SAVE_FILTERS[0],
+        QFileDialog.Option.DontConfirmOverwrite,
+    )
 
 
 def confirm_overwrite(parent: QWidget, path: str) -> bool:
-    answer = QMessageBox.question(parent, "Replace file?", f"{Path(path).name} already exists in "
-                                  f"{Path(path).parent}.\nReplace it?",
-                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
-                                  QMessageBox.StandardButton.Cancel)
+    answer = QMessageBox.question(
+        parent,
+        "Replace file?",
+        f"{Path(path).name} already exists in {Path(path).parent}.\nReplace it?",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+        QMessageBox.StandardButton.Cancel,
+    )
     return answer == QMessageBox.StandardButton.Yes
 
 

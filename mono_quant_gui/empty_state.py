@@ -10,8 +10,9 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QVBoxLayout, QWi
 class EmptyState(QWidget):
     """A centred title, an explanation and optional action buttons."""
 
-    def __init__(self, title: str = "", text: str = "", actions: list[QAction] | None = None,
-                 parent: QWidget | None = None):
+    def __init__(
+        self, title: str = "", text: str = "", actions: list[QAction] | None = None, parent: QWidget | None = None
+    ):
         super().__init__(parent)
         self.setObjectName("empty_state")
         self.title = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)

@@ -55,13 +55,18 @@ def versions() -> dict[str, str]:
 
 def about_html() -> str:
     """The About box's text: name, version, summary, the versions it runs on, licence."""
-    rows = "".join(f"<tr><td>{name}</td><td>&nbsp;&nbsp;{version}</td></tr>"
-                   for name, version in versions().items() if name != "mono-quant")
-    return (f"<h3>{identity.DISPLAY_NAME} {identity.VERSION}</h3>"
-            f"<p>{identity.SUMMARY}</p>"
-            f"<table>{rows}</table>"
-            f"<p>Licence: {identity.LICENSE}<br>"
-            f"<a href='{identity.HOMEPAGE}'>{identity.HOMEPAGE}</a></p>")
+    rows = "".join(
+        f"<tr><td>{name}</td><td>&nbsp;&nbsp;{version}</td></tr>"
+        for name, version in versions().items()
+        if name != "mono-quant"
+    )
+    return (
+        f"<h3>{identity.DISPLAY_NAME} {identity.VERSION}</h3>"
+        f"<p>{identity.SUMMARY}</p>"
+        f"<table>{rows}</table>"
+        f"<p>Licence: {identity.LICENSE}<br>"
+        f"<a href='{identity.HOMEPAGE}'>{identity.HOMEPAGE}</a></p>"
+    )
 
 
 def user_guide_path() -> Path:

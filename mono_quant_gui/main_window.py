@@ -77,9 +77,11 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
         self.addDockWidget(area, dock)
         self.docks.append(dock)
         return dock
@@ -99,8 +101,9 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         scroll.setWidget(self.settings_panel)
         self.settings_dock = self._dock("Settings", "settings_dock", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
         self.calibration_panel = CalibrationPanel(self.actions.calibration)
-        self.calibration_dock = self._dock("Calibration", "calibration_dock", self.calibration_panel,
-                                           Qt.DockWidgetArea.RightDockWidgetArea)
+        self.calibration_dock = self._dock(
+            "Calibration", "calibration_dock", self.calibration_panel, Qt.DockWidgetArea.RightDockWidgetArea
+        )
         self.splitDockWidget(self.settings_dock, self.calibration_dock, Qt.Orientation.Vertical)
         self.log_view = LogView()
         self.log_dock = self._dock("Log", "log_dock", self.log_view, Qt.DockWidgetArea.BottomDockWidgetArea)
@@ -180,8 +183,11 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         menu = self.actions.recent_menu
         menu.clear()
         labels = {"script": "Script", "checkpoint": "Checkpoint", "calibration": "Calibration folder"}
-        handlers = {"script": self.open_script, "checkpoint": self.open_checkpoint,
-                    "calibration": self.set_calibration_folder}
+        handlers = {
+            "script": self.open_script,
+            "checkpoint": self.open_checkpoint,
+            "calibration": self.set_calibration_folder,
+        }
         any_items = False
         for kind, label in labels.items():
             paths = self.store.recent(kind)
@@ -242,8 +248,13 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
     # -- help -----------------------------------------------------------------------------------
     def show_about(self) -> QMessageBox:
         """The About box: version, the versions of torch, PySide6, Qt and safetensors, licence."""
-        box = QMessageBox(QMessageBox.Icon.NoIcon, f"About {identity.DISPLAY_NAME}", help_menu.about_html(),
-                          QMessageBox.StandardButton.Close, self)
+        box = QMessageBox(
+            QMessageBox.Icon.NoIcon,
+            f"About {identity.DISPLAY_NAME}",
+            help_menu.about_html(),
+            QMessageBox.StandardButton.Close,
+            self,
+        )
         box.setObjectName("about_box")
         box.setTextFormat(Qt.TextFormat.RichText)
         box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)  # the homepage link opens
@@ -261,5 +272,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
             return
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))):
             self.last_error = dialogs.show_error(
-                self, "User guide", f"No application could open the user guide. Open this file in a web browser:"
-                f"\n{path}")
+                self,
+                "User guide",
+                f"No application could open the user guide. Open this file in a web browser:\n{path}",
+            )

@@ -27,8 +27,12 @@ from .formatting import format_bytes, format_count
 ANY_TYPE = "Any type"
 #: The widest text each column of numbers or statuses shows in practice: the column is sized to fit it
 #: once, without reading any row (the tree may hold thousands).
-_WIDEST = {tm.COL_PARAMS: ("999.9 M",), tm.COL_BYTES: ("999.9 MiB",), tm.COL_SQNR: ("99.9 dB",),
-           tm.COL_STATUS: ("quantized", "low SQNR")}
+_WIDEST = {
+    tm.COL_PARAMS: ("999.9 M",),
+    tm.COL_BYTES: ("999.9 MiB",),
+    tm.COL_SQNR: ("99.9 dB",),
+    tm.COL_STATUS: ("quantized", "low SQNR"),
+}
 #: Added to a text's width: the cell's margins and a little air.
 _PADDING = 10
 #: The Type column fits the model's longest type name, up to this share of the width that the numbers
@@ -57,8 +61,10 @@ class SelectionBar(QWidget):
         self.type_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.type_combo.setMinimumContentsLength(10)
         self.pattern = QLineEdit(objectName="select_pattern", placeholderText="name pattern, e.g. features.*")
-        self.pattern.setToolTip("Glob on the qualified module name (re:… for a regular expression); "
-                                "a match on a container covers everything inside it")
+        self.pattern.setToolTip(
+            "Glob on the qualified module name (re:… for a regular expression); "
+            "a match on a container covers everything inside it"
+        )
         self.pattern.setClearButtonEnabled(True)
         self.pattern.setMinimumWidth(60)
         self.select_button = QPushButton("Select", objectName="select_button")
@@ -180,7 +186,8 @@ class ModulePanel(QStackedWidget):
             self.view.expand(parent)
             parent = parent.parent()
         self.view.selectionModel().setCurrentIndex(
-            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+            index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+        )
         self.view.scrollTo(index, QTreeView.ScrollHint.PositionAtCenter)
         return True
 
@@ -202,5 +209,6 @@ class ModulePanel(QStackedWidget):
         total = rows[0].params if rows else 0
         self.summary.setText(
             f"{len(ticked)} of {len(quantizable)} layers ticked · {format_bytes(nbytes)} of weights"
-            f" · {format_count(total)} parameters in all")
+            f" · {format_count(total)} parameters in all"
+        )
         self.checks_changed.emit()

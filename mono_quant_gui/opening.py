@@ -38,8 +38,14 @@ class OpeningMixin:
         if path:
             self.set_calibration_folder(path)
 
-    def open_script(self: Any, path: str, checkpoint: str | None = None, entry: str | None = None,
-                    entry_kwargs: dict | None = None, job_config: Any = None) -> None:
+    def open_script(
+        self: Any,
+        path: str,
+        checkpoint: str | None = None,
+        entry: str | None = None,
+        entry_kwargs: dict | None = None,
+        job_config: Any = None,
+    ) -> None:
         """Use ``path`` as the model script (with ``checkpoint`` when given) and load it in the background.
 
         ``job_config``: the QuantConfig of a job whose layer rules tick the tree once loaded.
@@ -91,8 +97,9 @@ class OpeningMixin:
         groups = sort_drop(paths)
         for path in groups.get("unknown", []):
             self.statusBar().showMessage(f"{Path(path).name}: not a model script, checkpoint, folder or job file")
-            log.warning("ignored %s: not a model script (.py), checkpoint, calibration folder or job file (.toml)",
-                        path)
+            log.warning(
+                "ignored %s: not a model script (.py), checkpoint, calibration folder or job file (.toml)", path
+            )
         checkpoints = groups.get("checkpoint", [])
         scripts = groups.get("script", [])
         if len(checkpoints) > 1:
@@ -138,9 +145,19 @@ class OpeningMixin:
             log.error("%s", exc)
             return
         config = job.config
-        values = {name: getattr(config, name) for name in
-                  ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "on_failure",
-                   "min_output_sqnr_db")}
+        values = {
+            name: getattr(config, name)
+            for name in (
+                "dtype",
+                "mode",
+                "scheme",
+                "granularity",
+                "group_size",
+                "observer",
+                "on_failure",
+                "min_output_sqnr_db",
+            )
+        }
         values["samples"] = job.samples or 0
         log.info("opened the job %s", path)
         self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, config)

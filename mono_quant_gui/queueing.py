@@ -54,11 +54,17 @@ class QueueingMixin:
         calibration = s.calibration
         if output is None:
             output = self.default_output(checkpoint or script, config.dtype, is_checkpoint=checkpoint is not None)
-        return Job(script=script, entry=source.get("entry") or s.entry,
-                   entry_kwargs=dict(source.get("entry_kwargs") or s.entry_kwargs or {}),
-                   checkpoint=checkpoint, strict=bool(s.loaded.keys.ok), config=config,
-                   calibration_folder=calibration,
-                   samples=(values["samples"] or None) if calibration else None, output=output)
+        return Job(
+            script=script,
+            entry=source.get("entry") or s.entry,
+            entry_kwargs=dict(source.get("entry_kwargs") or s.entry_kwargs or {}),
+            checkpoint=checkpoint,
+            strict=bool(s.loaded.keys.ok),
+            config=config,
+            calibration_folder=calibration,
+            samples=(values["samples"] or None) if calibration else None,
+            output=output,
+        )
 
     def default_output(self: Any, source: str, dtype: str, is_checkpoint: bool = True) -> str:
         """``<stem>.<dtype>.safetensors`` in :func:`output_folder` of ``source``; ``-2``, ``-3``…
@@ -93,18 +99,22 @@ class QueueingMixin:
         """
         try:
             if script is not None:
-                template = Job(script=script, config=self.settings_panel.config(None),
-                               calibration_folder=self.session.calibration,
-                               samples=(self.settings_panel.values()["samples"] or None)
-                               if self.session.calibration else None,
-                               output=os.path.join(output_folder(script), "model.safetensors"))
+                template = Job(
+                    script=script,
+                    config=self.settings_panel.config(None),
+                    calibration_folder=self.session.calibration,
+                    samples=(self.settings_panel.values()["samples"] or None) if self.session.calibration else None,
+                    output=os.path.join(output_folder(script), "model.safetensors"),
+                )
             else:
                 problem = self.queue_problem()
                 if problem is not None:
                     self.last_error = dialogs.show_error(
-                        self, "Could not queue the checkpoints",
+                        self,
+                        "Could not queue the checkpoints",
                         f"{problem}: each checkpoint is queued with the open model's script, its ticked "
-                        "layers and the current settings (or drop the script together with the checkpoints).")
+                        "layers and the current settings (or drop the script together with the checkpoints).",
+                    )
                     return []
                 template = self.current_job()
         except MonoQuantError as exc:

@@ -32,7 +32,7 @@ _LABELS = {
 _HELP = {
     "dtype": "int8/int4 store integer weights with scales; fp16/bf16 are plain casts",
     "mode": "weight-only: float activations; dynamic: activations quantized per batch; "
-            "static: activation ranges fixed by calibration",
+    "static: activation ranges fixed by calibration",
     "scheme": "symmetric: zero point 0; asymmetric: a zero point per scale",
     "granularity": "one scale per tensor, per output channel, or per group of input values",
     "group_size": "input values sharing one scale (per-group granularity)",
@@ -66,18 +66,30 @@ class SettingsPanel(QWidget):
         self.group_size.setValue(rules.DEFAULTS["group_size"])
         self.samples = QSpinBox(objectName="samples", minimum=0, maximum=1_000_000)
         self.samples.setSpecialValueText("all")
-        self.min_sqnr = QDoubleSpinBox(objectName="min_output_sqnr_db", minimum=0.0, maximum=300.0,
-                                       decimals=1, singleStep=1.0, suffix=" dB")
+        self.min_sqnr = QDoubleSpinBox(
+            objectName="min_output_sqnr_db", minimum=0.0, maximum=300.0, decimals=1, singleStep=1.0, suffix=" dB"
+        )
         self.min_sqnr.setSpecialValueText("off")
         for spin in (self.group_size, self.samples, self.min_sqnr):
             spin.valueChanged.connect(self._edited)
         self.widgets: dict[str, QWidget] = {
-            **self.combos, "group_size": self.group_size, "samples": self.samples,
+            **self.combos,
+            "group_size": self.group_size,
+            "samples": self.samples,
             "min_output_sqnr_db": self.min_sqnr,
         }
         self._labels: dict[str, QLabel] = {}
-        for name in ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "samples",
-                     "on_failure", "min_output_sqnr_db"):
+        for name in (
+            "dtype",
+            "mode",
+            "scheme",
+            "granularity",
+            "group_size",
+            "observer",
+            "samples",
+            "on_failure",
+            "min_output_sqnr_db",
+        ):
             label = QLabel(_LABELS[name])
             label.setToolTip(_HELP[name])
             self.widgets[name].setToolTip(_HELP[name])

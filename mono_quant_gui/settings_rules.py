@@ -72,10 +72,12 @@ def applicable(values: dict[str, Any]) -> dict[str, str | None]:
         "mode": why_cast if cast else None,
         "scheme": why_cast if cast else None,
         "granularity": why_cast if cast else None,
-        "group_size": why_cast if cast else (
-            None if values["granularity"] == "per-group" else "only per-group granularity uses a group size"),
-        "observer": why_cast if cast else (
-            None if values["mode"] == "static" else "observers set activation ranges in static mode only"),
+        "group_size": why_cast
+        if cast
+        else (None if values["granularity"] == "per-group" else "only per-group granularity uses a group size"),
+        "observer": why_cast
+        if cast
+        else (None if values["mode"] == "static" else "observers set activation ranges in static mode only"),
     }
 
 

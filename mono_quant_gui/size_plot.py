@@ -27,8 +27,14 @@ class SizePlot(pg.PlotWidget):
         left.setWidth(78)
         self.view = item.getViewBox()
         self.view.invertY(True)
-        self.bars = pg.BarGraphItem(x0=np.zeros(3), y=np.arange(3.0), height=0.62, width=np.zeros(3),
-                                    brushes=[pg.mkBrush(c) for _, c in _ROWS], pen=None)
+        self.bars = pg.BarGraphItem(
+            x0=np.zeros(3),
+            y=np.arange(3.0),
+            height=0.62,
+            width=np.zeros(3),
+            brushes=[pg.mkBrush(c) for _, c in _ROWS],
+            pen=None,
+        )
         item.addItem(self.bars)
         self.labels = [pg.TextItem(anchor=(0.0, 0.5), color=colors.plot_foreground()) for _ in _ROWS]
         for label in self.labels:

@@ -31,8 +31,12 @@ def use_offscreen_without_display(environ: dict[str, str] | None = None) -> bool
     Must run before the QApplication is created; returns True when it chose offscreen.
     """
     env = os.environ if environ is None else environ
-    if (sys.platform.startswith("linux") and not env.get("QT_QPA_PLATFORM")
-            and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY")):
+    if (
+        sys.platform.startswith("linux")
+        and not env.get("QT_QPA_PLATFORM")
+        and not env.get("DISPLAY")
+        and not env.get("WAYLAND_DISPLAY")
+    ):
         env["QT_QPA_PLATFORM"] = "offscreen"
         return True
     return False
@@ -148,9 +152,12 @@ def _run(scratch: str) -> int:
             if missing:
                 return fail(f"no version metadata for {', '.join(missing)}")
             quantized_s = time.perf_counter() - state["quantize_start"]
-            finish(0, f"{OK_PREFIX} {len(s.rows)} modules, demo loaded in {state['times']['load']:.1f} s, "
-                      f"quantized in {quantized_s:.1f} s (output SQNR {sqnr:.1f} dB), user guide {guide.name}, "
-                      f"torch {versions['torch']}, Qt {versions['Qt']}")
+            finish(
+                0,
+                f"{OK_PREFIX} {len(s.rows)} modules, demo loaded in {state['times']['load']:.1f} s, "
+                f"quantized in {quantized_s:.1f} s (output SQNR {sqnr:.1f} dB), user guide {guide.name}, "
+                f"torch {versions['torch']}, Qt {versions['Qt']}",
+            )
 
     sys.excepthook = unexpected
     window.runner.errored.connect(lambda message, _details: fail(message))

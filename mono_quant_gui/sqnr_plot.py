@@ -59,17 +59,26 @@ class SqnrPlot(pg.PlotWidget):
         self.view.setDefaultPadding(0.02)
         self.bars = pg.BarGraphItem(x=np.zeros(0), height=np.zeros(0), width=_BAR_WIDTH, brushes=[], pen=None)
         self.infinity = pg.ScatterPlotItem(size=18, symbol=_text_symbol("∞"), pen=None, brush=colors.INF)
-        self.outputs = pg.ScatterPlotItem(size=7, symbol="o", pen=pg.mkPen(colors.TEXT_ON_DARK, width=1),
-                                          brush=colors.OUTPUT)
+        self.outputs = pg.ScatterPlotItem(
+            size=7, symbol="o", pen=pg.mkPen(colors.TEXT_ON_DARK, width=1), brush=colors.OUTPUT
+        )
         self.model_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen(colors.OUTPUT, width=1.5))
         self.model_label = pg.TextItem(anchor=(0.0, 1.0), color=colors.TEXT_ON_DARK, fill=colors.OUTPUT)
         self.model_label.setZValue(50)
-        self.warn_line = pg.InfiniteLine(angle=0, movable=False,
-                                         pen=pg.mkPen(colors.LOW, width=1, style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.warn_line = pg.InfiniteLine(
+            angle=0, movable=False, pen=pg.mkPen(colors.LOW, width=1, style=pg.QtCore.Qt.PenStyle.DashLine)
+        )
         self.hover = pg.TextItem(anchor=(0.5, 1.0), color=colors.TEXT_ON_DARK, fill=colors.TOOLTIP_FILL)
         self.hover.setZValue(100)
-        for part in (self.bars, self.infinity, self.outputs, self.model_line, self.model_label, self.warn_line,
-                     self.hover):
+        for part in (
+            self.bars,
+            self.infinity,
+            self.outputs,
+            self.model_line,
+            self.model_label,
+            self.warn_line,
+            self.hover,
+        ):
             item.addItem(part)
         self.hover.hide()
         self.model_line.hide()
@@ -137,8 +146,11 @@ class SqnrPlot(pg.PlotWidget):
 
     # -- drawing ----------------------------------------------------------------------------
     def _cap(self) -> float:
-        finite = [v for v in list(self.values.values()) + list(self.output_values.values())
-                  if v is not None and math.isfinite(v)]
+        finite = [
+            v
+            for v in list(self.values.values()) + list(self.output_values.values())
+            if v is not None and math.isfinite(v)
+        ]
         top = max(finite) if finite else 40.0
         return math.ceil(max(top, 10.0) * 1.15 / 5.0) * 5.0
 
@@ -147,8 +159,7 @@ class SqnrPlot(pg.PlotWidget):
         slots = sorted(self.values)
         heights = [self._height(self.values[s], cap) for s in slots]
         brushes = [self._brush(s) for s in slots]
-        self.bars.setOpts(x=np.array(slots, dtype=float), height=np.array(heights, dtype=float),
-                          brushes=brushes)
+        self.bars.setOpts(x=np.array(slots, dtype=float), height=np.array(heights, dtype=float), brushes=brushes)
         inf_slots = [s for s in slots if self._is_inf(self.values[s])]
         self.infinity.setData(x=inf_slots, y=[cap] * len(inf_slots))
         out = sorted(self.output_values)

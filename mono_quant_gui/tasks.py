@@ -31,8 +31,14 @@ def prepare_torch() -> None:
 
 #: Engine packages imported while a model loads, so a run never stops to import (and,
 #: without cached bytecode, compile) a module while holding the GIL.
-ENGINE_PACKAGES = ("mono_quant_core.quantizer", "mono_quant_core.calibration", "mono_quant_core.modules",
-                   "mono_quant_core.kernels", "mono_quant_core.validation", "mono_quant_core.serialization")
+ENGINE_PACKAGES = (
+    "mono_quant_core.quantizer",
+    "mono_quant_core.calibration",
+    "mono_quant_core.modules",
+    "mono_quant_core.kernels",
+    "mono_quant_core.validation",
+    "mono_quant_core.serialization",
+)
 
 
 def warm_engine() -> None:
@@ -80,8 +86,9 @@ class SaveOutcome:
     bytes: int
 
 
-def load_model_task(ctx, script: str, checkpoint: str | None, entry: str | None,
-                    entry_kwargs: dict | None = None, select: Any = None) -> LoadOutcome:
+def load_model_task(
+    ctx, script: str, checkpoint: str | None, entry: str | None, entry_kwargs: dict | None = None, select: Any = None
+) -> LoadOutcome:
     """Import the script, build the model, load the checkpoint non-strictly and list its modules.
 
     Loading is non-strict so that a key mismatch can be shown to the user, who
@@ -128,8 +135,7 @@ def quantize_task(ctx, model: Any, config: Any, folder: str | None, samples: int
     calib_idx, _, _ = split_samples(n, config.needs_calibration)
     ctx.task.info["calibration_samples"] = len(calib_idx)
     try:
-        return quantize(model, config, calibration, progress=ctx.progress, cancel=ctx.cancel,
-                        on_layer=ctx.on_layer)
+        return quantize(model, config, calibration, progress=ctx.progress, cancel=ctx.cancel, on_layer=ctx.on_layer)
     except ValidationFailed as exc:
         ctx.task.info["report"] = exc.report  # the dashboard still shows what was measured
         raise

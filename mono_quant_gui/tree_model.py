@@ -42,9 +42,11 @@ def name_matcher(pattern: str) -> Callable[[str], bool]:
     """Glob (``encoder.*.fc1``) or ``re:`` regex on the qualified name; a match on a container covers its children."""
     if pattern.startswith("re:"):
         rx = re.compile(pattern[3:])
+
         def test(s: str) -> bool:
             return rx.fullmatch(s) is not None
     else:
+
         def test(s):
             return fnmatch.fnmatchcase(s, pattern)
 
@@ -123,7 +125,8 @@ class ModuleTreeModel(QAbstractItemModel):
         """Tick or clear every quantizable layer of ``type_name`` (None: any) matching ``pattern``; returns the count."""
         match = name_matcher(pattern) if pattern else (lambda name: True)
         hits = [
-            i for i, r in enumerate(self.rows)
+            i
+            for i, r in enumerate(self.rows)
             if r.quantizable and (type_name is None or r.type == type_name) and match(r.name)
         ]
         self._apply([(i, checked) for i in hits])
@@ -164,8 +167,9 @@ class ModuleTreeModel(QAbstractItemModel):
         else:
             for p, (lo, hi) in spans.items():
                 parent = self._make_index(p, 0) if p >= 0 else QModelIndex()
-                self.dataChanged.emit(self.index(lo, 0, parent), self.index(hi, 0, parent),
-                                      [Qt.ItemDataRole.CheckStateRole])
+                self.dataChanged.emit(
+                    self.index(lo, 0, parent), self.index(hi, 0, parent), [Qt.ItemDataRole.CheckStateRole]
+                )
         self.checks_changed.emit()
 
     # -- results ------------------------------------------------------------------------
@@ -237,8 +241,11 @@ class ModuleTreeModel(QAbstractItemModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.TextAlignmentRole and section in (
-                COL_PARAMS, COL_BYTES, COL_SQNR):
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == Qt.ItemDataRole.TextAlignmentRole
+            and section in (COL_PARAMS, COL_BYTES, COL_SQNR)
+        ):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -272,7 +279,9 @@ class ModuleTreeModel(QAbstractItemModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
-    def setData(self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:
+    def setData(
+        self, index: QModelIndex | QPersistentModelIndex, value: Any, role: int = Qt.ItemDataRole.EditRole
+    ) -> bool:
         if role != Qt.ItemDataRole.CheckStateRole or not index.isValid() or index.column() != COL_NAME:
             return False
         i = index.internalId()

@@ -15,11 +15,15 @@ from . import identity
 
 TITLE = f"Welcome to {identity.DISPLAY_NAME}"
 NON_BREAKING_HYPHEN = "\u2011"
-SUBTITLE = ("Make a PyTorch model smaller and see what it costs: quantize the layers you pick, check the error "
-            "layer by layer, and save a file PyTorch loads.")
+SUBTITLE = (
+    "Make a PyTorch model smaller and see what it costs: quantize the layers you pick, check the error "
+    "layer by layer, and save a file PyTorch loads."
+)
 DROP_TITLE = "Drop a model script (.py) here"
-DROP_TEXT = ("Then drop its checkpoint and a folder of calibration samples the same way. "
-             "New to mono-quant? The demo opens a small example with everything in place.")
+DROP_TEXT = (
+    "Then drop its checkpoint and a folder of calibration samples the same way. "
+    "New to mono-quant? The demo opens a small example with everything in place."
+)
 STEPS = (
     ("1", "Open", "the model's script, its checkpoint and a calibration folder"),
     ("2", "Choose", "tick the layers, pick the data type, mode and observer"),
@@ -30,22 +34,26 @@ STEPS = (
 class WelcomePage(QWidget):
     """The first-run page; ``open_script_button`` and ``open_demo_button`` trigger the given actions."""
 
-    def __init__(self, open_script: QAction, open_demo: QAction, documentation: QAction,
-                 parent: QWidget | None = None):
+    def __init__(self, open_script: QAction, open_demo: QAction, documentation: QAction, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("welcome")
         icon = QLabel(alignment=Qt.AlignmentFlag.AlignCenter)
         icon.setPixmap(identity.app_icon().pixmap(48, 48))
         # In a narrow window the title breaks before the name, never at its hyphen.
-        self.title = QLabel(TITLE.replace("-", NON_BREAKING_HYPHEN), objectName="welcome_title",
-                            alignment=Qt.AlignmentFlag.AlignCenter, textFormat=Qt.TextFormat.PlainText)
+        self.title = QLabel(
+            TITLE.replace("-", NON_BREAKING_HYPHEN),
+            objectName="welcome_title",
+            alignment=Qt.AlignmentFlag.AlignCenter,
+            textFormat=Qt.TextFormat.PlainText,
+        )
         self.title.setStyleSheet("font-size: 18pt; font-weight: 600;")
         self.title.setWordWrap(True)
         subtitle = _muted(SUBTITLE)
 
         self.drop_zone = QFrame(objectName="drop_zone")
         self.drop_zone.setStyleSheet(
-            "#drop_zone { border: 2px dashed palette(mid); border-radius: 12px; background: palette(base); }")
+            "#drop_zone { border: 2px dashed palette(mid); border-radius: 12px; background: palette(base); }"
+        )
         drop_title = QLabel(DROP_TITLE, alignment=Qt.AlignmentFlag.AlignCenter)
         drop_title.setStyleSheet("font-size: 13pt; font-weight: 600;")
         drop_title.setWordWrap(True)
@@ -73,19 +81,24 @@ class WelcomePage(QWidget):
         for row, (number, word, text) in enumerate(STEPS):
             badge = QLabel(number, alignment=Qt.AlignmentFlag.AlignCenter)
             badge.setFixedSize(24, 24)
-            badge.setStyleSheet("border-radius: 12px; font-weight: 600; "
-                                "background: palette(highlight); color: palette(highlighted-text);")
+            badge.setStyleSheet(
+                "border-radius: 12px; font-weight: 600; "
+                "background: palette(highlight); color: palette(highlighted-text);"
+            )
             steps.addWidget(badge, row, 0)
             steps.addWidget(QLabel(f"<b>{word}</b>"), row, 1)
             detail = _muted(text)
             detail.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
             steps.addWidget(detail, row, 2)
 
-        self.guide_link = QLabel(f"<a href='guide'>Read the user guide</a> "
-                                 f"({documentation.shortcut().toString()})",
-                                 objectName="guide_link", alignment=Qt.AlignmentFlag.AlignCenter)
-        self.guide_link.setTextInteractionFlags(Qt.TextInteractionFlag.LinksAccessibleByMouse
-                                                | Qt.TextInteractionFlag.LinksAccessibleByKeyboard)
+        self.guide_link = QLabel(
+            f"<a href='guide'>Read the user guide</a> ({documentation.shortcut().toString()})",
+            objectName="guide_link",
+            alignment=Qt.AlignmentFlag.AlignCenter,
+        )
+        self.guide_link.setTextInteractionFlags(
+            Qt.TextInteractionFlag.LinksAccessibleByMouse | Qt.TextInteractionFlag.LinksAccessibleByKeyboard
+        )
         self.guide_link.linkActivated.connect(lambda _link: documentation.trigger())
 
         column = QWidget()

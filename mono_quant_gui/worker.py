@@ -64,7 +64,7 @@ class TaskContext:
         now = time.perf_counter()
         final = total > 0 and done >= total
         phase = message.split(" ", 1)[0]
-        if (final or phase != self._last_phase or now - self._last_emit >= PROGRESS_INTERVAL_S):
+        if final or phase != self._last_phase or now - self._last_emit >= PROGRESS_INTERVAL_S:
             self._last_emit, self._last_phase = now, phase
             self._executor.progress.emit(int(done), int(total), str(message))
 

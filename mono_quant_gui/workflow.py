@@ -33,17 +33,33 @@ class WorkflowMixin(OpeningMixin):
     def load_model(self: Any) -> None:
         s = self.session
         title = f"Loading {Path(s.script).name}" + (f" with {Path(s.checkpoint).name}" if s.checkpoint else "")
-        self.runner.submit(Task("load", title, partial(
-            tasks.load_model_task, script=s.script, checkpoint=s.checkpoint, entry=s.entry,
-            entry_kwargs=s.entry_kwargs, select=s.job_config)))
+        self.runner.submit(
+            Task(
+                "load",
+                title,
+                partial(
+                    tasks.load_model_task,
+                    script=s.script,
+                    checkpoint=s.checkpoint,
+                    entry=s.entry,
+                    entry_kwargs=s.entry_kwargs,
+                    select=s.job_config,
+                ),
+            )
+        )
 
     def preview_calibration(self: Any) -> None:
         s = self.session
         if not s.calibration:
             return
         samples = self.settings_panel.values()["samples"] or None
-        self.runner.submit(Task("preview", f"Previewing {Path(s.calibration).name}",
-                                partial(tasks.preview_task, folder=s.calibration, model=s.model, samples=samples)))
+        self.runner.submit(
+            Task(
+                "preview",
+                f"Previewing {Path(s.calibration).name}",
+                partial(tasks.preview_task, folder=s.calibration, model=s.model, samples=samples),
+            )
+        )
 
     def start_quantize(self: Any) -> None:
         """Quantize the ticked layers with the panel's settings (one run at a time)."""
@@ -61,11 +77,21 @@ class WorkflowMixin(OpeningMixin):
         self.modules.model.clear_results()
         original = s.rows[0].bytes if s.rows else 0
         self.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
-        log.info("quantizing %d layers: %s %s, %s, %s", len(config.layers or []), config.dtype, config.mode,
-                 config.scheme, config.granularity)
-        self.runner.submit(Task("quantize", "Quantizing", partial(
-            tasks.quantize_task, model=s.model, config=config,
-            folder=s.calibration, samples=samples)))
+        log.info(
+            "quantizing %d layers: %s %s, %s, %s",
+            len(config.layers or []),
+            config.dtype,
+            config.mode,
+            config.scheme,
+            config.granularity,
+        )
+        self.runner.submit(
+            Task(
+                "quantize",
+                "Quantizing",
+                partial(tasks.quantize_task, model=s.model, config=config, folder=s.calibration, samples=samples),
+            )
+        )
 
     def cancel(self: Any) -> None:
         if self.runner.current is not None:
@@ -89,8 +115,13 @@ class WorkflowMixin(OpeningMixin):
         self.store.set_last_folder(path)
         # The save claims ``path`` while it writes: a queue job writing the same file makes it fail
         # with a dialog naming the job, and the queue refuses that file while the save runs.
-        self.runner.submit(Task("save", f"Saving {Path(path).name}",
-                                partial(tasks.save_task, result=s.result, path=path, writer="Save As")))
+        self.runner.submit(
+            Task(
+                "save",
+                f"Saving {Path(path).name}",
+                partial(tasks.save_task, result=s.result, path=path, writer="Save As"),
+            )
+        )
 
     # -- runner signals ---------------------------------------------------------------------------
     def _task_started(self: Any, task: Task) -> None:
@@ -126,8 +157,9 @@ class WorkflowMixin(OpeningMixin):
     def _task_finished(self: Any, result: Any) -> None:
         task = self.runner.last
         self.run_status.end()
-        {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized,
-         "save": self._saved}[task.kind](result)
+        {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized, "save": self._saved}[task.kind](
+            result
+        )
         self.update_actions()
         if task.kind == "load":
             tasks.settle_memory()  # here, on the GUI thread (see its docstring)
@@ -136,8 +168,12 @@ class WorkflowMixin(OpeningMixin):
         task = self.runner.last
         self.run_status.end()
         self.flush_layers()
-        titles = {"load": "Could not load the model", "preview": "Calibration folder",
-                  "quantize": "Quantization failed", "save": "Could not save"}
+        titles = {
+            "load": "Could not load the model",
+            "preview": "Calibration folder",
+            "quantize": "Quantization failed",
+            "save": "Could not save",
+        }
         if task.kind == "preview":
             self.calibration_panel.show_error(message)
         if task.kind == "quantize":
@@ -174,8 +210,8 @@ class WorkflowMixin(OpeningMixin):
             return
         keys = outcome.loaded.keys
         if not keys.ok and not dialogs.confirm_key_mismatch(
-                self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.",
-                keys.summary()):
+            self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.", keys.summary()
+        ):
             log.warning("loading stopped: %s does not match the model", keys.checkpoint)
             self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
             return
@@ -184,9 +220,13 @@ class WorkflowMixin(OpeningMixin):
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
         s.job_config = None  # a job's layer rules tick the tree once, not on every later load
-        log.info("loaded %s: %d modules, %d quantizable; %s", outcome.loaded.source.get("entry"),
-                 len(outcome.rows), len(self.modules.model.quantizable_names()),
-                 keys.summary().replace("\n", "; "))
+        log.info(
+            "loaded %s: %d modules, %d quantizable; %s",
+            outcome.loaded.source.get("entry"),
+            len(outcome.rows),
+            len(self.modules.model.quantizable_names()),
+            keys.summary().replace("\n", "; "),
+        )
         self.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows)} modules")
         self.file_label.setText("")
         self.update_title()
@@ -201,10 +241,14 @@ class WorkflowMixin(OpeningMixin):
         self.calibration_panel.show_preview(preview)
         for problem in preview.errors:
             log.warning("calibration: %s", problem)
-        verdict = "dry run failed" if preview.dry_run_error else (
-            "dry run ok" if preview.dry_run_structure else "open a model to dry-run it")
-        self.statusBar().showMessage(f"Calibration folder {Path(preview.folder).name}: {preview.selected} files, "
-                                     f"{verdict}")
+        verdict = (
+            "dry run failed"
+            if preview.dry_run_error
+            else ("dry run ok" if preview.dry_run_structure else "open a model to dry-run it")
+        )
+        self.statusBar().showMessage(
+            f"Calibration folder {Path(preview.folder).name}: {preview.selected} files, {verdict}"
+        )
 
     def _quantized(self: Any, result: Any) -> None:
         self.flush_layers()
@@ -213,11 +257,16 @@ class WorkflowMixin(OpeningMixin):
         r = result.report
         self.statusBar().showMessage(
             f"Done in {r.elapsed_s:.1f} s: output SQNR {format_db(r.output_sqnr_db)}, "
-            f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}. Save it with Ctrl+S.")
+            f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}. Save it with Ctrl+S."
+        )
         for warning in r.warnings:
             log.warning("%s", warning)
-        log.info("done: output SQNR %s, %d layers quantized, %d kept in float",
-                 format_db(r.output_sqnr_db), len(r.layers), len(r.skipped))
+        log.info(
+            "done: output SQNR %s, %d layers quantized, %d kept in float",
+            format_db(r.output_sqnr_db),
+            len(r.layers),
+            len(r.skipped),
+        )
 
     def _show_report(self: Any, report: Any) -> None:
         self.dashboard.finish(report)
@@ -250,11 +299,16 @@ class WorkflowMixin(OpeningMixin):
         a.save_as.setEnabled(self.session.result is not None and not self.runner.busy)
         queue_problem = self.queue_problem()
         a.add_to_queue.setEnabled(queue_problem is None)
-        a.add_to_queue.setToolTip(queue_problem or "Queue a job with these settings and the ticked layers; the "
-                                  "Queue pane runs it in the background (Ctrl+Shift+R)")
+        a.add_to_queue.setToolTip(
+            queue_problem
+            or "Queue a job with these settings and the ticked layers; the "
+            "Queue pane runs it in the background (Ctrl+Shift+R)"
+        )
         self.queue_panel.add_current.setEnabled(queue_problem is None)
-        self.queue_panel.add_current.setToolTip(queue_problem or "Queue a job with the open model, checkpoint, "
-                                                "calibration folder, ticked layers and settings")
+        self.queue_panel.add_current.setToolTip(
+            queue_problem
+            or "Queue a job with the open model, checkpoint, calibration folder, ticked layers and settings"
+        )
 
     def update_title(self: Any) -> None:
         parts = [Path(p).name for p in self.session.shown_inputs() if p]
@@ -263,13 +317,18 @@ class WorkflowMixin(OpeningMixin):
     def show_empty_hints(self: Any) -> None:
         a = self.actions
         if self.session.loaded is None:
-            self.modules.show_hint("No model", "The model's layers are listed here once its script is open: "
-                                   "drop it on the window or use Open Script (Ctrl+O).")
+            self.modules.show_hint(
+                "No model",
+                "The model's layers are listed here once its script is open: "
+                "drop it on the window or use Open Script (Ctrl+O).",
+            )
             self.dashboard.setCurrentWidget(self.welcome)
         elif self.session.result is None and self.dashboard.currentWidget() in (self.dashboard.hint, self.welcome):
-            self.dashboard.show_hint("Ready to quantize",
-                                     "Tick the layers in the module tree, pick the settings on the right and "
-                                     "press Quantize (Ctrl+R).", [a.quantize])
+            self.dashboard.show_hint(
+                "Ready to quantize",
+                "Tick the layers in the module tree, pick the settings on the right and press Quantize (Ctrl+R).",
+                [a.quantize],
+            )
 
     def reveal_layer(self: Any, name: str) -> None:
         """Select ``name`` in the module tree (from a click on its bar)."""

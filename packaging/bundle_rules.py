@@ -70,18 +70,33 @@ QT_LEFT_OUT = [
 EXCLUDES += [f"PySide6.{name}" for name in QT_LEFT_OUT]
 
 #: Standard-library modules not carried for users' model scripts: GUI toolkits, test suites, installers.
-STDLIB_LEFT_OUT = frozenset({
-    "tkinter", "turtle", "turtledemo", "idlelib", "test", "ensurepip", "lib2to3", "pydoc_data", "venv",
-})
+STDLIB_LEFT_OUT = frozenset(
+    {
+        "tkinter",
+        "turtle",
+        "turtledemo",
+        "idlelib",
+        "test",
+        "ensurepip",
+        "lib2to3",
+        "pydoc_data",
+        "venv",
+    }
+)
 
 # torch's wheel carries C++ test programs (torch/test, torch/bin) and test libraries (~135 MB) that
 # nothing links to or imports. torch/bin/torch_shm_manager is the exception: `import torch` fails
 # without it ("Unable to find torch_shm_manager").
 _TORCH_TEST_DIRS = ("torch/test/", "torch/bin/")
 _TORCH_NEEDED = frozenset({"torch/bin/torch_shm_manager"})
-_TORCH_TEST_LIBS = frozenset({
-    "libtorchbind_test.so", "libjitbackend_test.so", "libaoti_custom_ops.so", "libbackend_with_compiler.so",
-})
+_TORCH_TEST_LIBS = frozenset(
+    {
+        "libtorchbind_test.so",
+        "libjitbackend_test.so",
+        "libaoti_custom_ops.so",
+        "libbackend_with_compiler.so",
+    }
+)
 # Qt's own translations of its dialogs: the app installs no QTranslator, so Qt never loads them.
 _QT_TRANSLATIONS = "PySide6/Qt/translations/"
 

@@ -20,10 +20,7 @@ def _no_leftover_threads():
     """Fail a test that leaves a Python thread running."""
     before = set(threading.enumerate())
     yield
-    leftover = [
-        t for t in threading.enumerate()
-        if t not in before and t.is_alive() and not t.daemon
-    ]
+    leftover = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
     for t in leftover:
         t.join(timeout=5)
     still = [t.name for t in leftover if t.is_alive()]

@@ -66,7 +66,8 @@ def test_install_script_puts_a_valid_entry_and_icons_in_the_data_folder(tmp_path
         icon = data / "icons" / "hicolor" / f"{size}x{size}" / "apps" / f"{identity.APP_ID}.png"
         assert icon.read_bytes() == identity.icon_path(size).read_bytes()
 
-    undone = subprocess.run(["bash", script, "--uninstall", str(dist)], env=env, capture_output=True, text=True,
-                            timeout=60)
+    undone = subprocess.run(
+        ["bash", script, "--uninstall", str(dist)], env=env, capture_output=True, text=True, timeout=60
+    )
     assert undone.returncode == 0, undone.stderr
     assert [p for p in data.rglob("*") if p.is_file() and identity.APP_ID in p.name] == []

@@ -24,36 +24,45 @@ def _rules():
 rules = _rules()
 
 
-@pytest.mark.parametrize("dest", [
-    "torch/bin/torch_shm_manager",  # `import torch` fails without it
-    "torch/lib/libtorch_cpu.so",
-    "torch/lib/libc10.so",
-    "torch/testing/_internal/logging_tensor.py",
-    "PySide6/Qt/lib/libQt6Widgets.so.6",
-    "PySide6/Qt/plugins/platforms/libqoffscreen.so",
-    "mono_quant_gui/resources/demo/cnn/model.py",
-    "mono_quant-0.1.0.dist-info/METADATA",
-])
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "torch/bin/torch_shm_manager",  # `import torch` fails without it
+        "torch/lib/libtorch_cpu.so",
+        "torch/lib/libc10.so",
+        "torch/testing/_internal/logging_tensor.py",
+        "PySide6/Qt/lib/libQt6Widgets.so.6",
+        "PySide6/Qt/plugins/platforms/libqoffscreen.so",
+        "mono_quant_gui/resources/demo/cnn/model.py",
+        "mono_quant-0.1.0.dist-info/METADATA",
+    ],
+)
 def test_needed_files_are_kept(dest):
     assert rules.needed(dest)
 
 
-@pytest.mark.parametrize("dest", [
-    "torch/bin/test_api",
-    "torch/bin/protoc",
-    "torch/test/atest",
-    "torch/lib/libtorchbind_test.so",
-    "torch/lib/libjitbackend_test.so",
-    "PySide6/Qt/translations/qtbase_de.qm",
-    "torch\\test\\atest",  # a Windows destination
-])
+@pytest.mark.parametrize(
+    "dest",
+    [
+        "torch/bin/test_api",
+        "torch/bin/protoc",
+        "torch/test/atest",
+        "torch/lib/libtorchbind_test.so",
+        "torch/lib/libjitbackend_test.so",
+        "PySide6/Qt/translations/qtbase_de.qm",
+        "torch\\test\\atest",  # a Windows destination
+    ],
+)
 def test_test_programs_and_translations_are_left_out(dest):
     assert not rules.needed(dest)
 
 
 def test_keep_filters_a_toc():
-    toc = [("torch/bin/torch_shm_manager", "/x/a", "BINARY"), ("torch/bin/test_jit", "/x/b", "BINARY"),
-           ("mono_quant_gui/resources/app/icon.svg", "/x/c", "DATA")]
+    toc = [
+        ("torch/bin/torch_shm_manager", "/x/a", "BINARY"),
+        ("torch/bin/test_jit", "/x/b", "BINARY"),
+        ("mono_quant_gui/resources/app/icon.svg", "/x/c", "DATA"),
+    ]
     kept = [entry[0] for entry in rules.keep(toc)]
     assert kept == ["torch/bin/torch_shm_manager", "mono_quant_gui/resources/app/icon.svg"]
 
@@ -74,8 +83,10 @@ def test_qt_modules_left_out_are_excluded():
 def _fake_strip(tmp_path):
     calls = tmp_path / "calls"
     strip = tmp_path / "strip"
-    strip.write_text(f'#!/bin/sh\n# strip --strip-unneeded -o OUT IN\necho "$4" >> "{calls}"\ncp "$4" "$3"\n'
-                     'printf stripped >> "$3"\n')
+    strip.write_text(
+        f'#!/bin/sh\n# strip --strip-unneeded -o OUT IN\necho "$4" >> "{calls}"\ncp "$4" "$3"\n'
+        'printf stripped >> "$3"\n'
+    )
     strip.chmod(0o755)
     return str(strip), calls
 
@@ -87,8 +98,11 @@ def test_strip_binaries_swaps_torch_libraries_for_stripped_copies_made_once(tmp_
     lib.write_bytes(b"ELF")
     other = tmp_path / "site" / "libQt6Core.so.6"
     other.write_bytes(b"ELF")
-    toc = [("torch/lib/libtorch_cpu.so", str(lib), "BINARY"), ("PySide6/Qt/lib/libQt6Core.so.6", str(other), "BINARY"),
-           ("torch/lib/readme.txt", str(lib), "DATA")]
+    toc = [
+        ("torch/lib/libtorch_cpu.so", str(lib), "BINARY"),
+        ("PySide6/Qt/lib/libQt6Core.so.6", str(other), "BINARY"),
+        ("torch/lib/readme.txt", str(lib), "DATA"),
+    ]
     strip, calls = _fake_strip(tmp_path)
 
     out = rules.strip_binaries(toc, tmp_path / "work", strip=strip)
@@ -131,7 +145,6 @@ def test_nothing_the_app_imports_is_excluded():
     done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=240, env=env)
     assert done.returncode == 0, done.stderr
     imported = json.loads(done.stdout.splitlines()[-1])
-    excluded = [name for name in imported
-                if any(name == ex or name.startswith(ex + ".") for ex in rules.EXCLUDES)]
+    excluded = [name for name in imported if any(name == ex or name.startswith(ex + ".") for ex in rules.EXCLUDES)]
     assert excluded == []
     assert "torch.testing._internal" in imported  # why it is not excluded (see bundle_rules.EXCLUDES)

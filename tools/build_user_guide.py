@@ -87,7 +87,7 @@ class Converter:
     def inline(self, text: str) -> str:
         out, pos = [], 0
         for m in _INLINE.finditer(text):
-            out.append(html.escape(text[pos:m.start()], quote=False))
+            out.append(html.escape(text[pos : m.start()], quote=False))
             out.append(self._inline_match(m))
             pos = m.end()
         out.append(html.escape(text[pos:], quote=False))
@@ -133,8 +133,9 @@ class Converter:
         path, _, anchor = href.partition("#")
         relative = Path(path)
         if relative.is_absolute() or ".." in relative.parts or relative.suffix != ".md" or len(relative.parts) != 1:
-            raise GuideError(f"link {href}: the bundled guide links only to documents in docs/ "
-                             "(other.md), anchors and URLs")
+            raise GuideError(
+                f"link {href}: the bundled guide links only to documents in docs/ (other.md), anchors and URLs"
+            )
         if relative.name not in self.documents:
             self.documents.append(relative.name)
         return relative.with_suffix(".html").name + (f"#{anchor}" if anchor else "")
@@ -222,9 +223,14 @@ class Converter:
 
         def row(cells: list[str], tag: str) -> str:
             cells = (cells + [""] * len(header))[: len(header)]
-            return "<tr>" + "".join(
-                f"<{tag}{aligns[n] if n < len(aligns) else ''}>{self.inline(c)}</{tag}>"
-                for n, c in enumerate(cells)) + "</tr>"
+            return (
+                "<tr>"
+                + "".join(
+                    f"<{tag}{aligns[n] if n < len(aligns) else ''}>{self.inline(c)}</{tag}>"
+                    for n, c in enumerate(cells)
+                )
+                + "</tr>"
+            )
 
         body = "\n".join(row(r, "td") for r in rows)
         out.append(f"<table>\n<thead>{row(header, 'th')}</thead>\n<tbody>\n{body}\n</tbody>\n</table>")
@@ -241,13 +247,14 @@ class Converter:
             if marker and marker[0] == indent and marker[1] == ordered:
                 if items and not items[-1][-1].strip():
                     loose = True  # a blank line between items
-                items.append([" " * marker[3] + line[marker[3]:]])
+                items.append([" " * marker[3] + line[marker[3] :]])
                 columns.append(marker[3])
                 i += 1
             elif not line.strip():
-                following = next((ln for ln in lines[i + 1:] if ln.strip()), None)
-                if following is None or not (_indent(following) >= columns[-1] or (
-                        _list_marker(following) or (-1,))[0] == indent):
+                following = next((ln for ln in lines[i + 1 :] if ln.strip()), None)
+                if following is None or not (
+                    _indent(following) >= columns[-1] or (_list_marker(following) or (-1,))[0] == indent
+                ):
                     break
                 items[-1].append("")
                 i += 1
@@ -306,14 +313,21 @@ def _align(cell: str) -> str:
 
 
 def _is_table_start(lines: list[str], i: int) -> bool:
-    return ("|" in lines[i] and i + 1 < len(lines)
-            and re.match(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$", lines[i + 1]) is not None)
+    return (
+        "|" in lines[i]
+        and i + 1 < len(lines)
+        and re.match(r"^\s*\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?\s*$", lines[i + 1]) is not None
+    )
 
 
 def _starts_block(lines: list[str], i: int) -> bool:
     s = lines[i].strip()
-    return bool(re.match(r"^(#{1,6}\s|```|~~~|>)", s) or _list_marker(lines[i]) or _is_table_start(lines, i)
-                or re.match(r"^(\*\s*){3,}$|^(-\s*){3,}$|^(_\s*){3,}$", s))
+    return bool(
+        re.match(r"^(#{1,6}\s|```|~~~|>)", s)
+        or _list_marker(lines[i])
+        or _is_table_start(lines, i)
+        or re.match(r"^(\*\s*){3,}$|^(-\s*){3,}$|^(_\s*){3,}$", s)
+    )
 
 
 # -- the page ----------------------------------------------------------------------------------

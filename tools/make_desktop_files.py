@@ -15,9 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 LINUX_DIR = ROOT / "resources" / "linux"
 
 #: Newest first: (version, ISO date, one-line note). The newest must be identity.VERSION.
-RELEASES = (
-    ("0.1.0", "2026-11-23", "First release: int8 dynamic, static and weight-only, int4, fp16 and bf16."),
-)
+RELEASES = (("0.1.0", "2026-11-23", "First release: int8 dynamic, static and weight-only, int4, fp16 and bf16."),)
 
 # One main category (a second one lists the app twice in some menus, and the validator hints).
 CATEGORIES = ("Science", "ArtificialIntelligence")
@@ -147,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path.relative_to(ROOT)}")
     if "--check" in argv and stale:
-        print("out of date (run python tools/make_desktop_files.py): "
-              + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+        print(
+            "out of date (run python tools/make_desktop_files.py): "
+            + ", ".join(str(p.relative_to(ROOT)) for p in stale)
+        )
         return 1
     return 0
 

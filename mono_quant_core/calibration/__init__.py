@@ -7,5 +7,4 @@ from .hooks import observed_inputs
 from .observers import make_observer
 from .runner import CalibrationResult, calibrate
 
-__all__ = ["CalibrationResult", "Observer", "affine_qparams", "calibrate", "make_observer",
-           "observed_inputs"]
+__all__ = ["CalibrationResult", "Observer", "affine_qparams", "calibrate", "make_observer", "observed_inputs"]

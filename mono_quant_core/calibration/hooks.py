@@ -63,8 +63,7 @@ def observed_inputs(
     handles = []
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_pre_hook(_observe_into(observers[name]),
-                                                            with_kwargs=True))
+            handles.append(module.register_forward_pre_hook(_observe_into(observers[name]), with_kwargs=True))
         yield observers
     finally:
         for handle in handles:

@@ -138,8 +138,7 @@ class PercentileObserver(Observer):
     def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._count:
             raise not_observed(self.kind)
-        return ((self._lo_sum / self._count).to(torch.float32),
-                (self._hi_sum / self._count).to(torch.float32))
+        return ((self._lo_sum / self._count).to(torch.float32), (self._hi_sum / self._count).to(torch.float32))
 
 
 def make_observer(config: QuantConfig) -> Observer:

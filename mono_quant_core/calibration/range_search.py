@@ -112,7 +112,7 @@ def _kl_cost(h: _Histogram, levels: int) -> Cost:
 
 
 def _evaluate(cost: Cost, a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor:
-    return torch.cat([cost(a[i:i + chunk], b[i:i + chunk]) for i in range(0, len(a), chunk)])
+    return torch.cat([cost(a[i : i + chunk], b[i : i + chunk]) for i in range(0, len(a), chunk)])
 
 
 def _pick(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -142,8 +142,7 @@ def _grid_search(h: _Histogram, cost: Cost, coarse: int, chunk: int) -> tuple[to
             # Every candidate ruled out (only possible for KL): keep the whole occupied range.
             ruled_out = torch.isinf(_pick(costs, best))
             whole = (torch.clamp(h.edges(start), max=0.0), torch.clamp(h.edges(stop), min=0.0))
-            return (torch.where(ruled_out, whole[0], _pick(a, best)),
-                    torch.where(ruled_out, whole[1], _pick(b, best)))
+            return (torch.where(ruled_out, whole[0], _pick(a, best)), torch.where(ruled_out, whole[1], _pick(b, best)))
         finer = max(1, stride // 8)
         offsets = torch.arange(-stride, stride + 1, finer, device=device)
         lower = torch.minimum(torch.maximum(_pick(ia, best) + offsets, start), stop)
@@ -151,15 +150,17 @@ def _grid_search(h: _Histogram, cost: Cost, coarse: int, chunk: int) -> tuple[to
         stride = finer
 
 
-def mse_range(counts: torch.Tensor, lo: torch.Tensor, width: torch.Tensor,
-              levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mse_range(
+    counts: torch.Tensor, lo: torch.Tensor, width: torch.Tensor, levels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The range ``(a, b)`` (a ≤ 0 ≤ b) whose ``levels``-step grid has the least estimated MSE."""
     h = _Histogram(counts, lo, width)
     return _grid_search(h, _mse_cost(h, levels), coarse=128, chunk=1 << 16)
 
 
-def kl_range(counts: torch.Tensor, lo: torch.Tensor, width: torch.Tensor,
-             levels: int) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_range(
+    counts: torch.Tensor, lo: torch.Tensor, width: torch.Tensor, levels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The range ``(a, b)`` (a ≤ 0 ≤ b) with the least KL divergence of quantized from clipped histogram."""
     h = _Histogram(counts, lo, width)
     return _grid_search(h, _kl_cost(h, levels), coarse=32, chunk=4096)

@@ -107,8 +107,9 @@ def calibrate(
                     _forward(model, batch, device, _sample_name(samples, done))
                     done += 1
                     if progress is not None:
-                        progress(start + done, max(total, start + done),
-                                 f"calibrating {done}/{n if n is not None else '?'}")
+                        progress(
+                            start + done, max(total, start + done), f"calibrating {done}/{n if n is not None else '?'}"
+                        )
         # Outside inference mode: the returned tensors are ordinary tensors that
         # callers may copy into buffers or update in place.
         with torch.no_grad():

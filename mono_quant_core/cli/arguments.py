@@ -27,8 +27,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_debug(parser: argparse.ArgumentParser) -> None:
     """``--debug``: show the Python traceback of an error."""
-    parser.add_argument("--debug", action="store_true",
-                        help="on an error, also print the Python traceback")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print the Python traceback")
 
 
 def canonical(value: str) -> str:

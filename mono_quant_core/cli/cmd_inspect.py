@@ -21,9 +21,12 @@ exit status: 0 success, 2 the file is missing or not a mono-quant file
 
 def add_parser(commands) -> None:
     """Register ``inspect``."""
-    p = commands.add_parser("inspect", help="show what a quantized file holds", epilog=EXAMPLES,
-                            description="Show the metadata, layers and sizes of a file written "
-                                        "by mono-quant.")
+    p = commands.add_parser(
+        "inspect",
+        help="show what a quantized file holds",
+        epilog=EXAMPLES,
+        description="Show the metadata, layers and sizes of a file written by mono-quant.",
+    )
     p.set_defaults(command=run)
     p.add_argument("file", metavar="FILE", help="a .safetensors or .pt file written by mono-quant")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

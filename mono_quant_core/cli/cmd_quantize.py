@@ -30,27 +30,44 @@ exit status: 0 success, 1 validation failed, 2 bad usage or input
 
 #: QuantConfig fields set by flags, and the flag of each (the others keep their defaults).
 CONFIG_FLAGS = {
-    "dtype": "--dtype", "mode": "--mode", "scheme": "--scheme", "granularity": "--granularity",
-    "group_size": "--group-size", "observer": "--observer", "include_types": "--include-type",
-    "exclude_types": "--exclude-type", "include": "--include", "exclude": "--exclude",
-    "layers": "--layers", "on_failure": "--on-failure", "min_output_sqnr_db": "--min-output-sqnr",
+    "dtype": "--dtype",
+    "mode": "--mode",
+    "scheme": "--scheme",
+    "granularity": "--granularity",
+    "group_size": "--group-size",
+    "observer": "--observer",
+    "include_types": "--include-type",
+    "exclude_types": "--exclude-type",
+    "include": "--include",
+    "exclude": "--exclude",
+    "layers": "--layers",
+    "on_failure": "--on-failure",
+    "min_output_sqnr_db": "--min-output-sqnr",
 }
 #: Job-file (section, key) -> the flag that sets it.
 JOB_FLAGS = {
-    ("model", "script"): "--script", ("model", "entry"): "--entry",
-    ("model", "entry_kwargs"): "--entry-kwargs", ("model", "checkpoint"): "--checkpoint",
-    ("model", "strict"): "--non-strict", ("calibration", "folder"): "--calib",
-    ("calibration", "samples"): "--samples", ("calibration", "seed"): "--seed",
-    ("output", "path"): "--out", ("output", "report"): "--report",
+    ("model", "script"): "--script",
+    ("model", "entry"): "--entry",
+    ("model", "entry_kwargs"): "--entry-kwargs",
+    ("model", "checkpoint"): "--checkpoint",
+    ("model", "strict"): "--non-strict",
+    ("calibration", "folder"): "--calib",
+    ("calibration", "samples"): "--samples",
+    ("calibration", "seed"): "--seed",
+    ("output", "path"): "--out",
+    ("output", "report"): "--report",
     **{(config_section(name), name): flag for name, flag in CONFIG_FLAGS.items()},
 }
 
 
 def add_parser(commands) -> None:
     """Register ``quantize`` and its flags (DESIGN.md §5)."""
-    p = commands.add_parser("quantize", help="quantize one model", epilog=EXAMPLES,
-                            description="Quantize the model a script defines and save it as "
-                                        ".safetensors or .pt.")
+    p = commands.add_parser(
+        "quantize",
+        help="quantize one model",
+        epilog=EXAMPLES,
+        description="Quantize the model a script defines and save it as .safetensors or .pt.",
+    )
     p.set_defaults(command=run)
     _input_flags(p)
     _quantization_flags(p)
@@ -60,52 +77,55 @@ def add_parser(commands) -> None:
 
 def _input_flags(p: argparse.ArgumentParser) -> None:
     model = p.add_argument_group("model")
-    model.add_argument("--script", required=True, metavar="FILE.py",
-                       help="the script defining the model")
-    model.add_argument("--entry", metavar="NAME",
-                       help="factory function, class or instance in the script")
-    model.add_argument("--entry-kwargs", metavar="JSON",
-                       help='keyword arguments for the entry, e.g. \'{"width": 8}\'')
-    model.add_argument("--checkpoint", metavar="FILE",
-                       help=".pt/.pth/.bin/.ckpt/.safetensors weights")
-    model.add_argument("--non-strict", action="store_true",
-                       help="load a checkpoint with missing or unexpected keys (they are listed)")
+    model.add_argument("--script", required=True, metavar="FILE.py", help="the script defining the model")
+    model.add_argument("--entry", metavar="NAME", help="factory function, class or instance in the script")
+    model.add_argument("--entry-kwargs", metavar="JSON", help="keyword arguments for the entry, e.g. '{\"width\": 8}'")
+    model.add_argument("--checkpoint", metavar="FILE", help=".pt/.pth/.bin/.ckpt/.safetensors weights")
+    model.add_argument(
+        "--non-strict", action="store_true", help="load a checkpoint with missing or unexpected keys (they are listed)"
+    )
     calib = p.add_argument_group("calibration")
-    calib.add_argument("--calib", metavar="DIR",
-                       help="folder of calibration tensors (required by --mode static)")
+    calib.add_argument("--calib", metavar="DIR", help="folder of calibration tensors (required by --mode static)")
     calib.add_argument("--samples", type=positive_int, metavar="N", help="use N calibration files")
-    calib.add_argument("--seed", type=natural_int, metavar="N",
-                       help="pick the N files at random with this seed")
+    calib.add_argument("--seed", type=natural_int, metavar="N", help="pick the N files at random with this seed")
 
 
 def _quantization_flags(p: argparse.ArgumentParser) -> None:
     quant = p.add_argument_group("quantization")
-    for flag, choices, default in (("--dtype", cfg.DTYPES, "int8"), ("--mode", cfg.MODES, "dynamic"),
-                                   ("--scheme", cfg.SCHEMES, "symmetric"),
-                                   ("--granularity", cfg.GRANULARITIES, "per-channel")):
+    for flag, choices, default in (
+        ("--dtype", cfg.DTYPES, "int8"),
+        ("--mode", cfg.MODES, "dynamic"),
+        ("--scheme", cfg.SCHEMES, "symmetric"),
+        ("--granularity", cfg.GRANULARITIES, "per-channel"),
+    ):
         quant.add_argument(flag, type=canonical, choices=choices, help=f"default {default}")
-    quant.add_argument("--group-size", type=positive_int, metavar="N",
-                       help="per-group size (default 128)")
+    quant.add_argument("--group-size", type=positive_int, metavar="N", help="per-group size (default 128)")
     quant.add_argument("--observer", type=canonical, choices=cfg.OBSERVERS, help="default minmax")
-    for flag, dest, what in (("--include-type", "include_types", "TYPE"),
-                             ("--exclude-type", "exclude_types", "TYPE"),
-                             ("--include", "include", "GLOB"), ("--exclude", "exclude", "GLOB"),
-                             ("--layers", "layers", "NAME")):
+    for flag, dest, what in (
+        ("--include-type", "include_types", "TYPE"),
+        ("--exclude-type", "exclude_types", "TYPE"),
+        ("--include", "include", "GLOB"),
+        ("--exclude", "exclude", "GLOB"),
+        ("--layers", "layers", "NAME"),
+    ):
         quant.add_argument(flag, dest=dest, nargs="+", action="extend", metavar=what)
     check = p.add_argument_group("validation")
     check.add_argument("--on-failure", type=canonical, choices=cfg.ON_FAILURE, help="default error")
-    check.add_argument("--min-output-sqnr", dest="min_output_sqnr_db", type=float, metavar="DB",
-                       help="fail (see --on-failure) when the output SQNR is lower")
+    check.add_argument(
+        "--min-output-sqnr",
+        dest="min_output_sqnr_db",
+        type=float,
+        metavar="DB",
+        help="fail (see --on-failure) when the output SQNR is lower",
+    )
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .pt output file")
     out.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
-    out.add_argument("--save-job", metavar="FILE.toml",
-                     help="also write these settings as a job file")
-    out.add_argument("--no-run", action="store_true",
-                     help="with --save-job: write the job, do not run it")
+    out.add_argument("--save-job", metavar="FILE.toml", help="also write these settings as a job file")
+    out.add_argument("--no-run", action="store_true", help="with --save-job: write the job, do not run it")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -139,14 +159,21 @@ def job_from_args(args: argparse.Namespace) -> Job:
         name, _, problem = str(exc).partition(": ")
         raise ConfigError(f"{CONFIG_FLAGS.get(name, name)}: {problem}") from None
     if config.needs_calibration and not args.calib:
-        raise ConfigError("--mode static needs --calib DIR, a folder of calibration tensors "
-                          "to measure activation ranges on")
+        raise ConfigError(
+            "--mode static needs --calib DIR, a folder of calibration tensors to measure activation ranges on"
+        )
     try:
         return Job(
-            script=os.path.abspath(args.script), output=os.path.abspath(args.out),
-            entry=args.entry, entry_kwargs=parse_entry_kwargs(args.entry_kwargs, "--entry-kwargs"),
-            checkpoint=_absolute(args.checkpoint), strict=not args.non_strict, config=config,
-            calibration_folder=_absolute(args.calib), samples=args.samples, seed=args.seed,
+            script=os.path.abspath(args.script),
+            output=os.path.abspath(args.out),
+            entry=args.entry,
+            entry_kwargs=parse_entry_kwargs(args.entry_kwargs, "--entry-kwargs"),
+            checkpoint=_absolute(args.checkpoint),
+            strict=not args.non_strict,
+            config=config,
+            calibration_folder=_absolute(args.calib),
+            samples=args.samples,
+            seed=args.seed,
             report_path=_absolute(args.report),
         )
     except ConfigError as exc:

@@ -28,12 +28,12 @@ exit status: 0 every job done, 1 at least one job failed, 2 bad usage
 
 def add_parser(commands) -> None:
     """Register ``run``."""
-    p = commands.add_parser("run", help="run job files", epilog=EXAMPLES,
-                            description="Run each job file in turn and print a summary.")
+    p = commands.add_parser(
+        "run", help="run job files", epilog=EXAMPLES, description="Run each job file in turn and print a summary."
+    )
     p.set_defaults(command=run)
     p.add_argument("jobs", nargs="+", metavar="JOB.toml", help="job files, run in the order given")
-    p.add_argument("--json", action="store_true",
-                   help="print the summary as JSON on stdout instead of a table")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout instead of a table")
     add_debug(p)
 
 
@@ -66,10 +66,14 @@ def _run_one(path: str, index: int, count: int, debug: bool) -> JobRow:
         # Errors about the job file itself already start with its name.
         message = message.removeprefix(f"{path}: ")
         print(f"mono-quant: error: {path}: {message}", file=sys.stderr)
-        return JobRow(job=path, status="failed", error=message,
-                      elapsed_s=time.perf_counter() - started)
+        return JobRow(job=path, status="failed", error=message, elapsed_s=time.perf_counter() - started)
     printer.finish()
     print_warnings(outcome.report)
-    return JobRow(job=path, status="done", output=outcome.output,
-                  output_sqnr_db=outcome.report.output_sqnr_db, file_bytes=outcome.file_bytes,
-                  elapsed_s=outcome.elapsed_s)
+    return JobRow(
+        job=path,
+        status="done",
+        output=outcome.output,
+        output_sqnr_db=outcome.report.output_sqnr_db,
+        file_bytes=outcome.file_bytes,
+        elapsed_s=outcome.elapsed_s,
+    )

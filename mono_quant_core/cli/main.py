@@ -30,8 +30,9 @@ exit status: 0 success, 1 a job or validation failed, 2 bad usage or input
 
 def build_parser() -> ArgumentParser:
     """The ``mono-quant`` parser with its three commands."""
-    parser = ArgumentParser(prog="mono-quant", epilog=EXAMPLES,
-                            description="Post-training quantization of PyTorch models.")
+    parser = ArgumentParser(
+        prog="mono-quant", epilog=EXAMPLES, description="Post-training quantization of PyTorch models."
+    )
     parser.add_argument("--version", action="version", version=f"mono-quant {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for command in (cmd_quantize, cmd_run, cmd_inspect):

@@ -22,8 +22,14 @@ class ProgressPrinter:
     ``label`` prefixes every message (the job's name in ``run``).
     """
 
-    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic, width: int | None = None):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        width: int | None = None,
+    ):
         self.stream = stream if stream is not None else sys.stderr
         self.tty = tty if tty is not None else _isatty(self.stream)
         self.label = ""
@@ -38,8 +44,7 @@ class ProgressPrinter:
         now = self._clock()
         phase = message.split(" ", 1)[0]
         finished = total > 0 and done >= total
-        due = self._last_time is None or now - self._last_time >= (
-            TTY_INTERVAL if self.tty else PLAIN_INTERVAL)
+        due = self._last_time is None or now - self._last_time >= (TTY_INTERVAL if self.tty else PLAIN_INTERVAL)
         if not (due or finished or phase != self._last_phase):
             return
         line = self._line(done, total, message)

@@ -20,10 +20,12 @@ def print_warnings(report: QuantReport) -> None:
 def quantize_summary(outcome: JobOutcome) -> str:
     """``wrote q.safetensors (12.0 KiB; float weights 47.0 KiB); output SQNR 41.2 dB; ...``."""
     report = outcome.report
-    return (f"wrote {_shown_path(outcome.output)} ({human_bytes(outcome.file_bytes)}; float weights "
-            f"{human_bytes(report.original_bytes)}); output SQNR {format_db(report.output_sqnr_db)}; "
-            f"{len(report.layers)} layers quantized, {len(report.skipped)} skipped; "
-            f"{outcome.elapsed_s:.1f} s")
+    return (
+        f"wrote {_shown_path(outcome.output)} ({human_bytes(outcome.file_bytes)}; float weights "
+        f"{human_bytes(report.original_bytes)}); output SQNR {format_db(report.output_sqnr_db)}; "
+        f"{len(report.layers)} layers quantized, {len(report.skipped)} skipped; "
+        f"{outcome.elapsed_s:.1f} s"
+    )
 
 
 @dataclass
@@ -42,20 +44,35 @@ class JobRow:
         sqnr = self.output_sqnr_db
         if sqnr is not None and sqnr in (float("inf"), float("-inf")):
             sqnr = "inf" if sqnr > 0 else "-inf"
-        return {"job": self.job, "status": self.status, "output": self.output,
-                "output_sqnr_db": sqnr, "file_bytes": self.file_bytes,
-                "elapsed_s": round(self.elapsed_s, 3), "error": self.error}
+        return {
+            "job": self.job,
+            "status": self.status,
+            "output": self.output,
+            "output_sqnr_db": sqnr,
+            "file_bytes": self.file_bytes,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "error": self.error,
+        }
 
 
 def summary_table(rows: list[JobRow]) -> str:
     """The table ``run`` prints, then one line per failed job with its message."""
     header = ["job", "status", "output", "SQNR", "size", "time"]
-    body = [[r.job, r.status, _shown_path(r.output) if r.output else "—",
-             format_db(r.output_sqnr_db), human_bytes(r.file_bytes), f"{r.elapsed_s:.1f} s"]
-            for r in rows]
+    body = [
+        [
+            r.job,
+            r.status,
+            _shown_path(r.output) if r.output else "—",
+            format_db(r.output_sqnr_db),
+            human_bytes(r.file_bytes),
+            f"{r.elapsed_s:.1f} s",
+        ]
+        for r in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip()
-             for line in [header, *body]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)).rstrip() for line in [header, *body]
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     failed = [r for r in rows if r.status != "done"]
     done = len(rows) - len(failed)

@@ -54,13 +54,19 @@ class Job:
         for section, key in (("model", "script"), ("output", "path")):
             value = getattr(self, JOB_FIELDS[section, key])
             if not isinstance(value, str) or not value.strip():
-                raise job_error(section, key, "missing; a job needs the model script (.py) and "
-                                "the output file (.safetensors or .pt)")
+                raise job_error(
+                    section,
+                    key,
+                    "missing; a job needs the model script (.py) and the output file (.safetensors or .pt)",
+                )
         for (section, key), name in JOB_FIELDS.items():
             _check_kind(section, key, getattr(self, name))
         if not self.output.lower().endswith(OUTPUT_SUFFIXES):
-            raise job_error("output", "path", f"{self.output!r} must end in "
-                            f"{', '.join(OUTPUT_SUFFIXES)} (the extension chooses the format)")
+            raise job_error(
+                "output",
+                "path",
+                f"{self.output!r} must end in {', '.join(OUTPUT_SUFFIXES)} (the extension chooses the format)",
+            )
         if not isinstance(self.config, QuantConfig):
             raise job_error("quantization", "*", "config must be a QuantConfig")
         try:
@@ -69,9 +75,13 @@ class Job:
             raise config_error_in_job(exc) from None
         if self.calibration_folder is None:
             if self.config.needs_calibration:
-                raise job_error("calibration", "folder", "mode static needs a calibration folder "
-                                "(tensors to measure activation ranges on); add one or choose "
-                                "mode weight-only or dynamic")
+                raise job_error(
+                    "calibration",
+                    "folder",
+                    "mode static needs a calibration folder "
+                    "(tensors to measure activation ranges on); add one or choose "
+                    "mode weight-only or dynamic",
+                )
             for key in ("samples", "seed"):
                 if getattr(self, key) is not None:
                     raise job_error("calibration", key, "given without a calibration folder")
@@ -122,8 +132,7 @@ class Job:
         return load_job(path)
 
     @classmethod
-    def from_toml(cls, text: str, base_dir: str | os.PathLike | None = None,
-                  name: str = "job") -> Job:
+    def from_toml(cls, text: str, base_dir: str | os.PathLike | None = None, name: str = "job") -> Job:
         """Parse job-file text; relative paths are taken relative to ``base_dir`` (default: cwd)."""
         from .job_reader import parse_job
 

@@ -14,13 +14,23 @@ from .job import Job
 from .schema import CONFIG_SECTIONS, JOB_FIELDS, SECTIONS, config_error_in_job, job_error
 
 _CHOICES = {
-    "dtype": config_module.DTYPES, "mode": config_module.MODES, "scheme": config_module.SCHEMES,
-    "granularity": config_module.GRANULARITIES, "observer": config_module.OBSERVERS,
-    "histogram_method": config_module.HISTOGRAM_METHODS, "on_failure": config_module.ON_FAILURE,
+    "dtype": config_module.DTYPES,
+    "mode": config_module.MODES,
+    "scheme": config_module.SCHEMES,
+    "granularity": config_module.GRANULARITIES,
+    "observer": config_module.OBSERVERS,
+    "histogram_method": config_module.HISTOGRAM_METHODS,
+    "on_failure": config_module.ON_FAILURE,
 }
-_EXPECTED = {"path": "a string (a file or folder path)", "string": "a string",
-             "integer": "an integer", "float": "a number", "boolean": "true or false",
-             "names": "a list of strings", "table": "an inline table of keyword arguments"}
+_EXPECTED = {
+    "path": "a string (a file or folder path)",
+    "string": "a string",
+    "integer": "an integer",
+    "float": "a number",
+    "boolean": "true or false",
+    "names": "a list of strings",
+    "table": "an inline table of keyword arguments",
+}
 
 
 def load_job(path: str | os.PathLike) -> Job:
@@ -58,16 +68,14 @@ def _build(data: dict[str, Any], base: str) -> Job:
     sections = ", ".join(f"[{s}]" for s in SECTIONS)
     for section, table in data.items():
         if not isinstance(table, dict):
-            raise ConfigError(f"{section}: keys belong inside a section ({sections}), "
-                              "not at the top of the file")
+            raise ConfigError(f"{section}: keys belong inside a section ({sections}), not at the top of the file")
         if section not in SECTIONS:
             raise ConfigError(f"[{section}]: unknown section; a job file has the sections {sections}")
         spelled: dict[str, str] = {}
         for raw_key, value in table.items():
             key = raw_key.replace("-", "_")
             if key not in SECTIONS[section]:
-                raise job_error(section, raw_key,
-                                f"unknown key; [{section}] takes {', '.join(SECTIONS[section])}")
+                raise job_error(section, raw_key, f"unknown key; [{section}] takes {', '.join(SECTIONS[section])}")
             if key in spelled:
                 raise job_error(section, key, f"given twice (as {spelled[key]} and {raw_key})")
             spelled[key] = raw_key
@@ -115,8 +123,7 @@ def _checked(section: str, key: str, value: Any, base: str) -> Any:
 def _refuse_dates(value: Any, where: str) -> None:
     """Entry arguments are JSON-like; TOML dates and times have no JSON or CLI spelling."""
     if isinstance(value, (datetime.date, datetime.time)):
-        raise ConfigError(f"[model] {where}: dates and times are not supported here; "
-                          "write the value as a string")
+        raise ConfigError(f"[model] {where}: dates and times are not supported here; write the value as a string")
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for k, v in items:
         _refuse_dates(v, f"{where}.{k}" if isinstance(value, dict) else f"{where}[{k}]")
@@ -127,5 +134,6 @@ def _toml_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, (datetime.date, datetime.time)):
         return "date/time"
-    return {str: "string", int: "integer", float: "float", list: "array",
-            dict: "table"}.get(type(value), type(value).__name__)
+    return {str: "string", int: "integer", float: "float", list: "array", dict: "table"}.get(
+        type(value), type(value).__name__
+    )

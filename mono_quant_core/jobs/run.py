@@ -33,8 +33,12 @@ class JobOutcome:
     elapsed_s: float
 
 
-def run_job(job: Job, progress: ProgressFn | None = None, cancel: CancelLike | None = None,
-            on_layer: Callable[[LayerReport], None] | None = None) -> JobOutcome:
+def run_job(
+    job: Job,
+    progress: ProgressFn | None = None,
+    cancel: CancelLike | None = None,
+    on_layer: Callable[[LayerReport], None] | None = None,
+) -> JobOutcome:
     """Run ``job`` end to end; raises MonoQuantError subclasses (ValidationFailed, Cancelled, ...).
 
     ``progress(done, total, message)`` gets ``total == 0`` while the amount of
@@ -51,16 +55,16 @@ def run_job(job: Job, progress: ProgressFn | None = None, cancel: CancelLike | N
     from ..serialization import save_quantized
 
     tracker(0, 0, f"loading {os.path.basename(job.script)}")
-    model = load_model(job.script, job.checkpoint, entry=job.entry,
-                       entry_kwargs=job.entry_kwargs or None, strict=job.strict)
+    model = load_model(
+        job.script, job.checkpoint, entry=job.entry, entry_kwargs=job.entry_kwargs or None, strict=job.strict
+    )
     calibration = None
     if job.calibration_folder is not None:
         check_cancel(cancel)
         tracker(0, 0, f"reading {os.path.basename(job.calibration_folder.rstrip(os.sep))}")
         calibration = load_calibration(job.calibration_folder, samples=job.samples, seed=job.seed)
     try:
-        result = quantize(model, job.config, calibration, progress=tracker, cancel=cancel,
-                          on_layer=on_layer)
+        result = quantize(model, job.config, calibration, progress=tracker, cancel=cancel, on_layer=on_layer)
     except ValidationFailed as exc:
         if job.report_path is not None and exc.report is not None:
             write_text_atomic(job.report_path, exc.report.to_json())
@@ -71,8 +75,14 @@ def run_job(job: Job, progress: ProgressFn | None = None, cancel: CancelLike | N
     size = save_quantized(result, job.output)
     if job.report_path is not None:
         write_text_atomic(job.report_path, result.report.to_json())
-    return JobOutcome(job=job, output=job.output, file_bytes=size, report=result.report,
-                      report_path=job.report_path, elapsed_s=time.perf_counter() - started)
+    return JobOutcome(
+        job=job,
+        output=job.output,
+        file_bytes=size,
+        report=result.report,
+        report_path=job.report_path,
+        elapsed_s=time.perf_counter() - started,
+    )
 
 
 class _Tracker:
@@ -104,5 +114,4 @@ def _check_inputs(job: Job) -> None:
             raise ConfigError(f"{path}: the folder {folder} does not exist")
         for what, source in (("model script", job.script), ("checkpoint", job.checkpoint)):
             if source is not None and os.path.exists(path) and os.path.samefile(path, source):
-                raise ConfigError(f"{path}: is the {what}; refusing to overwrite it, "
-                                  "choose another output file")
+                raise ConfigError(f"{path}: is the {what}; refusing to overwrite it, choose another output file")

@@ -6,17 +6,26 @@ from ..errors import ConfigError
 
 #: section -> key -> kind; the order is the order a job file is written in.
 SECTIONS: dict[str, dict[str, str]] = {
-    "model": {"script": "path", "entry": "string", "entry_kwargs": "table", "checkpoint": "path",
-              "strict": "boolean"},
-    "quantization": {"dtype": "choice", "mode": "choice", "scheme": "choice",
-                     "granularity": "choice", "group_size": "integer", "observer": "choice",
-                     "include_types": "names", "exclude_types": "names", "include": "names",
-                     "exclude": "names", "layers": "names", "percentile": "float",
-                     "moving_average_constant": "float", "histogram_bins": "integer",
-                     "histogram_method": "choice"},
+    "model": {"script": "path", "entry": "string", "entry_kwargs": "table", "checkpoint": "path", "strict": "boolean"},
+    "quantization": {
+        "dtype": "choice",
+        "mode": "choice",
+        "scheme": "choice",
+        "granularity": "choice",
+        "group_size": "integer",
+        "observer": "choice",
+        "include_types": "names",
+        "exclude_types": "names",
+        "include": "names",
+        "exclude": "names",
+        "layers": "names",
+        "percentile": "float",
+        "moving_average_constant": "float",
+        "histogram_bins": "integer",
+        "histogram_method": "choice",
+    },
     "calibration": {"folder": "path", "samples": "integer", "seed": "integer"},
-    "validation": {"on_failure": "choice", "min_output_sqnr_db": "float",
-                   "warn_layer_sqnr_db": "float"},
+    "validation": {"on_failure": "choice", "min_output_sqnr_db": "float", "warn_layer_sqnr_db": "float"},
     "output": {"path": "path", "report": "path"},
 }
 

@@ -13,8 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
-                  "\f": "\\f", "\r": "\\r"}
+_SHORT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 def toml_string(text: str, where: str = "value") -> str:
@@ -64,5 +63,7 @@ def toml_value(value: Any, where: str = "value") -> str:
         items = (f"{toml_key(k, where)} = {toml_value(v, f'{where}.{k}')}" for k, v in value.items())
         return "{ " + ", ".join(items) + " }"
     kind = "null" if value is None else type(value).__name__
-    raise ConfigError(f"{where}: a {kind} value cannot be written to a TOML job file "
-                      "(use strings, numbers, booleans, lists or tables)")
+    raise ConfigError(
+        f"{where}: a {kind} value cannot be written to a TOML job file "
+        "(use strings, numbers, booleans, lists or tables)"
+    )

@@ -37,8 +37,9 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     return buf[:numel]
 
 
-def blockwise_linear(x: torch.Tensor, weight_rows: Callable[[int, int, torch.Tensor], torch.Tensor], n: int,
-                     bias: torch.Tensor | None) -> torch.Tensor:
+def blockwise_linear(
+    x: torch.Tensor, weight_rows: Callable[[int, int, torch.Tensor], torch.Tensor], n: int, bias: torch.Tensor | None
+) -> torch.Tensor:
     """``x @ W.T + bias`` for a 2-D ``x``; ``weight_rows(i, j, out)`` writes rows ``i:j`` of ``W``
     into ``out`` (``[j - i, in]``, ``x``'s dtype) and returns them (``out=None``: a new tensor)."""
     if torch.is_grad_enabled() and x.requires_grad:
@@ -54,7 +55,7 @@ def blockwise_linear(x: torch.Tensor, weight_rows: Callable[[int, int, torch.Ten
     xt = x.T
     for i in range(0, n, rows):
         j = min(n, i + rows)
-        torch.mm(weight_rows(i, j, block[:j - i]), xt, out=out[i:j])
+        torch.mm(weight_rows(i, j, block[: j - i]), xt, out=out[i:j])
     y = out.T
     return y if bias is None else y + bias
 
@@ -72,8 +73,12 @@ class Dequantize(LinearKernel):
 
     def run(self, state, x: torch.Tensor) -> torch.Tensor:
         module = state()
-        return blockwise_linear(x, lambda i, j, out: module.dequantized_rows("weight", i, j, x.dtype, out),
-                                module.out_features, module.float_tensor("bias", x.dtype))
+        return blockwise_linear(
+            x,
+            lambda i, j, out: module.dequantized_rows("weight", i, j, x.dtype, out),
+            module.out_features,
+            module.float_tensor("bias", x.dtype),
+        )
 
 
 class Upcast(Dequantize):

@@ -50,13 +50,22 @@ class FbgemmDynamic(LinearKernel):
     def available(self) -> bool:
         ops = torch.ops.quantized
         engines = torch.backends.quantized.supported_engines
-        return (hasattr(torch, "_make_per_channel_quantized_tensor") and hasattr(ops, "linear_prepack")
-                and hasattr(ops, "linear_dynamic") and ("fbgemm" in engines or "x86" in engines))
+        return (
+            hasattr(torch, "_make_per_channel_quantized_tensor")
+            and hasattr(ops, "linear_prepack")
+            and hasattr(ops, "linear_dynamic")
+            and ("fbgemm" in engines or "x86" in engines)
+        )
 
     def supports(self, module) -> bool:
         spec = module.spec
-        return (spec is not None and module.mode == "dynamic" and spec.dtype == "int8"
-                and spec.granularity in ("per-channel", "per-tensor") and on_cpu(module))
+        return (
+            spec is not None
+            and module.mode == "dynamic"
+            and spec.dtype == "int8"
+            and spec.granularity in ("per-channel", "per-tensor")
+            and on_cpu(module)
+        )
 
     def pack(self, module):
         if torch.backends.quantized.engine not in ("fbgemm", "x86"):

@@ -29,12 +29,18 @@ class Int4PackMM(LinearKernel):
 
     def available(self) -> bool:
         return hasattr(torch, "_weight_int4pack_mm_for_cpu") and hasattr(
-            torch.ops.aten, "_convert_weight_to_int4pack_for_cpu")
+            torch.ops.aten, "_convert_weight_to_int4pack_for_cpu"
+        )
 
     def supports(self, module) -> bool:
         spec = module.spec
-        return (spec is not None and spec.dtype == "int4" and on_cpu(module)
-                and module.out_features % 16 == 0 and _op_group_size(module) is not None)
+        return (
+            spec is not None
+            and spec.dtype == "int4"
+            and on_cpu(module)
+            and module.out_features % 16 == 0
+            and _op_group_size(module) is not None
+        )
 
     def pack(self, module):
         spec = module.spec

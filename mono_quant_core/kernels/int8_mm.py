@@ -34,9 +34,14 @@ class Int8PackMM(LinearKernel):
 
     def supports(self, module) -> bool:
         spec = module.spec
-        return (spec is not None and module.mode in ("weight-only", "static") and spec.dtype == "int8"
-                and spec.granularity in ("per-channel", "per-tensor") and module.in_features % 16 == 0
-                and on_cpu(module))
+        return (
+            spec is not None
+            and module.mode in ("weight-only", "static")
+            and spec.dtype == "int8"
+            and spec.granularity in ("per-channel", "per-tensor")
+            and module.in_features % 16 == 0
+            and on_cpu(module)
+        )
 
     def pack(self, module):
         q = aligned(module.weight)

@@ -17,8 +17,7 @@ from .int8_mm import Int8PackMM
 DEQUANTIZE = Dequantize()
 UPCAST = Upcast()
 #: In order of preference; the last two always apply.
-LINEAR_KERNELS: tuple[LinearKernel, ...] = (
-    FbgemmDynamic(), Int8PackMM(), Int4PackMM(), UPCAST, DEQUANTIZE)
+LINEAR_KERNELS: tuple[LinearKernel, ...] = (FbgemmDynamic(), Int8PackMM(), Int4PackMM(), UPCAST, DEQUANTIZE)
 #: A packed kernel must reproduce the dequantized layer on a probe input this well
 #: (bf16 activations give about 50 dB, 8-bit dynamic activations about 38 dB; a wrong op about 0).
 PROBE_MIN_SQNR_DB = 25.0

@@ -15,8 +15,20 @@ from .model_loader import LoadedModel, load_checkpoint, load_model, open_model
 from .script_import import import_script
 
 __all__ = [
-    "CALIBRATION_SUFFIXES", "CalibrationPreview", "CalibrationSet", "FilePreview", "KeyReport",
-    "LoadedModel", "TensorSummary", "checkpoint_sha256", "import_script", "list_entries",
-    "load_calibration", "load_checkpoint", "load_model", "natural_key", "open_model",
+    "CALIBRATION_SUFFIXES",
+    "CalibrationPreview",
+    "CalibrationSet",
+    "FilePreview",
+    "KeyReport",
+    "LoadedModel",
+    "TensorSummary",
+    "checkpoint_sha256",
+    "import_script",
+    "list_entries",
+    "load_calibration",
+    "load_checkpoint",
+    "load_model",
+    "natural_key",
+    "open_model",
     "preview_calibration",
 ]

@@ -27,8 +27,7 @@ Batch = torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
 
 def natural_key(name: str) -> list:
     """Sort key putting ``x2`` before ``x10`` (case-insensitive)."""
-    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower())
-            for part in re.split(r"(\d+)", name) if part]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part]
 
 
 def list_calibration_files(folder: Path) -> list[Path]:
@@ -37,11 +36,15 @@ def list_calibration_files(folder: Path) -> list[Path]:
         raise CalibrationError(f"{folder}: calibration folder not found")
     if not folder.is_dir():
         raise CalibrationError(f"{folder}: not a folder; calibration data is a folder of files")
-    files = [p for p in folder.iterdir()
-             if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in CALIBRATION_SUFFIXES]
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in CALIBRATION_SUFFIXES
+    ]
     if not files:
         raise CalibrationError(
-            f"{folder}: no calibration files; supported: {', '.join('*' + s for s in CALIBRATION_SUFFIXES)}")
+            f"{folder}: no calibration files; supported: {', '.join('*' + s for s in CALIBRATION_SUFFIXES)}"
+        )
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -106,7 +109,8 @@ def _read_raw(path: Path) -> Any:
             raise CalibrationError(f"{path.name}: unreadable: {describe_damage(path, exc)}") from exc
         raise CalibrationError(
             f"{path.name}: refused: reading it would need the pickled object {culprit}; "
-            "save plain tensors with torch.save(tensor_or_list_or_dict, path)") from exc
+            "save plain tensors with torch.save(tensor_or_list_or_dict, path)"
+        ) from exc
     except FileNotFoundError as exc:
         raise CalibrationError(f"{path.name}: disappeared while reading the calibration folder") from exc
     except (*UNREADABLE, SafetensorError) as exc:
@@ -145,17 +149,16 @@ def _as_tensor(value: Any, path: Path, key: str) -> torch.Tensor:
         try:
             return torch.from_numpy(value)
         except TypeError as exc:
-            raise CalibrationError(f"{path.name}{where}: numpy dtype {value.dtype} has no torch "
-                                   "equivalent") from exc
+            raise CalibrationError(f"{path.name}{where}: numpy dtype {value.dtype} has no torch equivalent") from exc
     raise CalibrationError(
         f"{path.name}{where}: holds a {type(value).__name__}, not a tensor; a calibration file holds "
-        "a tensor, a list/tuple of tensors or a dict of tensors")
+        "a tensor, a list/tuple of tensors or a dict of tensors"
+    )
 
 
 def _numpy(path: Path):
     try:
         import numpy
     except ImportError as exc:
-        raise CalibrationError(f"{path.name}: reading {path.suffix} files needs numpy "
-                               "(pip install numpy)") from exc
+        raise CalibrationError(f"{path.name}: reading {path.suffix} files needs numpy (pip install numpy)") from exc
     return numpy

@@ -79,8 +79,7 @@ class CalibrationPreview:
         for f in self.files:
             base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error}
             for t in f.tensors or [None]:
-                row = dict(base, key=None, shape=None, dtype=None, min=None, max=None,
-                           mean=None, nan=None, inf=None)
+                row = dict(base, key=None, shape=None, dtype=None, min=None, max=None, mean=None, nan=None, inf=None)
                 if t is not None:
                     row.update(asdict(t))
                 rows.append(row)
@@ -88,8 +87,10 @@ class CalibrationPreview:
 
     def summary(self) -> str:
         """A few lines for people."""
-        lines = [f"{self.folder}: {self.selected} of {self.file_count} files chosen"
-                 + (f", first {len(self.files)} previewed" if self.capped else "")]
+        lines = [
+            f"{self.folder}: {self.selected} of {self.file_count} files chosen"
+            + (f", first {len(self.files)} previewed" if self.capped else "")
+        ]
         if self.files and self.files[0].tensors:
             first = self.files[0]
             shapes = ", ".join(f"{t.key + ' ' if t.key else ''}{t.shape} {t.dtype}" for t in first.tensors)
@@ -108,9 +109,13 @@ class CalibrationPreview:
         return data
 
 
-def preview_calibration(folder: str | os.PathLike, model: nn.Module | None = None,
-                        samples: int | None = None, seed: int | None = None,
-                        max_files: int = PREVIEW_MAX_FILES) -> CalibrationPreview:
+def preview_calibration(
+    folder: str | os.PathLike,
+    model: nn.Module | None = None,
+    samples: int | None = None,
+    seed: int | None = None,
+    max_files: int = PREVIEW_MAX_FILES,
+) -> CalibrationPreview:
     """Summarise the chosen files and, with ``model``, dry-run the first one."""
     chosen = load_calibration(folder, samples, seed)
     batches: list[Batch | None] = []
@@ -120,8 +125,13 @@ def preview_calibration(folder: str | os.PathLike, model: nn.Module | None = Non
         files.append(preview)
         batches.append(batch)
     result = CalibrationPreview(
-        folder=str(chosen.folder), file_count=chosen.folder_count, selected=len(chosen),
-        files=files, capped=len(chosen) > len(files), files_sha256=chosen.file_list_sha256())
+        folder=str(chosen.folder),
+        file_count=chosen.folder_count,
+        selected=len(chosen),
+        files=files,
+        capped=len(chosen) > len(files),
+        files_sha256=chosen.file_list_sha256(),
+    )
     if model is not None:
         _dry_run(result, model, batches[0], chosen.files[0])
     return result

@@ -51,8 +51,7 @@ class CalibrationSet(Sequence):
         return run_batch(model, self[index], self.files[index])
 
 
-def load_calibration(folder: str | os.PathLike, samples: int | None = None,
-                     seed: int | None = None) -> CalibrationSet:
+def load_calibration(folder: str | os.PathLike, samples: int | None = None, seed: int | None = None) -> CalibrationSet:
     """The calibration folder's files in natural order: all, the first ``samples``, or a seeded subset."""
     root = Path(folder).expanduser().resolve()
     files = list_calibration_files(root)

@@ -31,12 +31,24 @@ SUPPORTED = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, "*.safetensors.index
 
 # What torch.load / safetensors / numpy raise on a damaged file: an unpickler
 # fed garbage fails with almost any error type.
-UNREADABLE = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
-              RuntimeError, struct.error, zipfile.BadZipFile)
+UNREADABLE = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    RuntimeError,
+    struct.error,
+    zipfile.BadZipFile,
+)
 
-RESAVE_HINT = ("Re-save the weights as a plain state dict, where you trust the file: "
-               "torch.save(model.state_dict(), path) (for a Lightning checkpoint: "
-               "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path))")
+RESAVE_HINT = (
+    "Re-save the weights as a plain state dict, where you trust the file: "
+    "torch.save(model.state_dict(), path) (for a Lightning checkpoint: "
+    "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path))"
+)
 
 
 def open_checkpoint(path: str | os.PathLike) -> CheckpointSource:
@@ -82,16 +94,24 @@ def _open_torch(file: Path) -> CheckpointSource:
     except UNREADABLE as exc:
         raise CheckpointError(_unreadable(file, exc)) from exc
     tensors, wrapper, ignored = unwrap_state_dict(obj, file.name)
-    infos = {k: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."),
-                           t.numel() * t.element_size()) for k, t in tensors.items()}
+    infos = {
+        k: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel() * t.element_size())
+        for k, t in tensors.items()
+    }
     mappings = file_mappings(file) if mapped else []
 
     def release(chunk: Chunk) -> None:
         for tensor in chunk.values():
             release_pages(tensor, mappings)
 
-    return CheckpointSource(file, infos, reader=lambda names: {n: tensors[n] for n in names},
-                            release=release if mappings else None, wrapper=wrapper, ignored=ignored)
+    return CheckpointSource(
+        file,
+        infos,
+        reader=lambda names: {n: tensors[n] for n in names},
+        release=release if mappings else None,
+        wrapper=wrapper,
+        ignored=ignored,
+    )
 
 
 def _load_unmapped(file: Path):
@@ -118,6 +138,7 @@ def _pickle_refusal(file: Path, exc: Exception) -> str:
     culprit = pickled_global(exc)
     if culprit is None:
         return _unreadable(file, exc)
-    return (f"{file.name}: refused: loading it would need the pickled object {culprit}, "
-            "and checkpoints are read with weights_only=True so that they can never run code. "
-            + RESAVE_HINT)
+    return (
+        f"{file.name}: refused: loading it would need the pickled object {culprit}, "
+        "and checkpoints are read with weights_only=True so that they can never run code. " + RESAVE_HINT
+    )

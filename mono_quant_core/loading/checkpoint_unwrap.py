@@ -25,7 +25,8 @@ def unwrap_state_dict(obj: Any, file_name: str) -> tuple[dict[str, torch.Tensor]
     if not isinstance(obj, Mapping):
         raise CheckpointError(
             f"{file_name}: holds a {type(obj).__name__}, not a state dict; "
-            "save it with torch.save(model.state_dict(), path)")
+            "save it with torch.save(model.state_dict(), path)"
+        )
     path: list[str] = []
     while not _all_tensors(obj):
         inner = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and obj[k]), None)

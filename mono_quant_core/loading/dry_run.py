@@ -19,11 +19,10 @@ def run_batch(model: nn.Module, batch: Any, path: Path) -> Any:
     try:
         with torch.inference_mode():
             return model(*args, **kwargs)
-    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError,
-            AssertionError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError, AttributeError, AssertionError) as exc:
         raise CalibrationError(
-            f"{path.name}: the model rejected this sample ({_shapes(batch)}): "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"{path.name}: the model rejected this sample ({_shapes(batch)}): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def describe_output(output: Any) -> tuple[str, list[tuple[str, list[int] | None, str]]]:
@@ -61,6 +60,7 @@ def _walk(value: Any, key: str, out: list) -> None:
 def _shapes(batch: Any) -> str:
     from .calibration_files import batch_items
 
-    parts = [f"{k + ': ' if k else ''}{list(t.shape)} {str(t.dtype).removeprefix('torch.')}"
-             for k, t in batch_items(batch)]
+    parts = [
+        f"{k + ': ' if k else ''}{list(t.shape)} {str(t.dtype).removeprefix('torch.')}" for k, t in batch_items(batch)
+    ]
     return "input " + ", ".join(parts)

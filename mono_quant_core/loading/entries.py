@@ -45,8 +45,10 @@ def parse_entry_kwargs(entry_kwargs: Mapping[str, Any] | str | None, label: str 
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{label}: not valid JSON ({exc})") from exc
     if not isinstance(entry_kwargs, Mapping):
-        raise ConfigError(f"{label}: must be a JSON object of keyword arguments like '{{\"width\": 8}}', "
-                          f"got {type(entry_kwargs).__name__}")
+        raise ConfigError(
+            f"{label}: must be a JSON object of keyword arguments like '{{\"width\": 8}}', "
+            f"got {type(entry_kwargs).__name__}"
+        )
     return dict(entry_kwargs)
 
 
@@ -60,8 +62,8 @@ def choose_entry(module: types.ModuleType, script: Path, entry: str | None) -> s
             return rule[0]
         if rule:
             raise AmbiguousEntryError(
-                f"{script.name}: several models fit ({', '.join(rule)}); "
-                "pick one with entry=NAME (--entry NAME)", rule)
+                f"{script.name}: several models fit ({', '.join(rule)}); pick one with entry=NAME (--entry NAME)", rule
+            )
     raise ScriptError(_nothing_found(module, script))
 
 
@@ -80,7 +82,8 @@ def build_entry(module: types.ModuleType, script: Path, entry: str, kwargs: dict
     except TypeError as exc:
         raise ScriptError(
             f"{script.name}: {entry}{_signature(target)} does not accept entry_kwargs "
-            f"{json.dumps(kwargs, default=str)}: {exc}") from exc
+            f"{json.dumps(kwargs, default=str)}: {exc}"
+        ) from exc
     except ValueError:
         pass  # no signature to check (a builtin); the call itself will tell
     try:
@@ -94,8 +97,9 @@ def build_entry(module: types.ModuleType, script: Path, entry: str, kwargs: dict
 
 def _rules(module: types.ModuleType) -> list[list[str]]:
     space = vars(module)
-    factories = _distinct(space, [n for n in FACTORY_NAMES if callable(space.get(n))
-                                  and not isinstance(space.get(n), nn.Module)])
+    factories = _distinct(
+        space, [n for n in FACTORY_NAMES if callable(space.get(n)) and not isinstance(space.get(n), nn.Module)]
+    )
     instance = [INSTANCE_NAME] if isinstance(space.get(INSTANCE_NAME), nn.Module) else []
     classes = [n for n, v in space.items() if _own_module_class(v, module) and _needs_no_args(v)]
     return [factories, instance, classes]
@@ -113,8 +117,7 @@ def _distinct(space: dict, names: list[str]) -> list[str]:
 
 
 def _own_module_class(value: Any, module: types.ModuleType) -> bool:
-    return (inspect.isclass(value) and issubclass(value, nn.Module)
-            and value.__module__ == module.__name__)
+    return inspect.isclass(value) and issubclass(value, nn.Module) and value.__module__ == module.__name__
 
 
 def _needs_no_args(cls: type) -> bool:
@@ -122,8 +125,7 @@ def _needs_no_args(cls: type) -> bool:
         params = inspect.signature(cls).parameters.values()
     except (TypeError, ValueError):
         return False
-    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-               for p in params)
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
 
 
 def _lookup(module: types.ModuleType, script: Path, entry: str) -> Any:
@@ -143,14 +145,19 @@ def list_entries_of(module: types.ModuleType) -> list[str]:
 
 
 def _nothing_found(module: types.ModuleType, script: Path) -> str:
-    needing_args = [f"{n}{_signature(v)}" for n, v in vars(module).items()
-                    if _own_module_class(v, module) and not _needs_no_args(v)]
-    msg = (f"{script.name}: no model found: define build_model(), create_model(), get_model() "
-           f"or make_model(), a module-level nn.Module named 'model', or one nn.Module "
-           f"subclass whose constructor needs no arguments")
+    needing_args = [
+        f"{n}{_signature(v)}" for n, v in vars(module).items() if _own_module_class(v, module) and not _needs_no_args(v)
+    ]
+    msg = (
+        f"{script.name}: no model found: define build_model(), create_model(), get_model() "
+        f"or make_model(), a module-level nn.Module named 'model', or one nn.Module "
+        f"subclass whose constructor needs no arguments"
+    )
     if needing_args:
-        msg += (f". Classes that need arguments: {', '.join(needing_args)}; name one with "
-                "entry=NAME and pass its arguments as entry_kwargs (JSON)")
+        msg += (
+            f". Classes that need arguments: {', '.join(needing_args)}; name one with "
+            "entry=NAME and pass its arguments as entry_kwargs (JSON)"
+        )
     return msg
 
 

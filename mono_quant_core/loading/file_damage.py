@@ -38,8 +38,10 @@ def describe_damage(path: Path, exc: BaseException) -> str:
         if not head.startswith(NPY_MAGIC):
             return "not a NumPy .npy file (it does not start with the .npy header)"
         if "pickle" in str(exc):
-            return ("refused: it holds pickled Python objects (a NumPy object array), which are never "
-                    "loaded; save a numeric array")
+            return (
+                "refused: it holds pickled Python objects (a NumPy object array), which are never "
+                "loaded; save a numeric array"
+            )
         return f"a damaged or truncated .npy file ({_last_line(exc)})"
     if suffix == ".npz":
         if not head.startswith(ZIP_MAGIC):

@@ -69,7 +69,7 @@ def _best_renaming(names: list[str], model_names: set[str]) -> tuple[dict[str, s
         best_score = _score(current, model_names)
         best = None
         for prefix in _firsts(current.values()):
-            trial = {k: v[len(prefix):] if v.startswith(prefix) else v for k, v in current.items()}
+            trial = {k: v[len(prefix) :] if v.startswith(prefix) else v for k, v in current.items()}
             score = _score(trial, model_names)
             if score > best_score:
                 best_score, best = score, (trial, prefix, "strip")

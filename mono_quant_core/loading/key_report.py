@@ -60,15 +60,20 @@ class KeyReport:
         if self.tied:
             lines.append(f"{_count(self.tied, 'tied weight')} shared with loaded ones: {_names(self.tied)}")
         if self.ignored_buffers:
-            lines.append(f"ignored {_count(self.ignored_buffers, 'buffer')} the model computes itself "
-                         f"(not in its state dict): {_names(self.ignored_buffers)}")
+            lines.append(
+                f"ignored {_count(self.ignored_buffers, 'buffer')} the model computes itself "
+                f"(not in its state dict): {_names(self.ignored_buffers)}"
+            )
         if self.dtype_changes:
             first = self.dtype_changes[0]
-            lines.append(f"converted {_count(self.dtype_changes, 'tensor')} to the model's dtype "
-                         f"(e.g. {first[0]}: {first[1]} -> {first[2]})")
+            lines.append(
+                f"converted {_count(self.dtype_changes, 'tensor')} to the model's dtype "
+                f"(e.g. {first[0]}: {first[1]} -> {first[2]})"
+            )
         if self.ignored_entries:
-            lines.append(f"ignored {_count(self.ignored_entries, 'non-tensor entry', 'ies', 1)}: "
-                         f"{_names(self.ignored_entries)}")
+            lines.append(
+                f"ignored {_count(self.ignored_entries, 'non-tensor entry', 'ies', 1)}: {_names(self.ignored_entries)}"
+            )
         if self.problems():
             lines.append(self.problems())
         return "\n".join(lines)
@@ -84,7 +89,7 @@ class KeyReport:
 
 def _count(items: list, noun: str, plural: str = "s", cut: int = 0) -> str:
     n = len(items)
-    return f"{n} {noun}" if n == 1 else f"{n} {noun[:len(noun) - cut]}{plural}"
+    return f"{n} {noun}" if n == 1 else f"{n} {noun[: len(noun) - cut]}{plural}"
 
 
 def _names(names: list[str]) -> str:

@@ -29,14 +29,24 @@ class LoadedModel:
     source: dict[str, Any]
 
 
-def load_model(script: PathLike, checkpoint: PathLike | None = None, entry: str | None = None,
-               entry_kwargs: Mapping[str, Any] | str | None = None, strict: bool = True) -> nn.Module:
+def load_model(
+    script: PathLike,
+    checkpoint: PathLike | None = None,
+    entry: str | None = None,
+    entry_kwargs: Mapping[str, Any] | str | None = None,
+    strict: bool = True,
+) -> nn.Module:
     """Build the model ``script`` defines, load ``checkpoint`` into it, return it in eval mode."""
     return open_model(script, checkpoint, entry, entry_kwargs, strict).model
 
 
-def open_model(script: PathLike, checkpoint: PathLike | None = None, entry: str | None = None,
-               entry_kwargs: Mapping[str, Any] | str | None = None, strict: bool = True) -> LoadedModel:
+def open_model(
+    script: PathLike,
+    checkpoint: PathLike | None = None,
+    entry: str | None = None,
+    entry_kwargs: Mapping[str, Any] | str | None = None,
+    strict: bool = True,
+) -> LoadedModel:
     """Like ``load_model``, also returning the ``KeyReport`` and the ``source`` record."""
     script_path = Path(script).expanduser().resolve()
     kwargs = parse_entry_kwargs(entry_kwargs)
@@ -86,14 +96,22 @@ def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_la
     keys.wrapper = opened.wrapper
     keys.ignored_entries = list(opened.ignored)
     if not pairs:
-        raise _with_keys(CheckpointError(
-            f"{opened.path.name}: none of its {len(opened.infos)} tensors fits the model from "
-            f"{model_label}; is it the checkpoint for this model?\n{keys.problems()}"), keys)
+        raise _with_keys(
+            CheckpointError(
+                f"{opened.path.name}: none of its {len(opened.infos)} tensors fits the model from "
+                f"{model_label}; is it the checkpoint for this model?\n{keys.problems()}"
+            ),
+            keys,
+        )
     if strict and not keys.ok:
-        raise _with_keys(CheckpointError(
-            f"{opened.path.name}: does not match the model from {model_label}:\n{keys.problems()}\n"
-            "To load the tensors that match and keep the script's own values for the rest, "
-            "load with strict=False."), keys)
+        raise _with_keys(
+            CheckpointError(
+                f"{opened.path.name}: does not match the model from {model_label}:\n{keys.problems()}\n"
+                "To load the tensors that match and keep the script's own values for the rest, "
+                "load with strict=False."
+            ),
+            keys,
+        )
     model_name = dict(pairs)
     for chunk in opened.read([c for c, _ in pairs]):
         try:

@@ -13,9 +13,18 @@ from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
 from .file_damage import describe_damage
 
 _DTYPES = {
-    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
-    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
 }
 
 
@@ -32,7 +41,8 @@ def open_sharded(index: Path) -> CheckpointSource:
     if missing:
         raise CheckpointError(
             f"{index.name}: {len(missing)} tensors listed in weight_map are not in their shard "
-            f"files: {', '.join(missing[:10])}")
+            f"files: {', '.join(missing[:10])}"
+        )
     return source
 
 

@@ -95,16 +95,24 @@ def _execute(script: Path, source: bytes, digest: str) -> types.ModuleType:
     finally:
         sys.path[:] = saved_path
         sys.dont_write_bytecode = saved_bytecode
-        _SIBLINGS.update((m, sys.modules[m]) for m in set(sys.modules) - before
-                         if _is_sibling(m, sys.modules.get(m), folder))
+        _SIBLINGS.update(
+            (m, sys.modules[m]) for m in set(sys.modules) - before if _is_sibling(m, sys.modules.get(m), folder)
+        )
         _SET_ASIDE.update(shadowed)
     return module
 
 
 # Never set aside: the standard library and what the engine itself runs on.
 _KEEP = frozenset(sys.stdlib_module_names) | {
-    "torch", "safetensors", "numpy", "mono_quant_core", "mono_quant_gui",
-    "PySide6", "shiboken6", "pyqtgraph"}
+    "torch",
+    "safetensors",
+    "numpy",
+    "mono_quant_core",
+    "mono_quant_gui",
+    "PySide6",
+    "shiboken6",
+    "pyqtgraph",
+}
 
 
 def _set_aside_shadowed(folder: Path) -> dict[str, types.ModuleType]:
@@ -114,10 +122,10 @@ def _set_aside_shadowed(folder: Path) -> dict[str, types.ModuleType]:
         local |= {p.parent.name for p in folder.glob("*/__init__.py")}
     except OSError:
         return {}
-    names = {n for n in local if n in sys.modules and n not in _KEEP
-             and not _is_sibling(n, sys.modules[n], str(folder))}
-    moved = {m: sys.modules[m] for m in list(sys.modules)
-             if m.split(".")[0] in names}
+    names = {
+        n for n in local if n in sys.modules and n not in _KEEP and not _is_sibling(n, sys.modules[n], str(folder))
+    }
+    moved = {m: sys.modules[m] for m in list(sys.modules) if m.split(".")[0] in names}
     for m in moved:
         del sys.modules[m]
     return moved
@@ -148,8 +156,7 @@ def _is_sibling(name: str, module: types.ModuleType | None, folder: str) -> bool
 def script_failure(script: Path, exc: BaseException, when: str) -> str:
     """A message naming the script and the exception, followed by the script's traceback."""
     te = traceback.TracebackException.from_exception(exc)
-    te.stack = traceback.StackSummary.from_list(
-        [f for f in te.stack if not f.filename.startswith(_PACKAGE_DIR)])
+    te.stack = traceback.StackSummary.from_list([f for f in te.stack if not f.filename.startswith(_PACKAGE_DIR)])
     detail = "".join(te.format()).rstrip()
     first = "".join(traceback.format_exception_only(exc)).strip().splitlines()[-1]
     return f"{script.name}: the script raised {first} {when}\n\n{detail}"

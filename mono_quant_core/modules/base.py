@@ -51,8 +51,9 @@ class QuantizedModule(nn.Module):
     #: The float module class this replaces (``nn.Linear``, ...).
     float_type: ClassVar[type[nn.Module]]
 
-    def __init__(self, dtype: str, mode: str, scheme: str | None, granularity: str | None,
-                 group_size: int | None, axis: int = 0) -> None:
+    def __init__(
+        self, dtype: str, mode: str, scheme: str | None, granularity: str | None, group_size: int | None, axis: int = 0
+    ) -> None:
         super().__init__()
         self.qdtype = dtype
         self.mode = mode
@@ -87,10 +88,12 @@ class QuantizedModule(nn.Module):
             raise QuantizedFileError(f"layer record type: {meta.get('type')!r} cannot load into {cls.__name__}")
         try:
             config = QuantConfig(
-                dtype=meta["dtype"], mode=meta["mode"],
+                dtype=meta["dtype"],
+                mode=meta["mode"],
                 scheme=meta.get("scheme") or "symmetric",
                 granularity=meta.get("granularity") or "per-channel",
-                group_size=int(meta.get("group_size") or 128))
+                group_size=int(meta.get("group_size") or 128),
+            )
         except KeyError as exc:
             raise QuantizedFileError(f"layer record: field {exc.args[0]!r} is missing") from None
         except ConfigError as exc:
@@ -98,12 +101,16 @@ class QuantizedModule(nn.Module):
         return cls._settings(config)
 
     def _check_shape(self, stem: str, expected: tuple[int, ...], meta: dict[str, Any]) -> None:
-        recorded = meta.get("weights", {}).get(stem) if "weights" in meta else (
-            meta.get("shape") if stem == "weight" else None)
+        recorded = (
+            meta.get("weights", {}).get(stem)
+            if "weights" in meta
+            else (meta.get("shape") if stem == "weight" else None)
+        )
         if recorded is not None and tuple(recorded) != tuple(expected):
             raise QuantizedFileError(
                 f"layer record shape: {stem} is {tuple(recorded)} in the file but "
-                f"{tuple(expected)} in the model's {self.float_type.__name__}")
+                f"{tuple(expected)} in the model's {self.float_type.__name__}"
+            )
 
     def _store_weight(self, stem: str, w: torch.Tensor) -> None:
         """Quantize (or cast) float weight ``w`` into the buffers of ``stem``."""
@@ -142,8 +149,9 @@ class QuantizedModule(nn.Module):
         if self.cast_dtype is not None:
             self.register_buffer(stem, torch.empty(shape, dtype=self.cast_dtype, device=device))
             return
-        self.register_buffer(stem, torch.empty(stored_shape(shape, self.spec), dtype=stored_dtype(self.spec),
-                                               device=device))
+        self.register_buffer(
+            stem, torch.empty(stored_shape(shape, self.spec), dtype=stored_dtype(self.spec), device=device)
+        )
         pshape = qparam_shape(shape, self.spec)
         self.register_buffer(f"{stem}_scale", torch.ones(pshape, dtype=torch.float32, device=device))
         if not self.spec.symmetric:
@@ -155,8 +163,7 @@ class QuantizedModule(nn.Module):
             self.register_parameter(name, None)
             return
         if self.cast_dtype is not None:
-            self.register_parameter(name, nn.Parameter(t.detach().to(self.cast_dtype, copy=True),
-                                                       requires_grad=False))
+            self.register_parameter(name, nn.Parameter(t.detach().to(self.cast_dtype, copy=True), requires_grad=False))
         else:
             self.register_parameter(name, nn.Parameter(t.detach(), requires_grad=t.requires_grad))
 
@@ -165,8 +172,9 @@ class QuantizedModule(nn.Module):
             self.register_parameter(name, None)
             return
         dtype = self.cast_dtype or t.dtype
-        self.register_parameter(name, nn.Parameter(torch.empty(t.shape, dtype=dtype, device=t.device),
-                                                   requires_grad=False))
+        self.register_parameter(
+            name, nn.Parameter(torch.empty(t.shape, dtype=dtype, device=t.device), requires_grad=False)
+        )
 
     def _init_input_qparams(self, device: torch.device) -> None:
         if self.mode == "static":
@@ -212,12 +220,18 @@ class QuantizedModule(nn.Module):
         data = getattr(self, stem)
         if self.spec is None:
             return data.to(dtype)
-        w = dequantize_weight(data, getattr(self, f"{stem}_scale"), getattr(self, f"{stem}_zero_point", None),
-                              self.spec, self.weight_shapes[stem])
+        w = dequantize_weight(
+            data,
+            getattr(self, f"{stem}_scale"),
+            getattr(self, f"{stem}_zero_point", None),
+            self.spec,
+            self.weight_shapes[stem],
+        )
         return w if dtype == torch.float32 else w.to(dtype)
 
-    def dequantized_rows(self, stem: str, start: int, stop: int, dtype: torch.dtype = torch.float32,
-                         out: torch.Tensor | None = None) -> torch.Tensor:
+    def dequantized_rows(
+        self, stem: str, start: int, stop: int, dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Rows ``start:stop`` (output channels) of a weight in ``dtype``, without dequantizing the rest.
 
         ``out``: a contiguous ``dtype`` tensor of the rows' shape (any shape with
@@ -253,8 +267,7 @@ class QuantizedModule(nn.Module):
             raise ConfigError(f"mode: input quantization parameters need mode static, this layer is {self.mode}")
         device = self.input_scale.device
         self.input_scale = torch.as_tensor(scale, dtype=torch.float32).detach().reshape(1).to(device)
-        self.input_zero_point = torch.as_tensor(zero_point).detach().reshape(1).to(
-            device=device, dtype=torch.int32)
+        self.input_zero_point = torch.as_tensor(zero_point).detach().reshape(1).to(device=device, dtype=torch.int32)
 
     def weight_range_problems(self) -> list[str]:
         """Empty when every code is inside its range and every scale is finite and positive."""
@@ -353,5 +366,7 @@ class QuantizedModule(nn.Module):
     def extra_repr(self) -> str:
         if self.spec is None:
             return f"dtype={self.qdtype}, kernel={self.kernel}"
-        return (f"dtype={self.qdtype}, mode={self.mode}, scheme={self.spec.scheme}, "
-                f"granularity={self.spec.granularity}, kernel={self.kernel}")
+        return (
+            f"dtype={self.qdtype}, mode={self.mode}, scheme={self.spec.scheme}, "
+            f"granularity={self.spec.granularity}, kernel={self.kernel}"
+        )

@@ -18,8 +18,17 @@ from torch import nn
 from ..config import QuantConfig
 from .base import QuantizedModule
 
-_HYPER = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-          "padding_mode", "_reversed_padding_repeated_twice")
+_HYPER = (
+    "in_channels",
+    "out_channels",
+    "kernel_size",
+    "stride",
+    "padding",
+    "dilation",
+    "groups",
+    "padding_mode",
+    "_reversed_padding_repeated_twice",
+)
 
 
 class QuantizedConvNd(QuantizedModule):
@@ -46,9 +55,18 @@ class QuantizedConvNd(QuantizedModule):
 
     def to_float(self) -> nn.Module:
         """A plain float32 convolution with the dequantized weight."""
-        m = self.float_type(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                            padding=self.padding, dilation=self.dilation, groups=self.groups,
-                            bias=self.bias is not None, padding_mode=self.padding_mode, device="meta")
+        m = self.float_type(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            groups=self.groups,
+            bias=self.bias is not None,
+            padding_mode=self.padding_mode,
+            device="meta",
+        )
         m.weight = nn.Parameter(self.dequantized_weight())
         if self.bias is not None:
             m.bias = nn.Parameter(self.bias.detach().to(torch.float32))
@@ -66,8 +84,10 @@ class QuantizedConvNd(QuantizedModule):
         return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, {super().extra_repr()}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, {super().extra_repr()}"
+        )
 
 
 class QuantizedConv1d(QuantizedConvNd):

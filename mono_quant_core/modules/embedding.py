@@ -16,8 +16,7 @@ from ..config import QuantConfig
 from ..tensor import dequantize_weight
 from .base import QuantizedModule
 
-_HYPER = ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type",
-          "scale_grad_by_freq", "sparse")
+_HYPER = ("num_embeddings", "embedding_dim", "padding_idx", "max_norm", "norm_type", "scale_grad_by_freq", "sparse")
 
 
 class QuantizedEmbedding(QuantizedModule):
@@ -50,10 +49,16 @@ class QuantizedEmbedding(QuantizedModule):
 
     def to_float(self) -> nn.Embedding:
         """A plain float32 ``nn.Embedding`` with the dequantized table."""
-        return nn.Embedding(self.num_embeddings, self.embedding_dim, padding_idx=self.padding_idx,
-                            max_norm=self.max_norm, norm_type=self.norm_type,
-                            scale_grad_by_freq=self.scale_grad_by_freq, sparse=self.sparse,
-                            _weight=self.dequantized_weight())
+        return nn.Embedding(
+            self.num_embeddings,
+            self.embedding_dim,
+            padding_idx=self.padding_idx,
+            max_norm=self.max_norm,
+            norm_type=self.norm_type,
+            scale_grad_by_freq=self.scale_grad_by_freq,
+            sparse=self.sparse,
+            _weight=self.dequantized_weight(),
+        )
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)

@@ -13,8 +13,15 @@ from .rnn import QuantizedGRU, QuantizedLSTM
 #: Replacement classes by float type name ("Linear", "Conv2d", ...).
 REPLACEMENTS: dict[str, type[QuantizedModule]] = {
     cls.float_type.__name__: cls
-    for cls in (QuantizedLinear, QuantizedConv1d, QuantizedConv2d, QuantizedConv3d, QuantizedEmbedding,
-                QuantizedLSTM, QuantizedGRU)
+    for cls in (
+        QuantizedLinear,
+        QuantizedConv1d,
+        QuantizedConv2d,
+        QuantizedConv3d,
+        QuantizedEmbedding,
+        QuantizedLSTM,
+        QuantizedGRU,
+    )
 }
 
 

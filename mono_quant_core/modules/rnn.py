@@ -19,8 +19,7 @@ from torch.nn.utils.rnn import PackedSequence
 from ..config import QuantConfig
 from .base import QuantizedModule
 
-_HYPER = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
-          "proj_size")
+_HYPER = ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional", "proj_size")
 
 
 class QuantizedRNNBase(QuantizedModule):

@@ -11,5 +11,4 @@ from .metadata import FORMAT_VERSION
 from .read import read_metadata
 from .save import estimate_file_bytes, save_quantized
 
-__all__ = ["FORMAT_VERSION", "dequantize", "estimate_file_bytes", "load_quantized", "read_metadata",
-           "save_quantized"]
+__all__ = ["FORMAT_VERSION", "dequantize", "estimate_file_bytes", "load_quantized", "read_metadata", "save_quantized"]

@@ -79,7 +79,8 @@ def write_error(path: str, exc: OSError) -> QuantizedFileError:
     """The error raised for a failed write of ``path``."""
     return QuantizedFileError(
         f"{path}: cannot write the file: {describe_os_error(exc)}; "
-        "nothing was written there (an earlier file at that path is unchanged)")
+        "nothing was written there (an earlier file at that path is unchanged)"
+    )
 
 
 @contextlib.contextmanager

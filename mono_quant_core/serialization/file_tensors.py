@@ -19,15 +19,15 @@ def file_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, s
     seen: dict[tuple, str] = {}
     for name, t in model.state_dict().items():
         if not isinstance(t, torch.Tensor):
-            raise QuantizedFileError(f"{name}: the state dict holds a {type(t).__name__}, not a tensor; "
-                                     "only tensors can be stored")
+            raise QuantizedFileError(
+                f"{name}: the state dict holds a {type(t).__name__}, not a tensor; only tensors can be stored"
+            )
         if t.device.type == "meta":
             raise QuantizedFileError(f"{name}: the tensor has no data (meta device)")
         if t.layout != torch.strided:
             t = t.to_dense()
         if t.numel():
-            ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.dtype,
-                     tuple(t.shape), t.stride())
+            ident = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), t.dtype, tuple(t.shape), t.stride())
             if ident in seen:
                 aliases[name] = seen[ident]
                 continue

@@ -38,8 +38,8 @@ def _replacement_class(record: dict[str, Any], path: str) -> type:
     cls = REPLACEMENTS.get(record["type"])
     if cls is None:
         raise QuantizedFileError(
-            f"{path}: layer {record['name']!r} has type {record['type']!r}, which this mono-quant "
-            "cannot load")
+            f"{path}: layer {record['name']!r} has type {record['type']!r}, which this mono-quant cannot load"
+        )
     return cls
 
 
@@ -67,19 +67,23 @@ def _swap_layers(model: nn.Module, meta: dict[str, Any], path: str, origin: str)
                 qmodule = _replacement_class(record, path).from_meta(quant_meta_of(record), float_module)
             except QuantizedFileError as exc:
                 raise QuantizedFileError(
-                    f"{path}: layer {name!r}: {exc}; the file was made from {_made_from(meta)}") from exc
+                    f"{path}: layer {name!r}: {exc}; the file was made from {_made_from(meta)}"
+                ) from exc
             made[id(float_module)] = qmodule
         if name:
             set_submodule(model, name, qmodule)
         else:
             model = qmodule
     if missing or wrong or shapes:
-        problems = ([f"layers missing from the model: {_names(missing)}"] if missing else []) + (
-            [f"layers of another type: {', '.join(wrong[:_MAX_LISTED])}"] if wrong else []) + (
-            [f"layers of another shape: {', '.join(shapes[:_MAX_LISTED])}"] if shapes else [])
+        problems = (
+            ([f"layers missing from the model: {_names(missing)}"] if missing else [])
+            + ([f"layers of another type: {', '.join(wrong[:_MAX_LISTED])}"] if wrong else [])
+            + ([f"layers of another shape: {', '.join(shapes[:_MAX_LISTED])}"] if shapes else [])
+        )
         raise QuantizedFileError(
             f"{path}: {origin} does not match the file ({'; '.join(problems)}); the file was made "
-            f"from {_made_from(meta)}")
+            f"from {_made_from(meta)}"
+        )
     return model
 
 
@@ -89,12 +93,14 @@ def _check_keys(model: nn.Module, tensors: dict[str, torch.Tensor], meta, path: 
     unexpected = [k for k in tensors if k not in expected]
     mismatched = [
         f"{k} (file {tuple(t.shape)}, model {tuple(expected[k].shape)})"
-        for k, t in tensors.items() if k in expected and t.shape != expected[k].shape
+        for k, t in tensors.items()
+        if k in expected and t.shape != expected[k].shape
     ]
     mismatched += [
         f"{k} (file {t.dtype}, model {expected[k].dtype})"
         for k, t in tensors.items()
-        if k in expected and t.dtype != expected[k].dtype
+        if k in expected
+        and t.dtype != expected[k].dtype
         and not (t.is_floating_point() and expected[k].is_floating_point())
     ]
     if missing or unexpected or mismatched:
@@ -106,8 +112,8 @@ def _check_keys(model: nn.Module, tensors: dict[str, torch.Tensor], meta, path: 
         if mismatched:
             parts.append(f"mismatched: {', '.join(mismatched[:_MAX_LISTED])}")
         raise QuantizedFileError(
-            f"{path}: {origin} does not match the file ({'; '.join(parts)}); the file was made "
-            f"from {_made_from(meta)}")
+            f"{path}: {origin} does not match the file ({'; '.join(parts)}); the file was made from {_made_from(meta)}"
+        )
 
 
 def _retie(model: nn.Module, aliases: dict[str, str]) -> None:
@@ -122,8 +128,9 @@ def _retie(model: nn.Module, aliases: dict[str, str]) -> None:
             setattr(owner, leaf, kept_owner._buffers[kept_leaf])
 
 
-def assemble(float_model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor],
-             path: str, origin: str) -> nn.Module:
+def assemble(
+    float_model: nn.Module, meta: dict[str, Any], tensors: dict[str, torch.Tensor], path: str, origin: str
+) -> nn.Module:
     """Swap in the quantized layers of ``float_model`` (changed in place) and load the tensors."""
     tensors = dict(tensors)
     for alias, kept in meta["aliases"].items():
@@ -187,9 +194,13 @@ def _build_on_meta(script, entry, entry_kwargs) -> nn.Module | None:
     return shallow_clone(built)
 
 
-def load_quantized(path: str | os.PathLike, script: str | os.PathLike | None = None,
-                   entry: str | None = None, entry_kwargs: dict[str, Any] | None = None,
-                   model: nn.Module | None = None) -> nn.Module:
+def load_quantized(
+    path: str | os.PathLike,
+    script: str | os.PathLike | None = None,
+    entry: str | None = None,
+    entry_kwargs: dict[str, Any] | None = None,
+    model: nn.Module | None = None,
+) -> nn.Module:
     """A runnable quantized model from ``path``; the float architecture comes from ``script`` or ``model``.
 
     ``entry`` and ``entry_kwargs`` default to those recorded in the file.  A
@@ -202,7 +213,8 @@ def load_quantized(path: str | os.PathLike, script: str | os.PathLike | None = N
     if script is None:
         raise QuantizedFileError(
             f"{path}: loading needs the model script the file was made from ({_made_from(meta)}); "
-            "pass script= (--script on the command line) or a float model instance")
+            "pass script= (--script on the command line) or a float model instance"
+        )
     source = meta.get("source") or {}
     entry = entry if entry is not None else source.get("entry")
     entry_kwargs = entry_kwargs if entry_kwargs is not None else (source.get("entry_kwargs") or None)

@@ -64,8 +64,7 @@ def quant_meta_of(record: dict[str, Any]) -> dict[str, Any]:
 
 def dumps(meta: dict[str, Any]) -> str:
     """Compact ASCII JSON with ``inf`` as a string."""
-    return json.dumps(_encode(meta), separators=(",", ":"), ensure_ascii=True, allow_nan=False,
-                      default=str)
+    return json.dumps(_encode(meta), separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
 
 
 def parse(text: str, path: str) -> dict[str, Any]:
@@ -83,11 +82,11 @@ def parse(text: str, path: str) -> dict[str, Any]:
         made_by = (meta.get("versions") or {}).get("mono_quant", "a newer version")
         raise QuantizedFileError(
             f"{path}: written in file format {version} by mono-quant {made_by}; this mono-quant reads "
-            f"format {FORMAT_VERSION} and older: upgrade mono-quant to load it")
+            f"format {FORMAT_VERSION} and older: upgrade mono-quant to load it"
+        )
     layers = meta.get("layers")
     if not isinstance(layers, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("type"), str)
-        for r in layers
+        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("type"), str) for r in layers
     ):
         raise QuantizedFileError(f"{path}: corrupt: 'layers' must be a list of records with name and type")
     aliases = meta.setdefault("aliases", {})

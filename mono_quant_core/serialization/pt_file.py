@@ -77,7 +77,8 @@ def read(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
     except pickle.UnpicklingError as exc:
         raise QuantizedFileError(
             f"{path}: not a mono-quant file: it needs pickled code to load, which mono-quant never "
-            f"runs ({str(exc).splitlines()[0]})") from exc
+            f"runs ({str(exc).splitlines()[0]})"
+        ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
         raise QuantizedFileError(
             f"{path}: truncated or corrupt PyTorch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"

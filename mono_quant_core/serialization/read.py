@@ -31,12 +31,12 @@ def sniff_format(path: str) -> str:
 
 
 def _foreign(path: str, fmt: str) -> QuantizedFileError:
-    plain = ("safetensors.torch.load_file(path)" if fmt == "safetensors"
-             else "torch.load(path, weights_only=True)")
+    plain = "safetensors.torch.load_file(path)" if fmt == "safetensors" else "torch.load(path, weights_only=True)"
     return QuantizedFileError(
         f"{path}: a plain {'safetensors' if fmt == 'safetensors' else 'PyTorch'} file, not written by "
         f"mono-quant (it has no '{METADATA_KEY}' metadata); load it plainly with {plain}, "
-        "or use it as a float checkpoint")
+        "or use it as a float checkpoint"
+    )
 
 
 def _safetensors_metadata(path: str) -> dict[str, Any]:

@@ -27,10 +27,22 @@ HEADER_LIMIT = 100_000_000
 
 # safetensors' Dtype enum order; files list tensors by this order, descending.
 _DTYPE_ORDER = [
-    ("BOOL", "bool"), ("U8", "uint8"), ("I8", "int8"), ("F8_E5M2", "float8_e5m2"),
-    ("F8_E4M3", "float8_e4m3fn"), ("I16", "int16"), ("U16", "uint16"), ("F16", "float16"),
-    ("BF16", "bfloat16"), ("I32", "int32"), ("U32", "uint32"), ("F32", "float32"),
-    ("C64", "complex64"), ("F64", "float64"), ("I64", "int64"), ("U64", "uint64"),
+    ("BOOL", "bool"),
+    ("U8", "uint8"),
+    ("I8", "int8"),
+    ("F8_E5M2", "float8_e5m2"),
+    ("F8_E4M3", "float8_e4m3fn"),
+    ("I16", "int16"),
+    ("U16", "uint16"),
+    ("F16", "float16"),
+    ("BF16", "bfloat16"),
+    ("I32", "int32"),
+    ("U32", "uint32"),
+    ("F32", "float32"),
+    ("C64", "complex64"),
+    ("F64", "float64"),
+    ("I64", "int64"),
+    ("U64", "uint64"),
 ]
 _RANK: dict[torch.dtype, int] = {}
 _CODE: dict[torch.dtype, str] = {}
@@ -66,7 +78,8 @@ def layout(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[
     text += b" " * (-len(text) % 8)
     if len(text) > HEADER_LIMIT:
         raise QuantizedFileError(
-            f"the safetensors header would be {len(text)} bytes, over the {HEADER_LIMIT}-byte limit")
+            f"the safetensors header would be {len(text)} bytes, over the {HEADER_LIMIT}-byte limit"
+        )
     return struct.pack("<Q", len(text)) + text, [t for _, t in order], 8 + len(text) + offset
 
 
@@ -94,12 +107,15 @@ def read_header(path: str) -> dict:
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise QuantizedFileError(
-                    f"{path}: the file is empty" if size == 0 else
-                    f"{path}: truncated or not a mono-quant file ({size} bytes)")
+                    f"{path}: the file is empty"
+                    if size == 0
+                    else f"{path}: truncated or not a mono-quant file ({size} bytes)"
+                )
             n = struct.unpack("<Q", prefix)[0]
             if n > HEADER_LIMIT or 8 + n > size:
                 raise QuantizedFileError(
-                    f"{path}: corrupt or truncated: the header claims {n} bytes but the file has {size}")
+                    f"{path}: corrupt or truncated: the header claims {n} bytes but the file has {size}"
+                )
             raw = f.read(n)
     except OSError as exc:
         raise QuantizedFileError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
@@ -119,6 +135,6 @@ def read_header(path: str) -> dict:
             raise QuantizedFileError(f"{path}: corrupt: tensor {name!r} has no valid data_offsets") from exc
     if 8 + n + end != size:
         raise QuantizedFileError(
-            f"{path}: truncated or corrupt: the header describes {8 + n + end} bytes, "
-            f"the file has {size}")
+            f"{path}: truncated or corrupt: the header describes {8 + n + end} bytes, the file has {size}"
+        )
     return header

@@ -22,8 +22,7 @@ def file_format(path: str) -> str:
     """``"safetensors"`` or ``"pt"`` from the extension; anything else is a ConfigError."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
-        raise ConfigError(
-            f"{path}: unknown output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"{path}: unknown output extension {ext or '(none)'!r}; use one of {', '.join(FORMATS)}")
     return FORMATS[ext]
 
 
@@ -54,8 +53,9 @@ def build_metadata(result, aliases: dict[str, str]) -> dict[str, Any]:
         "versions": versions(),
         "model_class": type(result.model).__name__,
         "config": result.config.to_dict(),
-        "layers": [layer_record(name, module.quant_meta(), sqnr.get(name))
-                   for name, module in quantized_layers(result.model)],
+        "layers": [
+            layer_record(name, module.quant_meta(), sqnr.get(name)) for name, module in quantized_layers(result.model)
+        ],
         "skipped": [{"name": s.name, "type": s.type, "reason": s.reason} for s in report.skipped],
         "calibration": dict(result.calibration_info or {}),
         "source": source_record(result.source),

@@ -8,9 +8,7 @@ from .layout import broadcastable, check_shape, from_groups, to_groups
 from .spec import QuantSpec
 
 
-def quantize(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec
-) -> torch.Tensor:
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec) -> torch.Tensor:
     """Integer codes of ``x`` as an int8 tensor of ``x``'s shape (int4 codes unpacked, in [qmin, qmax])."""
     check_shape(x.shape, spec)
     xf = x.detach().to(torch.float32)
@@ -23,9 +21,7 @@ def quantize(
     return from_groups(q, x.shape) if grouped else q
 
 
-def dequantize(
-    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec
-) -> torch.Tensor:
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec) -> torch.Tensor:
     """Float32 values of integer codes ``q`` (any integer dtype, unpacked)."""
     check_shape(q.shape, spec)
     grouped = spec.granularity == "per-group"
@@ -37,7 +33,10 @@ def dequantize(
 
 
 def float_codes(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    spec: QuantSpec,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``clamp(round(x / s) + zp)`` as float32 codes in ``x``'s shape.  Per-group: ``x`` holds
@@ -56,7 +55,10 @@ def float_codes(
 
 
 def dequantize_(
-    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
+    q: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    spec: QuantSpec,
 ) -> torch.Tensor:
     """``(q - zp) * s`` in place on contiguous float32 codes ``q`` (laid out as for :func:`float_codes`)."""
     qv, s, zp = _broadcast(q, scale, zero_point, spec)
@@ -67,7 +69,10 @@ def dequantize_(
 
 
 def _broadcast(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None, spec: QuantSpec,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    spec: QuantSpec,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``x`` (per-group: as ``[out, groups, group_size]``) and its float32 scale and zero point
     shaped to broadcast against it."""

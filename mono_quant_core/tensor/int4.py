@@ -20,8 +20,7 @@ def pack_int4(codes: torch.Tensor) -> torch.Tensor:
     return pack_pairs(c)
 
 
-def pack_pairs(codes: torch.Tensor, out: torch.Tensor | None = None,
-               high: torch.Tensor | None = None) -> torch.Tensor:
+def pack_pairs(codes: torch.Tensor, out: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 codes in [0, 15] of shape ``[..., 2m]`` as ``[..., m]`` bytes, low nibble first.
 
     ``out`` and ``high`` (both ``[..., m]`` uint8): buffers for the result and

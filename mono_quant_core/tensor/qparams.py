@@ -33,9 +33,7 @@ def min_max(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tenso
     return torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
 
 
-def qparams_from_range(
-    lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+def qparams_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(scale float32, zero_point int8 or None)`` for ranges that contain 0.
 
     Symmetric: ``scale = max(-lo, hi) / qmax``, no zero point.  Asymmetric:

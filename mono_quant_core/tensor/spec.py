@@ -51,7 +51,8 @@ class QuantSpec:
         qrange(self.dtype, self.symmetric)
         if self.granularity not in GRANULARITIES:
             raise ConfigError(
-                f"granularity: {self.granularity!r} is not allowed; choose one of {', '.join(GRANULARITIES)}")
+                f"granularity: {self.granularity!r} is not allowed; choose one of {', '.join(GRANULARITIES)}"
+            )
         if self.granularity == "per-group" and (int(self.group_size) < 1):
             raise ConfigError(f"group_size: {self.group_size!r} must be a positive integer")
 

@@ -23,8 +23,8 @@ def sqnr_sums(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch
     # slices accumulated in float64.  Exact float64 throughout was 10x slower.
     work = torch.float64 if ref.dtype == torch.float64 else torch.float32
     for i in range(0, max(ref.numel(), 1), CHUNK):
-        r = ref[i:i + CHUNK].to(work)
-        e = r - approx[i:i + CHUNK].to(work)
+        r = ref[i : i + CHUNK].to(work)
+        e = r - approx[i : i + CHUNK].to(work)
         s = r.mul(r).sum().to(torch.float64)
         n = e.mul_(e).sum().to(torch.float64)
         signal, noise = (s, n) if signal is None else (signal + s, noise + n)

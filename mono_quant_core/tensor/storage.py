@@ -76,7 +76,9 @@ def quantize_weight(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
 
 
 def quantize_weight_measured(
-    w: torch.Tensor, spec: QuantSpec, measure: bool = True,
+    w: torch.Tensor,
+    spec: QuantSpec,
+    measure: bool = True,
 ) -> tuple[QuantizedTensor, tuple[torch.Tensor, torch.Tensor] | None]:
     """``quantize_weight`` and, with ``measure``, the SQNR sums ``(Σw², Σ(w−ŵ)²)`` of the result.
 
@@ -88,8 +90,9 @@ def quantize_weight_measured(
     formulas: every step is element- or row-wise.
     """
     ndim = w.dim()
-    by_rows = ndim >= 2 and (spec.granularity in ("per-tensor", "per-group")
-                             or (spec.granularity == "per-channel" and spec.axis % ndim == 0))
+    by_rows = ndim >= 2 and (
+        spec.granularity in ("per-tensor", "per-group") or (spec.granularity == "per-channel" and spec.axis % ndim == 0)
+    )
     if not by_rows:
         scale, zero_point = choose_qparams(w, spec)
         codes = quantize(w, scale, zero_point, spec)
@@ -113,7 +116,7 @@ def quantize_weight_measured(
     scales, zero_points = [], []
     signal = noise = None
     for i in range(0, rows, step):
-        block = w[i:i + step]
+        block = w[i : i + step]
         n = block.shape[0]
         if staging is not None:
             block = staging[:n].copy_(block)
@@ -123,7 +126,7 @@ def quantize_weight_measured(
             zero_points.append(zero_point)
         if ragged:  # padded groups: the allocating whole-tensor functions, block by block
             block_codes = quantize(block, scale, zero_point, spec)
-            data[i:i + n] = encode(block_codes, spec)
+            data[i : i + n] = encode(block_codes, spec)
             if measure:
                 s, e = sqnr_sums(block, dequantize(block_codes, scale, zero_point, spec))
                 signal, noise = (s, e) if signal is None else (signal + s, noise + e)
@@ -131,9 +134,9 @@ def quantize_weight_measured(
         q = work[:n]
         float_codes(block, scale, zero_point, spec, out=q)
         if packing is None:
-            data[i:i + n].copy_(q)  # exact integers in float32: the copy is exact
+            data[i : i + n].copy_(q)  # exact integers in float32: the copy is exact
         else:
-            packing.pack_into(q, spare[:n], data[i:i + n])
+            packing.pack_into(q, spare[:n], data[i : i + n])
         if measure:
             dequantize_(q, scale, zero_point, spec)
             err = torch.sub(block, q, out=spare[:n])
@@ -165,21 +168,28 @@ class _Int4Packing:
         n = q.shape[0]
         stored = torch.add(q, self.offset, out=scratch)  # in [0, 15]: exact as uint8
         nibbles = self.nibbles[:n]
-        nibbles[:, :self.fan_in].copy_(stored.reshape(n, self.fan_in))
+        nibbles[:, : self.fan_in].copy_(stored.reshape(n, self.fan_in))
         pack_pairs(nibbles, out=out, high=self.high[:n])
 
 
 def dequantize_weight(
-    data: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
-    spec: QuantSpec, shape: tuple[int, ...] | torch.Size,
+    data: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    spec: QuantSpec,
+    shape: tuple[int, ...] | torch.Size,
 ) -> torch.Tensor:
     """Float32 weight of ``shape`` from its stored form."""
     return dequantize(decode(data, spec, shape), scale, zero_point, spec)
 
 
 def dequantize_weight_into(
-    data: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None,
-    spec: QuantSpec, shape: tuple[int, ...] | torch.Size, out: torch.Tensor,
+    data: torch.Tensor,
+    scale: torch.Tensor,
+    zero_point: torch.Tensor | None,
+    spec: QuantSpec,
+    shape: tuple[int, ...] | torch.Size,
+    out: torch.Tensor,
 ) -> torch.Tensor:
     """:func:`dequantize_weight` written into ``out`` (contiguous float32, as many values as
     ``shape``) and returned with ``shape``: the same values, no float temporary."""

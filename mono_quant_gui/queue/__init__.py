@@ -15,6 +15,21 @@ from .output_claims import OutputBusy, claimed
 from .runner import QueueRunner
 from .store import QueueStore, QueueStoreError, default_queue_path
 
-__all__ = ["CANCELLED", "DONE", "FAILED", "QUEUED", "RUNNING", "STATUSES", "OutputBusy", "QueueDock", "QueueEntry",
-           "QueueModel", "QueueRunner", "QueueStore", "QueueStoreError", "claimed", "default_queue_path",
-           "jobs_from_checkpoints"]
+__all__ = [
+    "CANCELLED",
+    "DONE",
+    "FAILED",
+    "QUEUED",
+    "RUNNING",
+    "STATUSES",
+    "OutputBusy",
+    "QueueDock",
+    "QueueEntry",
+    "QueueModel",
+    "QueueRunner",
+    "QueueStore",
+    "QueueStoreError",
+    "claimed",
+    "default_queue_path",
+    "jobs_from_checkpoints",
+]

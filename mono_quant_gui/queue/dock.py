@@ -95,25 +95,34 @@ class QueueDock(QWidget):
             self.addAction(action)
             return action
 
-        self.add_current = make("add_current", "Add current settings",
-                                "Queue a job with the open model, checkpoint and settings", "queue")
-        self.import_jobs = make("import", "Import job files…", "Queue jobs from mono-quant job files (.toml)",
-                                "open-script")
-        self.export_selected = make("export", "Export selected…", "Write the selected jobs as job files (.toml)",
-                                    "save")
+        self.add_current = make(
+            "add_current", "Add current settings", "Queue a job with the open model, checkpoint and settings", "queue"
+        )
+        self.import_jobs = make(
+            "import", "Import job files…", "Queue jobs from mono-quant job files (.toml)", "open-script"
+        )
+        self.export_selected = make(
+            "export", "Export selected…", "Write the selected jobs as job files (.toml)", "save"
+        )
         self.remove_selected = make("remove", "Remove", "Remove the selected jobs (not a running one)", "clear")
         self.remove_selected.setShortcut(QKeySequence.StandardKey.Delete)
         self.remove_selected.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.retry_selected = make("retry", "Retry", "Queue the selected failed or cancelled jobs again")
-        self.run_all = make("run_all", "Run all", "Run the queued jobs one after another in the background",
-                            "quantize")
+        self.run_all = make("run_all", "Run all", "Run the queued jobs one after another in the background", "quantize")
         self.stop = make("stop", "Stop", "Cancel the running job and run no more", "cancel")
 
     def _build(self) -> None:
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
-        for action in (self.add_current, self.import_jobs, self.export_selected, self.remove_selected,
-                       self.retry_selected, self.run_all, self.stop):
+        for action in (
+            self.add_current,
+            self.import_jobs,
+            self.export_selected,
+            self.remove_selected,
+            self.retry_selected,
+            self.run_all,
+            self.stop,
+        ):
             button = QToolButton()
             button.setDefaultAction(action)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -155,8 +164,11 @@ class QueueDock(QWidget):
         m.problem.connect(self._report)
         self.table.selectionModel().selectionChanged.connect(self.update_state)
         self.runner.running_changed.connect(self.update_state)
-        self.runner.errored.connect(lambda _id, message, _details: self.message.emit(
-            f"Queue job failed: {message.splitlines()[0] if message else ''}"))
+        self.runner.errored.connect(
+            lambda _id, message, _details: self.message.emit(
+                f"Queue job failed: {message.splitlines()[0] if message else ''}"
+            )
+        )
 
     # -- adding jobs ------------------------------------------------------------------------
     def add_jobs(self, jobs: list[Job], names: list[str | None] | None = None, announce: bool = True) -> list[str]:
@@ -185,8 +197,9 @@ class QueueDock(QWidget):
         jobs, names, errors = read_job_files(paths)
         ids = self.add_jobs(jobs, names, announce=not errors) if jobs else []
         if errors:
-            self._report(f"Queued {len(ids)} job(s); {len(errors)} job file(s) could not be read:\n"
-                         + "\n".join(errors))
+            self._report(
+                f"Queued {len(ids)} job(s); {len(errors)} job file(s) could not be read:\n" + "\n".join(errors)
+            )
         return ids
 
     def handle_paths(self, paths: list[str]) -> bool:
@@ -214,8 +227,9 @@ class QueueDock(QWidget):
         except MonoQuantError as exc:
             self._report(f"Export failed: {exc}")
             return []
-        self.message.emit(f"Exported {len(written)} job file(s) to {os.path.dirname(written[0])}"
-                          if written else "Nothing exported")
+        self.message.emit(
+            f"Exported {len(written)} job file(s) to {os.path.dirname(written[0])}" if written else "Nothing exported"
+        )
         return written
 
     def choose_export(self) -> None:
@@ -310,11 +324,14 @@ def _details_text(e: QueueEntry) -> str:
     lines = [f"{e.name}: {e.status}"]
     if e.message:
         lines += ["", e.message]
-    lines += ["", f"script      {job.script}" + (f" (entry {job.entry})" if job.entry else ""),
-              f"checkpoint  {job.checkpoint or '—'}", f"calibration {job.calibration_folder or '—'}",
-              f"output      {job.output}",
-              f"settings    {job.config.dtype}, {job.config.mode}, {job.config.scheme}, {job.config.granularity}"]
+    lines += [
+        "",
+        f"script      {job.script}" + (f" (entry {job.entry})" if job.entry else ""),
+        f"checkpoint  {job.checkpoint or '—'}",
+        f"calibration {job.calibration_folder or '—'}",
+        f"output      {job.output}",
+        f"settings    {job.config.dtype}, {job.config.mode}, {job.config.scheme}, {job.config.granularity}",
+    ]
     if e.details:
         lines += ["", e.details]
     return "\n".join(lines)
-

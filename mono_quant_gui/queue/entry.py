@@ -34,8 +34,7 @@ class QueueEntry:
 def absolute_job(job: Job) -> Job:
     """A deep copy of ``job`` whose paths are absolute (the queue file must not depend on the working folder)."""
     job = copy.deepcopy(job)  # the caller may keep editing its Job and QuantConfig
-    changes = {name: os.path.abspath(getattr(job, name)) for name in _PATH_FIELDS
-               if getattr(job, name) is not None}
+    changes = {name: os.path.abspath(getattr(job, name)) for name in _PATH_FIELDS if getattr(job, name) is not None}
     return job.replace(**changes)
 
 

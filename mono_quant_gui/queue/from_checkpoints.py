@@ -55,8 +55,9 @@ def numbered_output(folder: str, stem: str, dtype: str, taken: Iterable[str] = (
     return path
 
 
-def jobs_from_checkpoints(paths: Iterable[str | os.PathLike], template_job: Job,
-                          taken: Iterable[str] = ()) -> list[Job]:
+def jobs_from_checkpoints(
+    paths: Iterable[str | os.PathLike], template_job: Job, taken: Iterable[str] = ()
+) -> list[Job]:
     """One copy of ``template_job`` per checkpoint, writing ``<stem>.<dtype>.safetensors`` in
     :func:`output_folder` of each (next to it when that folder is the user's and writable).
 

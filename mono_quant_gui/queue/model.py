@@ -116,8 +116,9 @@ class QueueModel(QAbstractTableModel):
             self._save()
         return removed
 
-    def set_status(self, entry_id: str, status: str, message: str = "", details: str = "",
-                   progress: int | None = None) -> None:
+    def set_status(
+        self, entry_id: str, status: str, message: str = "", details: str = "", progress: int | None = None
+    ) -> None:
         """Change a job's status (saved) and its message, details and progress."""
         row = self.row_of(entry_id)
         if row < 0:
@@ -169,8 +170,9 @@ class QueueModel(QAbstractTableModel):
             self._save()
         return moved
 
-    def moveRows(self, sourceParent: _Index, sourceRow: int, count: int, destinationParent: _Index,
-                 destinationChild: int) -> bool:
+    def moveRows(
+        self, sourceParent: _Index, sourceRow: int, count: int, destinationParent: _Index, destinationChild: int
+    ) -> bool:
         if sourceParent.isValid() or destinationParent.isValid():
             return False
         moved = self._move(sourceRow, count, destinationChild)
@@ -184,8 +186,8 @@ class QueueModel(QAbstractTableModel):
             return False
         if not self.beginMoveRows(QModelIndex(), source, source + count - 1, QModelIndex(), dest):
             return False
-        block = self._entries[source:source + count]
-        del self._entries[source:source + count]
+        block = self._entries[source : source + count]
+        del self._entries[source : source + count]
         at = dest - count if dest > source else dest
         self._entries[at:at] = block
         self.endMoveRows()

@@ -33,8 +33,10 @@ def claim(path: str | os.PathLike, writer: str) -> None:
     with _lock:
         holder = _writers.get(key)
         if holder is not None:
-            raise OutputBusy(f"{os.fspath(path)}: {holder} is writing this file right now; "
-                             "wait for it to finish or choose another output file")
+            raise OutputBusy(
+                f"{os.fspath(path)}: {holder} is writing this file right now; "
+                "wait for it to finish or choose another output file"
+            )
         _writers[key] = writer
 
 

@@ -13,8 +13,9 @@ from .model import PROGRESS_ROLE, STATUS_ROLE
 class ProgressDelegate(QStyledItemDelegate):
     """A progress bar in the cell, drawn by the current style over the usual item background."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem,
-              index: QModelIndex | QPersistentModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         widget = option.widget
         style = widget.style() if widget is not None else QApplication.style()
         style.drawPrimitive(QStyle.PrimitiveElement.PE_PanelItemViewItem, option, painter, widget)

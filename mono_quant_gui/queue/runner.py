@@ -40,8 +40,10 @@ def run_job_task(ctx: TaskContext, job: Any) -> Any:
 def outcome_summary(outcome: Any) -> str:
     """``done in 1.2 s: output SQNR 41.3 dB, 12.5 KiB`` (plus the number of warnings)."""
     report = outcome.report
-    text = (f"done in {outcome.elapsed_s:.1f} s: output SQNR {format_db(report.output_sqnr_db)}, "
-            f"{format_bytes(outcome.file_bytes)}")
+    text = (
+        f"done in {outcome.elapsed_s:.1f} s: output SQNR {format_db(report.output_sqnr_db)}, "
+        f"{format_bytes(outcome.file_bytes)}"
+    )
     if report.warnings:
         text += f", {len(report.warnings)} warning(s): " + "; ".join(report.warnings)
     return text

@@ -69,8 +69,11 @@ class QueueStore:
     # -- reading ----------------------------------------------------------------------------
     def load(self) -> tuple[list[QueueEntry], str | None]:
         """The saved entries (a running one comes back queued) and a message for the user, or None."""
-        notes = [] if self.owner else [f"{self.path}: the queue is open in another mono-quant window; "
-                                       "changes made here will not be saved"]
+        notes = (
+            []
+            if self.owner
+            else [f"{self.path}: the queue is open in another mono-quant window; changes made here will not be saved"]
+        )
         try:
             with open(self.path, "rb") as f:
                 raw = f.read()
@@ -84,8 +87,10 @@ class QueueStore:
             return [], _joined([*notes, f"{self.path}: {exc}; {self._move_aside()}, the queue starts empty"])
         if problems:
             kept = self._move_aside()
-            notes.append(f"{self.path}: {len(problems)} job(s) could not be read and were left out "
-                         f"({kept}): " + "; ".join(problems))
+            notes.append(
+                f"{self.path}: {len(problems)} job(s) could not be read and were left out "
+                f"({kept}): " + "; ".join(problems)
+            )
         if interrupted:
             notes.append(f"{interrupted} job(s) stopped when mono-quant stopped and are queued again")
         if (problems or interrupted) and self.owner:
@@ -135,8 +140,14 @@ def _joined(notes: list[str]) -> str | None:
 
 
 def _encode(entry: QueueEntry) -> dict[str, Any]:
-    return {"id": entry.id, "name": entry.name, "status": entry.status, "message": entry.message,
-            "details": entry.details, "job": entry.job.to_toml()}
+    return {
+        "id": entry.id,
+        "name": entry.name,
+        "status": entry.status,
+        "message": entry.message,
+        "details": entry.details,
+        "job": entry.job.to_toml(),
+    }
 
 
 def _decode(raw: bytes, base_dir: str) -> tuple[list[QueueEntry], list[str], int]:
@@ -180,8 +191,14 @@ def _entry(record: Any, base_dir: str, number: int) -> QueueEntry:
     if fields["status"] not in STATUSES:
         raise _Corrupt(f"{where}: status {fields['status']!r} is not one of {', '.join(STATUSES)}")
     job = parse_job(fields["job"], base_dir, f"{where} ({fields['name'] or 'unnamed'})")
-    entry = QueueEntry(job=job, name=fields["name"] or os.path.basename(job.output), status=fields["status"],
-                       message=fields["message"], details=fields["details"], id=fields["id"] or uuid.uuid4().hex)
+    entry = QueueEntry(
+        job=job,
+        name=fields["name"] or os.path.basename(job.output),
+        status=fields["status"],
+        message=fields["message"],
+        details=fields["details"],
+        id=fields["id"] or uuid.uuid4().hex,
+    )
     if entry.status == RUNNING:
         entry.status, entry.message, entry.details = QUEUED, INTERRUPTED, ""
     entry.progress = 100 if entry.status == DONE else 0

@@ -36,7 +36,7 @@ def _train(model: nn.Module, x, y, epochs: int, batch: int, lr: float, key: str 
     for _ in range(epochs):
         order = torch.randperm(len(x))
         for i in range(0, len(x), batch):
-            idx = order[i:i + batch]
+            idx = order[i : i + batch]
             out = model(**{key: x[idx]}) if key else model(x[idx])
             loss = nn.functional.cross_entropy(out, y[idx])
             opt.zero_grad()
@@ -73,7 +73,7 @@ def make_cnn() -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, HERE / "cnn" / "model.safetensors")
     calib = _fresh(HERE / "cnn")
     for i in range(CALIBRATION_FILES):
-        torch.save(x[held[i * 12:(i + 1) * 12]].clone(), calib / f"digits_{i}.pt")
+        torch.save(x[held[i * 12 : (i + 1) * 12]].clone(), calib / f"digits_{i}.pt")
 
 
 def _token_task(n: int, module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,7 +94,7 @@ def make_transformer() -> None:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, HERE / "transformer" / "model.safetensors")
     calib = _fresh(HERE / "transformer")
     for i in range(CALIBRATION_FILES):
-        save_file({"tokens": xh[i * 8:(i + 1) * 8].contiguous()}, calib / f"tokens_{i}.safetensors")
+        save_file({"tokens": xh[i * 8 : (i + 1) * 8].contiguous()}, calib / f"tokens_{i}.safetensors")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ FORBIDDEN = ("PySide6", "shiboken6", "pyqtgraph", "mono_quant_gui")
 
 
 def core_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.walk_packages(mono_quant_core.__path__, "mono_quant_core.")
-                  if not m.name.endswith("__main__"))
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(mono_quant_core.__path__, "mono_quant_core.")
+        if not m.name.endswith("__main__")
+    )
 
 
 def test_core_imports_no_qt():
@@ -52,7 +55,9 @@ def test_core_suite_runs_with_qt_hidden():
 
     out = subprocess.run(
         [sys.executable, "-c", "import tests_qt_hider; " + code],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **env, "PYTHONPATH": os.path.join(os.path.dirname(__file__), "..")},
     )
     assert out.returncode != 0 and "hidden" in out.stderr

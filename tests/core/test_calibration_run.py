@@ -21,8 +21,10 @@ MINMAX = QuantConfig(mode="static", observer="minmax")
 
 
 def no_hooks(model: nn.Module) -> bool:
-    return all(not m._forward_pre_hooks and not m._forward_pre_hooks_with_kwargs
-               and not m._forward_hooks for m in model.modules())
+    return all(
+        not m._forward_pre_hooks and not m._forward_pre_hooks_with_kwargs and not m._forward_hooks
+        for m in model.modules()
+    )
 
 
 class Counting(nn.Module):
@@ -214,8 +216,10 @@ class Outputs(nn.Module):
 
 def test_outputs_of_any_type_calibrate_alike():
     samples = batches(4)
-    results = {kind: calibrate(Outputs(kind), ["a", "b"], samples, MINMAX)
-               for kind in ("tensor", "tuple", "dict", "model-output")}
+    results = {
+        kind: calibrate(Outputs(kind), ["a", "b"], samples, MINMAX)
+        for kind in ("tensor", "tuple", "dict", "model-output")
+    }
     ref = results["tensor"]
     assert set(ref) == {"a", "b"}
     for kind, result in results.items():

@@ -50,10 +50,32 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
     the broken job is named in the summary and the third job still ran; inspect --json.
     """
     write_project(tmp_path)
-    first = cli(tmp_path, "quantize", "--script", "model.py", "--checkpoint", "ckpt.pt",
-                "--calib", "calib", "--samples", "8", "--seed", "1", "--mode", "static",
-                "--observer", "histogram", "--exclude", "nothing.*", "--out", "q.safetensors",
-                "--report", "q.json", "--save-job", "a.toml")
+    first = cli(
+        tmp_path,
+        "quantize",
+        "--script",
+        "model.py",
+        "--checkpoint",
+        "ckpt.pt",
+        "--calib",
+        "calib",
+        "--samples",
+        "8",
+        "--seed",
+        "1",
+        "--mode",
+        "static",
+        "--observer",
+        "histogram",
+        "--exclude",
+        "nothing.*",
+        "--out",
+        "q.safetensors",
+        "--report",
+        "q.json",
+        "--save-job",
+        "a.toml",
+    )
     assert first.returncode == 0, first.stderr
     assert "saved job a.toml" in first.stdout and "wrote q.safetensors" in first.stdout
     progress = [line for line in first.stderr.splitlines() if line.startswith("[")]
@@ -66,11 +88,14 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
     os.rename(tmp_path / "q.safetensors", tmp_path / "ref.safetensors")
     os.rename(tmp_path / "q.json", tmp_path / "ref.json")
     (tmp_path / "broken.toml").write_text(
-        '[model]\nscript = "missing.py"\n[output]\npath = "never.pt"\n', encoding="utf-8")
+        '[model]\nscript = "missing.py"\n[output]\npath = "never.pt"\n', encoding="utf-8"
+    )
     (tmp_path / "c.toml").write_text(
         '[model]\nscript = "model.py"\ncheckpoint = "ckpt.pt"\n'
         '[quantization]\ndtype = "int4"\nmode = "weight-only"\ngranularity = "per-group"\n'
-        'group_size = 8\n[output]\npath = "c.pt"\n', encoding="utf-8")
+        'group_size = 8\n[output]\npath = "c.pt"\n',
+        encoding="utf-8",
+    )
     batch = cli(tmp_path, "run", "a.toml", "broken.toml", "c.toml")
     assert batch.returncode == 1, batch.stderr
     lines = batch.stdout.splitlines()
@@ -85,9 +110,20 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
     assert_same_tensors(str(tmp_path / "ref.safetensors"), str(tmp_path / "q.safetensors"))
     ref = json.loads((tmp_path / "ref.json").read_text())
     again = json.loads((tmp_path / "q.json").read_text())
-    for key in ("output_sqnr_db", "original_bytes", "quantized_bytes", "compression_ratio",
-                "calibration_samples", "validation_samples", "layers", "skipped", "passed",
-                "load_test_passed", "weight_range_valid", "config"):
+    for key in (
+        "output_sqnr_db",
+        "original_bytes",
+        "quantized_bytes",
+        "compression_ratio",
+        "calibration_samples",
+        "validation_samples",
+        "layers",
+        "skipped",
+        "passed",
+        "load_test_passed",
+        "weight_range_valid",
+        "config",
+    ):
         assert again[key] == ref[key], key
     from mono_quant_core.serialization import read_metadata
 
@@ -103,16 +139,27 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
     assert [layer["name"] for layer in info["layers"]] == ["fc1", "fc2"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["quantize", "--script", "m.py", "--out", "o.pt", "--dtype", "int3"],
-     "mono-quant: error: argument --dtype: invalid choice: 'int3'"),
-    (["quantize", "--script", "m.py", "--out", "o.pt", "--mode", "static"],
-     "mono-quant: error: --mode static needs --calib DIR"),
-    (["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "[8]"],
-     "mono-quant: error: --entry-kwargs: must be a JSON object of keyword arguments like '{\"width\": 8}', got list"),
-    (["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "{width"],
-     "mono-quant: error: --entry-kwargs: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["quantize", "--script", "m.py", "--out", "o.pt", "--dtype", "int3"],
+            "mono-quant: error: argument --dtype: invalid choice: 'int3'",
+        ),
+        (
+            ["quantize", "--script", "m.py", "--out", "o.pt", "--mode", "static"],
+            "mono-quant: error: --mode static needs --calib DIR",
+        ),
+        (
+            ["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "[8]"],
+            "mono-quant: error: --entry-kwargs: must be a JSON object of keyword arguments like '{\"width\": 8}', got list",
+        ),
+        (
+            ["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "{width"],
+            "mono-quant: error: --entry-kwargs: not valid JSON",
+        ),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, message):
     """Usage errors need no torch: one line on stderr, exit 2, nothing on stdout."""
     out = cli(tmp_path, *args)
@@ -138,23 +185,57 @@ def test_exit_codes_in_process(tmp_path, capsys):
     p = write_project(tmp_path)
     base = ["quantize", "--script", p.path("model.py"), "--checkpoint", p.path("ckpt.pt")]
     cases = [
-        ([*base, "--calib", p.path("calib"), "--min-output-sqnr", "200", "--on-failure", "error",
-          "--report", p.path("r.json"),
-          "--out", p.path("x.safetensors")], 1, "validation failed: output SQNR"),
-        (["quantize", "--script", p.path("nope.py"), "--out", p.path("x.pt")], 2,
-         f"{p.path('nope.py')}: no such model script"),
-        ([*base[:3], "--checkpoint", p.path("nope.pt"), "--out", p.path("x.pt")], 2,
-         f"{p.path('nope.pt')}: no such checkpoint"),
-        ([*base, "--entry-kwargs", "[1]", "--out", p.path("x.pt")], 2,
-         "--entry-kwargs: must be a JSON object"),
-        ([*base, "--samples", "3", "--out", p.path("x.pt")], 2,
-         "--samples: given without a calibration folder"),
-        ([*base, "--mode", "weight-only", "--granularity", "per-group", "--group-size", "3",
-          "--out", p.path("x.pt")], 2, "--group-size: 3 must be an even integer"),
+        (
+            [
+                *base,
+                "--calib",
+                p.path("calib"),
+                "--min-output-sqnr",
+                "200",
+                "--on-failure",
+                "error",
+                "--report",
+                p.path("r.json"),
+                "--out",
+                p.path("x.safetensors"),
+            ],
+            1,
+            "validation failed: output SQNR",
+        ),
+        (
+            ["quantize", "--script", p.path("nope.py"), "--out", p.path("x.pt")],
+            2,
+            f"{p.path('nope.py')}: no such model script",
+        ),
+        (
+            [*base[:3], "--checkpoint", p.path("nope.pt"), "--out", p.path("x.pt")],
+            2,
+            f"{p.path('nope.pt')}: no such checkpoint",
+        ),
+        ([*base, "--entry-kwargs", "[1]", "--out", p.path("x.pt")], 2, "--entry-kwargs: must be a JSON object"),
+        ([*base, "--samples", "3", "--out", p.path("x.pt")], 2, "--samples: given without a calibration folder"),
+        (
+            [
+                *base,
+                "--mode",
+                "weight-only",
+                "--granularity",
+                "per-group",
+                "--group-size",
+                "3",
+                "--out",
+                p.path("x.pt"),
+            ],
+            2,
+            "--group-size: 3 must be an even integer",
+        ),
         ([*base, "--out", p.path("x.onnx")], 2, "--out: "),
         ([*base, "--out", p.path("ckpt.pt")], 2, f"{p.path('ckpt.pt')}: is the checkpoint; refusing"),
-        ([*base, "--out", p.path("x.pt"), "--report", p.path("model.py")], 2,
-         f"{p.path('model.py')}: is the model script; refusing"),
+        (
+            [*base, "--out", p.path("x.pt"), "--report", p.path("model.py")],
+            2,
+            f"{p.path('model.py')}: is the model script; refusing",
+        ),
         ([*base, "--out", p.path("x.pt"), "--no-run"], 2, "--no-run: only useful with --save-job"),
         (["inspect", p.path("nope.safetensors")], 2, f"{p.path('nope.safetensors')}: no such file"),
         (["inspect", p.path("ckpt.pt")], 2, f"{p.path('ckpt.pt')}: "),
@@ -174,9 +255,24 @@ def test_save_job_no_run_then_run_json(tmp_path, capsys):
     jobs = tmp_path / "jobs"
     jobs.mkdir()
     shutil.copy(p.path("model.py"), jobs / "model.py")
-    argv = ["quantize", "--script", str(jobs / "model.py"), "--checkpoint", p.path("ckpt.pt"),
-            "--entry", "build_model", "--entry-kwargs", '{"width": 16}', "--dtype", "fp16",
-            "--out", str(jobs / "half.safetensors"), "--save-job", str(jobs / "half.toml"), "--no-run"]
+    argv = [
+        "quantize",
+        "--script",
+        str(jobs / "model.py"),
+        "--checkpoint",
+        p.path("ckpt.pt"),
+        "--entry",
+        "build_model",
+        "--entry-kwargs",
+        '{"width": 16}',
+        "--dtype",
+        "fp16",
+        "--out",
+        str(jobs / "half.safetensors"),
+        "--save-job",
+        str(jobs / "half.toml"),
+        "--no-run",
+    ]
     assert main(argv) == 0
     assert not (jobs / "half.safetensors").exists()
     text = (jobs / "half.toml").read_text()
@@ -186,8 +282,7 @@ def test_save_job_no_run_then_run_json(tmp_path, capsys):
     (jobs / "bad.toml").write_text("[model\n", encoding="utf-8")
     assert main(["run", str(jobs / "half.toml"), str(jobs / "bad.toml"), "--json"]) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert [(r["status"], r["output"]) for r in rows] == [
-        ("done", str(jobs / "half.safetensors")), ("failed", None)]
+    assert [(r["status"], r["output"]) for r in rows] == [("done", str(jobs / "half.safetensors")), ("failed", None)]
     assert rows[0]["file_bytes"] == os.path.getsize(jobs / "half.safetensors")
     assert "not valid TOML" in rows[1]["error"]
 
@@ -212,8 +307,12 @@ def test_plain_progress_is_throttled_per_phase():
     printer(80, 100, "quantized fc1")
     printer(100, 100, "saving q.pt")
     assert stream.getvalue().splitlines() == [
-        "[    ] loading model.py", "[  1%] calibrating 1/64", "[ 70%] calibrating 64/64",
-        "[ 80%] quantized fc1", "[100%] saving q.pt"]
+        "[    ] loading model.py",
+        "[  1%] calibrating 1/64",
+        "[ 70%] calibrating 64/64",
+        "[ 80%] quantized fc1",
+        "[100%] saving q.pt",
+    ]
 
 
 def test_tty_progress_redraws_one_line_and_clears_it():

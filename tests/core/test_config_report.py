@@ -15,7 +15,12 @@ from mono_quant_core.report import LayerReport, QuantReport, SkippedLayer, forma
 def test_defaults_match_the_design():
     c = QuantConfig()
     assert (c.dtype, c.mode, c.scheme, c.granularity, c.observer) == (
-        "int8", "dynamic", "symmetric", "per-channel", "minmax")
+        "int8",
+        "dynamic",
+        "symmetric",
+        "per-channel",
+        "minmax",
+    )
     assert c.include_types is None
 
 
@@ -24,13 +29,16 @@ def test_underscore_and_case_spellings():
     assert (c.granularity, c.mode, c.group_size) == ("per-tensor", "weight-only", 64)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"dtype": "int3"}, "dtype: 'int3' is not allowed; choose one of int8, int4, fp16, bf16"),
-    ({"dtype": "int4", "mode": "dynamic"}, "int4 is weight-only"),
-    ({"mode": "static", "granularity": "per-group"}, "per-group needs mode weight-only"),
-    ({"group_size": 3}, "group_size"),
-    ({"percentile": 0}, "percentile"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"dtype": "int3"}, "dtype: 'int3' is not allowed; choose one of int8, int4, fp16, bf16"),
+        ({"dtype": "int4", "mode": "dynamic"}, "int4 is weight-only"),
+        ({"mode": "static", "granularity": "per-group"}, "per-group needs mode weight-only"),
+        ({"group_size": 3}, "group_size"),
+        ({"percentile": 0}, "percentile"),
+    ],
+)
 def test_bad_values_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         QuantConfig(**kwargs)
@@ -47,8 +55,11 @@ def test_config_round_trips_through_dict():
 
 
 def test_report_json_round_trip_with_infinity():
-    r = QuantReport(output_sqnr_db=math.inf, layers=[LayerReport("fc", "Linear", "int8", weight_sqnr_db=41.5)],
-                    skipped=[SkippedLayer("norm", "LayerNorm", "no replacement")])
+    r = QuantReport(
+        output_sqnr_db=math.inf,
+        layers=[LayerReport("fc", "Linear", "int8", weight_sqnr_db=41.5)],
+        skipped=[SkippedLayer("norm", "LayerNorm", "no replacement")],
+    )
     text = r.to_json()
     assert json.loads(text)["output_sqnr_db"] == "inf"
     back = QuantReport.from_json(text)

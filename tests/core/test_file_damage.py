@@ -19,7 +19,7 @@ def _torch_file(path, cut=None, legacy=False):
     torch.save({"w": torch.arange(64, dtype=torch.float32)}, path, _use_new_zipfile_serialization=not legacy)
     if cut is not None:
         data = path.read_bytes()
-        path.write_bytes(data[:len(data) // cut])
+        path.write_bytes(data[: len(data) // cut])
 
 
 def _zip_of_text(path):
@@ -29,13 +29,22 @@ def _zip_of_text(path):
 
 CASES = [
     ("empty.pt", lambda p: p.write_bytes(b""), "the file is empty (0 bytes)"),
-    ("text.pt", lambda p: p.write_text("hello\n" * 20),
-     "not a file written by torch.save (it is neither a zip archive nor a pickle)"),
-    ("cut.pt", lambda p: _torch_file(p, cut=2),
-     "a damaged or truncated torch.save archive, or a zip file torch.save did not write"),
+    (
+        "text.pt",
+        lambda p: p.write_text("hello\n" * 20),
+        "not a file written by torch.save (it is neither a zip archive nor a pickle)",
+    ),
+    (
+        "cut.pt",
+        lambda p: _torch_file(p, cut=2),
+        "a damaged or truncated torch.save archive, or a zip file torch.save did not write",
+    ),
     ("other.pt", _zip_of_text, "a damaged or truncated torch.save archive, or a zip file torch.save did not write"),
-    ("legacy.pt", lambda p: _torch_file(p, cut=2, legacy=True),
-     "a damaged or truncated torch.save file in the legacy pickle format"),
+    (
+        "legacy.pt",
+        lambda p: _torch_file(p, cut=2, legacy=True),
+        "a damaged or truncated torch.save file in the legacy pickle format",
+    ),
     ("short.safetensors", lambda p: p.write_bytes(b"abc"), "too short for a safetensors file (3 bytes)"),
 ]
 
@@ -52,7 +61,20 @@ def test_damaged_checkpoints_are_described_in_plain_words(tmp_path, name, write,
         assert internal not in message
 
 
-CALIBRATION_CASES = [*CASES, ("text.npy", lambda p: p.write_bytes(os.urandom(64).replace(b"\x93", b"x")), "not a NumPy .npy file (it does not start with the .npy header)"), ("objects.npy", lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True), "refused: it holds pickled Python objects (a NumPy object array)"), ("text.npz", lambda p: p.write_text("hello"), "not a NumPy .npz archive (it is not a zip file)")]
+CALIBRATION_CASES = [
+    *CASES,
+    (
+        "text.npy",
+        lambda p: p.write_bytes(os.urandom(64).replace(b"\x93", b"x")),
+        "not a NumPy .npy file (it does not start with the .npy header)",
+    ),
+    (
+        "objects.npy",
+        lambda p: np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True),
+        "refused: it holds pickled Python objects (a NumPy object array)",
+    ),
+    ("text.npz", lambda p: p.write_text("hello"), "not a NumPy .npz archive (it is not a zip file)"),
+]
 
 
 @pytest.mark.parametrize("name, write, problem", CALIBRATION_CASES)

@@ -18,8 +18,13 @@ def saved(tmp_path_factory):
     model, data = make("cnn")
     config = QuantConfig(mode="static", exclude=["features.3"])
     result = quantize(model, config, calibration=data)
-    result.source = {"script": "cnn.py", "entry": "CNN", "entry_kwargs": {}, "checkpoint": "cnn.pt",
-                     "checkpoint_sha256": "0123456789abcdef" * 4}
+    result.source = {
+        "script": "cnn.py",
+        "entry": "CNN",
+        "entry_kwargs": {},
+        "checkpoint": "cnn.pt",
+        "checkpoint_sha256": "0123456789abcdef" * 4,
+    }
     folder = tmp_path_factory.mktemp("inspect")
     paths = {ext: folder / f"cnn{ext}" for ext in (".safetensors", ".pt")}
     for path in paths.values():
@@ -40,7 +45,11 @@ def test_inspect_file_fields(saved, ext):
     assert [r["name"] for r in info["layers"]] == ["features.0", "head"]
     conv = info["layers"][0]
     assert (conv["type"], conv["dtype"], conv["granularity"], conv["shape"]) == (
-        "Conv2d", "int8", "per-channel", [16, 3, 3, 3])
+        "Conv2d",
+        "int8",
+        "per-channel",
+        [16, 3, 3, 3],
+    )
     assert conv["weight_sqnr_db"] == pytest.approx(result.report.layer("features.0").weight_sqnr_db)
     assert conv["output_sqnr_db"] == pytest.approx(result.report.layer("features.0").output_sqnr_db)
     skipped = {s["name"]: s["reason"] for s in info["skipped"]}

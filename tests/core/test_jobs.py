@@ -50,10 +50,15 @@ class Project:
 
     def job(self, out: str = "out.safetensors", report: bool = False, **settings) -> Job:
         static = settings.get("mode") == "static"
-        return Job(script=self.path("model.py"), checkpoint=self.path("ckpt.pt"),
-                   output=self.path(out), config=QuantConfig(**settings),
-                   calibration_folder=self.path("calib"), samples=10 if static else None,
-                   report_path=self.path(out + ".json") if report else None)
+        return Job(
+            script=self.path("model.py"),
+            checkpoint=self.path("ckpt.pt"),
+            output=self.path(out),
+            config=QuantConfig(**settings),
+            calibration_folder=self.path("calib"),
+            samples=10 if static else None,
+            report_path=self.path(out + ".json") if report else None,
+        )
 
 
 def write_project(root) -> Project:
@@ -65,8 +70,12 @@ def write_project(root) -> Project:
     with open(os.path.join(root, "model.py"), "w", encoding="utf-8") as f:
         f.write(MODEL_SCRIPT)
     g = torch.Generator().manual_seed(0)
-    state = {"fc1.weight": torch.randn(16, 16, generator=g) * 0.3, "fc1.bias": torch.randn(16, generator=g),
-             "fc2.weight": torch.randn(4, 16, generator=g) * 0.3, "fc2.bias": torch.randn(4, generator=g)}
+    state = {
+        "fc1.weight": torch.randn(16, 16, generator=g) * 0.3,
+        "fc1.bias": torch.randn(16, generator=g),
+        "fc2.weight": torch.randn(4, 16, generator=g) * 0.3,
+        "fc2.bias": torch.randn(4, generator=g),
+    }
     torch.save(state, os.path.join(root, "ckpt.pt"))
     for i in range(10):
         torch.save(torch.randn(4, 16, generator=g), os.path.join(root, "calib", f"x{i}.pt"))
@@ -81,18 +90,44 @@ def project(tmp_path) -> Project:
 def full_job(folder: str, outside: str) -> Job:
     """A job with every field set to a non-default value, paths inside and outside ``folder``."""
     config = QuantConfig(
-        dtype="int8", mode="static", scheme="asymmetric", granularity="per-tensor", group_size=64,
-        observer="percentile", include_types=["Linear", "Conv2d"], exclude_types=["Embedding"],
-        include=["enc.*"], exclude=["head.*", 'we"ird\\name'], layers=["enc.0", "enc.1"],
-        on_failure="warn", min_output_sqnr_db=31.5, percentile=99.5, moving_average_constant=0.05,
-        histogram_bins=512, histogram_method="entropy", warn_layer_sqnr_db=18.25)
+        dtype="int8",
+        mode="static",
+        scheme="asymmetric",
+        granularity="per-tensor",
+        group_size=64,
+        observer="percentile",
+        include_types=["Linear", "Conv2d"],
+        exclude_types=["Embedding"],
+        include=["enc.*"],
+        exclude=["head.*", 'we"ird\\name'],
+        layers=["enc.0", "enc.1"],
+        on_failure="warn",
+        min_output_sqnr_db=31.5,
+        percentile=99.5,
+        moving_average_constant=0.05,
+        histogram_bins=512,
+        histogram_method="entropy",
+        warn_layer_sqnr_db=18.25,
+    )
     return Job(
-        script=os.path.join(folder, "models", "net.py"), output=os.path.join(folder, "out", "q.pt"),
-        entry="build_model", checkpoint=os.path.join(outside, "ckpt.safetensors"), strict=False,
-        entry_kwargs={"width": 8, "name": 'a "q"\\ \n\ttab \x01 é ✓', "scale": 0.1,
-                      "flags": [True, False], "nested": {"key with space": [1, 2.5, "x"]}},
-        config=config, calibration_folder=os.path.join(folder, "calib data"), samples=12, seed=3,
-        report_path=os.path.join(outside, "report.json"))
+        script=os.path.join(folder, "models", "net.py"),
+        output=os.path.join(folder, "out", "q.pt"),
+        entry="build_model",
+        checkpoint=os.path.join(outside, "ckpt.safetensors"),
+        strict=False,
+        entry_kwargs={
+            "width": 8,
+            "name": 'a "q"\\ \n\ttab \x01 é ✓',
+            "scale": 0.1,
+            "flags": [True, False],
+            "nested": {"key with space": [1, 2.5, "x"]},
+        },
+        config=config,
+        calibration_folder=os.path.join(folder, "calib data"),
+        samples=12,
+        seed=3,
+        report_path=os.path.join(outside, "report.json"),
+    )
 
 
 def test_every_config_field_has_a_job_key():
@@ -132,17 +167,35 @@ def test_defaults_round_trip_keep_none_and_empty_lists_apart(tmp_path):
     assert parse_job(empty.to_toml(tmp_path), tmp_path).config.layers == []
 
 
-@pytest.mark.parametrize("text", [
-    "", "plain", 'quote " and \\ backslash', "new\nline\r\n", "\t\b\f\x00\x1f\x7f", "é ✓ 𝄞",
-    "'''", '"""', "\\u0041",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "plain",
+        'quote " and \\ backslash',
+        "new\nline\r\n",
+        "\t\b\f\x00\x1f\x7f",
+        "é ✓ 𝄞",
+        "'''",
+        '"""',
+        "\\u0041",
+    ],
+)
 def test_toml_string_reads_back_exactly(text):
     assert tomllib.loads(f"v = {toml_string(text)}")["v"] == text
 
 
 def test_toml_values_read_back_exactly():
-    values = {"i": -7, "f": 1e-5, "g": 123456789.125, "t": True, "inf": math.inf,
-              "l": [1, "a", [2.0]], "d": {"a-b": 1, "c d": {"e": []}}, "e": {}}
+    values = {
+        "i": -7,
+        "f": 1e-5,
+        "g": 123456789.125,
+        "t": True,
+        "inf": math.inf,
+        "l": [1, "a", [2.0]],
+        "d": {"a-b": 1, "c d": {"e": []}},
+        "e": {},
+    }
     text = "\n".join(f"{k} = {toml_value(v)}" for k, v in values.items())
     assert tomllib.loads(text) == values
 
@@ -170,7 +223,9 @@ def test_dashed_keys_and_relative_paths(tmp_path):
         '[quantization]\ngroup-size = 32\ngranularity = "per_group"\nmode = "weight-only"\n'
         'include-types = "Linear"\npercentile = 99\n'
         '[validation]\non-failure = "IGNORE"\nmin-output-sqnr-db = 20\n'
-        '[output]\npath = "out/q.safetensors"\n', encoding="utf-8")
+        '[output]\npath = "out/q.safetensors"\n',
+        encoding="utf-8",
+    )
     job = load_job(path)
     assert job.script == str(tmp_path / "m.py")
     assert job.output == str(tmp_path / "sub" / "out" / "q.safetensors")
@@ -185,38 +240,57 @@ def test_dashed_keys_and_relative_paths(tmp_path):
 MINIMAL = '[model]\nscript = "m.py"\n[output]\npath = "o.safetensors"\n'
 
 
-@pytest.mark.parametrize("text, expected", [
-    (MINIMAL + "[modle]\n", r"\[modle\]: unknown section; a job file has the sections \[model\]"),
-    ('script = "m.py"\n' + MINIMAL, r"script: keys belong inside a section \(\[model\]"),
-    (MINIMAL.replace("[model]\n", "[model]\nscrpt = 1\n"),
-     r"\[model\] scrpt: unknown key; \[model\] takes script, entry, entry_kwargs"),
-    (MINIMAL + "[calibration]\nfolder = 'c'\nsamples = 'ten'\n",
-     r"\[calibration\] samples: must be an integer, got string 'ten'"),
-    (MINIMAL + "[quantization]\ndtype = 'int3'\n",
-     r"\[quantization\] dtype: 'int3' is not allowed; choose one of int8, int4, fp16, bf16"),
-    (MINIMAL + "[quantization]\ndtype = 8\n",
-     r"\[quantization\] dtype: must be one of int8, int4, fp16, bf16, got integer 8"),
-    (MINIMAL + "[quantization]\ninclude = [1]\n", r"\[quantization\] include: must be a list of strings"),
-    (MINIMAL + "[validation]\non_failure = 'explode'\n",
-     r"\[validation\] on_failure: 'explode' is not allowed; choose one of error, warn, ignore"),
-    (MINIMAL + "[validation]\nmin_output_sqnr_db = true\n",
-     r"\[validation\] min_output_sqnr_db: must be a number, got boolean True"),
-    (MINIMAL + "[quantization]\ngroup_size = 2\ngroup-size = 4\n",
-     r"\[quantization\] group_size: given twice \(as group_size and group-size\)"),
-    (MINIMAL + "[quantization]\nmode = 'static'\n",
-     r"\[calibration\] folder: mode static needs a calibration folder"),
-    (MINIMAL + "[calibration]\nsamples = 4\n",
-     r"\[calibration\] samples: given without a calibration folder"),
-    (MINIMAL + "[calibration]\nfolder = 'c'\nsamples = 0\n",
-     r"\[calibration\] samples: 0 must be an integer >= 1"),
-    ('[output]\npath = "o.pt"\n', r"\[model\] script: missing"),
-    ('[model]\nscript = "m.py"\n', r"\[output\] path: missing"),
-    (MINIMAL.replace("o.safetensors", "o.onnx"), r"\[output\] path: .*must end in .safetensors, .pt, .pth"),
-    (MINIMAL + "[model]\n", r"not valid TOML"),
-    (MINIMAL.replace('"m.py"', '""'), r"\[model\] script: is empty"),
-    (MINIMAL + "[model.entry_kwargs]\nwhen = 2024-01-01\n",
-     r"\[model\] entry_kwargs.when: dates and times are not supported here"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (MINIMAL + "[modle]\n", r"\[modle\]: unknown section; a job file has the sections \[model\]"),
+        ('script = "m.py"\n' + MINIMAL, r"script: keys belong inside a section \(\[model\]"),
+        (
+            MINIMAL.replace("[model]\n", "[model]\nscrpt = 1\n"),
+            r"\[model\] scrpt: unknown key; \[model\] takes script, entry, entry_kwargs",
+        ),
+        (
+            MINIMAL + "[calibration]\nfolder = 'c'\nsamples = 'ten'\n",
+            r"\[calibration\] samples: must be an integer, got string 'ten'",
+        ),
+        (
+            MINIMAL + "[quantization]\ndtype = 'int3'\n",
+            r"\[quantization\] dtype: 'int3' is not allowed; choose one of int8, int4, fp16, bf16",
+        ),
+        (
+            MINIMAL + "[quantization]\ndtype = 8\n",
+            r"\[quantization\] dtype: must be one of int8, int4, fp16, bf16, got integer 8",
+        ),
+        (MINIMAL + "[quantization]\ninclude = [1]\n", r"\[quantization\] include: must be a list of strings"),
+        (
+            MINIMAL + "[validation]\non_failure = 'explode'\n",
+            r"\[validation\] on_failure: 'explode' is not allowed; choose one of error, warn, ignore",
+        ),
+        (
+            MINIMAL + "[validation]\nmin_output_sqnr_db = true\n",
+            r"\[validation\] min_output_sqnr_db: must be a number, got boolean True",
+        ),
+        (
+            MINIMAL + "[quantization]\ngroup_size = 2\ngroup-size = 4\n",
+            r"\[quantization\] group_size: given twice \(as group_size and group-size\)",
+        ),
+        (
+            MINIMAL + "[quantization]\nmode = 'static'\n",
+            r"\[calibration\] folder: mode static needs a calibration folder",
+        ),
+        (MINIMAL + "[calibration]\nsamples = 4\n", r"\[calibration\] samples: given without a calibration folder"),
+        (MINIMAL + "[calibration]\nfolder = 'c'\nsamples = 0\n", r"\[calibration\] samples: 0 must be an integer >= 1"),
+        ('[output]\npath = "o.pt"\n', r"\[model\] script: missing"),
+        ('[model]\nscript = "m.py"\n', r"\[output\] path: missing"),
+        (MINIMAL.replace("o.safetensors", "o.onnx"), r"\[output\] path: .*must end in .safetensors, .pt, .pth"),
+        (MINIMAL + "[model]\n", r"not valid TOML"),
+        (MINIMAL.replace('"m.py"', '""'), r"\[model\] script: is empty"),
+        (
+            MINIMAL + "[model.entry_kwargs]\nwhen = 2024-01-01\n",
+            r"\[model\] entry_kwargs.when: dates and times are not supported here",
+        ),
+    ],
+)
 def test_errors_name_file_section_and_key(tmp_path, text, expected):
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")
@@ -234,8 +308,10 @@ def test_missing_and_unreadable_job_files(tmp_path):
 
 
 def test_jobs_import_without_torch():
-    code = ("import sys, mono_quant_core.jobs, mono_quant_core.cli.main\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\nprint('ok')")
+    code = (
+        "import sys, mono_quant_core.jobs, mono_quant_core.cli.main\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\nprint('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -248,8 +324,9 @@ def test_run_job_writes_output_and_report(project):
     job = project.job(mode="static", observer="minmax", report=True)
     seen: list[tuple[int, int, str]] = []
     layers: list[str] = []
-    outcome = run_job(job, progress=lambda d, t, m: seen.append((d, t, m)),
-                      on_layer=lambda layer: layers.append(layer.name))
+    outcome = run_job(
+        job, progress=lambda d, t, m: seen.append((d, t, m)), on_layer=lambda layer: layers.append(layer.name)
+    )
     assert os.path.getsize(job.output) == outcome.file_bytes
     report = json.loads(Path(job.report_path).read_text(encoding="utf-8"))
     assert report["file_bytes"] == outcome.file_bytes

@@ -30,23 +30,26 @@ def inputs(k=128, rows=8, seed=1):
 INT4 = dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32)
 
 
-@pytest.mark.parametrize("config,k,n,expected", [
-    (dict(mode="dynamic"), 128, 64, "fbgemm-dynamic"),
-    (dict(mode="dynamic", scheme="asymmetric", granularity="per-tensor"), 128, 64, "fbgemm-dynamic"),
-    (dict(mode="weight-only"), 128, 64, "int8pack-bf16"),
-    (dict(mode="weight-only", scheme="asymmetric"), 128, 64, "int8pack-bf16"),
-    (dict(mode="static"), 128, 64, "int8pack-bf16"),
-    (dict(mode="weight-only", granularity="per-group", group_size=32), 128, 64, "dequantize"),
-    (dict(mode="weight-only"), 20, 64, "dequantize"),  # in_features % 16 != 0: the op would crash
-    (INT4, 128, 64, "int4pack-bf16"),
-    (dict(INT4, granularity="per-channel", scheme="asymmetric"), 96, 48, "int4pack-bf16"),
-    (dict(INT4, granularity="per-tensor", scheme="asymmetric"), 128, 64, "int4pack-bf16"),
-    (dict(INT4, scheme="asymmetric"), 128, 64, "int4pack-bf16"),
-    (INT4, 128, 40, "dequantize"),  # out_features % 16 != 0: the packing op refuses
-    (dict(INT4, group_size=48), 96, 64, "dequantize"),  # group size the op does not take
-    (dict(dtype="fp16"), 128, 64, "upcast"),
-    (dict(dtype="bf16"), 128, 64, "upcast"),
-])
+@pytest.mark.parametrize(
+    "config,k,n,expected",
+    [
+        (dict(mode="dynamic"), 128, 64, "fbgemm-dynamic"),
+        (dict(mode="dynamic", scheme="asymmetric", granularity="per-tensor"), 128, 64, "fbgemm-dynamic"),
+        (dict(mode="weight-only"), 128, 64, "int8pack-bf16"),
+        (dict(mode="weight-only", scheme="asymmetric"), 128, 64, "int8pack-bf16"),
+        (dict(mode="static"), 128, 64, "int8pack-bf16"),
+        (dict(mode="weight-only", granularity="per-group", group_size=32), 128, 64, "dequantize"),
+        (dict(mode="weight-only"), 20, 64, "dequantize"),  # in_features % 16 != 0: the op would crash
+        (INT4, 128, 64, "int4pack-bf16"),
+        (dict(INT4, granularity="per-channel", scheme="asymmetric"), 96, 48, "int4pack-bf16"),
+        (dict(INT4, granularity="per-tensor", scheme="asymmetric"), 128, 64, "int4pack-bf16"),
+        (dict(INT4, scheme="asymmetric"), 128, 64, "int4pack-bf16"),
+        (INT4, 128, 40, "dequantize"),  # out_features % 16 != 0: the packing op refuses
+        (dict(INT4, group_size=48), 96, 64, "dequantize"),  # group size the op does not take
+        (dict(dtype="fp16"), 128, 64, "upcast"),
+        (dict(dtype="bf16"), 128, 64, "upcast"),
+    ],
+)
 def test_kernel_choice_and_agreement_with_fallback(config, k, n, expected):
     float_layer, x = layer(k, n), inputs(k)
     q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))
@@ -163,12 +166,18 @@ def test_no_warning_at_import_or_forward():
     assert done.stdout.split() == ["fbgemm-dynamic", "int8pack-bf16", "int4pack-bf16"]
 
 
-@pytest.mark.parametrize("config", [dict(mode="weight-only", granularity="per-group", group_size=32),
-                                    dict(mode="weight-only", granularity="per-group", group_size=48),  # ragged
-                                    dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32),
-                                    dict(mode="weight-only", granularity="per-tensor", scheme="asymmetric"),
-                                    dict(mode="dynamic", scheme="asymmetric"), dict(dtype="fp16"),
-                                    dict(dtype="bf16")])
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(mode="weight-only", granularity="per-group", group_size=32),
+        dict(mode="weight-only", granularity="per-group", group_size=48),  # ragged
+        dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32),
+        dict(mode="weight-only", granularity="per-tensor", scheme="asymmetric"),
+        dict(mode="dynamic", scheme="asymmetric"),
+        dict(dtype="fp16"),
+        dict(dtype="bf16"),
+    ],
+)
 def test_blockwise_fallback_equals_whole_weight(monkeypatch, config):
     import mono_quant_core.kernels.fallback as fallback
 
@@ -252,8 +261,9 @@ def test_unaligned_buffers_and_inputs_do_not_crash_the_fast_kernels():
     assert done.stdout.split() == ["int8pack-bf16", "int8pack-bf16", "int4pack-bf16"]
 
 
-@pytest.mark.parametrize("config", [dict(dtype="bf16"), dict(mode="weight-only", granularity="per-group",
-                                                             group_size=32)])
+@pytest.mark.parametrize(
+    "config", [dict(dtype="bf16"), dict(mode="weight-only", granularity="per-group", group_size=32)]
+)
 def test_blockwise_fallback_is_differentiable_in_its_input(monkeypatch, config):
     """A gradient through the always-available path equals the one through the dequantized weight
     (scratch blocks are for inference only: a backward pass needs the weight it saved)."""

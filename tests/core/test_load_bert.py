@@ -37,7 +37,7 @@ def token_batch(seed=0, batch=2, length=12):
     ids = torch.randint(1000, 30000, (batch, length), generator=gen)
     ids[:, 0] = 101  # [CLS]
     mask = torch.ones_like(ids)
-    mask[-1, length // 2:] = 0  # padding in the last row
+    mask[-1, length // 2 :] = 0  # padding in the last row
     return {"input_ids": ids, "attention_mask": mask}
 
 
@@ -69,7 +69,9 @@ def test_tokenised_sentence(loaded, reference):
 
     tokens = AutoTokenizer.from_pretrained(str(MODEL_DIR))(
         ["Quantization keeps embeddings close.", "A second, longer sentence for padding."],
-        return_tensors="pt", padding=True)
+        return_tensors="pt",
+        padding=True,
+    )
     with torch.inference_mode():
         ours = loaded.model(**tokens).last_hidden_state
         theirs = reference(**tokens).last_hidden_state
@@ -84,8 +86,7 @@ def test_dict_calibration_samples_drive_bert_by_keyword(loaded, reference, tmp_p
         args, kwargs = as_call_args(batch)
         assert args == () and set(kwargs) == {"input_ids", "attention_mask"}
         with torch.inference_mode():
-            assert torch.equal(loaded.model(*args, **kwargs).last_hidden_state,
-                               reference(**kwargs).last_hidden_state)
+            assert torch.equal(loaded.model(*args, **kwargs).last_hidden_state, reference(**kwargs).last_hidden_state)
     preview = preview_calibration(tmp_path, model=loaded.model)
     assert preview.dry_run_error is None
     assert preview.dry_run_structure == "ModelOutput (BaseModelOutputWithPoolingAndCrossAttentions)"

@@ -37,8 +37,9 @@ def test_every_format_and_how_it_is_passed(tmp_path):
     np.savez(tmp_path / "a8.npz", x.numpy(), y.numpy())  # positional: arr_0, arr_1
     np.save(tmp_path / "a9.npy", x.double().numpy())
     samples = load_calibration(tmp_path)
-    assert [p.name for p in samples.files] == [f"a{i}.{e}" for i, e in enumerate(
-        ["pt", "pth", "pt", "pt", "safetensors", "npy", "npz", "npz", "npy"], 1)]
+    assert [p.name for p in samples.files] == [
+        f"a{i}.{e}" for i, e in enumerate(["pt", "pth", "pt", "pt", "safetensors", "npy", "npz", "npz", "npy"], 1)
+    ]
     batches = list(samples)
     assert isinstance(batches[0], torch.Tensor) and torch.equal(batches[0], x)
     assert isinstance(batches[1], tuple) and isinstance(batches[2], tuple)  # list -> tuple
@@ -119,29 +120,47 @@ def test_folder_errors(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("hi")
-    with pytest.raises(CalibrationError, match=r"empty: no calibration files; supported: \*.pt, \*.pth, "
-                                               r"\*.safetensors, \*.npy, \*.npz"):
+    with pytest.raises(
+        CalibrationError,
+        match=r"empty: no calibration files; supported: \*.pt, \*.pth, "
+        r"\*.safetensors, \*.npy, \*.npz",
+    ):
         load_calibration(empty)
 
 
-@pytest.mark.parametrize("name, write, message", [
-    ("bad.pt", lambda p: p.write_bytes(b"garbage"), r"bad.pt: unreadable: not a file written by torch.save"),
-    ("bad.safetensors", lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}"),
-     r"bad.safetensors: unreadable: not a valid safetensors file \("),
-    ("bad.npz", lambda p: p.write_bytes(b"PK not really"), r"bad.npz: unreadable: not a NumPy .npz archive"),
-    ("bad.npy", lambda p: p.write_bytes(b"\x93NUMPY broken"), r"bad.npy: unreadable: a damaged or truncated .npy file"),
-    ("text.pt", lambda p: torch.save("hello", p), r"text.pt: holds a str, not a tensor"),
-    ("num.pt", lambda p: torch.save({"x": torch.ones(1), "n": 3}, p), r"num.pt \[n\]: holds a int, not a tensor"),
-    ("mixed.pt", lambda p: torch.save([torch.ones(1), None], p), r"mixed.pt \[1\]: holds a NoneType"),
-    ("empty.pt", lambda p: torch.save({}, p), r"empty.pt: holds an empty dict"),
-    ("strings.npy", lambda p: np.save(p, np.array(["a", "b"])), r"strings.npy: holds a numpy array of <U1"),
-    ("nan.pt", lambda p: torch.save(torch.tensor([1.0, float("nan"), float("inf")]), p),
-     r"nan.pt: contains 1 NaN and 1 Inf values"),
-    ("inf.safetensors", lambda p: save_file({"ids": torch.ones(2, dtype=torch.long),
-                                             "x": torch.tensor([float("-inf")])}, p),
-     r"inf.safetensors \[x\]: contains 0 NaN and 1 Inf values"),
-    ("nan.npz", lambda p: np.savez(p, a=np.array([np.nan])), r"nan.npz \[a\]: contains 1 NaN and 0 Inf"),
-])
+@pytest.mark.parametrize(
+    "name, write, message",
+    [
+        ("bad.pt", lambda p: p.write_bytes(b"garbage"), r"bad.pt: unreadable: not a file written by torch.save"),
+        (
+            "bad.safetensors",
+            lambda p: p.write_bytes(b"\x05\x00\x00\x00\x00\x00\x00\x00{bad}"),
+            r"bad.safetensors: unreadable: not a valid safetensors file \(",
+        ),
+        ("bad.npz", lambda p: p.write_bytes(b"PK not really"), r"bad.npz: unreadable: not a NumPy .npz archive"),
+        (
+            "bad.npy",
+            lambda p: p.write_bytes(b"\x93NUMPY broken"),
+            r"bad.npy: unreadable: a damaged or truncated .npy file",
+        ),
+        ("text.pt", lambda p: torch.save("hello", p), r"text.pt: holds a str, not a tensor"),
+        ("num.pt", lambda p: torch.save({"x": torch.ones(1), "n": 3}, p), r"num.pt \[n\]: holds a int, not a tensor"),
+        ("mixed.pt", lambda p: torch.save([torch.ones(1), None], p), r"mixed.pt \[1\]: holds a NoneType"),
+        ("empty.pt", lambda p: torch.save({}, p), r"empty.pt: holds an empty dict"),
+        ("strings.npy", lambda p: np.save(p, np.array(["a", "b"])), r"strings.npy: holds a numpy array of <U1"),
+        (
+            "nan.pt",
+            lambda p: torch.save(torch.tensor([1.0, float("nan"), float("inf")]), p),
+            r"nan.pt: contains 1 NaN and 1 Inf values",
+        ),
+        (
+            "inf.safetensors",
+            lambda p: save_file({"ids": torch.ones(2, dtype=torch.long), "x": torch.tensor([float("-inf")])}, p),
+            r"inf.safetensors \[x\]: contains 0 NaN and 1 Inf values",
+        ),
+        ("nan.npz", lambda p: np.savez(p, a=np.array([np.nan])), r"nan.npz \[a\]: contains 1 NaN and 0 Inf"),
+    ],
+)
 def test_file_errors_name_the_file(tmp_path, name, write, message):
     write(tmp_path / name)
     samples = load_calibration(tmp_path)
@@ -151,8 +170,11 @@ def test_file_errors_name_the_file(tmp_path, name, write, message):
 
 def test_model_rejecting_a_shape_names_the_file(tmp_path):
     torch.save(torch.ones(2, 5), tmp_path / "wide.pt")
-    with pytest.raises(CalibrationError, match=r"wide.pt: the model rejected this sample \(input \[2, 5\] "
-                                               r"float32\): RuntimeError: mat1 and mat2 shapes cannot be multiplied"):
+    with pytest.raises(
+        CalibrationError,
+        match=r"wide.pt: the model rejected this sample \(input \[2, 5\] "
+        r"float32\): RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+    ):
         load_calibration(tmp_path).dry_run(nn.Linear(4, 3))
     torch.save({"z": torch.ones(2, 4)}, tmp_path / "wide.pt")
     with pytest.raises(CalibrationError, match=r"TypeError: .*unexpected keyword argument 'z'"):

@@ -52,9 +52,16 @@ def script(tmp_path):
 def trained_state(hidden=8, seed=0):
     """A state dict for Net whose every tensor differs from a fresh model's."""
     gen = torch.Generator().manual_seed(seed)
-    shapes = {"fc1.weight": (hidden, 4), "fc1.bias": (hidden,), "bn.weight": (hidden,),
-              "bn.bias": (hidden,), "bn.running_mean": (hidden,), "bn.running_var": (hidden,),
-              "fc2.weight": (3, hidden), "fc2.bias": (3,)}
+    shapes = {
+        "fc1.weight": (hidden, 4),
+        "fc1.bias": (hidden,),
+        "bn.weight": (hidden,),
+        "bn.bias": (hidden,),
+        "bn.running_mean": (hidden,),
+        "bn.running_var": (hidden,),
+        "fc2.weight": (3, hidden),
+        "fc2.bias": (3,),
+    }
     state = {k: torch.rand(s, generator=gen) + 0.5 for k, s in shapes.items()}
     state["bn.num_batches_tracked"] = torch.tensor(17)
     return state
@@ -78,13 +85,16 @@ def test_plain_state_dict_in_each_torch_suffix(script, tmp_path, suffix):
     assert loaded.keys.wrapper is None and loaded.keys.prefix_stripped is None
 
 
-@pytest.mark.parametrize("wrap, label", [
-    (lambda s: {"state_dict": s, "epoch": 3}, "state_dict"),
-    (lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}}, "step": 9}, "model_state_dict"),
-    (lambda s: {"model": s, "args": {"lr": 0.1}}, "model"),
-    (lambda s: {"module": s}, "module"),
-    (lambda s: {"model": {"state_dict": s}, "epoch": 1}, "model/state_dict"),
-])
+@pytest.mark.parametrize(
+    "wrap, label",
+    [
+        (lambda s: {"state_dict": s, "epoch": 3}, "state_dict"),
+        (lambda s: {"model_state_dict": s, "optimizer_state_dict": {"state": {}}, "step": 9}, "model_state_dict"),
+        (lambda s: {"model": s, "args": {"lr": 0.1}}, "model"),
+        (lambda s: {"module": s}, "module"),
+        (lambda s: {"model": {"state_dict": s}, "epoch": 1}, "model/state_dict"),
+    ],
+)
 def test_wrappers_are_unwrapped(script, tmp_path, wrap, label):
     state = trained_state()
     torch.save(wrap(state), tmp_path / "w.pt")
@@ -95,8 +105,13 @@ def test_wrappers_are_unwrapped(script, tmp_path, wrap, label):
 
 def test_lightning_checkpoint(script, tmp_path):
     state = trained_state()
-    ckpt = {"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 4,
-            "global_step": 100, "optimizer_states": [{"state": {}}], "lr_schedulers": []}
+    ckpt = {
+        "state_dict": {f"model.{k}": v for k, v in state.items()},
+        "epoch": 4,
+        "global_step": 100,
+        "optimizer_states": [{"state": {}}],
+        "lr_schedulers": [],
+    }
     torch.save(ckpt, tmp_path / "epoch=4.ckpt")
     loaded = open_model(script, tmp_path / "epoch=4.ckpt", entry="Net")
     assert_state(loaded.model, state)
@@ -186,7 +201,10 @@ def test_non_strict_loads_what_matches(script, tmp_path):
     loaded = open_model(script, tmp_path / "bad.pt", entry="Net", strict=True)
     keys = loaded.keys
     assert (keys.missing, keys.unexpected, keys.mismatched) == (
-        ["fc2.bias"], ["extra.weight"], [("fc1.weight", (8, 4), (5, 4))])
+        ["fc2.bias"],
+        ["extra.weight"],
+        [("fc1.weight", (8, 4), (5, 4))],
+    )
     assert keys.loaded == 7 and not keys.ok
     model = loaded.model
     assert torch.equal(model.fc2.weight, state["fc2.weight"])
@@ -199,8 +217,9 @@ def test_non_strict_loads_what_matches(script, tmp_path):
 
 
 def test_many_missing_keys_are_counted(script, tmp_path):
-    torch.save({f"layer{i}.weight": torch.ones(1) for i in range(12)} | {"fc2.bias": torch.ones(3)},
-               tmp_path / "many.pt")
+    torch.save(
+        {f"layer{i}.weight": torch.ones(1) for i in range(12)} | {"fc2.bias": torch.ones(3)}, tmp_path / "many.pt"
+    )
     with pytest.raises(CheckpointError, match=r"12 unexpected keys: layer0.weight, .*, … and 2 more"):
         load_model(script, tmp_path / "many.pt", entry="Net")
 
@@ -255,8 +274,12 @@ def test_source_record_and_files_left_alone(script, tmp_path):
     before = (ckpt.read_bytes(), ckpt.stat().st_mtime_ns)
     model = load_model(script, ckpt, entry="Net", entry_kwargs={"hidden": 8})
     assert model._mono_quant_source == {
-        "script": "net.py", "script_path": str(script.resolve()), "entry": "Net",
-        "entry_kwargs": {"hidden": 8}, "checkpoint": "w.pt", "checkpoint_path": str(ckpt.resolve()),
+        "script": "net.py",
+        "script_path": str(script.resolve()),
+        "entry": "Net",
+        "entry_kwargs": {"hidden": 8},
+        "checkpoint": "w.pt",
+        "checkpoint_path": str(ckpt.resolve()),
         "checkpoint_sha256": hashlib.sha256(before[0]).hexdigest(),
     }
     assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
@@ -279,14 +302,23 @@ def test_load_checkpoint_into_existing_model(script, tmp_path):
     assert_state(model, state)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("w.onnx", b"x", r"w.onnx: unsupported checkpoint type; supported: .pt, .pth"),
-    ("w.pt", b"not a checkpoint at all",
-     r"w.pt: not a readable PyTorch checkpoint: not a file written by torch.save \(it is neither a zip archive"),
-    ("w.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{broken",
-     r"w.safetensors: not a readable checkpoint: not a valid safetensors file \("),
-    ("w.safetensors.index.json", b"{}", r"w.safetensors.index.json: not a safetensors index with a weight_map"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("w.onnx", b"x", r"w.onnx: unsupported checkpoint type; supported: .pt, .pth"),
+        (
+            "w.pt",
+            b"not a checkpoint at all",
+            r"w.pt: not a readable PyTorch checkpoint: not a file written by torch.save \(it is neither a zip archive",
+        ),
+        (
+            "w.safetensors",
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{broken",
+            r"w.safetensors: not a readable checkpoint: not a valid safetensors file \(",
+        ),
+        ("w.safetensors.index.json", b"{}", r"w.safetensors.index.json: not a safetensors index with a weight_map"),
+    ],
+)
 def test_unreadable_checkpoints(script, tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(CheckpointError, match=message):

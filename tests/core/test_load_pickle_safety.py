@@ -34,13 +34,15 @@ class OpenPayload(SystemPayload):
 @pytest.fixture
 def script(tmp_path):
     path = tmp_path / "net.py"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         from torch import nn
         class Net(nn.Module):
             def __init__(self):
                 super().__init__()
                 self.fc = nn.Linear(2, 2)
-    """))
+    """)
+    )
     return path
 
 
@@ -48,17 +50,21 @@ def weights():
     return {"fc.weight": torch.ones(2, 2), "fc.bias": torch.zeros(2)}
 
 
-@pytest.mark.parametrize("payload_type, suffix, legacy", [
-    (SystemPayload, ".pt", False),
-    (OpenPayload, ".bin", False),
-    (SystemPayload, ".pth", True),
-    (OpenPayload, ".ckpt", True),
-])
+@pytest.mark.parametrize(
+    "payload_type, suffix, legacy",
+    [
+        (SystemPayload, ".pt", False),
+        (OpenPayload, ".bin", False),
+        (SystemPayload, ".pth", True),
+        (OpenPayload, ".ckpt", True),
+    ],
+)
 def test_payload_in_checkpoint_never_runs(script, tmp_path, payload_type, suffix, legacy):
     marker = tmp_path / "pwned"
     ckpt = tmp_path / f"evil{suffix}"
-    torch.save({"state_dict": weights(), "extra": payload_type(marker)}, ckpt,
-               _use_new_zipfile_serialization=not legacy)
+    torch.save(
+        {"state_dict": weights(), "extra": payload_type(marker)}, ckpt, _use_new_zipfile_serialization=not legacy
+    )
     with pytest.raises(CheckpointError) as err:
         load_model(script, ckpt)
     assert not marker.exists()
@@ -73,15 +79,20 @@ def test_raw_pickle_file_never_runs(script, tmp_path):
     ckpt = tmp_path / "raw.pt"
     # Protocol 2 is what torch's own legacy files use (others make torch warn).
     ckpt.write_bytes(pickle.dumps(SystemPayload(marker), protocol=2))
-    with pytest.raises(CheckpointError, match=r"raw\.pt: refused: loading it would need the pickled object posix\.system"):
+    with pytest.raises(
+        CheckpointError, match=r"raw\.pt: refused: loading it would need the pickled object posix\.system"
+    ):
         load_model(script, ckpt)
     assert not marker.exists()
 
 
 def test_whole_module_checkpoint_is_refused_with_resave_advice(script, tmp_path):
     torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
-    with pytest.raises(CheckpointError, match=r"pickled object torch.nn.modules.linear.Linear.*"
-                                              r"torch.save\(model.state_dict\(\), path\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"pickled object torch.nn.modules.linear.Linear.*"
+        r"torch.save\(model.state_dict\(\), path\)",
+    ):
         load_model(script, tmp_path / "module.pt")
 
 

@@ -69,7 +69,12 @@ def test_rows_for_a_table_and_json(folder):
     preview = preview_calibration(folder)
     rows = preview.to_rows()
     assert [(r["file"], r["key"]) for r in rows] == [
-        ("b1.pt", ""), ("b2.npz", "ids"), ("b2.npz", "x"), ("b10.pt", ""), ("b11.pt", None)]
+        ("b1.pt", ""),
+        ("b2.npz", "ids"),
+        ("b2.npz", "x"),
+        ("b10.pt", ""),
+        ("b11.pt", None),
+    ]
     assert rows[0]["shape"] == [2, 3] and rows[4]["error"].startswith("b11.pt")
     data = json.loads(json.dumps(preview.to_dict()))
     assert data["file_count"] == 4 and len(data["errors"]) == 2
@@ -83,13 +88,19 @@ def test_cap_and_subset(folder):
     assert subset.selected == 2 and subset.file_count == 4 and len(subset.files) == 2
 
 
-@pytest.mark.parametrize("kind, structure, outputs", [
-    ("tensor", "tensor", [("", [2, 2], "float32")]),
-    ("tuple", "tuple", [("0", [2, 2], "float32"), ("1.0", [], "float32"), ("1.1", None, "int")]),
-    ("dict", "dict", [("logits", [2, 2], "float32"), ("hidden", [2, 3], "float32")]),
-    ("model_output", "ModelOutput (FakeModelOutput)",
-     [("last_hidden_state", [2, 2], "float32"), ("pooler_output", [2], "float32")]),
-])
+@pytest.mark.parametrize(
+    "kind, structure, outputs",
+    [
+        ("tensor", "tensor", [("", [2, 2], "float32")]),
+        ("tuple", "tuple", [("0", [2, 2], "float32"), ("1.0", [], "float32"), ("1.1", None, "int")]),
+        ("dict", "dict", [("logits", [2, 2], "float32"), ("hidden", [2, 3], "float32")]),
+        (
+            "model_output",
+            "ModelOutput (FakeModelOutput)",
+            [("last_hidden_state", [2, 2], "float32"), ("pooler_output", [2], "float32")],
+        ),
+    ],
+)
 def test_dry_run_describes_the_output(tmp_path, kind, structure, outputs):
     torch.save(torch.ones(2, 3), tmp_path / "x.pt")
     preview = preview_calibration(tmp_path, model=Outputs(kind))

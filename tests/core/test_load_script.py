@@ -65,11 +65,15 @@ def test_module_level_instance_is_copied(tmp_path):
 
 
 def test_single_class_without_arguments(tmp_path):
-    path = script(tmp_path, NET + """
+    path = script(
+        tmp_path,
+        NET
+        + """
 class NeedsArgs(nn.Module):
     def __init__(self, depth):
         super().__init__()
-""")
+""",
+    )
     assert list_entries(path) == ["Net"]
     assert open_model(path).source["entry"] == "Net"
 
@@ -208,8 +212,10 @@ def test_a_sibling_module_wins_over_a_same_named_module_imported_earlier(tmp_pat
     folder = tmp_path / "c"
     script(folder, "WIDTH = 7\n", name="helpers.py")
     # The factory imports the helper again when it runs: it must get the same one.
-    script(folder, NET + "from helpers import WIDTH\n"
-                         "def build_model():\n    import helpers\n    return Net(helpers.WIDTH)\n")
+    script(
+        folder,
+        NET + "from helpers import WIDTH\ndef build_model():\n    import helpers\n    return Net(helpers.WIDTH)\n",
+    )
     assert load_model(folder / "model.py").fc.out_features == 7
     other = tmp_path / "d"
     script(other, NET + "def build_model():\n    return Net(2)\n")

@@ -63,8 +63,10 @@ def output_sqnr(reference: list[torch.Tensor], approx: list[torch.Tensor]) -> fl
 
 def snapshot(module: nn.Module) -> dict:
     return {
-        "tensors": {k: (v.detach().clone(), v.dtype, v.requires_grad) for k, v in
-                    list(module.named_parameters()) + list(module.named_buffers())},
+        "tensors": {
+            k: (v.detach().clone(), v.dtype, v.requires_grad)
+            for k, v in list(module.named_parameters()) + list(module.named_buffers())
+        },
         "objects": {k: v for k, v in module.named_parameters()},
     }
 
@@ -127,7 +129,9 @@ def test_metadata_dequantized_weights_and_to_float(name):
     assert json.loads(json.dumps(meta)) == meta
     for key in ("type", "dtype", "mode", "scheme", "granularity", "axis", "group_size", "shape"):
         assert key in meta
-    assert meta["type"] == name and meta["shape"] == list(module.weight_ih_l0.shape if name in ("LSTM", "GRU") else module.weight.shape)
+    assert meta["type"] == name and meta["shape"] == list(
+        module.weight_ih_l0.shape if name in ("LSTM", "GRU") else module.weight.shape
+    )
     deq = q.dequantized_weights()
     float_weights = {k: v for k, v in module.named_parameters() if k.startswith("weight")}
     assert sorted(deq) == sorted(float_weights)
@@ -148,10 +152,12 @@ def test_dtype_moves_keep_scales_float32(name, move):
     q = replacement_for(module).from_float(module, QuantConfig(mode="weight-only"))
     ints_before = {k: v.clone() for k, v in q.state_dict().items() if not v.is_floating_point()}
     scales_before = {k: v.clone() for k, v in q.state_dict().items() if k.endswith("_scale")}
-    dtype = {"half": torch.float16, "to-float16": torch.float16, "bfloat16": torch.bfloat16,
-             "double": torch.float64}[move]
-    moved = {"half": q.half, "to-float16": lambda: q.to(torch.float16), "bfloat16": q.bfloat16,
-             "double": q.double}[move]()
+    dtype = {"half": torch.float16, "to-float16": torch.float16, "bfloat16": torch.bfloat16, "double": torch.float64}[
+        move
+    ]
+    moved = {"half": q.half, "to-float16": lambda: q.to(torch.float16), "bfloat16": q.bfloat16, "double": q.double}[
+        move
+    ]()
     assert moved is q
     state = q.state_dict()
     for k, v in scales_before.items():

@@ -33,14 +33,17 @@ def test_options_are_kept(cls, conv, shape):
         assert sqnr_db(conv(x), y) >= 40.0
 
 
-@pytest.mark.parametrize("config,floor", [
-    (dict(mode="dynamic"), 35.0),
-    (dict(mode="static"), 35.0),
-    (dict(mode="weight-only", scheme="asymmetric", granularity="per-group", group_size=24), 40.0),
-    (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=24), 17.0),
-    (dict(dtype="fp16"), 60.0),
-    (dict(dtype="bf16"), 45.0),
-])
+@pytest.mark.parametrize(
+    "config,floor",
+    [
+        (dict(mode="dynamic"), 35.0),
+        (dict(mode="static"), 35.0),
+        (dict(mode="weight-only", scheme="asymmetric", granularity="per-group", group_size=24), 40.0),
+        (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=24), 17.0),
+        (dict(dtype="fp16"), 60.0),
+        (dict(dtype="bf16"), 45.0),
+    ],
+)
 def test_modes_and_dtypes(config, floor):
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 16, 3, padding=1)

@@ -21,15 +21,18 @@ def tokens():
     return torch.randint(0, 300, (4, 11), generator=torch.Generator().manual_seed(1))
 
 
-@pytest.mark.parametrize("config,floor", [
-    (dict(mode="dynamic"), 40.0),
-    (dict(mode="weight-only", scheme="asymmetric", granularity="per-tensor"), 35.0),
-    (dict(mode="weight-only", granularity="per-group", group_size=16), 40.0),
-    (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=16), 17.0),
-    (dict(dtype="int4", mode="weight-only", scheme="asymmetric"), 17.0),
-    (dict(dtype="fp16"), 60.0),
-    (dict(dtype="bf16"), 45.0),
-])
+@pytest.mark.parametrize(
+    "config,floor",
+    [
+        (dict(mode="dynamic"), 40.0),
+        (dict(mode="weight-only", scheme="asymmetric", granularity="per-tensor"), 35.0),
+        (dict(mode="weight-only", granularity="per-group", group_size=16), 40.0),
+        (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=16), 17.0),
+        (dict(dtype="int4", mode="weight-only", scheme="asymmetric"), 17.0),
+        (dict(dtype="fp16"), 60.0),
+        (dict(dtype="bf16"), 45.0),
+    ],
+)
 def test_lookups_equal_rows_of_the_dequantized_table(config, floor):
     emb, idx = table(), tokens()
     q = QuantizedEmbedding.from_float(emb, QuantConfig(**config))

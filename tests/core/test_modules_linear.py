@@ -18,19 +18,22 @@ def case():
     return nn.Linear(256, 128).eval(), x
 
 
-@pytest.mark.parametrize("config,floor", [
-    (dict(mode="dynamic"), 35.0),
-    (dict(mode="dynamic", scheme="asymmetric", granularity="per-tensor"), 35.0),
-    (dict(mode="static"), 35.0),
-    (dict(mode="weight-only"), 40.0),
-    (dict(mode="weight-only", scheme="asymmetric"), 40.0),
-    (dict(mode="weight-only", granularity="per-tensor"), 35.0),
-    (dict(mode="weight-only", granularity="per-group", group_size=64), 40.0),
-    (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=128), 17.0),
-    (dict(dtype="int4", mode="weight-only", scheme="asymmetric", granularity="per-group", group_size=32), 17.0),
-    (dict(dtype="fp16"), 60.0),
-    (dict(dtype="bf16"), 45.0),
-])
+@pytest.mark.parametrize(
+    "config,floor",
+    [
+        (dict(mode="dynamic"), 35.0),
+        (dict(mode="dynamic", scheme="asymmetric", granularity="per-tensor"), 35.0),
+        (dict(mode="static"), 35.0),
+        (dict(mode="weight-only"), 40.0),
+        (dict(mode="weight-only", scheme="asymmetric"), 40.0),
+        (dict(mode="weight-only", granularity="per-tensor"), 35.0),
+        (dict(mode="weight-only", granularity="per-group", group_size=64), 40.0),
+        (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=128), 17.0),
+        (dict(dtype="int4", mode="weight-only", scheme="asymmetric", granularity="per-group", group_size=32), 17.0),
+        (dict(dtype="fp16"), 60.0),
+        (dict(dtype="bf16"), 45.0),
+    ],
+)
 def test_output_sqnr(config, floor):
     float_layer, x = case()
     q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))
@@ -41,16 +44,30 @@ def test_output_sqnr(config, floor):
     assert db >= floor, f"{config}: {db:.1f} dB ({q.kernel})"
 
 
-@pytest.mark.parametrize("config,expected", [
-    (dict(), {"weight": ("int8", (128, 256)), "weight_scale": ("float32", (128,))}),
-    (dict(scheme="asymmetric", granularity="per-tensor"),
-     {"weight": ("int8", (128, 256)), "weight_scale": ("float32", (1,)), "weight_zero_point": ("int8", (1,))}),
-    (dict(mode="static"), {"weight": ("int8", (128, 256)), "weight_scale": ("float32", (128,)),
-                           "input_scale": ("float32", (1,)), "input_zero_point": ("int32", (1,))}),
-    (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=96),
-     {"weight": ("uint8", (128, 128)), "weight_scale": ("float32", (128, 3))}),
-    (dict(dtype="bf16"), {"weight": ("bfloat16", (128, 256))}),
-])
+@pytest.mark.parametrize(
+    "config,expected",
+    [
+        (dict(), {"weight": ("int8", (128, 256)), "weight_scale": ("float32", (128,))}),
+        (
+            dict(scheme="asymmetric", granularity="per-tensor"),
+            {"weight": ("int8", (128, 256)), "weight_scale": ("float32", (1,)), "weight_zero_point": ("int8", (1,))},
+        ),
+        (
+            dict(mode="static"),
+            {
+                "weight": ("int8", (128, 256)),
+                "weight_scale": ("float32", (128,)),
+                "input_scale": ("float32", (1,)),
+                "input_zero_point": ("int32", (1,)),
+            },
+        ),
+        (
+            dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=96),
+            {"weight": ("uint8", (128, 128)), "weight_scale": ("float32", (128, 3))},
+        ),
+        (dict(dtype="bf16"), {"weight": ("bfloat16", (128, 256))}),
+    ],
+)
 def test_state_dict_layout(config, expected):
     float_layer, _ = case()
     q = QuantizedLinear.from_float(float_layer, QuantConfig(**config))

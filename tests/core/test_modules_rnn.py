@@ -32,10 +32,13 @@ def test_every_weight_is_quantized_and_biases_stay_float():
     assert len(q.weight_shapes) == 8 and q.quant_meta()["weights"]["weight_hh_l1_reverse"] == [64, 16]
 
 
-@pytest.mark.parametrize("cls,make", [
-    (QuantizedLSTM, lambda: nn.LSTM(12, 16, num_layers=2, batch_first=True, bidirectional=True)),
-    (QuantizedGRU, lambda: nn.GRU(12, 16, num_layers=3, batch_first=True, bidirectional=True)),
-])
+@pytest.mark.parametrize(
+    "cls,make",
+    [
+        (QuantizedLSTM, lambda: nn.LSTM(12, 16, num_layers=2, batch_first=True, bidirectional=True)),
+        (QuantizedGRU, lambda: nn.GRU(12, 16, num_layers=3, batch_first=True, bidirectional=True)),
+    ],
+)
 @pytest.mark.parametrize("mode,floor", [("dynamic", 35.0), ("weight-only", 40.0)])
 def test_hx_and_packed_sequences(cls, make, mode, floor):
     torch.manual_seed(0)
@@ -59,8 +62,11 @@ def test_lstm_projection_and_dtypes():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch: "LSTM with projections is not supported with oneDNN"
         reference = lstm(x)
-        for config, floor in ((dict(mode="weight-only"), 40.0), (dict(dtype="int4", mode="weight-only",
-                              granularity="per-group", group_size=4), 17.0), (dict(dtype="fp16"), 60.0)):
+        for config, floor in (
+            (dict(mode="weight-only"), 40.0),
+            (dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=4), 17.0),
+            (dict(dtype="fp16"), 60.0),
+        ):
             q = QuantizedLSTM.from_float(lstm, QuantConfig(**config))
             assert "weight_hr_l0" in q.weight_shapes
             assert worst_sqnr(reference, q(x)) >= floor

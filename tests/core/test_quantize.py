@@ -56,8 +56,11 @@ def test_casts(dtype, floor):
 
 def test_int4_weight_only():
     model, samples = make("mlp")
-    result = quantize(model, QuantConfig(dtype="int4", mode="weight-only", granularity="per-group",
-                                         group_size=32), calibration=samples)
+    result = quantize(
+        model,
+        QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=32),
+        calibration=samples,
+    )
     assert output_sqnr(model, result.model, samples) >= 17.0
     assert result.report.quantized_bytes < 0.25 * result.report.original_bytes
 
@@ -91,8 +94,13 @@ def test_nested_selection_and_report():
 def test_progress_counts_and_layer_callbacks():
     model, samples = make("mlp")
     seen, layers = [], []
-    quantize(model, QuantConfig(), calibration=samples[:4], progress=lambda d, t, m: seen.append((d, t)),
-             on_layer=layers.append)
+    quantize(
+        model,
+        QuantConfig(),
+        calibration=samples[:4],
+        progress=lambda d, t, m: seen.append((d, t)),
+        on_layer=layers.append,
+    )
     total = 3 + 4 + 1  # layers + validation samples + round trip
     assert [d for d, _ in seen] == list(range(1, total + 1))
     assert {t for _, t in seen} == {total}

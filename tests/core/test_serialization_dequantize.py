@@ -12,12 +12,15 @@ from mono_quant_core.modules.base import QuantizedModule
 from mono_quant_core.tensor_stats import weight_sqnr_db
 
 
-@pytest.mark.parametrize("name,config", [
-    ("transformer", QuantConfig()),
-    ("cnn", QuantConfig(mode="static")),
-    ("lstm", QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=16)),
-    ("mlp", QuantConfig(dtype="bf16")),
-])
+@pytest.mark.parametrize(
+    "name,config",
+    [
+        ("transformer", QuantConfig()),
+        ("cnn", QuantConfig(mode="static")),
+        ("lstm", QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=16)),
+        ("mlp", QuantConfig(dtype="bf16")),
+    ],
+)
 def test_dequantize_gives_plain_float_modules_with_matching_sqnr(name, config):
     model, data = make(name)
     result = quantize(model, config, calibration=data)

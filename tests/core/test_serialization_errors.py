@@ -98,13 +98,16 @@ def test_truncated_files(result, tmp_path, ext, keep):
     assert str(path) in str(err.value)
 
 
-@pytest.mark.parametrize("content,message", [
-    (b"", "empty"),
-    (b"\x00" * 3, "truncated"),
-    (bytes(range(256)) * 40, "corrupt|truncated"),
-    (b"PK\x03\x04" + b"\x00" * 200, "corrupt"),
-    ((40).to_bytes(8, "little") + b"{not json" + b" " * 31, "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b"", "empty"),
+        (b"\x00" * 3, "truncated"),
+        (bytes(range(256)) * 40, "corrupt|truncated"),
+        (b"PK\x03\x04" + b"\x00" * 200, "corrupt"),
+        ((40).to_bytes(8, "little") + b"{not json" + b" " * 31, "not valid JSON"),
+    ],
+)
 def test_garbage_files(tmp_path, content, message):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
@@ -165,8 +168,9 @@ def test_newer_format_version_is_refused(result, tmp_path):
 
 
 def test_missing_script_names_the_script_from_the_file(result, tmp_path):
-    result = dataclasses.replace(result, source={"script": "mlp_model.py", "entry": "MLP",
-                                                 "entry_kwargs": {"hidden": 128}})
+    result = dataclasses.replace(
+        result, source={"script": "mlp_model.py", "entry": "MLP", "entry_kwargs": {"hidden": 128}}
+    )
     path = written(result, tmp_path, ".pt")
     with pytest.raises(QuantizedFileError, match=r"mlp_model\.py, entry 'MLP'.*pass script="):
         load_quantized(path)
@@ -184,12 +188,15 @@ def wrong_type() -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("other,message", [
-    (lambda: MLP(hidden=96), r"layers of another shape: net\.0 \(file \[128, 64\], model \[96, 64\]\)"),
-    (Extra, r"missing from the file: extra\.bias, extra\.weight"),
-    (lambda: nn.Sequential(nn.Linear(64, 10)), r"layers missing from the model: net\.0, net\.2, net\.4"),
-    (wrong_type, r"layers of another type: net\.2 \(file: Linear, model: Conv1d\)"),
-])
+@pytest.mark.parametrize(
+    "other,message",
+    [
+        (lambda: MLP(hidden=96), r"layers of another shape: net\.0 \(file \[128, 64\], model \[96, 64\]\)"),
+        (Extra, r"missing from the file: extra\.bias, extra\.weight"),
+        (lambda: nn.Sequential(nn.Linear(64, 10)), r"layers missing from the model: net\.0, net\.2, net\.4"),
+        (wrong_type, r"layers of another type: net\.2 \(file: Linear, model: Conv1d\)"),
+    ],
+)
 def test_model_that_does_not_match_names_the_layers_and_keys(result, tmp_path, other, message):
     path = written(result, tmp_path, ".safetensors")
     with pytest.raises(QuantizedFileError, match=message) as err:

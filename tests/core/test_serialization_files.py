@@ -29,9 +29,15 @@ def linear_heavy(width: int = 512) -> nn.Module:
 def mlp_result():
     model, data = make("mlp")
     result = quantize(model, QuantConfig(), calibration=data[:3])
-    result.source = {"script": "/home/someone/models/mlp.py", "script_path": "/home/someone/models/mlp.py",
-                     "entry": "MLP", "entry_kwargs": {}, "checkpoint": "/data/mlp.pt",
-                     "checkpoint_path": "/data/mlp.pt", "checkpoint_sha256": "ab" * 32}
+    result.source = {
+        "script": "/home/someone/models/mlp.py",
+        "script_path": "/home/someone/models/mlp.py",
+        "entry": "MLP",
+        "entry_kwargs": {},
+        "checkpoint": "/data/mlp.pt",
+        "checkpoint_path": "/data/mlp.pt",
+        "checkpoint_sha256": "ab" * 32,
+    }
     return model, data, result
 
 
@@ -73,19 +79,24 @@ def test_metadata_records_everything_and_no_absolute_paths(mlp_result, tmp_path)
     assert meta["versions"]["torch"] == torch.__version__.split("+")[0]
     assert set(meta["versions"]) >= {"mono_quant", "torch", "safetensors", "python"}
     assert meta["config"] == result.config.to_dict()
-    assert meta["source"] == {"script": "mlp.py", "entry": "MLP", "entry_kwargs": {},
-                              "checkpoint": "mlp.pt", "checkpoint_sha256": "ab" * 32}
+    assert meta["source"] == {
+        "script": "mlp.py",
+        "entry": "MLP",
+        "entry_kwargs": {},
+        "checkpoint": "mlp.pt",
+        "checkpoint_sha256": "ab" * 32,
+    }
     assert "/home/someone" not in json.dumps(meta) and "/data/" not in json.dumps(meta)
     names = [r["name"] for r in meta["layers"]]
     assert names == ["net.0", "net.2", "net.4"]
     for record in meta["layers"]:
         module = result.model.get_submodule(record["name"])
         assert {k: v for k, v in record.items() if k not in ("name", "weight_sqnr_db")} == json.loads(
-            json.dumps(module.quant_meta()))
+            json.dumps(module.quant_meta())
+        )
         assert record["weight_sqnr_db"] == pytest.approx(result.report.layer(record["name"]).weight_sqnr_db)
         assert record["type"] == "Linear" and record["dtype"] == "int8"
-    assert meta["skipped"] == [{"name": s.name, "type": s.type, "reason": s.reason}
-                               for s in result.report.skipped]
+    assert meta["skipped"] == [{"name": s.name, "type": s.type, "reason": s.reason} for s in result.report.skipped]
     assert meta["calibration"] == json.loads(json.dumps(result.calibration_info))
     report = dict(result.report.to_dict(), file_bytes=None, estimated_file_bytes=None)
     assert meta["report"] == json.loads(json.dumps(report))
@@ -115,10 +126,13 @@ def test_the_estimate_quantize_records_is_the_size_save_writes(tmp_path, on_fail
     assert result.report.estimated_file_bytes == written
 
 
-@pytest.mark.parametrize("config,limit", [
-    (QuantConfig(dtype="int8", mode="weight-only"), 0.27),
-    (QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=128), 0.16),
-])
+@pytest.mark.parametrize(
+    "config,limit",
+    [
+        (QuantConfig(dtype="int8", mode="weight-only"), 0.27),
+        (QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=128), 0.16),
+    ],
+)
 @pytest.mark.parametrize("ext", [".safetensors", ".pt"])
 def test_size_targets(tmp_path, config, limit, ext):
     model = linear_heavy()
@@ -185,10 +199,24 @@ def test_three_thousand_layers_stay_far_below_the_header_limit(tmp_path):
 
     model = deep(make)
     names = [n for n, m in model.named_modules() if isinstance(m, QuantizedLinear)]
-    report = QuantReport(layers=[
-        LayerReport(name=n, type="Linear", dtype="int8", scheme="symmetric", granularity="per-channel",
-                    shape=[4, 4], weight_sqnr_db=38.123456789, output_sqnr_db=31.987654321,
-                    original_bytes=80, quantized_bytes=44, kernel="fbgemm-dynamic") for n in names])
+    report = QuantReport(
+        layers=[
+            LayerReport(
+                name=n,
+                type="Linear",
+                dtype="int8",
+                scheme="symmetric",
+                granularity="per-channel",
+                shape=[4, 4],
+                weight_sqnr_db=38.123456789,
+                output_sqnr_db=31.987654321,
+                original_bytes=80,
+                quantized_bytes=44,
+                kernel="fbgemm-dynamic",
+            )
+            for n in names
+        ]
+    )
     result = QuantResult(model=model, report=report, config=config)
     path = tmp_path / "deep.safetensors"
     save_quantized(result, path)
@@ -217,8 +245,12 @@ def test_refuses_to_overwrite_the_checkpoint_or_the_script(tmp_path):
     script.write_text("# the model script\n")
     before = ckpt.read_bytes()
     result = quantize(model, QuantConfig(), calibration=data[:2])
-    result.source = {"script": "model.py", "script_path": str(script), "checkpoint": "ckpt.pt",
-                     "checkpoint_path": str(ckpt)}
+    result.source = {
+        "script": "model.py",
+        "script_path": str(script),
+        "checkpoint": "ckpt.pt",
+        "checkpoint_path": str(ckpt),
+    }
     with pytest.raises(ConfigError, match="input checkpoint"):
         save_quantized(result, ckpt)
     (tmp_path / "link.pt").symlink_to(ckpt)

@@ -9,7 +9,7 @@ from mono_quant_core import QuantConfig, load_model, load_quantized, quantize, s
 from mono_quant_core.modules.base import QuantizedModule
 
 #: One tiny model with every supported layer type, and a LayerNorm (no replacement: skipped).
-ALL_LAYERS_SCRIPT = '''
+ALL_LAYERS_SCRIPT = """
 import torch
 from torch import nn
 
@@ -33,10 +33,17 @@ class AllLayers(nn.Module):
         b = self.conv2(image).mean((2, 3))
         c = self.conv3(volume).mean((2, 3, 4))
         return self.head(self.norm(torch.cat([a, b, c], 1)))
-'''
+"""
 
-LAYER_TYPES = {"embed": "Embedding", "lstm": "LSTM", "gru": "GRU", "conv1": "Conv1d",
-               "conv2": "Conv2d", "conv3": "Conv3d", "head": "Linear"}
+LAYER_TYPES = {
+    "embed": "Embedding",
+    "lstm": "LSTM",
+    "gru": "GRU",
+    "conv1": "Conv1d",
+    "conv2": "Conv2d",
+    "conv3": "Conv3d",
+    "head": "Linear",
+}
 
 MODES = {
     "int8-weight-only": QuantConfig(mode="weight-only"),
@@ -50,8 +57,14 @@ MODES = {
 
 def samples(n: int = 6, seed: int = 1) -> list[tuple[torch.Tensor, ...]]:
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randint(0, 20, (2, 5), generator=g), torch.randn(2, 2, 6, 6, generator=g),
-             torch.randn(2, 2, 3, 3, 3, generator=g)) for _ in range(n)]
+    return [
+        (
+            torch.randint(0, 20, (2, 5), generator=g),
+            torch.randn(2, 2, 6, 6, generator=g),
+            torch.randn(2, 2, 3, 3, 3, generator=g),
+        )
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -101,15 +114,27 @@ def test_round_trip_is_bit_exact(script, tmp_path, mode, ext):
     assert type(from_script.norm) is torch.nn.LayerNorm
 
 
-@pytest.mark.parametrize("mode,dtypes", [
-    ("int8-dynamic", {"head.weight": torch.int8, "head.weight_scale": torch.float32,
-                      "conv2.weight": torch.int8, "embed.weight": torch.int8}),
-    ("int8-static", {"head.weight": torch.int8, "head.input_scale": torch.float32,
-                     "head.input_zero_point": torch.int32}),
-    ("int4", {"head.weight": torch.uint8, "head.weight_scale": torch.float32}),
-    ("fp16", {"head.weight": torch.float16, "conv3.weight": torch.float16, "norm.weight": torch.float32}),
-    ("bf16", {"head.weight": torch.bfloat16}),
-])
+@pytest.mark.parametrize(
+    "mode,dtypes",
+    [
+        (
+            "int8-dynamic",
+            {
+                "head.weight": torch.int8,
+                "head.weight_scale": torch.float32,
+                "conv2.weight": torch.int8,
+                "embed.weight": torch.int8,
+            },
+        ),
+        (
+            "int8-static",
+            {"head.weight": torch.int8, "head.input_scale": torch.float32, "head.input_zero_point": torch.int32},
+        ),
+        ("int4", {"head.weight": torch.uint8, "head.weight_scale": torch.float32}),
+        ("fp16", {"head.weight": torch.float16, "conv3.weight": torch.float16, "norm.weight": torch.float32}),
+        ("bf16", {"head.weight": torch.bfloat16}),
+    ],
+)
 def test_file_tensors_follow_the_design_table(script, tmp_path, mode, dtypes):
     from safetensors.torch import load_file
 
@@ -130,7 +155,8 @@ def test_scripted_load_uses_the_recorded_entry_and_leaves_the_script_model_alone
         "from torch import nn\n"
         "def small():\n    return nn.Sequential(nn.Linear(4, 4))\n"
         "def wide(width=8):\n    return nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))\n"
-        "model = nn.Sequential(nn.Linear(4, 3))\n")
+        "model = nn.Sequential(nn.Linear(4, 3))\n"
+    )
     float_m = load_model(script, entry="wide", entry_kwargs={"width": 6})
     result = quantize(float_m, QuantConfig(), calibration=[torch.randn(3, 4)])
     path = tmp_path / "wide.pt"
@@ -144,10 +170,9 @@ def test_scripted_load_uses_the_recorded_entry_and_leaves_the_script_model_alone
 NEEDS_REAL_TENSORS = {
     # A non-persistent buffer is not in the file: building on the meta device would leave it empty.
     "buffer": "self.register_buffer('mask', torch.tensor([1.0, 0.0, 1.0, 1.0]), persistent=False)\n"
-              "        self.gain = 2.0",
+    "        self.gain = 2.0",
     # Reading a tensor's value while building fails on the meta device.
-    "item": "self.mask = torch.tensor([1.0, 0.0, 1.0, 1.0])\n"
-            "        self.gain = float(torch.ones(()) * 2)",
+    "item": "self.mask = torch.tensor([1.0, 0.0, 1.0, 1.0])\n        self.gain = float(torch.ones(()) * 2)",
 }
 
 
@@ -159,7 +184,8 @@ def test_scripts_that_need_real_tensors_fall_back_to_an_ordinary_build(tmp_path,
         "class Odd(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
         "        self.fc = nn.Linear(4, 4)\n"
         f"        {NEEDS_REAL_TENSORS[case]}\n\n"
-        "    def forward(self, x):\n        return self.fc(x) * self.mask * self.gain + SHIFT\n")
+        "    def forward(self, x):\n        return self.fc(x) * self.mask * self.gain + SHIFT\n"
+    )
     result = quantize(load_model(script), QuantConfig(), calibration=[torch.randn(2, 4)])
     path = tmp_path / "odd.safetensors"
     save_quantized(result, path)

@@ -61,10 +61,10 @@ def test_robust_observers_beat_minmax_with_outliers(observer):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 256)).eval()
     calib, evaluation = heavy_tailed_batches(30, 1), heavy_tailed_batches(6, 2)
-    minmax = quantize(model, QuantConfig(mode="static", observer="minmax"), calibration=calib,
-                      validate=False)
-    robust = quantize(model, QuantConfig(mode="static", observer=observer, percentile=99.999),
-                      calibration=calib, validate=False)
+    minmax = quantize(model, QuantConfig(mode="static", observer="minmax"), calibration=calib, validate=False)
+    robust = quantize(
+        model, QuantConfig(mode="static", observer=observer, percentile=99.999), calibration=calib, validate=False
+    )
     mm_db, rb_db = output_sqnr(model, minmax.model, evaluation), output_sqnr(model, robust.model, evaluation)
     assert rb_db > mm_db + 1.0, (observer, rb_db, mm_db)
 
@@ -82,8 +82,9 @@ def test_static_progress_and_cancel_within_one_sample():
     model, samples = make("mlp")
     samples = samples * 2
     calls = []
-    result = quantize(model, QuantConfig(mode="static"), calibration=samples,
-                      progress=lambda d, t, m: calls.append((d, t, m)))
+    result = quantize(
+        model, QuantConfig(mode="static"), calibration=samples, progress=lambda d, t, m: calls.append((d, t, m))
+    )
     total = 16 + 3 + 4 + 1
     assert sorted({t for _, t, _ in calls}) == [total]
     done = [d for d, _, _ in calls]
@@ -93,9 +94,11 @@ def test_static_progress_and_cancel_within_one_sample():
     token, forwards = CancelToken(), []
     hook = model.net[0].register_forward_pre_hook(lambda m, a: forwards.append(1))
     try:
+
         def progress(d, t, m):
             if d == 3:
                 token.cancel()
+
         with pytest.raises(Cancelled):
             quantize(model, QuantConfig(mode="static"), calibration=samples, progress=progress, cancel=token)
     finally:
@@ -121,7 +124,7 @@ def digits_classifier():
     for _ in range(60):
         for i in range(0, len(xtr), 64):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(xtr[i:i + 64]), ytr[i:i + 64]).backward()
+            nn.functional.cross_entropy(model(xtr[i : i + 64]), ytr[i : i + 64]).backward()
             opt.step()
     return model.eval(), xtr, xte, yte
 
@@ -135,7 +138,7 @@ def test_digits_accuracy_under_static_int8(digits_classifier):
     model, xtr, xte, yte = digits_classifier
     float_acc = accuracy(model, xte, yte)
     assert float_acc > 94.0
-    calib = [xtr[i:i + 32] for i in range(0, 256, 32)]  # 8 batches = 256 samples
+    calib = [xtr[i : i + 32] for i in range(0, 256, 32)]  # 8 batches = 256 samples
     result = quantize(model, QuantConfig(mode="static", observer="histogram"), calibration=calib)
     q_acc = accuracy(result.model, xte, yte)
     assert q_acc >= float_acc - 1.0, (float_acc, q_acc)

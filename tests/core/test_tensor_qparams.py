@@ -48,10 +48,15 @@ def test_ranges():
 
 def test_asymmetric_per_tensor_equals_torch_minmax_observer():
     g = torch.Generator().manual_seed(1)
-    for x in (torch.randn(64, 48, generator=g) * 3 + 1, torch.rand(10, 10, generator=g) + 2, -torch.rand(7, 5, generator=g)):
+    for x in (
+        torch.randn(64, 48, generator=g) * 3 + 1,
+        torch.rand(10, 10, generator=g) + 2,
+        -torch.rand(7, 5, generator=g),
+    ):
         scale, zp = choose_qparams(x, QuantSpec("int8", False, "per-tensor"))
         ref_scale, ref_zp = observed_qparams(
-            torch_observer("tensor", dtype=torch.qint8, qscheme=torch.per_tensor_affine), x)
+            torch_observer("tensor", dtype=torch.qint8, qscheme=torch.per_tensor_affine), x
+        )
         assert scale.dtype == torch.float32 and zp.dtype == torch.int8
         assert torch.equal(scale, ref_scale.to(torch.float32).reshape(1))
         assert torch.equal(zp.to(torch.int64), ref_zp.to(torch.int64).reshape(1))
@@ -62,7 +67,8 @@ def test_asymmetric_per_channel_equals_torch_per_channel_observer(axis):
     x = mixed_tensor()
     scale, zp = choose_qparams(x, QuantSpec("int8", False, "per-channel", axis=axis))
     ref_scale, ref_zp = observed_qparams(
-        torch_observer("channel", ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_affine), x)
+        torch_observer("channel", ch_axis=axis, dtype=torch.qint8, qscheme=torch.per_channel_affine), x
+    )
     assert torch.equal(scale, ref_scale.to(torch.float32))
     assert torch.equal(zp.to(torch.int64), ref_zp.to(torch.int64))
 
@@ -71,8 +77,11 @@ def test_symmetric_per_channel_equals_torch_with_range_127():
     x = mixed_tensor()
     scale, zp = choose_qparams(x, QuantSpec("int8", True, "per-channel"))
     ref_scale, ref_zp = observed_qparams(
-        torch_observer("channel", ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
-                       quant_min=-127, quant_max=127), x)
+        torch_observer(
+            "channel", ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127
+        ),
+        x,
+    )
     assert zp is None and torch.equal(ref_zp, torch.zeros_like(ref_zp))
     assert torch.equal(scale, ref_scale.to(torch.float32))
 

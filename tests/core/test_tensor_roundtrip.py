@@ -24,8 +24,12 @@ SPECS = [
     QuantSpec(dtype, symmetric, granularity, axis, group_size)
     for dtype in ("int8", "int4")
     for symmetric in (True, False)
-    for granularity, axis, group_size in (("per-tensor", 0, 128), ("per-channel", 0, 128),
-                                          ("per-channel", 1, 128), ("per-group", 0, 24))
+    for granularity, axis, group_size in (
+        ("per-tensor", 0, 128),
+        ("per-channel", 0, 128),
+        ("per-channel", 1, 128),
+        ("per-group", 0, 24),
+    )
 ]
 
 
@@ -61,13 +65,16 @@ def test_error_is_at_most_half_a_step(spec):
     assert bool((err <= bound * (1 + 1e-5) + 1e-12).all()), float((err - bound).max())
 
 
-@pytest.mark.parametrize("dtype,symmetric,granularity,group,floor", [
-    ("int8", True, "per-channel", 128, 40.0),
-    ("int8", False, "per-channel", 128, 40.0),
-    ("int8", True, "per-group", 128, 40.0),
-    ("int4", True, "per-group", 128, 17.0),
-    ("int4", False, "per-group", 128, 17.0),
-])
+@pytest.mark.parametrize(
+    "dtype,symmetric,granularity,group,floor",
+    [
+        ("int8", True, "per-channel", 128, 40.0),
+        ("int8", False, "per-channel", 128, 40.0),
+        ("int8", True, "per-group", 128, 40.0),
+        ("int4", True, "per-group", 128, 17.0),
+        ("int4", False, "per-group", 128, 17.0),
+    ],
+)
 def test_weight_sqnr_floors(dtype, symmetric, granularity, group, floor):
     w = gaussian(512, 512, seed=1)
     spec = QuantSpec(dtype, symmetric, granularity, 0, group)
@@ -111,14 +118,20 @@ def test_half_and_bfloat16_inputs_quantize_like_float32():
 
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
-@pytest.mark.parametrize("granularity,axis,group_size", [
-    ("per-channel", 0, 16), ("per-channel", 1, 16), ("per-tensor", 0, 16),
-    ("per-group", 0, 16),  # 40 values a row: a ragged, zero-padded last group
-    ("per-group", 0, 8),   # whole groups
-])
+@pytest.mark.parametrize(
+    "granularity,axis,group_size",
+    [
+        ("per-channel", 0, 16),
+        ("per-channel", 1, 16),
+        ("per-tensor", 0, 16),
+        ("per-group", 0, 16),  # 40 values a row: a ragged, zero-padded last group
+        ("per-group", 0, 8),  # whole groups
+    ],
+)
 @pytest.mark.parametrize("layout", ["float32", "transposed", "bfloat16"])
-def test_blockwise_weights_equal_the_whole_tensor_formulas(dtype, scheme, granularity, axis, group_size, layout,
-                                                           monkeypatch):
+def test_blockwise_weights_equal_the_whole_tensor_formulas(
+    dtype, scheme, granularity, axis, group_size, layout, monkeypatch
+):
     """Weights larger than a block are quantized block by block of rows: the stored data, scales and
     zero points equal the whole-tensor formulas exactly, and the measured sums equal sqnr_db's.
     Also for a non-contiguous weight and a bfloat16 one (both staged through a float32 block)."""
@@ -157,16 +170,16 @@ def test_blockwise_int4_rows_of_odd_length_pack_like_encode(scheme, granularity,
     assert torch.all(qt.data[:, -1] >> 4 == 0)
 
 
-
 @pytest.mark.parametrize("dtype", ["int8", "int4"])
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
-@pytest.mark.parametrize("granularity,group_size", [("per-channel", 8), ("per-tensor", 8), ("per-group", 8),
-                                                    ("per-group", 16)])  # 16: a ragged last group
+@pytest.mark.parametrize(
+    "granularity,group_size", [("per-channel", 8), ("per-tensor", 8), ("per-group", 8), ("per-group", 16)]
+)  # 16: a ragged last group
 def test_dequantize_into_a_buffer_equals_dequantize(dtype, scheme, granularity, group_size):
     w = torch.randn(12, 5, 8, generator=torch.Generator().manual_seed(9))
     spec = QuantSpec(dtype, scheme == "symmetric", granularity, 0, group_size)
     qt = quantize_weight(w, spec)
-    out = torch.full((12 * 40 + 7,), float("nan"))[:12 * 40]  # a bigger buffer's start, as a scratch block
+    out = torch.full((12 * 40 + 7,), float("nan"))[: 12 * 40]  # a bigger buffer's start, as a scratch block
     got = dequantize_weight_into(qt.data, qt.scale, qt.zero_point, spec, w.shape, out)
     assert got.shape == w.shape and got.data_ptr() == out.data_ptr()
     assert torch.equal(got, dequantize_weight(qt.data, qt.scale, qt.zero_point, spec, w.shape))

@@ -13,7 +13,9 @@ TARGET = ROOT / "resources" / "docs"
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("_build_user_guide_under_test", ROOT / "tools" / "build_user_guide.py")
+    spec = importlib.util.spec_from_file_location(
+        "_build_user_guide_under_test", ROOT / "tools" / "build_user_guide.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,11 +37,14 @@ def test_markdown_conversion():
         "## Steps\n\n1. open\n2. run\n   - nested\n\n"
         "| key | does |\n|---|---|\n| Ctrl+R | **Quantize** |\n\n"
         "```bash\nmono-quant run a.toml && echo <done>\n```\n\n"
-        "![shot](screenshots/empty.png)\n")
+        "![shot](screenshots/empty.png)\n"
+    )
     assert "<title>Guide</title>" in page
     assert '<h1 id="guide">Guide</h1>' in page and '<h2 id="steps">Steps</h2>' in page
-    assert "<p>Some <em>text</em> with <code>a&lt;b</code>, <strong>bold</strong> and a " \
-           '<a href="queue.html#closing">link</a>.</p>' in page
+    assert (
+        "<p>Some <em>text</em> with <code>a&lt;b</code>, <strong>bold</strong> and a "
+        '<a href="queue.html#closing">link</a>.</p>' in page
+    )
     assert "<ol>\n<li>open</li>\n<li>run\n<ul>\n<li>nested</li>\n</ul></li>\n</ol>" in page
     assert "<thead><tr><th>key</th><th>does</th></tr></thead>" in page
     assert "<tr><td>Ctrl+R</td><td><strong>Quantize</strong></td></tr>" in page
@@ -63,7 +68,9 @@ def test_linked_documents_are_bundled_and_link_home(tmp_path):
     """Every link of the bundled guide works offline: linked docs (and theirs) become pages beside it."""
     tool = _tool()
     (tmp_path / "user-guide.md").write_text("# Guide\n\nSee [the queue](queue.md#order).\n")
-    (tmp_path / "queue.md").write_text("# Queue\n\n## Order\n\nAs in [the CLI](cli.md) and [the guide](user-guide.md).\n")
+    (tmp_path / "queue.md").write_text(
+        "# Queue\n\n## Order\n\nAs in [the CLI](cli.md) and [the guide](user-guide.md).\n"
+    )
     (tmp_path / "cli.md").write_text("# CLI\n\nNo links.\n")
     (tmp_path / "unlinked.md").write_text("# Not bundled\n")
     files = tool.generated(tmp_path / "user-guide.md", tmp_path / "out")

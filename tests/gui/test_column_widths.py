@@ -25,8 +25,9 @@ CELL_MARGINS = 6
 
 
 def transformer_rows():
-    model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2,
-                                  enable_nested_tensor=False)
+    model = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2, enable_nested_tensor=False
+    )
     return mq.module_table(model)
 
 
@@ -80,8 +81,16 @@ def test_the_queue_fits_its_file_names_and_lets_the_message_take_the_rest(qtbot,
     header = table.horizontalHeader()
 
     def add(name: str) -> None:
-        model.add_jobs([Job(script=str(tmp_path / "model.py"), checkpoint=str(tmp_path / f"{name}.safetensors"),
-                            output=str(tmp_path / f"{name}.int8.safetensors"), config=QuantConfig())])
+        model.add_jobs(
+            [
+                Job(
+                    script=str(tmp_path / "model.py"),
+                    checkpoint=str(tmp_path / f"{name}.safetensors"),
+                    output=str(tmp_path / f"{name}.int8.safetensors"),
+                    config=QuantConfig(),
+                )
+            ]
+        )
 
     def fitted(column: int, text: str) -> bool:
         return table.columnWidth(column) >= min(metrics.horizontalAdvance(text) + CELL_MARGINS, MAX_FITTED_WIDTH)

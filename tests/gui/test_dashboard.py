@@ -13,8 +13,16 @@ from mono_quant_gui.sqnr_plot import WINDOW
 
 
 def layer(name, sqnr, status="ok", out=None):
-    return LayerReport(name, "Linear", "int8", weight_sqnr_db=sqnr, output_sqnr_db=out, status=status,
-                       original_bytes=400, quantized_bytes=100)
+    return LayerReport(
+        name,
+        "Linear",
+        "int8",
+        weight_sqnr_db=sqnr,
+        output_sqnr_db=out,
+        status=status,
+        original_bytes=400,
+        quantized_bytes=100,
+    )
 
 
 @pytest.fixture
@@ -50,8 +58,15 @@ def test_bars_fill_in_and_infinity_is_capped_with_a_marker(dash):
 
 def test_finish_shows_the_report(dash):
     dash.begin_run(["a"], 400, static=True, warn_db=20.0)
-    report = QuantReport(output_sqnr_db=math.inf, original_bytes=400, quantized_bytes=100, compression_ratio=4.0,
-                         layers=[layer("a", 40.0, out=35.0)], calibration_samples=8, calibration_method="minmax")
+    report = QuantReport(
+        output_sqnr_db=math.inf,
+        original_bytes=400,
+        quantized_bytes=100,
+        compression_ratio=4.0,
+        layers=[layer("a", 40.0, out=35.0)],
+        calibration_samples=8,
+        calibration_method="minmax",
+    )
     dash.finish(report)
     assert dash.output_card.value.text() == "∞ dB"
     assert dash.calib_card.value.text() == "8"

@@ -19,9 +19,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 def _pixels(path: pathlib.Path) -> np.ndarray:
     image = QImage(str(path)).convertToFormat(QImage.Format.Format_RGBA8888)
-    return np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())[
-        :, : 4 * image.width()
-    ].astype(np.int16)
+    return (
+        np.frombuffer(image.constBits(), np.uint8)
+        .reshape(image.height(), image.bytesPerLine())[:, : 4 * image.width()]
+        .astype(np.int16)
+    )
 
 
 def test_app_icon_has_every_size(qapp):
@@ -61,4 +63,6 @@ def test_pngs_are_renders_of_the_current_svg(qapp, tmp_path):
         tool.render(identity.icon_path(), size, fresh)
         diff = np.abs(_pixels(fresh) - _pixels(identity.icon_path(size))).reshape(size, size, 4)
         changed = (diff.max(axis=2) > 24).mean()
-        assert changed < 0.01, f"icon-{size}.png differs from icon.svg ({changed:.1%} of pixels): run tools/render_icons.py"
+        assert changed < 0.01, (
+            f"icon-{size}.png differs from icon.svg ({changed:.1%} of pixels): run tools/render_icons.py"
+        )

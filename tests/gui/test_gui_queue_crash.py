@@ -87,9 +87,18 @@ def test_a_killed_run_comes_back_queued(qapp, qtbot, tmp_path, monkeypatch):
         queue_file = default_queue_path()
         assert queue_file.startswith(str(tmp_path))
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-        child = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), QCoreApplication.organizationName(),
-                                  QCoreApplication.applicationName(), str(tmp_path / "job.toml")],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                str(tmp_path / "child.py"),
+                QCoreApplication.organizationName(),
+                QCoreApplication.applicationName(),
+                str(tmp_path / "job.toml"),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         try:
             wait_for_status(queue_file, "running", child)
             os.kill(child.pid, signal.SIGKILL)

@@ -31,8 +31,12 @@ def dock(qapp, tmp_path, monkeypatch, qtbot):
 
 
 def job(tmp_path, name: str, **settings) -> Job:
-    return Job(script=str(tmp_path / "model.py"), checkpoint=str(tmp_path / f"{name}.pt"),
-               output=str(tmp_path / f"{name}.int8.safetensors"), config=QuantConfig(**settings))
+    return Job(
+        script=str(tmp_path / "model.py"),
+        checkpoint=str(tmp_path / f"{name}.pt"),
+        output=str(tmp_path / f"{name}.int8.safetensors"),
+        config=QuantConfig(**settings),
+    )
 
 
 def test_empty_state_and_add_current_settings(dock, qtbot, tmp_path):
@@ -53,12 +57,20 @@ def test_buttons_follow_the_selection(dock, tmp_path):
     for entry_id, status in zip(ids[1:], (FAILED, RUNNING, DONE), strict=True):
         dock.model.set_status(entry_id, status)
     expect = {  # selection -> (export, remove, retry)
-        (0,): (True, True, False), (1,): (True, True, True), (2,): (True, False, False),
-        (3,): (True, True, False), (2, 3): (True, True, False), (): (False, False, False)}
+        (0,): (True, True, False),
+        (1,): (True, True, True),
+        (2,): (True, False, False),
+        (3,): (True, True, False),
+        (2, 3): (True, True, False),
+        (): (False, False, False),
+    }
     for rows, enabled in expect.items():
         dock.select_ids([ids[r] for r in rows])
-        assert (dock.export_selected.isEnabled(), dock.remove_selected.isEnabled(),
-                dock.retry_selected.isEnabled()) == enabled, rows
+        assert (
+            dock.export_selected.isEnabled(),
+            dock.remove_selected.isEnabled(),
+            dock.retry_selected.isEnabled(),
+        ) == enabled, rows
     dock.select_ids([ids[1]])
     assert "b.int8: failed" in dock.details.toPlainText()
     dock.select_ids(ids[1:3])
@@ -72,7 +84,8 @@ def test_a_progress_update_of_another_job_leaves_the_details_where_the_user_read
     runs; a change of the selected job itself, or another selection, shows the new details."""
     failed, running = dock.add_jobs([job(tmp_path, "a"), job(tmp_path, "b")])
     traceback = "Traceback (most recent call last):\n" + "\n".join(
-        f'  File "model.py", line {i}, in forward' for i in range(300))
+        f'  File "model.py", line {i}, in forward' for i in range(300)
+    )
     dock.model.set_status(failed, FAILED, "RuntimeError: it broke", traceback)
     dock.model.set_status(running, RUNNING, "starting", progress=0)
     dock.resize(900, 400)
@@ -81,7 +94,7 @@ def test_a_progress_update_of_another_job_leaves_the_details_where_the_user_read
     dock.select_ids([failed])
     details = dock.details
     text = details.toPlainText()
-    assert text.startswith("a.int8: failed") and 'line 299, in forward' in text
+    assert text.startswith("a.int8: failed") and "line 299, in forward" in text
     cursor = details.textCursor()
     cursor.setPosition(text.index("line 150"))
     cursor.setPosition(text.index("line 150") + len("line 150"), cursor.MoveMode.KeepAnchor)
@@ -139,8 +152,12 @@ def test_export_and_import_job_files(dock, qtbot, tmp_path, monkeypatch):
 
 def test_dropped_paths(dock, qtbot, tmp_path):
     job(tmp_path, "a").save(tmp_path / "a.toml")
-    paths = [str(tmp_path / "x.pt"), str(tmp_path / "a.toml"), str(tmp_path / "y.safetensors"),
-             str(tmp_path / "notes.txt")]
+    paths = [
+        str(tmp_path / "x.pt"),
+        str(tmp_path / "a.toml"),
+        str(tmp_path / "y.safetensors"),
+        str(tmp_path / "notes.txt"),
+    ]
     with qtbot.waitSignal(dock.checkpoints_dropped) as blocker:
         assert dock.handle_paths(paths)
     assert blocker.args == [[str(tmp_path / "x.pt"), str(tmp_path / "y.safetensors")]]
@@ -174,8 +191,11 @@ def test_progress_cells_draw_a_bar(dock, tmp_path):
 
     def highlighted(row: int) -> float:
         rect = table.visualRect(dock.model.index(row, PROGRESS)).adjusted(3, 4, -3, -4)
-        colors = [QColor(image.pixel(x, y)) for x in range(rect.left(), rect.right())
-                  for y in range(rect.top(), rect.bottom())]
+        colors = [
+            QColor(image.pixel(x, y))
+            for x in range(rect.left(), rect.right())
+            for y in range(rect.top(), rect.bottom())
+        ]
         return sum(abs(c.hueF() - highlight.hueF()) < 0.05 and c.saturationF() > 0.3 for c in colors) / len(colors)
 
     assert highlighted(0) > 0.5

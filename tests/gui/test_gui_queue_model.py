@@ -47,8 +47,12 @@ def stores():
 
 
 def job(tmp_path, name: str, **settings) -> Job:
-    return Job(script=str(tmp_path / "model.py"), checkpoint=str(tmp_path / f"{name}.pt"),
-               output=str(tmp_path / f"{name}.int8.safetensors"), config=QuantConfig(**settings))
+    return Job(
+        script=str(tmp_path / "model.py"),
+        checkpoint=str(tmp_path / f"{name}.pt"),
+        output=str(tmp_path / f"{name}.int8.safetensors"),
+        config=QuantConfig(**settings),
+    )
 
 
 def names(model: QueueModel) -> list[str]:
@@ -75,8 +79,13 @@ def test_persistence_across_a_restart(data_home, stores):
     store = stores()
     model = QueueModel()
     model.attach(store)
-    jobs = [job(data_home, "a"), job(data_home, "b", dtype="int4", mode="weight-only", granularity="per-group",
-                                      group_size=32, exclude=["head.*"]), job(data_home, "c")]
+    jobs = [
+        job(data_home, "a"),
+        job(
+            data_home, "b", dtype="int4", mode="weight-only", granularity="per-group", group_size=32, exclude=["head.*"]
+        ),
+        job(data_home, "c"),
+    ]
     ids = model.add_jobs(jobs, ["first", None, "third"])
     assert names(model) == ["first", "b.int8", "third"]
     model.set_status(ids[0], DONE, "done in 0.1 s", progress=100)
@@ -92,8 +101,10 @@ def test_persistence_across_a_restart(data_home, stores):
     assert [e.id for e in restored] == ids
     assert [e.job for e in restored] == jobs  # every setting survives the TOML round trip
     assert [(e.status, e.message, e.details, e.progress) for e in restored] == [
-        (DONE, "done in 0.1 s", "", 100), (FAILED, "no such checkpoint", "Traceback ...", 0),
-        (QUEUED, INTERRUPTED, "", 0)]  # a job that was running comes back queued
+        (DONE, "done in 0.1 s", "", 100),
+        (FAILED, "no such checkpoint", "Traceback ...", 0),
+        (QUEUED, INTERRUPTED, "", 0),
+    ]  # a job that was running comes back queued
     second.close()
     third, message = reopen(stores, store.path)
     assert message is None and [e.status for e in third.entries()] == [DONE, FAILED, QUEUED]
@@ -165,7 +176,11 @@ def test_reset_puts_failed_and_cancelled_jobs_back(data_home, stores):
         model.set_status(entry_id, status, f"{status} message", progress=30)
     assert model.reset(ids) == ids[:2]
     assert [(e.status, e.message, e.progress) for e in model.entries()] == [
-        (QUEUED, "", 0), (QUEUED, "", 0), (DONE, "done message", 30), (RUNNING, "running message", 30)]
+        (QUEUED, "", 0),
+        (QUEUED, "", 0),
+        (DONE, "done message", 30),
+        (RUNNING, "running message", 30),
+    ]
     assert model.next_queued().name == "a"
     assert model.counts() == {QUEUED: 2, DONE: 1, RUNNING: 1}
 
@@ -201,10 +216,13 @@ def test_a_corrupt_queue_file_is_moved_aside(data_home, stores):
         assert [j["name"] for j in json.load(f)["jobs"]] == ["a.int8"]
 
 
-@pytest.mark.parametrize("content, problem", [
-    ([1, 2], "not a queue file (expected"),
-    ({"format": "mono-quant-queue", "version": 99, "jobs": []}, "queue format version 99 is not supported"),
-])
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ([1, 2], "not a queue file (expected"),
+        ({"format": "mono-quant-queue", "version": 99, "jobs": []}, "queue format version 99 is not supported"),
+    ],
+)
 def test_foreign_or_newer_files_are_moved_aside(data_home, stores, content, problem):
     path = str(data_home / "queue.json")
     with open(path, "w", encoding="utf-8") as f:
@@ -265,18 +283,28 @@ def test_a_failed_save_is_reported(data_home, stores, qtbot):
 
 
 def test_jobs_from_checkpoints(tmp_path):
-    template = Job(script=str(tmp_path / "model.py"), checkpoint=str(tmp_path / "current.pt"),
-                   output=str(tmp_path / "current.int8.safetensors"), config=QuantConfig(dtype="fp16"),
-                   report_path=str(tmp_path / "r.json"))
+    template = Job(
+        script=str(tmp_path / "model.py"),
+        checkpoint=str(tmp_path / "current.pt"),
+        output=str(tmp_path / "current.int8.safetensors"),
+        config=QuantConfig(dtype="fp16"),
+        report_path=str(tmp_path / "r.json"),
+    )
     (tmp_path / "sub").mkdir()
-    paths = [tmp_path / "resnet-v1.5.pt", tmp_path / "sub" / "a.pt", tmp_path / "sub" / "a.safetensors",
-             tmp_path / "shard.safetensors.index.json", tmp_path / "resnet-v1.5.pt"]
+    paths = [
+        tmp_path / "resnet-v1.5.pt",
+        tmp_path / "sub" / "a.pt",
+        tmp_path / "sub" / "a.safetensors",
+        tmp_path / "shard.safetensors.index.json",
+        tmp_path / "resnet-v1.5.pt",
+    ]
     jobs = jobs_from_checkpoints(paths, template)
     assert [(os.path.relpath(j.checkpoint, tmp_path), os.path.relpath(j.output, tmp_path)) for j in jobs] == [
         ("resnet-v1.5.pt", "resnet-v1.5.fp16.safetensors"),
         ("sub/a.pt", "sub/a.pt.fp16.safetensors"),
         ("sub/a.safetensors", "sub/a.safetensors.fp16.safetensors"),
-        ("shard.safetensors.index.json", "shard.fp16.safetensors")]
+        ("shard.safetensors.index.json", "shard.fp16.safetensors"),
+    ]
     assert jobs[0].report_path == str(tmp_path / "resnet-v1.5.fp16.report.json")
     assert all(j.config == template.config and j.config is not template.config for j in jobs)
     assert template.checkpoint == str(tmp_path / "current.pt")
@@ -286,7 +314,9 @@ def test_jobs_from_checkpoints(tmp_path):
     (tmp_path / "resnet-v1.5.fp16.safetensors").touch()
     again = jobs_from_checkpoints([paths[0], paths[3]], template, taken=[str(tmp_path / "shard.fp16.safetensors")])
     assert [os.path.relpath(j.output, tmp_path) for j in again] == [
-        "resnet-v1.5.fp16-2.safetensors", "shard.fp16-2.safetensors"]
+        "resnet-v1.5.fp16-2.safetensors",
+        "shard.fp16-2.safetensors",
+    ]
 
 
 def test_output_claims(tmp_path):

@@ -22,8 +22,6 @@ from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, job
 RUN_TIMEOUT_MS = 60_000
 
 
-
-
 @pytest.fixture
 def dock(data_home, qtbot):
     panel = QueueDock()
@@ -40,8 +38,12 @@ def write_project(root, samples: int = 3, delay: float = 0.0) -> dict[str, str]:
     (root / "model.py").write_text(MLP.format(delay=delay, probe=PROBE_MODULE), encoding="utf-8")
     g = torch.Generator().manual_seed(0)
     for i in range(4):
-        state = {"fc1.weight": torch.randn(32, 16, generator=g) * 0.3, "fc1.bias": torch.randn(32, generator=g),
-                 "fc2.weight": torch.randn(4, 32, generator=g) * 0.3, "fc2.bias": torch.randn(4, generator=g)}
+        state = {
+            "fc1.weight": torch.randn(32, 16, generator=g) * 0.3,
+            "fc1.bias": torch.randn(32, generator=g),
+            "fc2.weight": torch.randn(4, 32, generator=g) * 0.3,
+            "fc2.bias": torch.randn(4, generator=g),
+        }
         torch.save(state, root / f"ckpt{i}.pt")
     for i in range(samples):
         torch.save(torch.randn(4, 16, generator=g), root / "calib" / f"x{i}.pt")
@@ -50,13 +52,19 @@ def write_project(root, samples: int = 3, delay: float = 0.0) -> dict[str, str]:
 
 def template(files: dict[str, str], **settings) -> Job:
     """The main window's current settings, as the Job it would supply."""
-    return Job(script=files["script"], checkpoint=None, output=files["script"] + ".safetensors",
-               calibration_folder=files["calib"], config=QuantConfig(**settings))
+    return Job(
+        script=files["script"],
+        checkpoint=None,
+        output=files["script"] + ".safetensors",
+        calibration_folder=files["calib"],
+        config=QuantConfig(**settings),
+    )
 
 
 def run_all(dock: QueueDock, qtbot) -> None:
-    with qtbot.waitSignal(dock.runner.running_changed, timeout=RUN_TIMEOUT_MS,
-                          check_params_cb=lambda running: not running):
+    with qtbot.waitSignal(
+        dock.runner.running_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda running: not running
+    ):
         dock.run_all.trigger()
 
 
@@ -67,8 +75,9 @@ def statuses(dock: QueueDock) -> list[str]:
 def test_six_jobs_two_broken(dock, qtbot, tmp_path):
     files = write_project(tmp_path)
     (tmp_path / "corrupt.pt").write_bytes(b"\x00this is not a checkpoint" * 10)
-    good = jobs_from_checkpoints([tmp_path / f"ckpt{i}.pt" for i in range(4)] + [tmp_path / "corrupt.pt"],
-                                 template(files))
+    good = jobs_from_checkpoints(
+        [tmp_path / f"ckpt{i}.pt" for i in range(4)] + [tmp_path / "corrupt.pt"], template(files)
+    )
     missing = good[0].replace(script=str(tmp_path / "missing.py"), output=str(tmp_path / "missing.safetensors"))
     jobs = [good[0], missing, good[1], good[4], good[2], good[3]]
     ids = dock.add_jobs(jobs)
@@ -136,8 +145,9 @@ def test_stop_cancels_within_a_sample_and_ends_the_run(dock, qtbot, tmp_path, mo
     """Stop while the third calibration sample is inside the model: that sample finishes, no further
     sample starts, the job is cancelled and the run ends (no timing involved)."""
     files = write_project(tmp_path, samples=40)
-    first, second = jobs_from_checkpoints([tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"],
-                                          template(files, mode="static"))
+    first, second = jobs_from_checkpoints(
+        [tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"], template(files, mode="static")
+    )
     probe = SampleProbe(hold_at=3)
     monkeypatch.setitem(sys.modules, PROBE_MODULE, probe)
     ids = dock.add_jobs([first, second])
@@ -147,8 +157,9 @@ def test_stop_cancels_within_a_sample_and_ends_the_run(dock, qtbot, tmp_path, mo
         assert dock.runner.current_id == ids[0] and dock.stop.isEnabled()
         begun_at_stop, ended_at_stop = probe.begun, probe.ended
         assert (begun_at_stop, ended_at_stop) == (3, 2)  # the third sample is in flight
-        with qtbot.waitSignals([dock.runner.cancelled, dock.runner.running_changed], timeout=RUN_TIMEOUT_MS,
-                               order="strict"):
+        with qtbot.waitSignals(
+            [dock.runner.cancelled, dock.runner.running_changed], timeout=RUN_TIMEOUT_MS, order="strict"
+        ):
             dock.stop.trigger()
             probe.release.set()  # the sample in flight may now finish
     finally:
@@ -169,8 +180,10 @@ def test_an_output_being_written_elsewhere_is_refused(dock, qtbot, tmp_path):
         run_all(dock, qtbot)
     entry = dock.model.find(entry_id)
     assert entry.status == FAILED
-    assert entry.message == (f"{job.output}: Save As in the main window is writing this file right now; "
-                             "wait for it to finish or choose another output file")
+    assert entry.message == (
+        f"{job.output}: Save As in the main window is writing this file right now; "
+        "wait for it to finish or choose another output file"
+    )
     dock.runner.retry([entry_id])
     run_all(dock, qtbot)
     assert dock.model.find(entry_id).status == DONE and os.path.exists(job.output)
@@ -187,8 +200,7 @@ def test_the_queue_and_a_main_window_run_at_the_same_time(dock, qtbot, tmp_path)
     from mono_quant_gui.worker import Runner, Task
 
     files = write_project(tmp_path, samples=10, delay=0.005)
-    mine, queued = jobs_from_checkpoints([tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"],
-                                         template(files, mode="static"))
+    mine, queued = jobs_from_checkpoints([tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"], template(files, mode="static"))
     reference = [run_job(j.replace(output=j.output + ".ref.safetensors")).output for j in (mine, queued)]
     window_runner = Runner()  # what the main window uses for its own runs
     try:

@@ -21,13 +21,17 @@ def environment(tmp_path) -> dict[str, str]:
 def test_the_installed_command_passes_its_smoke_test(tmp_path):
     command = shutil.which("mono-quant-gui", path=os.path.dirname(sys.executable))
     assert command is not None, "the mono-quant-gui script is not installed next to this Python"
-    done = subprocess.run([command, "--smoke-test"], env=environment(tmp_path), capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run(
+        [command, "--smoke-test"], env=environment(tmp_path), capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 1, done.stdout
-    assert re.fullmatch(r"smoke test ok: 15 modules, demo loaded in \d+\.\d s, quantized in \d+\.\d s "
-                        r"\(output SQNR \d+\.\d dB\), user guide user-guide\.html, torch \S+, Qt \S+", lines[0]), lines
+    assert re.fullmatch(
+        r"smoke test ok: 15 modules, demo loaded in \d+\.\d s, quantized in \d+\.\d s "
+        r"\(output SQNR \d+\.\d dB\), user guide user-guide\.html, torch \S+, Qt \S+",
+        lines[0],
+    ), lines
     assert "propagateSizeHints" not in done.stderr
     assert not (tmp_path / "config").exists() and not (tmp_path / "data").exists()  # the user's folders untouched
 
@@ -54,16 +58,26 @@ sys.exit(main(["--smoke-test"]))
 def test_a_failing_smoke_test_says_why_and_exits_1(tmp_path):
     broken = tmp_path / "model.py"
     broken.write_text("raise RuntimeError('this model script is broken')\n")
-    done = subprocess.run([sys.executable, "-c", DRIVER, "broken", str(broken)], env=environment(tmp_path),
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, "broken", str(broken)],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout == ""
     assert "smoke test failed: " in done.stderr and "this model script is broken" in done.stderr
 
 
 def test_a_smoke_test_that_hangs_is_stopped(tmp_path):
-    done = subprocess.run([sys.executable, "-c", DRIVER, "timeout"], env=environment(tmp_path),
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, "timeout"],
+        env=environment(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 1, done.stdout + done.stderr
     assert "smoke test failed: timed out after 0.2 s" in done.stderr
 

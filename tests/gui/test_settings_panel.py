@@ -25,8 +25,12 @@ def item(panel, field, text):
 
 def test_defaults_match_quantconfig(panel):
     config = panel.config(["fc"])
-    assert (config.dtype, config.mode, config.scheme, config.granularity) == ("int8", "dynamic", "symmetric",
-                                                                            "per-channel")
+    assert (config.dtype, config.mode, config.scheme, config.granularity) == (
+        "int8",
+        "dynamic",
+        "symmetric",
+        "per-channel",
+    )
     assert config.layers == ["fc"] and config.min_output_sqnr_db is None
     assert panel.values()["samples"] == 0
 
@@ -92,8 +96,16 @@ def test_config_errors_are_shown_with_the_engines_text(panel):
 
 def test_values_round_trip_and_bad_saved_values_fall_back(panel, qtbot):
     panel.set_calibration_available(True)
-    panel.set_values({"dtype": "int8", "mode": "static", "observer": "histogram", "samples": 16,
-                      "on_failure": "warn", "min_output_sqnr_db": 25.0})
+    panel.set_values(
+        {
+            "dtype": "int8",
+            "mode": "static",
+            "observer": "histogram",
+            "samples": 16,
+            "on_failure": "warn",
+            "min_output_sqnr_db": 25.0,
+        }
+    )
     values = panel.values()
     other = SettingsPanel()
     qtbot.addWidget(other)

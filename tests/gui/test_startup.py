@@ -33,8 +33,9 @@ sys.exit(entry.main(sys.argv[1:]))
 
 def test_main_shows_the_window_before_torch_and_opens_the_demo(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_CONFIG_HOME=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", DRIVER, "--demo"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, "--demo"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert "torch imported before the window was shown: False" in done.stdout
     assert "modules: 15" in done.stdout
@@ -42,9 +43,13 @@ def test_main_shows_the_window_before_torch_and_opens_the_demo(tmp_path):
 
 
 def test_command_line_arguments():
-    args = parse_args(["--demo", "transformer", "--script", "m.py", "--checkpoint", "c.pt", "--calib", "d",
-                       "job.toml"])
+    args = parse_args(["--demo", "transformer", "--script", "m.py", "--checkpoint", "c.pt", "--calib", "d", "job.toml"])
     assert (args.demo, args.script, args.checkpoint, args.calib, args.paths) == (
-        "transformer", "m.py", "c.pt", "d", ["job.toml"])
+        "transformer",
+        "m.py",
+        "c.pt",
+        "d",
+        ["job.toml"],
+    )
     assert parse_args(["--demo"]).demo == "cnn"
     assert parse_args([]).demo is None

@@ -41,7 +41,7 @@ def big_table(blocks: int) -> list[ModuleRow]:
     for b in range(blocks):
         for r in small:
             if r.name.startswith("blocks.0"):
-                name = f"blocks.{b}" + r.name[len("blocks.0"):]
+                name = f"blocks.{b}" + r.name[len("blocks.0") :]
                 parent = r.parent if r.parent == "blocks" else f"blocks.{b}"
                 rows.append(ModuleRow(name, parent, r.type, r.params, r.bytes, r.quantizable, r.reason, r.is_leaf))
     rows.append(by_name["head"])
@@ -99,8 +99,9 @@ def test_check_changes_emit_data_changed_for_each_affected_parent(model, qtbot):
     model.dataChanged.connect(lambda a, b, roles: seen.append((a.data(tm.NAME_ROLE), b.data(tm.NAME_ROLE))))
     with qtbot.waitSignal(model.checks_changed):
         model.setData(model.row_of("blocks.1.fc2"), Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
-    assert sorted(seen) == sorted([("blocks.1.fc2", "blocks.1.fc2"), ("blocks.1", "blocks.1"),
-                                   ("blocks", "blocks"), ("", "")])
+    assert sorted(seen) == sorted(
+        [("blocks.1.fc2", "blocks.1.fc2"), ("blocks.1", "blocks.1"), ("blocks", "blocks"), ("", "")]
+    )
 
 
 def test_select_and_clear_by_type_and_pattern(model):
@@ -202,7 +203,8 @@ def visible_modules(panel) -> set[int]:
 
 
 def test_a_tree_of_six_thousand_modules_reads_only_the_visible_rows_and_updates_with_one_signal(
-        qtbot, qapp, monkeypatch):
+    qtbot, qapp, monkeypatch
+):
     """Work scales with what is on screen, not with the model: showing the tree, expanding a container
     of 1,250 children, unticking everything and showing 2,501 results read only the rows in the viewport,
     and a bulk change is announced by O(1) signals, not one per module or per parent.
@@ -270,8 +272,7 @@ def test_a_tree_of_six_thousand_modules_reads_only_the_visible_rows_and_updates_
     signals.clear()
     qapp.processEvents()
     reads.reset()
-    model.set_layer_results([LayerReport(n, "Linear", "int8", weight_sqnr_db=40.0)
-                             for n in model.quantizable_names()])
+    model.set_layer_results([LayerReport(n, "Linear", "int8", weight_sqnr_db=40.0) for n in model.quantizable_names()])
     assert model.row_of("blocks.1249.fc2", tm.COL_SQNR).data() == "40.0 dB"
     reads.reset()
     changes = [s for s in signals if s != "checks_changed"]

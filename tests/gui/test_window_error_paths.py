@@ -36,7 +36,8 @@ def quantized_demo(window, qtbot) -> None:
 
 
 def test_save_as_to_a_full_disk_keeps_the_earlier_file_and_the_app_saves_elsewhere(
-        window, qtbot, tmp_path, monkeypatch):
+    window, qtbot, tmp_path, monkeypatch
+):
     quantized_demo(window, qtbot)
     folder = tmp_path / "out"
     folder.mkdir()
@@ -46,8 +47,14 @@ def test_save_as_to_a_full_disk_keeps_the_earlier_file_and_the_app_saves_elsewhe
     monkeypatch.setattr(dialogs, "confirm_overwrite", lambda parent, path: True)
     real_open_temp = atomic.open_temp
     full: list[FailingFile] = []
-    monkeypatch.setattr(atomic, "open_temp", lambda fd: full.append(
-        FailingFile(real_open_temp(fd), 4096, OSError(errno.ENOSPC, "No space left on device"))) or full[-1])
+    monkeypatch.setattr(
+        atomic,
+        "open_temp",
+        lambda fd: (
+            full.append(FailingFile(real_open_temp(fd), 4096, OSError(errno.ENOSPC, "No space left on device")))
+            or full[-1]
+        ),
+    )
 
     with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
         window.actions.save_as.trigger()

@@ -74,7 +74,8 @@ def test_several_models_in_a_script_offer_a_choice(window, qtbot, tmp_path, monk
     script.write_text(
         "from torch import nn\n"
         "class Small(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(2, 2)\n"
-        "class Large(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(4, 4)\n")
+        "class Large(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(4, 4)\n"
+    )
     offered = []
     monkeypatch.setattr(dialogs, "choose_entry", lambda parent, path, names: offered.append(names) or "Large")
     window.open_script(str(script))
@@ -85,9 +86,11 @@ def test_several_models_in_a_script_offer_a_choice(window, qtbot, tmp_path, monk
 
 def test_choosing_no_model_stops_loading(window, qtbot, tmp_path, monkeypatch):
     script = tmp_path / "two_factories.py"
-    script.write_text("from torch import nn\n"
-                      "def build_model():\n    return nn.Linear(2, 2)\n"
-                      "def make_model():\n    return nn.Linear(3, 3)\n")
+    script.write_text(
+        "from torch import nn\n"
+        "def build_model():\n    return nn.Linear(2, 2)\n"
+        "def make_model():\n    return nn.Linear(3, 3)\n"
+    )
     monkeypatch.setattr(dialogs, "choose_entry", lambda parent, path, names: None)
     with qtbot.waitSignal(window.runner.finished, timeout=30_000):
         window.open_script(str(script))

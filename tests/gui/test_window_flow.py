@@ -64,8 +64,9 @@ def test_save_asks_before_overwriting_and_pt_filter_adds_pt(window, qtbot, tmp_p
         window.start_quantize()
     existing = tmp_path / "model.pt"
     existing.write_bytes(b"keep me")
-    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, suggested: (str(tmp_path / "model"),
-                                                                           dialogs.SAVE_FILTERS[1]))
+    monkeypatch.setattr(
+        dialogs, "ask_save_path", lambda parent, suggested: (str(tmp_path / "model"), dialogs.SAVE_FILTERS[1])
+    )
     asked = []
     monkeypatch.setattr(dialogs, "confirm_overwrite", lambda parent, path: asked.append(path) or False)
     window.save_as()
@@ -90,8 +91,14 @@ def test_transformer_demo_runs_dynamic(window, qtbot):
 
 
 def test_shortcuts():
-    expected = {"open_script": "Ctrl+O", "open_checkpoint": "Ctrl+Shift+O", "calibration": "Ctrl+L",
-                "quantize": "Ctrl+R", "cancel": "Esc", "save_as": "Ctrl+S"}
+    expected = {
+        "open_script": "Ctrl+O",
+        "open_checkpoint": "Ctrl+Shift+O",
+        "calibration": "Ctrl+L",
+        "quantize": "Ctrl+R",
+        "cancel": "Esc",
+        "save_as": "Ctrl+S",
+    }
     from mono_quant_gui.main_window import MainWindow
 
     window = MainWindow()

@@ -27,11 +27,13 @@ def test_about_lists_the_versions(window):
     box = window.about_box
     assert box.isVisible() and box.windowTitle() == "About mono-quant"
     text = box.text()
-    for name, version in (("mono-quant", importlib.metadata.version("mono-quant")),
-                          ("torch", importlib.metadata.version("torch")),
-                          ("PySide6", pyside_version()),
-                          ("Qt", qVersion()),
-                          ("safetensors", importlib.metadata.version("safetensors"))):
+    for name, version in (
+        ("mono-quant", importlib.metadata.version("mono-quant")),
+        ("torch", importlib.metadata.version("torch")),
+        ("PySide6", pyside_version()),
+        ("Qt", qVersion()),
+        ("safetensors", importlib.metadata.version("safetensors")),
+    ):
         assert name in text and version in text, (name, version)
     assert help_menu.versions()["torch"] == importlib.metadata.version("torch")
     assert identity.LICENSE in text
@@ -39,8 +41,10 @@ def test_about_lists_the_versions(window):
 
 
 def test_the_about_text_does_not_import_torch():
-    code = ("import sys; from mono_quant_gui import help_menu; text = help_menu.about_html(); "
-            "print('torch' in sys.modules, help_menu.versions()['torch'] in text)")
+    code = (
+        "import sys; from mono_quant_gui import help_menu; text = help_menu.about_html(); "
+        "print('torch' in sys.modules, help_menu.versions()['torch'] in text)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.split() == ["False", "True"]
 

@@ -24,7 +24,6 @@ from mono_quant_gui.queue.runner import CLOSED
 RUN_TIMEOUT = 60_000
 
 
-
 def write_project(root: Path, checkpoints: int = 3, samples: int = 4, delay: float = 0.0) -> Path:
     """model.py, ckpt0..N.pt and calib/ in ``root``; returns the script."""
     import torch
@@ -33,9 +32,15 @@ def write_project(root: Path, checkpoints: int = 3, samples: int = 4, delay: flo
     (root / "model.py").write_text(MLP.format(delay=delay, probe=PROBE_MODULE), encoding="utf-8")
     g = torch.Generator().manual_seed(0)
     for i in range(checkpoints):
-        torch.save({"fc1.weight": torch.randn(32, 16, generator=g), "fc1.bias": torch.randn(32, generator=g),
-                    "fc2.weight": torch.randn(4, 32, generator=g), "fc2.bias": torch.randn(4, generator=g)},
-                   root / f"ckpt{i}.pt")
+        torch.save(
+            {
+                "fc1.weight": torch.randn(32, 16, generator=g),
+                "fc1.bias": torch.randn(32, generator=g),
+                "fc2.weight": torch.randn(4, 32, generator=g),
+                "fc2.bias": torch.randn(4, generator=g),
+            },
+            root / f"ckpt{i}.pt",
+        )
     for i in range(samples):
         torch.save(torch.randn(4, 16, generator=g), root / "calib" / f"x{i}.pt")
     return root / "model.py"
@@ -58,8 +63,16 @@ def test_add_to_queue_builds_the_job_of_the_current_settings(window, qtbot, tmp_
     script = open_project(window, qtbot, tmp_path)
     tree = window.modules.model
     tree.setData(tree.row_of("fc2"), Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
-    window.settings_panel.set_values({"dtype": "int8", "mode": "static", "scheme": "asymmetric",
-                                      "observer": "percentile", "samples": 3, "min_output_sqnr_db": 12.0})
+    window.settings_panel.set_values(
+        {
+            "dtype": "int8",
+            "mode": "static",
+            "scheme": "asymmetric",
+            "observer": "percentile",
+            "samples": 3,
+            "min_output_sqnr_db": 12.0,
+        }
+    )
     assert not queue_is_shown(window)
     window.actions.add_to_queue.trigger()
     (entry,) = window.queue_panel.model.entries()
@@ -74,7 +87,11 @@ def test_add_to_queue_builds_the_job_of_the_current_settings(window, qtbot, tmp_
     expected = window.settings_panel.config(["fc1"])
     assert job.config == expected and job.config.layers == ["fc1"]
     assert (job.config.mode, job.config.scheme, job.config.observer, job.config.min_output_sqnr_db) == (
-        "static", "asymmetric", "percentile", 12.0)
+        "static",
+        "asymmetric",
+        "percentile",
+        12.0,
+    )
     again = Job.from_toml(job.to_toml())  # what the queue file and an export hold
     assert again.config == expected and again.config.layers == ["fc1"]
     assert again == job
@@ -171,8 +188,12 @@ def test_job_files_are_queued_from_a_drop_and_the_command_line(window, qtbot, tm
     script = write_project(tmp_path)
     paths = []
     for i in range(3):
-        job = Job(script=str(script), checkpoint=str(tmp_path / f"ckpt{i}.pt"), output=f"out{i}.safetensors",
-                  config=QuantConfig(dtype="bf16", mode="weight-only"))
+        job = Job(
+            script=str(script),
+            checkpoint=str(tmp_path / f"ckpt{i}.pt"),
+            output=f"out{i}.safetensors",
+            config=QuantConfig(dtype="bf16", mode="weight-only"),
+        )
         job.save(tmp_path / f"job{i}.toml")
         paths.append(str(tmp_path / f"job{i}.toml"))
     drop_paths(window.log_view.viewport(), paths[:2])
@@ -206,15 +227,20 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
         window.actions.save_as.trigger()
     assert not target.exists()
     assert window.last_error.windowTitle() == "Could not save"
-    assert window.last_error.text() == (f'{target}: the queue job "digits.int8" is writing this file right now; '
-                                        "wait for it to finish or choose another output file")
+    assert window.last_error.text() == (
+        f'{target}: the queue job "digits.int8" is writing this file right now; '
+        "wait for it to finish or choose another output file"
+    )
     window.last_error.close()
 
     # Once the queue is done with it, Save As writes it, holding the file while it does.
     writers = []
     save = mono_quant_core.save_quantized
-    monkeypatch.setattr(mono_quant_core, "save_quantized",
-                        lambda result, path: writers.append(output_claims.writer_of(path)) or save(result, path))
+    monkeypatch.setattr(
+        mono_quant_core,
+        "save_quantized",
+        lambda result, path: writers.append(output_claims.writer_of(path)) or save(result, path),
+    )
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
         window.actions.save_as.trigger()
     assert target.is_file() and writers == ["Save As"]
@@ -224,8 +250,13 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
 @pytest.mark.slow
 def test_closing_the_window_during_a_queue_run_keeps_the_job_queued(window, qtbot, tmp_path):
     script = write_project(tmp_path, checkpoints=1, samples=40, delay=0.05)
-    job = Job(script=str(script), checkpoint=str(tmp_path / "ckpt0.pt"), output=str(tmp_path / "out.safetensors"),
-              calibration_folder=str(tmp_path / "calib"), config=QuantConfig(mode="static"))
+    job = Job(
+        script=str(script),
+        checkpoint=str(tmp_path / "ckpt0.pt"),
+        output=str(tmp_path / "out.safetensors"),
+        calibration_folder=str(tmp_path / "calib"),
+        config=QuantConfig(mode="static"),
+    )
     (entry_id,) = window.queue_panel.add_jobs([job])
     store_path = window.queue_panel.store.path
     window.queue_panel.run_all.trigger()

@@ -107,6 +107,7 @@ def test_torch_work_runs_off_the_gui_thread_while_the_event_loop_keeps_turning(w
         def wrapper(*args, **kwargs):
             calls.append((what, threading.get_ident()))
             return fn(*args, **kwargs)
+
         return wrapper
 
     for module, name in ((quantizer, "quantize"), (validation, "validate")):
