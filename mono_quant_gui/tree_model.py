@@ -122,7 +122,9 @@ class ModuleTreeModel(QAbstractItemModel):
         self._apply([(i, r.name in wanted) for i, r in enumerate(self.rows) if r.quantizable])
 
     def set_checked_where(self, checked: bool, type_name: str | None = None, pattern: str = "") -> int:
-        """Tick or clear every quantizable layer of ``type_name`` (None: any) matching ``pattern``; returns the count."""
+        """Tick or clear every quantizable layer of ``type_name`` (None: any) matching ``pattern``.
+
+        Returns how many layers matched."""
         match = name_matcher(pattern) if pattern else (lambda name: True)
         hits = [
             i

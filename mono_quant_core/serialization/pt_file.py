@@ -80,9 +80,8 @@ def read(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
             f"runs ({str(exc).splitlines()[0]})"
         ) from exc
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        raise QuantizedFileError(
-            f"{path}: truncated or corrupt PyTorch file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-        ) from exc
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise QuantizedFileError(f"{path}: truncated or corrupt PyTorch file ({why})") from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise QuantizedFileError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
     except OSError as exc:  # mmap and zip reads of a damaged archive

@@ -152,7 +152,8 @@ def test_quantize_save_job_then_run_reproduces_bit_for_bit(tmp_path):
         ),
         (
             ["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "[8]"],
-            "mono-quant: error: --entry-kwargs: must be a JSON object of keyword arguments like '{\"width\": 8}', got list",
+            "mono-quant: error: --entry-kwargs: must be a JSON object of keyword arguments"
+            " like '{\"width\": 8}', got list",
         ),
         (
             ["quantize", "--script", "m.py", "--out", "o.pt", "--entry-kwargs", "{width"],

@@ -60,7 +60,10 @@ def test_version_falls_back_without_metadata(monkeypatch):
 
 
 def test_identity_imports_without_qt():
-    code = "import sys, mono_quant_gui.identity; print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph'))))"
+    code = (
+        "import sys, mono_quant_gui.identity; "
+        "print(sorted(m for m in sys.modules if m.startswith(('PySide6', 'pyqtgraph'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
