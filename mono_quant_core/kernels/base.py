@@ -13,11 +13,14 @@ class LinearKernel:
     ``run`` takes a 2-D input ``[rows, in_features]`` and returns ``[rows,
     out_features]`` in the input's dtype, bias added.  A kernel with
     ``quantizes_input`` quantizes activations itself (dynamic mode); otherwise
-    the module has already put its input on the activation grid.
+    the module has already put its input on the activation grid.  Only a
+    ``differentiable`` kernel serves an input that needs gradients (the packed
+    ops have no backward).
     """
 
     name = "abstract"
     quantizes_input = False
+    differentiable = False
 
     def available(self) -> bool:
         """True when the ops this kernel needs exist in this torch build."""

@@ -33,7 +33,12 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
     key = (dtype, device)
     buf = buffers.get(key)
     if buf is None or buf.numel() < numel:
-        buf = buffers[key] = torch.empty(numel, dtype=dtype, device=device)
+        # A normal tensor even when asked under inference mode: an inference tensor
+        # cannot be written in place outside inference mode, and the next call may
+        # come under no_grad or with gradients (written inside inference mode, a
+        # normal tensor is fine).
+        with torch.inference_mode(False):
+            buf = buffers[key] = torch.empty(numel, dtype=dtype, device=device)
     return buf[:numel]
 
 
@@ -64,6 +69,7 @@ class Dequantize(LinearKernel):
     """Integer weights dequantized per call, block by block: correct on every device."""
 
     name = "dequantize"
+    differentiable = True
 
     def supports(self, module) -> bool:
         return module.spec is not None

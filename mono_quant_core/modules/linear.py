@@ -57,7 +57,10 @@ class QuantizedLinear(QuantizedModule):
             return self._run(*self._kernel_state, x)
 
     def _run(self, kernel, state, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() == 0 and kernel is not fallback_for(self):
+        needs_backward = x.requires_grad and torch.is_grad_enabled() and not kernel.differentiable
+        if (x.numel() == 0 or needs_backward) and kernel is not fallback_for(self):
+            # An empty batch, or an input autograd must differentiate through: the
+            # fallback serves it this once (the packed ops have no backward).
             kernel = fallback_for(self)
             state = kernel.pack(self)
         if not kernel.quantizes_input:
