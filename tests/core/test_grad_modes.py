@@ -8,11 +8,13 @@ import itertools
 
 import pytest
 import torch
+from test_modules_contract import TYPES, make_case
 from torch import nn
 
 from mono_quant_core import QuantConfig, quantize
 from mono_quant_core.kernels import fallback
-from mono_quant_core.modules import QuantizedLinear
+from mono_quant_core.modules import QuantizedLinear, replacement_for
+from mono_quant_core.outputs import flat_tensors
 from mono_quant_core.tensor import sqnr_db
 
 INT4 = dict(dtype="int4", mode="weight-only", granularity="per-group", group_size=32)
@@ -85,3 +87,22 @@ def test_a_users_forward_after_a_run(dtype):
     with torch.inference_mode():
         c = r.model(x.detach())
     assert torch.equal(a, c) and sqnr_db(a, b.detach()) > 40
+
+
+@pytest.mark.parametrize("name", TYPES)
+@pytest.mark.parametrize("mode", ["weight-only", "dynamic", "bf16"])
+def test_every_module_type_under_every_grad_mode(name, mode):
+    module, x = make_case(name)
+    config = QuantConfig(dtype="bf16") if mode == "bf16" else QuantConfig(mode=mode)
+    for order in itertools.permutations(("inference", "no_grad", "grad")):
+        fallback._scratch.__dict__.clear()
+        q = replacement_for(module).from_float(module, config)
+        outs = {}
+        for grad_mode in order:
+            with _mode(grad_mode):
+                outs[grad_mode] = [t.detach().clone() for t in flat_tensors(q(x))]
+        for grad_mode in order:
+            assert all(torch.equal(a, b) for a, b in zip(outs[order[0]], outs[grad_mode], strict=True)), (
+                order,
+                grad_mode,
+            )
