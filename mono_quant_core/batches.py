@@ -7,10 +7,16 @@ arguments, a dict of tensors are keyword arguments.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch-free at run time
+    import torch
+
+#: ``(args, kwargs)`` of one call of ``forward``.
+CallArgs = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-def as_call_args(batch: Any) -> tuple[tuple, dict]:
+def as_call_args(batch: Any) -> CallArgs:
     """Return ``(args, kwargs)`` for ``model(*args, **kwargs)``."""
     args = getattr(batch, "args", None)
     kwargs = getattr(batch, "kwargs", None)
@@ -23,10 +29,10 @@ def as_call_args(batch: Any) -> tuple[tuple, dict]:
     return (batch,), {}
 
 
-def move_batch(args: tuple, kwargs: dict, device) -> tuple[tuple, dict]:
+def move_batch(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.device | str) -> CallArgs:
     """Move every tensor of a batch to ``device`` (leaves other values alone)."""
 
-    def mv(v):
+    def mv(v: Any) -> Any:
         return v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v
 
     return tuple(mv(a) for a in args), {k: mv(v) for k, v in kwargs.items()}

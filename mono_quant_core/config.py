@@ -33,6 +33,11 @@ _CHOICES = {
 }
 
 
+def _invalid(key: str, problem: str) -> ConfigError:
+    """The ConfigError ``key: problem`` with both kept as fields."""
+    return ConfigError(f"{key}: {problem}", key=key, problem=problem)
+
+
 def _canon(value: Any) -> Any:
     """Accept underscore spellings (``per_channel``) and any case."""
     if isinstance(value, str):
@@ -86,27 +91,27 @@ class QuantConfig:
         for name, allowed in _CHOICES.items():
             value = getattr(self, name)
             if value not in allowed:
-                raise ConfigError(f"{name}: {value!r} is not allowed; choose one of {', '.join(allowed)}")
+                raise _invalid(name, f"{value!r} is not allowed; choose one of {', '.join(allowed)}")
         if not isinstance(self.group_size, int) or self.group_size < 2 or self.group_size % 2:
-            raise ConfigError(f"group_size: {self.group_size!r} must be an even integer >= 2")
+            raise _invalid("group_size", f"{self.group_size!r} must be an even integer >= 2")
         if self.granularity == "per-group" and self.dtype not in ("int8", "int4"):
-            raise ConfigError("granularity: per-group applies to int8 and int4 only")
+            raise _invalid("granularity", "per-group applies to int8 and int4 only")
         if self.dtype == "int4" and self.mode != "weight-only":
-            raise ConfigError(f"mode: int4 is weight-only (got mode={self.mode!r}); set mode to weight-only")
+            raise _invalid("mode", f"int4 is weight-only (got mode={self.mode!r}); set mode to weight-only")
         if self.dtype in ("int8", "int4") and self.mode == "dynamic" and self.granularity == "per-group":
-            raise ConfigError("granularity: per-group needs mode weight-only")
+            raise _invalid("granularity", "per-group needs mode weight-only")
         if self.mode == "static" and self.granularity == "per-group":
-            raise ConfigError("granularity: per-group needs mode weight-only")
+            raise _invalid("granularity", "per-group needs mode weight-only")
         if not 0.0 < float(self.percentile) <= 100.0:
-            raise ConfigError(f"percentile: {self.percentile!r} must be in (0, 100]")
+            raise _invalid("percentile", f"{self.percentile!r} must be in (0, 100]")
         if not 0.0 < float(self.moving_average_constant) <= 1.0:
-            raise ConfigError(f"moving_average_constant: {self.moving_average_constant!r} must be in (0, 1]")
+            raise _invalid("moving_average_constant", f"{self.moving_average_constant!r} must be in (0, 1]")
         if int(self.histogram_bins) < 16:
-            raise ConfigError(f"histogram_bins: {self.histogram_bins!r} must be >= 16")
+            raise _invalid("histogram_bins", f"{self.histogram_bins!r} must be >= 16")
         for name in ("include_types", "exclude_types"):
             for t in getattr(self, name) or []:
                 if not isinstance(t, str) or not t:
-                    raise ConfigError(f"{name}: {t!r} is not a layer type name")
+                    raise _invalid(name, f"{t!r} is not a layer type name")
 
     @property
     def is_cast(self) -> bool:
@@ -128,7 +133,7 @@ class QuantConfig:
         for key, value in data.items():
             name = key.replace("-", "_")
             if name not in known:
-                raise ConfigError(f"{key}: unknown setting; known: {', '.join(sorted(known))}")
+                raise _invalid(key, f"unknown setting; known: {', '.join(sorted(known))}")
             kwargs[name] = value
         return cls(**kwargs)
 

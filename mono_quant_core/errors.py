@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch-free at run time: the results are only named here
+    from .quantizer import QuantResult
+    from .report import QuantReport
+
 
 class MonoQuantError(Exception):
     """Base class: a problem with the user's input or a failed check, never a bug."""
 
 
 class ConfigError(MonoQuantError, ValueError):
-    """A configuration or job-file value is not allowed."""
+    """A configuration or job-file value is not allowed.
+
+    When the value belongs to a named setting, ``key`` is its name (a QuantConfig field or a
+    job-file key), ``section`` its job-file section if any, and ``problem`` the message
+    without the name; each is None when not known.
+    """
+
+    def __init__(
+        self, message: str, *, section: str | None = None, key: str | None = None, problem: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.section = section
+        self.key = key
+        self.problem = problem
+
+    def located(self, where: str) -> ConfigError:
+        """The same error with ``where: `` (a file name) before its message."""
+        return ConfigError(f"{where}: {self}", section=self.section, key=self.key, problem=self.problem)
 
 
 class ScriptError(MonoQuantError):
@@ -18,7 +41,7 @@ class ScriptError(MonoQuantError):
 class AmbiguousEntryError(ScriptError):
     """Several models fit; ``candidates`` lists their names for the user to pick."""
 
-    def __init__(self, message: str, candidates: list[str]):
+    def __init__(self, message: str, candidates: list[str]) -> None:
         super().__init__(message)
         self.candidates = list(candidates)
 
@@ -34,7 +57,7 @@ class QuantizedCheckpointError(CheckpointError):
     how to open it instead (``load_quantized``, ``mono-quant inspect``).
     """
 
-    def __init__(self, message: str, path: str, file_format: str):
+    def __init__(self, message: str, path: str, file_format: str) -> None:
         super().__init__(message)
         self.path = path
         self.file_format = file_format
@@ -49,11 +72,15 @@ class QuantizedFileError(MonoQuantError):
 
 
 class ValidationFailed(MonoQuantError):
-    """A run failed its checks while ``on_failure == "error"``; ``report`` holds the figures."""
+    """A run failed its checks while ``on_failure == "error"``.
 
-    def __init__(self, message: str, report=None):
+    ``report`` holds the figures and ``result`` the run's result (its model included), when known.
+    """
+
+    def __init__(self, message: str, report: QuantReport | None = None, result: QuantResult | None = None) -> None:
         super().__init__(message)
         self.report = report
+        self.result = result
 
 
 class Cancelled(MonoQuantError):

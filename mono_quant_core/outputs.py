@@ -53,6 +53,6 @@ class SqnrAccumulator:
         self.noise = n if self.noise is None else self.noise + n.to(self.noise.device)
 
     def db(self) -> float | None:
-        if self.signal is None:
+        if self.signal is None or self.noise is None:
             return None
         return db_from_sums(float(self.signal), float(self.noise))

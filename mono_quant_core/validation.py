@@ -4,6 +4,8 @@ round trip, a weight-range check, and the ``on_failure`` policy."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -14,8 +16,12 @@ from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
 from .structure import get_submodule, model_device, shallow_clone
 
+if TYPE_CHECKING:  # quantizer imports this module
+    from .modules.base import QuantizedModule
+    from .quantizer import QuantResult
 
-def round_trip_twin(result, reference: nn.Module) -> nn.Module:
+
+def round_trip_twin(result: QuantResult, reference: nn.Module) -> nn.Module:
     """The quantized model rebuilt the way ``load_quantized`` rebuilds it from a file.
 
     The quantized layers' tensors go through the ``.safetensors`` writer and
@@ -47,7 +53,7 @@ def round_trip_twin(result, reference: nn.Module) -> nn.Module:
     return assemble(shallow_clone(reference), parse(dumps(meta), "<round trip>"), loaded, "<round trip>", origin)
 
 
-def _outputs_equal(a, b) -> tuple[bool, float]:
+def _outputs_equal(a: Any, b: Any) -> tuple[bool, float]:
     fa, fb = flat_tensors(a), flat_tensors(b)
     if len(fa) != len(fb):
         return False, float("inf")
@@ -60,7 +66,13 @@ def _outputs_equal(a, b) -> tuple[bool, float]:
     return worst == 0.0, worst
 
 
-def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], samples, stepper: Stepper) -> None:
+def validate(
+    result: QuantResult,
+    reference: nn.Module,
+    layer_modules: dict[str, QuantizedModule],
+    samples: Sequence[Any],
+    stepper: Stepper,
+) -> None:
     """Fill the report's quality figures; failures go to ``report.failures``."""
     report, config = result.report, result.config
     problems = [f"{n}: {p}" for n, m in layer_modules.items() for p in m.weight_range_problems()]
@@ -76,12 +88,12 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
     device = model_device(reference)
     output_acc = SqnrAccumulator()
     layer_acc = {name: SqnrAccumulator() for name in layer_modules}
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def layer_hook(name):
+    def layer_hook(name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
         qmodule = layer_modules[name]
 
-        def hook(module, args, kwargs, output):
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             approx = qmodule(*args, **kwargs)
             for ref, q in zip(flat_tensors(output), flat_tensors(approx), strict=False):
                 layer_acc[name].add(ref, q)
@@ -139,7 +151,7 @@ def validate(result, reference: nn.Module, layer_modules: dict[str, nn.Module], 
     stepper.step("validated")
 
 
-def _estimate_file_size(result) -> None:
+def _estimate_file_size(result: QuantResult) -> None:
     try:
         from .serialization import estimate_file_bytes
     except ImportError:  # serialization not available: leave the estimate empty
@@ -147,7 +159,7 @@ def _estimate_file_size(result) -> None:
     result.report.estimated_file_bytes = estimate_file_bytes(result)
 
 
-def enforce(result) -> None:
+def enforce(result: QuantResult) -> None:
     """Apply ``min_output_sqnr_db`` and ``on_failure`` to the collected failures."""
     report, config = result.report, result.config
     if config.min_output_sqnr_db is not None:
@@ -166,6 +178,4 @@ def enforce(result) -> None:
     _estimate_file_size(result)  # last: the report is final, so the estimate is exact
     if report.passed or config.on_failure != "error":
         return
-    error = ValidationFailed("validation failed: " + "; ".join(report.failures), report)
-    error.result = result
-    raise error
+    raise ValidationFailed("validation failed: " + "; ".join(report.failures), report, result)

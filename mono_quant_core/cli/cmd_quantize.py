@@ -60,7 +60,7 @@ JOB_FLAGS = {
 }
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``quantize`` and its flags (DESIGN.md §5)."""
     p = commands.add_parser(
         "quantize",
@@ -156,8 +156,10 @@ def job_from_args(args: argparse.Namespace) -> Job:
     try:
         config = QuantConfig(**settings)
     except ConfigError as exc:
-        name, _, problem = str(exc).partition(": ")
-        raise ConfigError(f"{CONFIG_FLAGS.get(name, name)}: {problem}") from None
+        if exc.key is None or exc.problem is None:
+            raise
+        flag = CONFIG_FLAGS.get(exc.key, exc.key)
+        raise ConfigError(f"{flag}: {exc.problem}", key=flag, problem=exc.problem) from None
     if config.needs_calibration and not args.calib:
         raise ConfigError(
             "--mode static needs --calib DIR, a folder of calibration tensors to measure activation ranges on"
@@ -177,10 +179,10 @@ def job_from_args(args: argparse.Namespace) -> Job:
             report_path=_absolute(args.report),
         )
     except ConfigError as exc:
-        where = (getattr(exc, "section", None), getattr(exc, "key", None))
-        if where in JOB_FLAGS:
-            raise ConfigError(f"{JOB_FLAGS[where]}: {exc.problem}") from None
-        raise
+        job_flag = JOB_FLAGS.get((exc.section or "", exc.key or ""))
+        if job_flag is None or exc.problem is None:
+            raise
+        raise ConfigError(f"{job_flag}: {exc.problem}", key=job_flag, problem=exc.problem) from None
 
 
 def _absolute(path: str | None) -> str | None:

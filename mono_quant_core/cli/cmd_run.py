@@ -26,7 +26,7 @@ exit status: 0 every job done, 1 at least one job failed, 2 bad usage
 """
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``run``."""
     p = commands.add_parser(
         "run", help="run job files", epilog=EXAMPLES, description="Run each job file in turn and print a summary."

@@ -41,8 +41,8 @@ class JobRow:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        sqnr = self.output_sqnr_db
-        if sqnr is not None and sqnr in (float("inf"), float("-inf")):
+        sqnr: float | str | None = self.output_sqnr_db
+        if isinstance(sqnr, float) and sqnr in (float("inf"), float("-inf")):
             sqnr = "inf" if sqnr > 0 else "-inf"
         return {
             "job": self.job,

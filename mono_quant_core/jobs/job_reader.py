@@ -58,9 +58,7 @@ def parse_job(text: str, base_dir: str | os.PathLike | None = None, name: str = 
     try:
         return _build(data, base)
     except ConfigError as exc:
-        located = ConfigError(f"{name}: {exc}")
-        located.__dict__.update(exc.__dict__)  # keep section / key / problem
-        raise located from None
+        raise exc.located(name) from None
 
 
 def _build(data: dict[str, Any], base: str) -> Job:

@@ -56,15 +56,17 @@ def config_section(field_name: str) -> str:
 
 
 def job_error(section: str, key: str, problem: str) -> ConfigError:
-    """A ConfigError reading ``[section] key: problem``, with those three kept as attributes."""
-    error = ConfigError(f"[{section}] {key}: {problem}")
-    error.section, error.key, error.problem = section, key, problem
-    return error
+    """A ConfigError reading ``[section] key: problem``, with those three kept as fields."""
+    return ConfigError(f"[{section}] {key}: {problem}", section=section, key=key, problem=problem)
 
 
 def config_error_in_job(exc: ConfigError) -> ConfigError:
     """QuantConfig's ``field: problem`` error, placed in its job-file section."""
-    field_name, sep, problem = str(exc).partition(": ")
-    if not sep or (field_name not in SECTIONS["quantization"] and field_name not in SECTIONS["validation"]):
+    field_name, problem = exc.key, exc.problem
+    if (
+        field_name is None
+        or problem is None
+        or (field_name not in SECTIONS["quantization"] and field_name not in SECTIONS["validation"])
+    ):
         return job_error("quantization", "?", str(exc))
     return job_error(config_section(field_name), field_name, problem)

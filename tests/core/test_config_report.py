@@ -49,6 +49,23 @@ def test_unknown_key_is_named():
         QuantConfig.from_dict({"colour": "red"})
 
 
+def test_config_errors_carry_the_field_and_problem():
+    """The field at fault is a field of the error, not text to split out of its message."""
+    with pytest.raises(ConfigError) as info:
+        QuantConfig(group_size=3)
+    assert (info.value.key, info.value.problem) == ("group_size", "3 must be an even integer >= 2")
+    assert info.value.section is None
+    assert str(info.value) == "group_size: 3 must be an even integer >= 2"
+
+
+def test_config_error_declares_its_fields():
+    plain = ConfigError("something is wrong")
+    assert (plain.section, plain.key, plain.problem) == (None, None, None)
+    located = ConfigError("[calibration] seed: bad", section="calibration", key="seed", problem="bad").located("j.toml")
+    assert str(located) == "j.toml: [calibration] seed: bad"
+    assert (located.section, located.key, located.problem) == ("calibration", "seed", "bad")
+
+
 def test_config_round_trips_through_dict():
     c = QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", layers=["a.b"])
     assert QuantConfig.from_dict(c.to_dict()) == c

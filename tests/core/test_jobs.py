@@ -299,6 +299,21 @@ def test_errors_name_file_section_and_key(tmp_path, text, expected):
     assert str(info.value).startswith(f"{path}: ")
 
 
+def test_job_errors_keep_section_key_and_problem(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(MINIMAL + "[quantization]\ngroup_size = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_job(path)
+    error = info.value
+    assert (error.section, error.key, error.problem) == ("quantization", "group_size", "3 must be an even integer >= 2")
+    assert str(error) == f"{path}: [quantization] group_size: 3 must be an even integer >= 2"
+
+
+def test_validation_failed_declares_report_and_result():
+    bare = ValidationFailed("validation failed: x")
+    assert bare.report is None and bare.result is None
+
+
 def test_missing_and_unreadable_job_files(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.toml: no such job file"):
         load_job(tmp_path / "nope.toml")
@@ -338,8 +353,9 @@ def test_run_job_writes_output_and_report(project):
 
 def test_run_job_failed_validation_writes_report_not_output(project):
     job = project.job(min_output_sqnr_db=200.0, report=True)
-    with pytest.raises(ValidationFailed, match="below min_output_sqnr_db 200 dB"):
+    with pytest.raises(ValidationFailed, match="below min_output_sqnr_db 200 dB") as info:
         run_job(job)
+    assert info.value.result is not None and info.value.result.report is info.value.report
     assert not os.path.exists(job.output)
     report = json.loads(Path(job.report_path).read_text(encoding="utf-8"))
     assert report["passed"] is False and report["failures"]
