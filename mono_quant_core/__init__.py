@@ -22,6 +22,7 @@ _EXPORTS = {
     "QuantizedCheckpointError": "errors",
     "CalibrationError": "errors",
     "QuantizedFileError": "errors",
+    "ContentHashError": "errors",
     "ValidationFailed": "errors",
     "CancelToken": "progress",
     "QuantReport": "report",

@@ -85,3 +85,15 @@ class ValidationFailed(MonoQuantError):
 
 class Cancelled(MonoQuantError):
     """Raised when a cancel token is set during long work."""
+
+
+class ContentHashError(QuantizedFileError):
+    """A quantized file's content differs from the SHA-256 hashes recorded when it was written.
+
+    ``path`` is the file; ``tensor`` the first tensor that differs, or None when the metadata does.
+    """
+
+    def __init__(self, message: str, path: str, tensor: str | None):
+        super().__init__(message)
+        self.path = path
+        self.tensor = tensor
