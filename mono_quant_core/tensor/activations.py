@@ -16,6 +16,7 @@ ACT_QMIN, ACT_QMAX = ACT_SPEC.qmin, ACT_SPEC.qmax  # -128, 127
 def activation_qparams_from_range(lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale float32, zero_point int32)`` for the activation range ``[lo, hi]`` (widened to contain 0)."""
     scale, zero_point = qparams_from_range(lo.detach(), hi.detach(), ACT_SPEC)
+    assert zero_point is not None  # ACT_SPEC is asymmetric: it always has a zero point
     return scale, zero_point.to(torch.int32)
 
 

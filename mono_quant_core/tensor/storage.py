@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, overload
 
 import torch
 
@@ -75,6 +76,14 @@ def quantize_weight(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     return quantize_weight_measured(w, spec, measure=False)[0]
 
 
+@overload
+def quantize_weight_measured(
+    w: torch.Tensor, spec: QuantSpec, measure: Literal[True] = True
+) -> tuple[QuantizedTensor, tuple[torch.Tensor, torch.Tensor]]: ...
+@overload
+def quantize_weight_measured(
+    w: torch.Tensor, spec: QuantSpec, measure: bool
+) -> tuple[QuantizedTensor, tuple[torch.Tensor, torch.Tensor] | None]: ...
 def quantize_weight_measured(
     w: torch.Tensor,
     spec: QuantSpec,
@@ -113,8 +122,10 @@ def quantize_weight_measured(
     staging = None if w.dtype == torch.float32 and w.is_contiguous() else torch.empty_like(work)
     packing = _Int4Packing(block_shape, spec, w.device) if spec.dtype == "int4" else None
     ragged = spec.granularity == "per-group" and int4_rows(w.shape)[1] % spec.group_size != 0
-    scales, zero_points = [], []
-    signal = noise = None
+    scales: list[torch.Tensor] = []
+    zero_points: list[torch.Tensor | None] = []
+    # Adding to an exact float64 zero leaves every sum unchanged.
+    signal = noise = torch.zeros((), dtype=torch.float64, device=w.device)
     for i in range(0, rows, step):
         block = w[i : i + step]
         n = block.shape[0]
@@ -129,26 +140,29 @@ def quantize_weight_measured(
             data[i : i + n] = encode(block_codes, spec)
             if measure:
                 s, e = sqnr_sums(block, dequantize(block_codes, scale, zero_point, spec))
-                signal, noise = (s, e) if signal is None else (signal + s, noise + e)
+                signal, noise = signal + s, noise + e
             continue
         q = work[:n]
         float_codes(block, scale, zero_point, spec, out=q)
         if packing is None:
             data[i : i + n].copy_(q)  # exact integers in float32: the copy is exact
         else:
+            assert spare is not None  # allocated for int4, which is what packing is for
             packing.pack_into(q, spare[:n], data[i : i + n])
         if measure:
+            assert spare is not None  # allocated when measuring
             dequantize_(q, scale, zero_point, spec)
             err = torch.sub(block, q, out=spare[:n])
             # Float32 sums per block, float64 across blocks (as sqnr_sums does).
             e = err.mul_(err).sum().to(torch.float64)
             s = torch.mul(block, block, out=q).sum().to(torch.float64)
-            signal, noise = (s, e) if signal is None else (signal + s, noise + e)
+            signal, noise = signal + s, noise + e
     if whole is not None:
         scale, zero_point = whole
     else:
         scale = torch.cat(scales)
-        zero_point = None if zero_points[0] is None else torch.cat(zero_points)
+        # One scheme for the whole weight: every block has a zero point, or none has.
+        zero_point = None if zero_points[0] is None else torch.cat([z for z in zero_points if z is not None])
     sums = (signal, noise) if measure else None
     return QuantizedTensor(data, scale, zero_point), sums
 
