@@ -11,6 +11,8 @@ Python branch on values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .base import Observer, as_float32, not_observed
@@ -38,6 +40,16 @@ def scatter_into(counts: torch.Tensor, position: torch.Tensor) -> None:
     counts.scatter_add_(0, index, ones)
 
 
+@dataclass
+class _Bins:
+    """The histogram once a batch was seen."""
+
+    counts: torch.Tensor  # float64 [bins], exact integers
+    lo: torch.Tensor  # float64 0-dim: left edge of bin 0
+    width: torch.Tensor  # float64 0-dim: bin width
+    positions: torch.Tensor  # float64 arange(bins), cached
+
+
 class HistogramObserver(Observer):
     """Counts activations in ``bins`` bins; the range is chosen at the end by MSE or entropy (KL)."""
 
@@ -46,14 +58,26 @@ class HistogramObserver(Observer):
     def __init__(self, bins: int = 2048, method: str = "mse") -> None:
         self.bins = int(bins)
         self.method = method
-        self.counts: torch.Tensor | None = None  # float64 [bins], exact integers
-        self.lo: torch.Tensor | None = None  # float64 0-dim: left edge of bin 0
-        self.width: torch.Tensor | None = None  # float64 0-dim: bin width
-        self._positions: torch.Tensor | None = None  # float64 arange(bins), cached
+        self._bins: _Bins | None = None
 
     @property
     def observed(self) -> bool:
-        return self.counts is not None
+        return self._bins is not None
+
+    @property
+    def counts(self) -> torch.Tensor | None:
+        """float64 [bins], exact integers; None before the first batch."""
+        return None if self._bins is None else self._bins.counts
+
+    @property
+    def lo(self) -> torch.Tensor | None:
+        """float64 0-dim: the left edge of bin 0; None before the first batch."""
+        return None if self._bins is None else self._bins.lo
+
+    @property
+    def width(self) -> torch.Tensor | None:
+        """float64 0-dim: the bin width; None before the first batch."""
+        return None if self._bins is None else self._bins.width
 
     def update(self, x: torch.Tensor) -> None:
         if x.numel() == 0:
@@ -62,25 +86,28 @@ class HistogramObserver(Observer):
         # The range always contains 0, as the quantization grid will.
         bounds = torch.stack(torch.aminmax(flat)).to(torch.float64)
         bounds = torch.stack([bounds[0].clamp(max=0.0), bounds[1].clamp(min=0.0)])
-        if self.counts is None:
-            self.counts = torch.zeros(self.bins, dtype=torch.float64, device=flat.device)
-            self._positions = torch.arange(self.bins, dtype=torch.float64, device=flat.device)
-            self.lo = bounds[0]
-            self.width = torch.clamp((bounds[1] - bounds[0]) / self.bins, min=_MIN_WIDTH)
+        h = self._bins
+        if h is None:
+            h = self._bins = _Bins(
+                counts=torch.zeros(self.bins, dtype=torch.float64, device=flat.device),
+                lo=bounds[0],
+                width=torch.clamp((bounds[1] - bounds[0]) / self.bins, min=_MIN_WIDTH),
+                positions=torch.arange(self.bins, dtype=torch.float64, device=flat.device),
+            )
         else:
-            self._grow(bounds)
+            self._grow(h, bounds)
         # One fused pass to fractional bin positions (0-dim float64 operands keep it
         # float32), then truncate and clamp as integers: a NaN turns into some
         # integer that the clamp puts in range (NaN ranges fail later, in the runner).
-        inv = 1.0 / self.width
-        position = torch.addcmul(-self.lo * inv, flat, inv)
+        inv = 1.0 / h.width
+        position = torch.addcmul(-h.lo * inv, flat, inv)
         count = bincount_into if flat.device.type == "cpu" else scatter_into
-        count(self.counts, position)
+        count(h.counts, position)
 
-    def _grow(self, bounds: torch.Tensor) -> None:
-        """Widen the range to cover ``bounds = [min, max]``; the identity when it already does."""
+    def _grow(self, h: _Bins, bounds: torch.Tensor) -> None:
+        """Widen the range of ``h`` to cover ``bounds = [min, max]``; the identity when it already does."""
         # In units of old bins the old range is [0, bins]; the batch needs [low, high].
-        units = (bounds - self.lo) / self.width
+        units = (bounds - h.lo) / h.width
         low, high = units[0].clamp(max=0.0), units[1].clamp(min=float(self.bins))
         factor = torch.clamp(torch.ceil((high - low) / self.bins - _SLACK), min=1.0)
         # Shift the left edge left by whole old bins, splitting the spare room evenly
@@ -89,15 +116,16 @@ class HistogramObserver(Observer):
         shift = torch.floor(spare / 2 - low)
         shift = torch.minimum(shift, torch.floor(factor * self.bins - high + _SLACK))
         shift = torch.maximum(shift, torch.ceil(-low - _SLACK)).clamp(min=0.0)
-        target = torch.floor((self._positions + shift) / factor).to(torch.int64).clamp_(0, self.bins - 1)
-        self.counts = torch.zeros_like(self.counts).scatter_add_(0, target, self.counts)
-        self.lo = self.lo - shift * self.width
-        self.width = self.width * factor
+        target = torch.floor((h.positions + shift) / factor).to(torch.int64).clamp_(0, self.bins - 1)
+        h.counts = torch.zeros_like(h.counts).scatter_add_(0, target, h.counts)
+        h.lo = h.lo - shift * h.width
+        h.width = h.width * factor
 
     def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
         """The clipping range with the least estimated quantization error (MSE or KL)."""
-        if self.counts is None:
+        h = self._bins
+        if h is None:
             raise not_observed(self.kind)
         search = kl_range if self.method == "entropy" else mse_range
-        lo, hi = search(self.counts, self.lo, self.width, qmax - qmin)
+        lo, hi = search(h.counts, h.lo, h.width, qmax - qmin)
         return lo.to(torch.float32), hi.to(torch.float32)

@@ -47,17 +47,19 @@ class MinMaxObserver(Observer):
         # (amin + amax: on CPU torch.aminmax is about twice as slow.)
         x = x.detach()
         lo, hi = torch.amin(x).to(torch.float32), torch.amax(x).to(torch.float32)
-        if self.lo is None:
+        if self.lo is None or self.hi is None:
             self.lo, self.hi = lo, hi
         else:
-            self.lo, self.hi = self._merge(lo, hi)
+            self.lo, self.hi = self._merge(self.lo, self.hi, lo, hi)
 
-    def _merge(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The range after a batch with range ``(lo, hi)``: the running min and max."""
-        return torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+    def _merge(
+        self, old_lo: torch.Tensor, old_hi: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The range ``(old_lo, old_hi)`` after a batch with range ``(lo, hi)``: the running min and max."""
+        return torch.minimum(old_lo, lo), torch.maximum(old_hi, hi)
 
     def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.lo is None:
+        if self.lo is None or self.hi is None:
             raise not_observed(self.kind)
         return self.lo, self.hi
 
@@ -75,8 +77,10 @@ class MovingAverageObserver(MinMaxObserver):
         super().__init__()
         self.constant = float(constant)
 
-    def _merge(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lo + self.constant * (lo - self.lo), self.hi + self.constant * (hi - self.hi)
+    def _merge(
+        self, old_lo: torch.Tensor, old_hi: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return old_lo + self.constant * (lo - old_lo), old_hi + self.constant * (hi - old_hi)
 
 
 def batch_percentiles(flat: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,14 +133,14 @@ class PercentileObserver(Observer):
             return
         lo, hi = batch_percentiles(as_float32(x).reshape(-1), self.percentile)
         lo, hi = lo.to(torch.float64) * n, hi.to(torch.float64) * n
-        if self._lo_sum is None:
+        if self._lo_sum is None or self._hi_sum is None:
             self._lo_sum, self._hi_sum = lo, hi
         else:
             self._lo_sum, self._hi_sum = self._lo_sum + lo, self._hi_sum + hi
         self._count += n
 
     def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self._count:
+        if not self._count or self._lo_sum is None or self._hi_sum is None:
             raise not_observed(self.kind)
         return ((self._lo_sum / self._count).to(torch.float32), (self._hi_sum / self._count).to(torch.float32))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sized
+from typing import Any
 
 import torch
 from torch import nn
@@ -17,8 +18,11 @@ from .base import Observer, affine_qparams
 from .hooks import observed_inputs
 from .observers import make_observer
 
+#: ``(scale, zero_point)`` or ``(lo, hi)`` of one layer's input.
+TensorPair = tuple[torch.Tensor, torch.Tensor]
 
-class CalibrationResult(dict):
+
+class CalibrationResult(dict[str, TensorPair]):
     """``{layer name: (scale, zero_point)}`` for every layer that saw a floating-point input.
 
     Scales are 0-dim float32 tensors, zero points 0-dim int32 tensors, on the
@@ -29,14 +33,16 @@ class CalibrationResult(dict):
     how many samples ran.
     """
 
-    def __init__(self, qparams: dict, unobserved: list[str], ranges: dict, samples: int):
+    def __init__(
+        self, qparams: dict[str, TensorPair], unobserved: list[str], ranges: dict[str, TensorPair], samples: int
+    ) -> None:
         super().__init__(qparams)
         self.unobserved = unobserved
         self.ranges = ranges
         self.samples = samples
 
 
-def _sample_name(samples, i: int) -> str:
+def _sample_name(samples: object, i: int) -> str:
     """``calibration sample 3``, with the file name when the samples come from a folder."""
     files = getattr(samples, "files", None)
     try:
@@ -47,7 +53,7 @@ def _sample_name(samples, i: int) -> str:
     return f"calibration sample {i + 1}" + (f" ({name})" if name else "")
 
 
-def _forward(model: nn.Module, batch, device: torch.device, name: str) -> None:
+def _forward(model: nn.Module, batch: Any, device: torch.device, name: str) -> None:
     args, kwargs = move_batch(*as_call_args(batch), device)
     try:
         model(*args, **kwargs)  # outputs of any type are dropped unseen
