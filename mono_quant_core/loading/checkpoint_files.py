@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError
-from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
-from .checkpoint_unwrap import unwrap_state_dict
+from .checkpoint_source import CheckpointEntry, CheckpointSource, Chunk
+from .checkpoint_unwrap import checkpoint_entries
 from .file_damage import describe_damage
+from .output_files import mapping_marker, refusal
 from .page_release import file_mappings, release_pages
 from .safetensors_files import open_safetensors, open_sharded, shard_map
 
@@ -52,7 +53,8 @@ RESAVE_HINT = (
 
 
 def open_checkpoint(path: str | os.PathLike) -> CheckpointSource:
-    """Open a checkpoint and list its tensors; refuses files that need pickled code."""
+    """Open a checkpoint and list its candidate state dicts; refuses files that need pickled code
+    and mono-quant outputs (``QuantizedCheckpointError``)."""
     file = Path(path).expanduser().resolve()
     if not file.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -93,25 +95,21 @@ def _open_torch(file: Path) -> CheckpointSource:
         raise CheckpointError(_pickle_refusal(file, exc)) from exc
     except UNREADABLE as exc:
         raise CheckpointError(_unreadable(file, exc)) from exc
-    tensors, wrapper, ignored = unwrap_state_dict(obj, file.name)
-    infos = {
-        k: TensorInfo(tuple(t.shape), str(t.dtype).removeprefix("torch."), t.numel() * t.element_size())
-        for k, t in tensors.items()
-    }
+    marker = mapping_marker(obj)
+    if marker is not None:
+        raise refusal(file, "pt", marker)
+    found = checkpoint_entries(obj, file.name)
+    tensors = {entry.path: named for entry, named in found}
     mappings = file_mappings(file) if mapped else []
+
+    def read(entry: CheckpointEntry, names: list[str]) -> Chunk:
+        return {n: tensors[entry.path][n] for n in names}
 
     def release(chunk: Chunk) -> None:
         for tensor in chunk.values():
             release_pages(tensor, mappings)
 
-    return CheckpointSource(
-        file,
-        infos,
-        reader=lambda names: {n: tensors[n] for n in names},
-        release=release if mappings else None,
-        wrapper=wrapper,
-        ignored=ignored,
-    )
+    return CheckpointSource(file, [entry for entry, _ in found], reader=read, release=release if mappings else None)
 
 
 def _load_unmapped(file: Path):

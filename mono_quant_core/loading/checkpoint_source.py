@@ -23,26 +23,45 @@ class TensorInfo:
 
 
 @dataclass
+class CheckpointEntry:
+    """One mapping of tensors inside a checkpoint: a candidate for the model's state dict.
+
+    ``path`` is where it lies (``()`` for the whole file, ``("model_state",)``,
+    ``("checkpoint", "ema")``); ``infos`` uses names relative to it, nested
+    dicts joined with dots; ``ignored`` names what the file holds beside it
+    (``"optimizer_state"``, ``"step"``, ``"checkpoint/optimizer"``) and the
+    non-tensor values inside it.
+    """
+
+    path: tuple[str, ...]
+    infos: dict[str, TensorInfo]
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str | None:
+        """``"model_state"``, ``"checkpoint/ema"``, or None for the whole file."""
+        return "/".join(self.path) or None
+
+
+@dataclass
 class CheckpointSource:
-    """A checkpoint's tensors by name, and a reader that hands them out chunk by chunk.
+    """A checkpoint's candidate entries, and a reader that hands an entry's tensors out chunk by chunk.
 
     ``release`` runs on each chunk once the caller is done with it, so its
     memory can go before the next one is read.
     """
 
     path: Path
-    infos: dict[str, TensorInfo]
-    reader: Callable[[list[str]], Chunk] | None
+    entries: list[CheckpointEntry]
+    reader: Callable[[CheckpointEntry, list[str]], Chunk] | None
     release: Callable[[Chunk], None] | None = None
-    wrapper: str | None = None
-    ignored: list[str] = field(default_factory=list)
 
-    def read(self, names: list[str]) -> Iterator[Chunk]:
-        """Yield the named tensors in chunks of about ``CHUNK_BYTES``."""
+    def read(self, entry: CheckpointEntry, names: list[str]) -> Iterator[Chunk]:
+        """Yield the named tensors of ``entry`` in chunks of about ``CHUNK_BYTES``."""
         if self.reader is None:
             raise ValueError(f"{self.path.name}: read after close")
-        for names_in_chunk in _chunks(names, self.infos):
-            chunk = self.reader(names_in_chunk)
+        for names_in_chunk in _chunks(names, entry.infos):
+            chunk = self.reader(entry, names_in_chunk)
             yield chunk
             if self.release is not None:
                 self.release(chunk)

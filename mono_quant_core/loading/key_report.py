@@ -13,6 +13,9 @@ class KeyReport:
 
     ``missing`` and ``mismatched`` use the model's names; ``unexpected`` the
     checkpoint's.  ``mismatched`` holds ``(name, model shape, checkpoint shape)``.
+    ``wrapper`` is the checkpoint entry used (``"model_state"``, ``"checkpoint/ema"``;
+    None: the whole file); ``ignored_entries`` what the file holds beside it
+    (optimizer state, counters) and its non-tensor values.
     """
 
     checkpoint: str | None = None
@@ -52,7 +55,7 @@ class KeyReport:
             return "no checkpoint: the weights are those the script set"
         lines = [f"{self.checkpoint}: loaded {self.loaded} tensors"]
         if self.wrapper:
-            lines.append(f"unwrapped from checkpoint[{self.wrapper!r}]".replace("/", "']['"))
+            lines.append(f"using checkpoint entry {self.wrapper!r}")
         if self.prefix_stripped:
             lines.append(f"stripped the prefix {self.prefix_stripped!r} from checkpoint names")
         if self.prefix_added:
@@ -71,9 +74,7 @@ class KeyReport:
                 f"(e.g. {first[0]}: {first[1]} -> {first[2]})"
             )
         if self.ignored_entries:
-            lines.append(
-                f"ignored {_count(self.ignored_entries, 'non-tensor entry', 'ies', 1)}: {_names(self.ignored_entries)}"
-            )
+            lines.append(f"ignored: {_names(self.ignored_entries)}")
         if self.problems():
             lines.append(self.problems())
         return "\n".join(lines)

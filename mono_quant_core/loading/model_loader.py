@@ -12,8 +12,8 @@ from torch import nn
 
 from ..errors import CheckpointError
 from .checkpoint_files import CheckpointSource, checkpoint_sha256, open_checkpoint
+from .checkpoint_unwrap import choose_state_dict
 from .entries import build_entry, choose_entry, parse_entry_kwargs
-from .key_matching import match_keys
 from .key_report import KeyReport
 from .script_import import import_script
 
@@ -90,15 +90,15 @@ def load_checkpoint(model: nn.Module, checkpoint: PathLike, strict: bool = True)
 
 
 def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_label: str) -> KeyReport:
-    """Match names, enforce ``strict``, then copy the tensors chunk by chunk."""
-    keys, pairs = match_keys(opened.infos, model)
+    """Choose the entry that fits the model, match names, enforce ``strict``, then copy chunk by chunk."""
+    entry, keys, pairs = choose_state_dict(opened.entries, model)
     keys.checkpoint = opened.path.name
-    keys.wrapper = opened.wrapper
-    keys.ignored_entries = list(opened.ignored)
+    keys.wrapper = entry.label
+    keys.ignored_entries = list(entry.ignored)
     if not pairs:
         raise _with_keys(
             CheckpointError(
-                f"{opened.path.name}: none of its {len(opened.infos)} tensors fits the model from "
+                f"{opened.path.name}: none of its {len(entry.infos)} tensors fits the model from "
                 f"{model_label}; is it the checkpoint for this model?\n{keys.problems()}"
             ),
             keys,
@@ -113,7 +113,7 @@ def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_la
             keys,
         )
     model_name = dict(pairs)
-    for chunk in opened.read([c for c, _ in pairs]):
+    for chunk in opened.read(entry, [c for c, _ in pairs]):
         try:
             # Copies into the existing parameters (keeping their dtype, device
             # and any weight tying) and runs the modules' own load hooks.

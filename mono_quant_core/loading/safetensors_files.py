@@ -9,8 +9,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError
-from .checkpoint_source import CheckpointSource, Chunk, TensorInfo
+from .checkpoint_source import CheckpointEntry, CheckpointSource, Chunk, TensorInfo
 from .file_damage import describe_damage
+from .output_files import header_marker, refusal
 
 _DTYPES = {
     "F64": "float64",
@@ -37,7 +38,7 @@ def open_sharded(index: Path) -> CheckpointSource:
     """A sharded checkpoint: every tensor its ``weight_map`` lists, from its shard."""
     shards = shard_map(index)
     source = _open_files(index, sorted(set(shards.values()), key=lambda p: p.name))
-    missing = sorted(set(shards) - set(source.infos))
+    missing = sorted(set(shards) - set(source.entries[0].infos))
     if missing:
         raise CheckpointError(
             f"{index.name}: {len(missing)} tensors listed in weight_map are not in their shard "
@@ -69,6 +70,7 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
     for file in files:
         try:
             with safe_open(str(file), framework="pt", device="cpu") as f:
+                marker = header_marker(f.metadata())
                 for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                     piece = f.get_slice(name)
                     shape = tuple(piece.get_shape())
@@ -77,9 +79,11 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
                     where[name] = file
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(f"{file.name}: not a readable checkpoint: {describe_damage(file, exc)}") from exc
+        if marker is not None:
+            raise refusal(file, "safetensors", marker)
     if not infos:
         raise CheckpointError(f"{path.name}: contains no tensors")
-    return CheckpointSource(path, infos, reader=lambda names: _read(where, names))
+    return CheckpointSource(path, [CheckpointEntry((), infos)], reader=lambda _entry, names: _read(where, names))
 
 
 def _read(where: dict[str, Path], names: list[str]) -> Chunk:
