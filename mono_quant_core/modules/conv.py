@@ -9,6 +9,7 @@ outputs match what an int8 runtime would compute.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -34,8 +35,21 @@ _HYPER = (
 class QuantizedConvNd(QuantizedModule):
     """Shared code of the three convolution replacements."""
 
-    conv_fn: ClassVar = None
+    #: ``F.conv1d`` / ``F.conv2d`` / ``F.conv3d``, set by each subclass.
+    conv_fn: ClassVar[Callable[..., torch.Tensor]]
     zero_padding: ClassVar[tuple[int, ...]] = ()
+    # Copied from the float module (_HYPER), and the tensors (declared for type checkers).
+    in_channels: int
+    out_channels: int
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: str | tuple[int, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    padding_mode: str
+    _reversed_padding_repeated_twice: list[int]
+    weight: torch.Tensor
+    bias: nn.Parameter | None
 
     def __init__(self, float_module: nn.Module, **settings: Any) -> None:
         super().__init__(**settings)
@@ -46,12 +60,16 @@ class QuantizedConvNd(QuantizedModule):
     @classmethod
     def from_float(cls, module: nn.Module, config: QuantConfig) -> QuantizedConvNd:
         """The quantized replacement of ``module`` (which is never modified)."""
-        return cls(module, **cls._settings(config))._take_weight_and_bias(module)
+        q = cls(module, **cls._settings(config))
+        q._take_weight_and_bias(module)
+        return q
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> QuantizedConvNd:
         """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
-        return cls(float_module, **cls._settings_from_meta(meta))._empty_weight_and_bias(meta, float_module)
+        q = cls(float_module, **cls._settings_from_meta(meta))
+        q._empty_weight_and_bias(meta, float_module)
+        return q
 
     def to_float(self) -> nn.Module:
         """A plain float32 convolution with the dequantized weight."""

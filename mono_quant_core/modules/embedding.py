@@ -7,7 +7,8 @@ quantize, so the mode is always weight-only.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Self, cast
 
 import torch
 from torch import nn
@@ -23,6 +24,16 @@ class QuantizedEmbedding(QuantizedModule):
     """Replacement of ``nn.Embedding``; outputs are in ``output_dtype`` (the float table's dtype)."""
 
     float_type = nn.Embedding
+    # Copied from the float module (_HYPER), and the buffers (declared for type checkers).
+    num_embeddings: int
+    embedding_dim: int
+    padding_idx: int | None
+    max_norm: float | None
+    norm_type: float
+    scale_grad_by_freq: bool
+    sparse: bool
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
 
     def __init__(self, float_module: nn.Embedding, **settings: Any) -> None:
         settings["mode"] = "weight-only"
@@ -32,19 +43,24 @@ class QuantizedEmbedding(QuantizedModule):
         self.output_dtype = float_module.weight.dtype
 
     @classmethod
-    def from_float(cls, module: nn.Embedding, config: QuantConfig) -> QuantizedEmbedding:
-        """The quantized replacement of ``module`` (which is never modified)."""
-        q = cls(module, **cls._settings(config))
-        q._store_weight("weight", module.weight)
+    def from_float(cls, module: nn.Module, config: QuantConfig) -> QuantizedEmbedding:
+        """The quantized replacement of ``module`` (an ``nn.Embedding``, which is never modified)."""
+        embedding = cast(nn.Embedding, module)  # the registry replaces exactly nn.Embedding with this class
+        q = cls(embedding, **cls._settings(config))
+        q._store_weight("weight", embedding.weight)
         return q
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Embedding) -> QuantizedEmbedding:
-        """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
-        q = cls(float_module, **cls._settings_from_meta(meta))
-        shape = tuple(float_module.weight.shape)
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> QuantizedEmbedding:
+        """An empty replacement of ``float_module`` (an ``nn.Embedding``) shaped by ``meta``.
+
+        Ready for ``load_state_dict``.
+        """
+        embedding = cast(nn.Embedding, float_module)  # the registry replaces exactly nn.Embedding with this class
+        q = cls(embedding, **cls._settings_from_meta(meta))
+        shape = tuple(embedding.weight.shape)
         q._check_shape("weight", shape, meta)
-        q._empty_weight("weight", shape, float_module.weight.device)
+        q._empty_weight("weight", shape, embedding.weight.device)
         return q
 
     def to_float(self) -> nn.Embedding:
@@ -60,7 +76,7 @@ class QuantizedEmbedding(QuantizedModule):
             _weight=self.dequantized_weight(),
         )
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         super()._apply(fn, recurse)
         # Follow float dtype moves (.half(), .double()) in the output, as nn.Embedding would.
         probe = fn(torch.empty(0, dtype=self.output_dtype))

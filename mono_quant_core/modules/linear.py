@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..config import QuantConfig
-from ..kernels import fallback_for, select_linear_kernel
+from ..kernels import LinearKernel, fallback_for, select_linear_kernel
 from .base import QuantizedModule
 
 
@@ -16,6 +16,9 @@ class QuantizedLinear(QuantizedModule):
     """Replacement of ``nn.Linear``; ``kernel`` names the compute path chosen at first forward."""
 
     float_type = nn.Linear
+    # Registered in _take_weight_and_bias / _empty_weight_and_bias (declared for type checkers).
+    weight: torch.Tensor
+    bias: nn.Parameter | None
 
     def __init__(self, in_features: int, out_features: int, **settings: Any) -> None:
         super().__init__(**settings)
@@ -23,16 +26,20 @@ class QuantizedLinear(QuantizedModule):
         self.out_features = out_features
 
     @classmethod
-    def from_float(cls, module: nn.Linear, config: QuantConfig) -> QuantizedLinear:
-        """The quantized replacement of ``module`` (which is never modified)."""
-        q = cls(module.in_features, module.out_features, **cls._settings(config))
-        return q._take_weight_and_bias(module)
+    def from_float(cls, module: nn.Module, config: QuantConfig) -> QuantizedLinear:
+        """The quantized replacement of ``module`` (an ``nn.Linear``, which is never modified)."""
+        linear = cast(nn.Linear, module)  # the registry replaces exactly nn.Linear with this class
+        q = cls(linear.in_features, linear.out_features, **cls._settings(config))
+        q._take_weight_and_bias(linear)
+        return q
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any], float_module: nn.Linear) -> QuantizedLinear:
-        """An empty replacement shaped by ``meta``, ready for ``load_state_dict``."""
-        q = cls(float_module.in_features, float_module.out_features, **cls._settings_from_meta(meta))
-        return q._empty_weight_and_bias(meta, float_module)
+    def from_meta(cls, meta: dict[str, Any], float_module: nn.Module) -> QuantizedLinear:
+        """An empty replacement of ``float_module`` (an ``nn.Linear``) shaped by ``meta``, for ``load_state_dict``."""
+        linear = cast(nn.Linear, float_module)  # the registry replaces exactly nn.Linear with this class
+        q = cls(linear.in_features, linear.out_features, **cls._settings_from_meta(meta))
+        q._empty_weight_and_bias(meta, linear)
+        return q
 
     def to_float(self) -> nn.Linear:
         """A plain float32 ``nn.Linear`` with the dequantized weight."""
@@ -44,6 +51,7 @@ class QuantizedLinear(QuantizedModule):
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel: LinearKernel
         kernel, state = self._cached(lambda: select_linear_kernel(self))
         try:
             return self._run(kernel, state, x)
@@ -52,11 +60,12 @@ class QuantizedLinear(QuantizedModule):
             if kernel is fallback or x.shape[-1] != self.in_features:
                 raise
             # The fast op refused this input: use the fallback from now on.
-            self._kernel_state = (fallback, fallback.pack(self))
+            state = fallback.pack(self)
+            self._kernel_state = (fallback, state)
             self.kernel = fallback.name
-            return self._run(*self._kernel_state, x)
+            return self._run(fallback, state, x)
 
-    def _run(self, kernel, state, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, kernel: LinearKernel, state: Any, x: torch.Tensor) -> torch.Tensor:
         needs_backward = x.requires_grad and torch.is_grad_enabled() and not kernel.differentiable
         if (x.numel() == 0 or needs_backward) and kernel is not fallback_for(self):
             # An empty batch, or an input autograd must differentiate through: the
