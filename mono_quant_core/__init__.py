@@ -8,6 +8,38 @@ before torch is imported.
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": re-exported)
+    from .config import QuantConfig as QuantConfig
+    from .errors import AmbiguousEntryError as AmbiguousEntryError
+    from .errors import CalibrationError as CalibrationError
+    from .errors import Cancelled as Cancelled
+    from .errors import CheckpointError as CheckpointError
+    from .errors import ConfigError as ConfigError
+    from .errors import ContentHashError as ContentHashError
+    from .errors import MonoQuantError as MonoQuantError
+    from .errors import QuantizedCheckpointError as QuantizedCheckpointError
+    from .errors import QuantizedFileError as QuantizedFileError
+    from .errors import ScriptError as ScriptError
+    from .errors import ValidationFailed as ValidationFailed
+    from .loading import list_entries as list_entries
+    from .loading import load_calibration as load_calibration
+    from .loading import load_model as load_model
+    from .loading import open_model as open_model
+    from .loading import preview_calibration as preview_calibration
+    from .progress import CancelToken as CancelToken
+    from .quantizer import QuantResult as QuantResult
+    from .quantizer import quantize as quantize
+    from .report import LayerReport as LayerReport
+    from .report import QuantReport as QuantReport
+    from .report import SkippedLayer as SkippedLayer
+    from .selection import module_table as module_table
+    from .selection import select_layers as select_layers
+    from .serialization import load_quantized as load_quantized
+    from .serialization import read_metadata as read_metadata
+    from .serialization import save_quantized as save_quantized
+    from .serialization.dequantize import dequantize as dequantize
 
 __version__ = "0.1.0"
 
@@ -46,7 +78,7 @@ _EXPORTS = {
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'mono_quant_core' has no attribute {name!r}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -60,7 +61,7 @@ def _prefixes(name: str) -> list[str]:
     return [".".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def _matcher(pattern: str):
+def _matcher(pattern: str) -> Callable[[str], bool]:
     if pattern.startswith("re:"):
         try:
             rx = re.compile(pattern[3:])

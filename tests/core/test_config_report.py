@@ -105,3 +105,16 @@ def test_public_names_are_not_shadowed_by_submodules():
         value = getattr(mono_quant_core, name)
         assert not isinstance(value, types.ModuleType), name
     assert callable(mono_quant_core.quantize) and mono_quant_core.quantize.__name__ == "quantize"
+
+
+def test_type_checkers_see_every_lazy_export():
+    """The TYPE_CHECKING imports of mono_quant_core name exactly the names __getattr__ loads."""
+    import ast
+    import inspect
+
+    import mono_quant_core
+
+    tree = ast.parse(inspect.getsource(mono_quant_core))
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    imported = sorted(a.asname or a.name for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names)
+    assert imported == sorted(mono_quant_core._EXPORTS)
