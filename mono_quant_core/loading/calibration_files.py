@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from ..errors import CalibrationError
 from .checkpoint_files import UNREADABLE, pickled_global
 from .file_damage import describe_damage
+from .output_files import SKIP_REASON, file_marker
 
 CALIBRATION_SUFFIXES = (".pt", ".pth", ".safetensors", ".npy", ".npz")
 
@@ -30,8 +31,12 @@ def natural_key(name: str) -> list:
     return [(0, int(part), "") if part.isdigit() else (1, 0, part.lower()) for part in re.split(r"(\d+)", name) if part]
 
 
-def list_calibration_files(folder: Path) -> list[Path]:
-    """Supported files directly in ``folder``, in natural order; errors when there are none."""
+def list_calibration_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Supported files directly in ``folder`` in natural order, and apart the mono-quant outputs among them.
+
+    Outputs (recognised by their metadata: a saved result that landed in the
+    folder) are never calibration samples.  Errors when no usable file is left.
+    """
     if not folder.exists():
         raise CalibrationError(f"{folder}: calibration folder not found")
     if not folder.is_dir():
@@ -41,11 +46,20 @@ def list_calibration_files(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in CALIBRATION_SUFFIXES
     ]
-    if not files:
+    files.sort(key=lambda p: natural_key(p.name))
+    outputs = [p for p in files if file_marker(p) is not None]
+    usable = [p for p in files if p not in set(outputs)]
+    if not usable:
+        skipped = f" ({_skipped_note(outputs)})" if outputs else ""
         raise CalibrationError(
-            f"{folder}: no calibration files; supported: {', '.join('*' + s for s in CALIBRATION_SUFFIXES)}"
+            f"{folder}: no calibration files{skipped}; supported: {', '.join('*' + s for s in CALIBRATION_SUFFIXES)}"
         )
-    return sorted(files, key=lambda p: natural_key(p.name))
+    return usable, outputs
+
+
+def _skipped_note(outputs: list[Path]) -> str:
+    names = ", ".join(p.name for p in outputs[:5]) + (f", … and {len(outputs) - 5} more" if len(outputs) > 5 else "")
+    return f"skipped {names}: " + (SKIP_REASON if len(outputs) == 1 else "mono-quant outputs")
 
 
 def read_batch(path: Path) -> Batch:

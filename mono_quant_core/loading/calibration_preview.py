@@ -1,7 +1,8 @@
 """``preview_calibration``: what a calibration folder holds, before a run.
 
 Every chosen file is read (at most ``PREVIEW_MAX_FILES``; ``capped`` says when
-more were left unread) and summarised per tensor.  Problems are recorded, not
+more were left unread) and summarised per tensor; mono-quant outputs in the
+folder are listed apart (``skipped``), never read as samples.  Problems are recorded, not
 raised, so that a GUI can show them all; only a missing or empty folder raises.
 """
 
@@ -19,6 +20,7 @@ from ..errors import MonoQuantError
 from .calibration_files import Batch, batch_items, check_finite, file_size, read_unchecked
 from .calibration_set import load_calibration
 from .dry_run import describe_output, run_batch
+from .output_files import SKIP_REASON
 
 PREVIEW_MAX_FILES = 1000
 
@@ -46,6 +48,7 @@ class FilePreview:
     passed_as: str | None  # "positional" (tensor, tuple) or "keywords" (dict)
     tensors: list[TensorSummary] = field(default_factory=list)
     error: str | None = None
+    skipped: str | None = None  # why the file is not a sample: "a mono-quant output"
 
 
 @dataclass
@@ -61,6 +64,7 @@ class CalibrationPreview:
     dry_run_structure: str | None = None
     dry_run_outputs: list[tuple[str, list[int] | None, str]] = field(default_factory=list)
     dry_run_error: str | None = None
+    skipped: list[FilePreview] = field(default_factory=list)  # mono-quant outputs: never samples
 
     @property
     def errors(self) -> list[str]:
@@ -74,10 +78,10 @@ class CalibrationPreview:
         return not self.errors
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One plain dict per tensor (or per unreadable file) for a table view."""
+        """One plain dict per tensor (or per unreadable or skipped file) for a table view; skipped files last."""
         rows = []
-        for f in self.files:
-            base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error}
+        for f in [*self.files, *self.skipped]:
+            base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error, "skipped": f.skipped}
             for t in f.tensors or [None]:
                 row = dict(base, key=None, shape=None, dtype=None, min=None, max=None, mean=None, nan=None, inf=None)
                 if t is not None:
@@ -98,6 +102,7 @@ class CalibrationPreview:
         if self.dry_run_structure:
             outs = ", ".join(f"{k or 'output'} {s}" for k, s, _ in self.dry_run_outputs[:8])
             lines.append(f"dry run: {self.dry_run_structure}: {outs}")
+        lines += [f"{f.name}: skipped: {f.skipped}" for f in self.skipped]
         lines += self.errors
         return "\n".join(lines)
 
@@ -131,6 +136,7 @@ def preview_calibration(
         files=files,
         capped=len(chosen) > len(files),
         files_sha256=chosen.file_list_sha256(),
+        skipped=[FilePreview(p.name, file_size(p), None, skipped=SKIP_REASON) for p in chosen.skipped],
     )
     if model is not None:
         _dry_run(result, model, batches[0], chosen.files[0])

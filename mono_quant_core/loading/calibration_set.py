@@ -16,12 +16,23 @@ from .dry_run import run_batch
 
 
 class CalibrationSet(Sequence):
-    """The chosen files of a calibration folder; each is read (and checked) only when accessed."""
+    """The chosen files of a calibration folder; each is read (and checked) only when accessed.
 
-    def __init__(self, folder: Path, files: Sequence[Path], folder_count: int | None = None):
+    ``folder_count`` counts the folder's usable files; ``skipped`` holds the
+    mono-quant outputs found there, which are never samples.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        files: Sequence[Path],
+        folder_count: int | None = None,
+        skipped: Sequence[Path] = (),
+    ) -> None:
         self.folder = folder
         self.files: tuple[Path, ...] = tuple(files)
         self.folder_count = len(self.files) if folder_count is None else folder_count
+        self.skipped: tuple[Path, ...] = tuple(skipped)
         self._sizes = [file_size(p) for p in self.files]
 
     def __len__(self) -> int:
@@ -29,7 +40,7 @@ class CalibrationSet(Sequence):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return CalibrationSet(self.folder, self.files[index], self.folder_count)
+            return CalibrationSet(self.folder, self.files[index], self.folder_count, self.skipped)
         return read_batch(self.files[index])
 
     def __iter__(self) -> Iterator[Batch]:
@@ -52,10 +63,13 @@ class CalibrationSet(Sequence):
 
 
 def load_calibration(folder: str | os.PathLike, samples: int | None = None, seed: int | None = None) -> CalibrationSet:
-    """The calibration folder's files in natural order: all, the first ``samples``, or a seeded subset."""
+    """The calibration folder's files in natural order: all, the first ``samples``, or a seeded subset.
+
+    Mono-quant outputs in the folder are skipped (``.skipped``) before choosing.
+    """
     root = Path(folder).expanduser().resolve()
-    files = list_calibration_files(root)
-    return CalibrationSet(root, choose_files(files, samples, seed), len(files))
+    files, outputs = list_calibration_files(root)
+    return CalibrationSet(root, choose_files(files, samples, seed), len(files), outputs)
 
 
 def choose_files(files: list[Path], samples: int | None, seed: int | None) -> list[Path]:
