@@ -131,7 +131,7 @@ def _read_raw(path: Path) -> Any:
         raise CalibrationError(f"{path.name}: unreadable: {describe_damage(path, exc)}") from exc
 
 
-def _npz_contents(archive) -> dict | tuple:
+def _npz_contents(archive: Any) -> dict | tuple:
     names = list(archive.files)
     positional = [f"arr_{i}" for i in range(len(names))]
     if sorted(names, key=natural_key) == positional:
@@ -170,7 +170,7 @@ def _as_tensor(value: Any, path: Path, key: str) -> torch.Tensor:
     )
 
 
-def _numpy(path: Path):
+def _numpy(path: Path) -> Any:
     try:
         import numpy
     except ImportError as exc:

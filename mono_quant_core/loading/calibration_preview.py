@@ -82,7 +82,8 @@ class CalibrationPreview:
         rows = []
         for f in [*self.files, *self.skipped]:
             base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error, "skipped": f.skipped}
-            for t in f.tensors or [None]:
+            tensors: list[TensorSummary | None] = list(f.tensors) or [None]
+            for t in tensors:
                 row = dict(base, key=None, shape=None, dtype=None, min=None, max=None, mean=None, nan=None, inf=None)
                 if t is not None:
                     row.update(asdict(t))

@@ -7,6 +7,7 @@ import os
 import random
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -38,7 +39,7 @@ class CalibrationSet(Sequence):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
             return CalibrationSet(self.folder, self.files[index], self.folder_count, self.skipped)
         return read_batch(self.files[index])
@@ -57,7 +58,7 @@ class CalibrationSet(Sequence):
             digest.update(f"{file.name}\0{size}\n".encode())
         return digest.hexdigest()
 
-    def dry_run(self, model: nn.Module, index: int = 0):
+    def dry_run(self, model: nn.Module, index: int = 0) -> Any:
         """Run one sample through ``model`` under inference mode; CalibrationError names the file."""
         return run_batch(model, self[index], self.files[index])
 

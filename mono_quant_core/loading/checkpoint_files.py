@@ -112,7 +112,7 @@ def _open_torch(file: Path) -> CheckpointSource:
     return CheckpointSource(file, [entry for entry, _ in found], reader=read, release=release if mappings else None)
 
 
-def _load_unmapped(file: Path):
+def _load_unmapped(file: Path) -> object:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

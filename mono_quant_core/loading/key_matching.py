@@ -8,6 +8,8 @@ deep (``module.model.``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -88,7 +90,7 @@ def _best_renaming(names: list[str], model_names: set[str]) -> tuple[dict[str, s
     return current, stripped, added
 
 
-def _firsts(names) -> list[str]:
+def _firsts(names: Iterable[str]) -> list[str]:
     """Leading components (``"model."``, ``"module.model."``), up to ``PREFIX_DEPTH`` deep.
 
     Numbered components (``layers.0.``) are never wrapper prefixes and are left out.
