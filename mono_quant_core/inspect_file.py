@@ -32,12 +32,29 @@ _LAYER_KEYS = (
 )
 
 
-def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Everything ``inspect`` shows, as a JSON-ready dict (``inf`` as the string ``"inf"``)."""
-    from .serialization.read import read_summary
+def _content_hash(meta: dict[str, Any], checked: int | None) -> dict[str, Any]:
+    """``{"recorded", "tensors", "verified"}``: whether the file records hashes, and whether they were checked."""
+    from .serialization.content_hash import FIELD
+
+    recorded = meta.get(FIELD)
+    return {
+        "recorded": recorded is not None,
+        "tensors": len(recorded["tensors"]) if recorded is not None else None,
+        "verified": True if checked is not None else None,  # a mismatch raises instead
+    }
+
+
+def inspect_file(path: str | os.PathLike, verify: bool = False) -> dict[str, Any]:
+    """Everything ``inspect`` shows, as a JSON-ready dict (``inf`` as the string ``"inf"``).
+
+    ``verify`` reads every tensor and checks the content hash recorded in the
+    file; a mismatch raises ``ContentHashError`` naming the file and the tensor.
+    """
+    from .serialization.read import read_summary, read_verified
 
     path = os.fspath(path)
     fmt, meta, tensors = read_summary(path)
+    checked = read_verified(path)[2] if verify else None
     report = meta.get("report") or {}
     file_bytes = os.path.getsize(path)
     original = report.get("original_bytes")
@@ -69,6 +86,7 @@ def inspect_file(path: str | os.PathLike) -> dict[str, Any]:
                 "tied_tensors": len(meta.get("aliases", {})),
             },
             "metrics": {k: report.get(k) for k in _METRIC_KEYS},
+            "content_hash": _content_hash(meta, checked),
         }
     )
 
@@ -106,6 +124,15 @@ def _source_line(source: dict[str, Any]) -> str:
     return text
 
 
+def _hash_line(content_hash: dict[str, Any]) -> str:
+    if not content_hash.get("recorded"):
+        return "none recorded (a file written before mono-quant recorded hashes): cannot be verified"
+    n = content_hash.get("tensors")
+    if content_hash.get("verified"):
+        return f"ok ({n} tensors)"
+    return f"recorded ({n} tensors), not checked (--verify checks it)"
+
+
 def format_inspect(info: dict[str, Any]) -> str:
     """The human-readable text of :func:`inspect_file`'s dict."""
     sizes, metrics, versions = info["sizes"], info["metrics"], info.get("versions", {})
@@ -125,6 +152,7 @@ def format_inspect(info: dict[str, Any]) -> str:
             + (f" (files sha256 {sha[:16]}…)" if sha else "")
         )
     lines += [
+        f"content hash  {_hash_line(info.get('content_hash') or {})}",
         f"sizes         float {human_bytes(sizes['original_bytes'])} → {human_bytes(sizes['quantized_bytes'])} "
         f"in memory ({_ratio(sizes['compression_ratio'])}); file {human_bytes(sizes['file_bytes'])} "
         f"({_ratio(sizes['file_ratio'])}), {sizes['tensors']} tensors",

@@ -1,4 +1,4 @@
-"""``mono-quant inspect FILE [--json]``: metadata, layers and sizes of a quantized file."""
+"""``mono-quant inspect FILE [--json] [--verify]``: metadata, layers and sizes of a quantized file."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ EXAMPLES = """\
 examples:
   mono-quant inspect model.int8.safetensors
   mono-quant inspect model.int8.pt --json | python -m json.tool
+  mono-quant inspect model.int8.safetensors --verify
 
-exit status: 0 success, 2 the file is missing or not a mono-quant file
+exit status: 0 success, 2 the file is missing, corrupt (with --verify: its content
+differs from the SHA-256 hashes recorded when it was written) or not a mono-quant file
 """
 
 
@@ -30,6 +32,11 @@ def add_parser(commands) -> None:
     p.set_defaults(command=run)
     p.add_argument("file", metavar="FILE", help="a .safetensors or .pt file written by mono-quant")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every tensor and check the SHA-256 hashes recorded in the file (exit 2 on a mismatch)",
+    )
     add_debug(p)
 
 
@@ -38,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.file):
         what = "is a folder, not a file" if os.path.isdir(args.file) else "no such file"
         raise QuantizedFileError(f"{args.file}: {what}")
-    info = inspect_file(args.file)
+    info = inspect_file(args.file, verify=args.verify)
     print(json.dumps(info, indent=2, allow_nan=False) if args.json else format_inspect(info))
     return 0

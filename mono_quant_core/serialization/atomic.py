@@ -2,7 +2,9 @@
 
 Readers never see a half-written file: until the rename, the target path holds
 whatever was there before (or nothing).  On any failure the temporary file is
-removed and the error names the target and the problem.
+removed and the error names the target and the problem.  A process killed
+mid-write (``kill -9``) cannot clean up; the next write into the folder
+removes such leftovers (``leftovers.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import QuantizedFileError
+from .leftovers import remove_leftovers, temp_prefix
 
 
 def open_temp(fd: int) -> BinaryIO:
@@ -91,8 +94,9 @@ def atomic_write(path: str) -> Iterator[BinaryIO]:
     KeyboardInterrupt and other errors are re-raised after the clean-up.
     """
     folder = os.path.dirname(os.path.abspath(path))
+    remove_leftovers(folder)
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path), suffix=".tmp")
     except OSError as exc:
         raise write_error(path, exc) from exc
     try:

@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import QuantizedFileError
 from ..modules.registry import REPLACEMENTS
 from ..structure import get_submodule, set_submodule, shallow_clone
+from . import content_hash
 from .metadata import quant_meta_of
 from .read import read_file
 
@@ -200,14 +201,21 @@ def load_quantized(
     entry: str | None = None,
     entry_kwargs: dict[str, Any] | None = None,
     model: nn.Module | None = None,
+    verify: bool = True,
 ) -> nn.Module:
     """A runnable quantized model from ``path``; the float architecture comes from ``script`` or ``model``.
 
     ``entry`` and ``entry_kwargs`` default to those recorded in the file.  A
     given ``model`` is never changed (the result is built on a shallow clone).
+    ``verify`` checks the SHA-256 hashes the file records of its metadata and
+    every tensor (``ContentHashError`` names the first that differs); ``False``
+    skips that pass over the data.  Files written before hashes were recorded
+    load without the check.
     """
     path = os.fspath(path)
     meta, tensors = read_file(path)
+    if verify:
+        content_hash.verify(meta, tensors, path)
     if model is not None:
         return assemble(shallow_clone(model), meta, tensors, path, "the given model")
     if script is None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import QuantizedFileError
 from ..report import _encode
+from .metadata_fields import check_fields
 
 #: The layout this code writes; files with a larger number are refused.
 FORMAT_VERSION = 1
@@ -76,20 +77,13 @@ def parse(text: str, path: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise QuantizedFileError(f"{path}: corrupt: the '{METADATA_KEY}' metadata is not a JSON object")
     version = meta.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise QuantizedFileError(f"{path}: corrupt: format_version {version!r} is not a positive integer")
-    if version > FORMAT_VERSION:
-        made_by = (meta.get("versions") or {}).get("mono_quant", "a newer version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        versions = meta.get("versions")
+        made_by = (versions if isinstance(versions, dict) else {}).get("mono_quant", "a newer version")
         raise QuantizedFileError(
             f"{path}: written in file format {version} by mono-quant {made_by}; this mono-quant reads "
             f"format {FORMAT_VERSION} and older: upgrade mono-quant to load it"
         )
-    layers = meta.get("layers")
-    if not isinstance(layers, list) or not all(
-        isinstance(r, dict) and isinstance(r.get("name"), str) and isinstance(r.get("type"), str) for r in layers
-    ):
-        raise QuantizedFileError(f"{path}: corrupt: 'layers' must be a list of records with name and type")
-    aliases = meta.setdefault("aliases", {})
-    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
-        raise QuantizedFileError(f"{path}: corrupt: 'aliases' must map tensor names to tensor names")
+    check_fields(meta, path)
+    meta.setdefault("aliases", {})
     return meta

@@ -7,7 +7,6 @@ opens it and loading never runs pickled code.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from typing import BinaryIO
 
 import torch
@@ -79,18 +78,26 @@ def read(path: str) -> tuple[dict[str, torch.Tensor], str | None]:
             f"{path}: not a mono-quant file: it needs pickled code to load, which mono-quant never "
             f"runs ({str(exc).splitlines()[0]})"
         ) from exc
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
-        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise QuantizedFileError(f"{path}: truncated or corrupt PyTorch file ({why})") from exc
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         raise QuantizedFileError(f"{path}: cannot read the file: {exc.strerror or exc}") from exc
     except OSError as exc:  # mmap and zip reads of a damaged archive
         raise QuantizedFileError(f"{path}: truncated or corrupt PyTorch file ({exc.strerror or exc})") from exc
+    except Exception as exc:
+        # A damaged archive or pickle surfaces as almost any exception type from torch's
+        # reader (RuntimeError, EOFError, KeyError, IndexError, UnicodeDecodeError, ...).
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise QuantizedFileError(f"{path}: truncated or corrupt PyTorch file ({why})") from exc
+    if isinstance(obj, dict) and METADATA_KEY in obj and not isinstance(obj[METADATA_KEY], str):
+        raise QuantizedFileError(
+            f"{path}: corrupt: the field '{METADATA_KEY}' is a {type(obj[METADATA_KEY]).__name__}, not a JSON string"
+        )
     if not (isinstance(obj, dict) and isinstance(obj.get(METADATA_KEY), str)):
         return (obj if isinstance(obj, dict) else {}), None
-    state = obj.get(STATE_KEY)
+    if STATE_KEY not in obj:
+        raise QuantizedFileError(f"{path}: corrupt: the field '{STATE_KEY}' is missing")
+    state = obj[STATE_KEY]
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise QuantizedFileError(f"{path}: corrupt: '{STATE_KEY}' is not a dict of named tensors")
+        raise QuantizedFileError(f"{path}: corrupt: the field '{STATE_KEY}' is not a dict of named tensors")
     return state, obj[METADATA_KEY]

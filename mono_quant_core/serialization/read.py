@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..errors import QuantizedFileError
-from . import pt_file, safetensors_file
+from . import content_hash, pt_file, safetensors_file
 from .metadata import METADATA_KEY, parse
 
 
@@ -79,9 +79,20 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.
 
     try:
         tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
         raise QuantizedFileError(f"{path}: corrupt safetensors file ({exc})") from exc
     return meta, tensors
+
+
+def read_verified(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor], int | None]:
+    """(metadata, tensors, number of tensors checked) after checking the content hash.
+
+    Raises ``ContentHashError`` (a ``QuantizedFileError``) naming the file and the
+    first tensor that differs; the count is None for a file without hashes.
+    """
+    path = os.fspath(path)
+    meta, tensors = read_file(path)
+    return meta, tensors, content_hash.verify(meta, tensors, path)
 
 
 def _short_dtype(dtype: torch.dtype) -> str:

@@ -125,16 +125,76 @@ def read_header(path: str) -> dict:
         raise QuantizedFileError(f"{path}: corrupt: the safetensors header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise QuantizedFileError(f"{path}: corrupt: the safetensors header is not a JSON object")
-    end = 0
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            end = max(end, int(info["data_offsets"][1]))
-        except (TypeError, KeyError, IndexError, ValueError) as exc:
-            raise QuantizedFileError(f"{path}: corrupt: tensor {name!r} has no valid data_offsets") from exc
+    end = check_entries(header, path)
     if 8 + n + end != size:
         raise QuantizedFileError(
             f"{path}: truncated or corrupt: the header describes {8 + n + end} bytes, the file has {size}"
         )
     return header
+
+
+def _entry_error(path: str, name: str, field: str, problem: str) -> QuantizedFileError:
+    return QuantizedFileError(f"{path}: corrupt: the safetensors header entry of tensor {name!r}: {field!r} {problem}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_metadata_entry(value: object, path: str) -> None:
+    if not isinstance(value, dict):
+        raise QuantizedFileError(f"{path}: corrupt: the safetensors header field '__metadata__' is not an object")
+    for key, text in value.items():
+        if not isinstance(text, str):
+            raise QuantizedFileError(
+                f"{path}: corrupt: the safetensors header field '__metadata__.{key}' is not a string"
+            )
+
+
+def _check_entry(name: str, info: object, path: str) -> tuple[int, int]:
+    """``(begin, end)`` of one tensor entry, after checking its ``dtype``, ``shape`` and ``data_offsets``."""
+    if not isinstance(info, dict):
+        raise QuantizedFileError(f"{path}: corrupt: the safetensors header entry of tensor {name!r} is not an object")
+    for field in ("dtype", "shape", "data_offsets"):
+        if field not in info:
+            raise _entry_error(path, name, field, "is missing")
+    dtype = info["dtype"]
+    if not isinstance(dtype, str) or dtype not in TORCH_DTYPES:
+        raise _entry_error(path, name, "dtype", f"is {dtype!r}, not a dtype code this mono-quant reads")
+    shape = info["shape"]
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _entry_error(path, name, "shape", f"is {shape!r}, not a list of non-negative integers")
+    offsets = info["data_offsets"]
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise _entry_error(path, name, "data_offsets", f"is {offsets!r}, not a pair of integers")
+    begin, end = offsets
+    count = 1
+    for d in shape:
+        count *= d
+    expected = count * TORCH_DTYPES[dtype].itemsize
+    if begin < 0 or end - begin != expected:
+        raise _entry_error(
+            path, name, "data_offsets", f"span {end - begin} bytes, but {dtype} {shape} needs {expected}"
+        )
+    return begin, end
+
+
+def check_entries(header: dict, path: str) -> int:
+    """Check every entry of a parsed header; returns the length of the data section.
+
+    The tensors must tile the data section exactly (no gap, no overlap), as the
+    safetensors library requires.
+    """
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            _check_metadata_entry(info, path)
+            continue
+        spans.append((*_check_entry(name, info, path), name))
+    spans.sort()
+    end = 0
+    for begin, stop, name in spans:
+        if begin != end:
+            raise _entry_error(path, name, "data_offsets", f"start at byte {begin} of the data section, expected {end}")
+        end = stop
+    return end

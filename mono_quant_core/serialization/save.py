@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..modules.base import QuantizedModule
 from . import pt_file, safetensors_file
 from .atomic import atomic_write
+from .content_hash import add_content_hash
 from .file_tensors import file_tensors
 from .metadata import FORMAT_VERSION, METADATA_KEY, dumps, layer_record, source_record, versions
 
@@ -78,14 +79,16 @@ def _refuse_inputs(path: str, source: dict[str, Any] | None) -> None:
 def estimate_file_bytes(result) -> int:
     """The exact size of the ``.safetensors`` file ``save_quantized`` would write now."""
     tensors, aliases = file_tensors(result.model)
-    metadata = {METADATA_KEY: dumps(build_metadata(result, aliases))}
-    return safetensors_file.layout(tensors, metadata)[2]
+    meta = build_metadata(result, aliases)
+    add_content_hash(meta, tensors, hash_data=False)  # placeholder digests have the real digests' length
+    return safetensors_file.layout(tensors, {METADATA_KEY: dumps(meta)})[2]
 
 
 def save_quantized(result, path: str | os.PathLike) -> int:
     """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
 
-    Sets ``result.report.file_bytes``.  ``compression_ratio`` stays the
+    The metadata records a SHA-256 of every tensor and of itself (``content_hash``),
+    which ``load_quantized`` checks.  Sets ``result.report.file_bytes``.  ``compression_ratio`` stays the
     in-memory ratio (original_bytes / quantized_bytes).
     """
     path = os.fspath(path)
@@ -95,7 +98,9 @@ def save_quantized(result, path: str | os.PathLike) -> int:
     if not os.path.isdir(folder):
         raise ConfigError(f"{path}: the folder {folder} does not exist")
     tensors, aliases = file_tensors(result.model)
-    text = dumps(build_metadata(result, aliases))
+    meta = build_metadata(result, aliases)
+    add_content_hash(meta, tensors)
+    text = dumps(meta)
     with atomic_write(path) as f:
         if fmt == "safetensors":
             header, ordered, _ = safetensors_file.layout(tensors, {METADATA_KEY: text})

@@ -86,3 +86,36 @@ def test_inspect_a_foreign_file(tmp_path):
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
     with pytest.raises(QuantizedFileError, match="not written by mono-quant"):
         inspect_file(tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("ext", [".safetensors", ".pt"])
+def test_inspect_verify_checks_the_content_hash(saved, tmp_path, capsys, ext):
+    from mono_quant_core.cli.main import main
+
+    result, paths = saved
+    n = len(result.model.state_dict())
+    assert main(["inspect", str(paths[ext])]) == 0
+    assert f"content hash  recorded ({n} tensors), not checked (--verify checks it)" in capsys.readouterr().out
+    assert main(["inspect", str(paths[ext]), "--verify"]) == 0
+    assert f"\ncontent hash  ok ({n} tensors)\n" in capsys.readouterr().out
+    assert main(["inspect", str(paths[ext]), "--verify", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["content_hash"]
+    assert shown == {"recorded": True, "tensors": n, "verified": True}
+
+    # One flipped bit in the last stored tensor's bytes (the end of a .safetensors file;
+    # in a .pt file, found by its bytes in the archive).
+    damaged = tmp_path / f"damaged{ext}"
+    data = bytearray(paths[ext].read_bytes())
+    if ext == ".safetensors":
+        data[-1] ^= 0x01
+    else:
+        bias = result.model.state_dict()["head.bias"].numpy().tobytes()
+        data[data.index(bias)] ^= 0x01
+    damaged.write_bytes(bytes(data))
+    assert main(["inspect", str(damaged)]) == 0  # without --verify, the tensors are not read
+    capsys.readouterr()
+    assert main(["inspect", str(damaged), "--verify"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"mono-quant: error: {damaged}: corrupt: the bytes of tensor ")
+    assert "differ from their SHA-256 recorded when the file was written" in captured.err

@@ -222,7 +222,9 @@ def test_three_thousand_layers_stay_far_below_the_header_limit(tmp_path):
     save_quantized(result, path)
     with open(path, "rb") as f:
         header_bytes = int.from_bytes(f.read(8), "little")
-    assert len(names) == 3000 and header_bytes < 5_000_000, header_bytes
+    # About 3.1 MB of layer records and report, plus about 155 bytes of content hash
+    # (dtype, shape, SHA-256) for each of the 15000 tensors: still far below 100 MB.
+    assert len(names) == 3000 and header_bytes < 6_000_000, header_bytes
     meta = read_metadata(path)
     assert [r["name"] for r in meta["layers"]] == names
 
