@@ -17,14 +17,15 @@ import torch
 from torch import nn
 
 from . import validation
+from .batches import as_call_args, move_batch
 from .config import QuantConfig
 from .errors import CalibrationError, ConfigError
 from .modules.registry import replacement_for
-from .progress import CancelLike, ProgressFn, Stepper
+from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
 from .report import LayerReport, QuantReport
 from .selection import select_layers
 from .serialization.metadata import versions
-from .structure import get_submodule, names_by_module, set_submodule, shallow_clone
+from .structure import get_submodule, model_device, names_by_module, set_submodule, shallow_clone
 from .tensor import db_from_sums
 from .tensor_stats import state_bytes
 
@@ -94,6 +95,7 @@ def quantize(
     progress: ProgressFn | None = None,
     cancel: CancelLike | None = None,
     on_layer: Callable[[LayerReport], None] | None = None,
+    on_phase: PhaseFn | None = None,
     validate: bool = True,
     source: dict[str, Any] | None = None,
 ) -> QuantResult:
@@ -102,7 +104,9 @@ def quantize(
     ``calibration``: a sequence of batches (tensor / tuple / dict, or a
     ``CalibrationSet``).  Static mode calibrates on it, holding every fifth
     sample out for validation; other modes use it for validation only.
-    ``progress(done, total, message)`` and ``on_layer(LayerReport)`` run on the
+    ``progress(done, total, message)``, ``on_layer(LayerReport)`` and
+    ``on_phase`` (a :class:`RunPlan` first, then a :class:`PhaseEvent` per
+    unit of the phases ``calibrate``, ``quantize``, ``validate``) run on the
     calling thread.  Raises ``Cancelled`` when ``cancel`` is set, and
     ``ValidationFailed`` when a check fails under ``on_failure="error"``.
     """
@@ -130,12 +134,14 @@ def quantize(
         validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
     )
-    total = len(calib_idx) + len(selection.chosen) + len(val_idx) + (1 if validate else 0)
-    stepper = Stepper(total, progress, cancel)
+    check_cancel(cancel)
+    plan = _plan(model, reference, selection.chosen, samples, calib_idx, val_idx, validate, config, on_phase)
+    stepper = Stepper(plan, progress, cancel, on_phase)
     stepper.check()
 
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if static:
+        stepper.begin("calibrate", f"calibrating on {len(calib_idx)} samples")
         qparams = _calibrate(reference, selection.chosen, _Subset(samples, calib_idx), config, stepper, report)
         if overlap:
             report.warnings.append("only 1 calibration sample: validation reuses it, so output SQNR is optimistic")
@@ -146,6 +152,7 @@ def quantize(
             )
 
     layer_modules: dict[str, nn.Module] = {}
+    stepper.begin("quantize", f"quantizing {len(selection.chosen)} layers")
     aliases = names_by_module(model)  # a layer reused under several names is replaced at each
     for name in selection.chosen:
         stepper.check()
@@ -184,6 +191,7 @@ def quantize(
         calibration_info=_calibration_info(samples, calib_idx, config if static else None),
     )
     if validate:
+        stepper.begin("validate", f"validating on {len(val_idx)} samples")
         validation.validate(result, reference, layer_modules, _Subset(samples, val_idx), stepper)
     report.elapsed_s = time.perf_counter() - started
     if validate:
@@ -191,23 +199,61 @@ def quantize(
     return result
 
 
+#: Expected cost of one unit of each phase, in float forward passes of one sample:
+#: calibration runs the float model with observers; validation runs the float
+#: model, the quantized model, its file round-trip twin and each quantized layer
+#: again on the float layer's input (measured on the bundled demos and
+#: all-MiniLM-L6-v2, docs/benchmarks.md).
+CALIBRATE_FORWARDS = 1.1
+VALIDATE_FORWARDS = 4.0
+#: Seconds to quantize one weight element, before any layer was measured.
+QUANTIZE_SECONDS_PER_ELEMENT = 6e-9
+
+
+def _plan(
+    model: nn.Module,
+    reference: nn.Module,
+    chosen: Sequence[str],
+    samples: Sequence[Any],
+    calib_idx: list[int],
+    val_idx: list[int],
+    validate: bool,
+    config: QuantConfig,
+    on_phase: PhaseFn | None,
+) -> RunPlan:
+    """The run's phases with their expected unit times (one timed float forward when someone listens)."""
+    forward_s = 0.0
+    probe = calib_idx[:1] or val_idx[:1]
+    if on_phase is not None and probe:
+        forward_s = _timed_forward(reference, samples[probe[0]])
+    elements = sum(sum(t.numel() for t in get_submodule(model, name).parameters(recurse=False)) for name in chosen)
+    phases = []
+    if config.needs_calibration:
+        phases.append(PhasePlan("calibrate", len(calib_idx), CALIBRATE_FORWARDS * forward_s))
+    per_layer = QUANTIZE_SECONDS_PER_ELEMENT * elements / len(chosen) if chosen else 0.0
+    phases.append(PhasePlan("quantize", len(chosen), per_layer))
+    if validate:
+        # The last unit is the round trip through the file format, about one forward.
+        phases.append(PhasePlan("validate", len(val_idx) + 1, VALIDATE_FORWARDS * forward_s))
+    return RunPlan(tuple(phases))
+
+
+def _timed_forward(model: nn.Module, batch: Any) -> float:
+    """Seconds of one float forward pass on ``batch`` (errors are left to the run itself)."""
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            args, kwargs = move_batch(*as_call_args(batch), model_device(model))
+            model(*args, **kwargs)
+    except Exception:  # the run reports this sample's error with its file name
+        return 0.0
+    return time.perf_counter() - started
+
+
 def _calibrate(reference, names, samples, config, stepper: Stepper, report: QuantReport):
     from .calibration.runner import calibrate
 
-    def forward_progress(done: int, total: int, message: str) -> None:
-        stepper.done = min(done, stepper.total)
-        stepper.announce(message)
-
-    result = calibrate(
-        reference,
-        list(names),
-        samples,
-        config,
-        forward_progress,
-        stepper._cancel,
-        start=stepper.done,
-        total=stepper.total,
-    )
+    result = calibrate(reference, list(names), samples, config, stepper.span(), stepper.cancel_token)
     qparams = dict(result)
     if not qparams and any(type(get_submodule(reference, n)).__name__ != "Embedding" for n in names):
         raise CalibrationError("calibration observed no layer inputs: did the samples reach the model?")

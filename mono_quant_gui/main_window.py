@@ -153,6 +153,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         r.started.connect(self._task_started)
         r.progress.connect(self._task_progress)
         r.layer_done.connect(self._layer_done)
+        r.phase.connect(self._task_phase)
         r.finished.connect(self._task_finished)
         r.errored.connect(self._task_errored)
         r.cancelled.connect(self._task_cancelled)

@@ -6,6 +6,8 @@ import time
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
+from mono_quant_core.progress import PhaseEvent, RemainingTime, RunPlan
+
 from .formatting import format_duration
 
 #: No ETA before this much of the work is done (early rates are noise).
@@ -34,13 +36,23 @@ class RunStatus(QWidget):
         layout.addWidget(self.eta)
         layout.addWidget(self.bar)
         self._started = 0.0
+        self._remaining = None
         self.hide()
 
     def begin(self) -> None:
         self._started = time.perf_counter()
+        self._remaining: RemainingTime | None = None
         self.bar.setRange(0, 0)
         self.eta.setText("")
         self.show()
+
+    def set_plan(self, plan: RunPlan) -> None:
+        """The task announced its phases: the estimate weighs them by their measured cost."""
+        self._remaining = RemainingTime(plan)
+
+    def update_phase(self, event: PhaseEvent) -> None:
+        if self._remaining is not None:
+            self._show_eta(self._remaining.update(event))
 
     def update_progress(self, done: int, total: int) -> None:
         """Determinate when ``total`` > 0, busy otherwise."""
@@ -50,7 +62,10 @@ class RunStatus(QWidget):
             return
         self.bar.setRange(0, total)
         self.bar.setValue(min(done, total))
-        eta = estimate_eta(time.perf_counter() - self._started, done, total)
+        if getattr(self, "_remaining", None) is None:  # a task without phases: the average rate
+            self._show_eta(estimate_eta(time.perf_counter() - self._started, done, total))
+
+    def _show_eta(self, eta: float | None) -> None:
         if eta is None:
             self.eta.setText("")
         else:

@@ -123,19 +123,23 @@ def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
 
 
 def quantize_task(ctx, model: Any, config: Any, folder: str | None, samples: int | None) -> Any:
-    """Run ``quantize``; ``ctx.task.info["calibration_samples"]`` is set before any progress,
-    ``ctx.task.info["report"]`` when the run failed its checks."""
+    """Run ``quantize``; its plan and phases reach the window through ``ctx.on_phase``,
+    ``ctx.task.info["report"]`` is set when the run failed its checks."""
     ctx.progress(0, 0, "Preparing…")
     prepare_torch()
     import mono_quant_core as mq
-    from mono_quant_core.quantizer import quantize, split_samples
 
     calibration = mq.load_calibration(folder, samples=samples) if folder else None
-    n = len(calibration) if calibration is not None else 0
-    calib_idx, _, _ = split_samples(n, config.needs_calibration)
-    ctx.task.info["calibration_samples"] = len(calib_idx)
     try:
-        return quantize(model, config, calibration, progress=ctx.progress, cancel=ctx.cancel, on_layer=ctx.on_layer)
+        return mq.quantize(
+            model,
+            config,
+            calibration,
+            progress=ctx.progress,
+            cancel=ctx.cancel,
+            on_layer=ctx.on_layer,
+            on_phase=ctx.on_phase,
+        )
     except ValidationFailed as exc:
         ctx.task.info["report"] = exc.report  # the dashboard still shows what was measured
         raise

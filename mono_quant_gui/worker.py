@@ -57,6 +57,8 @@ class TaskContext:
         self._executor = executor
         self._last_emit = 0.0
         self._last_phase: str | None = None
+        self._last_phase_emit = 0.0
+        self._last_run_phase: str | None = None
 
     def progress(self, done: int, total: int, message: str) -> None:
         """Report progress; throttled, but the first step, the final step and the first step
@@ -72,12 +74,23 @@ class TaskContext:
         """Report one finished layer (a LayerReport)."""
         self._executor.layer_done.emit(layer)
 
+    def on_phase(self, item: Any) -> None:
+        """Report the run's plan (a RunPlan) or a step of one phase (a PhaseEvent); throttled
+        like ``progress``, but the plan, each phase's first and last step always go through."""
+        now = time.perf_counter()
+        phase = getattr(item, "phase", None)
+        edge = phase is None or item.done == 0 or item.done >= item.total or phase != self._last_run_phase
+        if edge or now - self._last_phase_emit >= PROGRESS_INTERVAL_S:
+            self._last_phase_emit, self._last_run_phase = now, phase
+            self._executor.phase.emit(self.task, item)
+
 
 class _Executor(QObject):
     """Lives on the worker thread and runs one task per ``run`` call."""
 
     progress = Signal(int, int, str)
     layer_done = Signal(object)
+    phase = Signal(object, object)  # task, RunPlan | PhaseEvent
     done = Signal(object, str, object)  # task, outcome ("finished" | "errored" | "cancelled"), payload
 
     @Slot(object)
@@ -105,6 +118,8 @@ class Runner(QObject):
     started = Signal(object)
     progress = Signal(int, int, str)
     layer_done = Signal(object)
+    #: ``(task, RunPlan | PhaseEvent)`` from the engine's ``on_phase``.
+    phase = Signal(object, object)
     finished = Signal(object)
     errored = Signal(str, str)
     cancelled = Signal()
@@ -120,6 +135,7 @@ class Runner(QObject):
         self._run.connect(self._executor.run)
         self._executor.progress.connect(self._on_progress)
         self._executor.layer_done.connect(self._on_layer)
+        self._executor.phase.connect(self._on_phase)
         self._executor.done.connect(self._on_done)
         self._pending: collections.deque[Task] = collections.deque()
         self.current: Task | None = None
@@ -181,6 +197,11 @@ class Runner(QObject):
     def _on_layer(self, layer: Any) -> None:
         if self.current is not None:
             self.layer_done.emit(layer)
+
+    @Slot(object, object)
+    def _on_phase(self, task: Task, item: Any) -> None:
+        if task is self.current:
+            self.phase.emit(task, item)
 
     @Slot(object, str, object)
     def _on_done(self, task: Task, outcome: str, payload: Any) -> None:

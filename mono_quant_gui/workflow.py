@@ -16,6 +16,7 @@ from typing import Any
 from PySide6.QtWidgets import QMainWindow
 
 from mono_quant_core.errors import ConfigError
+from mono_quant_core.progress import RunPlan
 from mono_quant_core.report import format_db
 
 from . import dialogs, tasks
@@ -131,11 +132,16 @@ class WorkflowMixin(OpeningMixin):
     def _task_progress(self: Any, done: int, total: int, message: str) -> None:
         self.run_status.update_progress(done, total)
         self.statusBar().showMessage(message)
-        task = self.runner.current
-        if task is not None and task.kind == "quantize" and not self.dashboard.sqnr_plot.bar_count():
-            n = task.info.get("calibration_samples", 0)
-            if n and total:
-                self.dashboard.set_calibration(min(done, n), n)
+
+    def _task_phase(self: Any, task: Task, item: Any) -> None:
+        """The engine's plan and phase steps: the ETA, and the calibration card while it runs."""
+        if isinstance(item, RunPlan):
+            task.info["plan"] = item
+            self.run_status.set_plan(item)
+            return
+        self.run_status.update_phase(item)
+        if item.phase == "calibrate" and item.total:
+            self.dashboard.set_calibration(min(item.done, item.total), item.total)
 
     def _layer_done(self: Any, layer: Any) -> None:
         self._layer_batch.append(layer)
@@ -148,7 +154,8 @@ class WorkflowMixin(OpeningMixin):
         batch, self._layer_batch = self._layer_batch, []
         if batch:
             task = self.runner.current
-            n = task.info.get("calibration_samples", 0) if task is not None and task.kind == "quantize" else 0
+            plan = task.info.get("plan") if task is not None else None
+            n = plan.units("calibrate") if isinstance(plan, RunPlan) else 0
             if n and not self.dashboard.sqnr_plot.bar_count():
                 self.dashboard.set_calibration(n, n)  # layers come after calibration
             self.dashboard.add_layers(batch)
