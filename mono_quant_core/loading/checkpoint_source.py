@@ -28,19 +28,29 @@ class CheckpointEntry:
 
     ``path`` is where it lies (``()`` for the whole file, ``("model_state",)``,
     ``("checkpoint", "ema")``); ``infos`` uses names relative to it, nested
-    dicts joined with dots; ``ignored`` names what the file holds beside it
-    (``"optimizer_state"``, ``"step"``, ``"checkpoint/optimizer"``) and the
-    non-tensor values inside it.
+    dicts joined with dots; ``inside`` names its non-tensor values and
+    ``levels`` the keys of each container on the way to it (``(container path,
+    its keys)``), from which ``ignored`` is worked out only when asked.
     """
 
     path: tuple[str, ...]
     infos: dict[str, TensorInfo]
-    ignored: list[str] = field(default_factory=list)
+    inside: list[str] = field(default_factory=list)
+    levels: list[tuple[tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
 
     @property
     def label(self) -> str | None:
         """``"model_state"``, ``"checkpoint/ema"``, or None for the whole file."""
         return "/".join(self.path) or None
+
+    @property
+    def ignored(self) -> list[str]:
+        """What the file holds beside this entry (``"optimizer_state"``, ``"checkpoint/optimizer"``)
+        and the non-tensor values inside it, sorted."""
+        beside = [
+            "/".join((*where, key)) for where, keys in self.levels for key in keys if key != self.path[len(where)]
+        ]
+        return sorted(beside + self.inside)
 
 
 @dataclass

@@ -46,31 +46,27 @@ def checkpoint_entries(obj: Any, file_name: str) -> list[tuple[CheckpointEntry, 
     return found
 
 
-def _collect(node: Mapping, path: tuple[str, ...], beside: list[str], found: list) -> None:
-    tensors: Tensors = {}
-    inside: list[str] = []
-    _flatten(node, "", tensors, inside)
-    if tensors:
-        infos = {k: _info(t) for k, t in tensors.items()}
-        found.append((CheckpointEntry(path, infos, sorted(beside + inside)), tensors))
+Levels = list[tuple[tuple[str, ...], tuple[str, ...]]]
+
+
+def _collect(node: Mapping | list | tuple, path: tuple[str, ...], levels: Levels, found: list) -> None:
+    children = [(str(k), v) for k, v in (node.items() if isinstance(node, Mapping) else enumerate(node))]
+    if isinstance(node, Mapping):
+        tensors: Tensors = {}
+        inside: list[str] = []
+        _flatten(node, "", tensors, inside)
+        if tensors:
+            infos = {k: _info(t) for k, t in tensors.items()}
+            found.append((CheckpointEntry(path, infos, inside, levels), tensors))
     if len(path) >= MAX_DEPTH:
         return
-    children = list(_children(node))
+    # The keys of this level, shared by every entry below it: siblings are
+    # worked out only for the entry that is used.
+    here = [*levels, (path, tuple(k for k, _ in children))]
     for key, value in children:
-        others = ["/".join((*path, k)) for k, _ in children if k != key]
-        if isinstance(value, Mapping):
-            _collect(value, (*path, key), beside + others, found)
-        elif isinstance(value, (list, tuple)):
-            # Lists are never part of a state dict, but may hold one ({"models": [sd, ...]}).
-            items = [(str(i), v) for i, v in enumerate(value)]
-            for index, item in items:
-                if isinstance(item, Mapping):
-                    rest = ["/".join((*path, key, i)) for i, _ in items if i != index]
-                    _collect(item, (*path, key, index), beside + others + rest, found)
-
-
-def _children(node: Mapping) -> list[tuple[str, Any]]:
-    return [(str(k), v) for k, v in node.items()]
+        # Lists are never part of a state dict, but may hold one ({"models": [sd, ...]}).
+        if isinstance(value, (Mapping, list, tuple)):
+            _collect(value, (*path, key), here, found)
 
 
 def _flatten(obj: Mapping, prefix: str, out: Tensors, ignored: list[str]) -> None:
