@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import QuantizedFileError
+from ..modules.base import QuantizedModule
 from ..modules.registry import REPLACEMENTS
 from ..structure import get_submodule, set_submodule, shallow_clone
 from . import content_hash
@@ -19,8 +21,8 @@ from .read import read_file
 _MAX_LISTED = 8
 
 
-def _names(keys) -> str:
-    keys = sorted(keys)
+def _names(names: Iterable[str]) -> str:
+    keys = sorted(names)
     more = f" and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else ""
     return ", ".join(keys[:_MAX_LISTED]) + more
 
@@ -35,7 +37,7 @@ def _made_from(meta: dict[str, Any]) -> str:
     return f"{script}{entry}{kwargs}"
 
 
-def _replacement_class(record: dict[str, Any], path: str) -> type:
+def _replacement_class(record: dict[str, Any], path: str) -> type[QuantizedModule]:
     cls = REPLACEMENTS.get(record["type"])
     if cls is None:
         raise QuantizedFileError(
@@ -88,7 +90,9 @@ def _swap_layers(model: nn.Module, meta: dict[str, Any], path: str, origin: str)
     return model
 
 
-def _check_keys(model: nn.Module, tensors: dict[str, torch.Tensor], meta, path: str, origin: str) -> None:
+def _check_keys(
+    model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: str, origin: str
+) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
@@ -148,7 +152,7 @@ def assemble(
 def _meta_leftovers(model: nn.Module) -> bool:
     """True when a tensor the model may use is still on the meta device (no data)."""
 
-    def has_meta(value, depth=0) -> bool:
+    def has_meta(value: object, depth: int = 0) -> bool:
         if isinstance(value, torch.Tensor):
             return value.device.type == "meta"
         if depth < 2 and isinstance(value, (list, tuple)):
@@ -176,7 +180,9 @@ def _meta_leftovers(model: nn.Module) -> bool:
     return False
 
 
-def _build_on_meta(script, entry, entry_kwargs) -> nn.Module | None:
+def _build_on_meta(
+    script: str | os.PathLike, entry: str | None, entry_kwargs: dict[str, Any] | None
+) -> nn.Module | None:
     """The float architecture built without allocating weights, or None if that fails."""
     from ..loading import load_model
 

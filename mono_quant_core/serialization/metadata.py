@@ -44,7 +44,7 @@ def versions() -> dict[str, str]:
 def source_record(source: dict[str, Any] | None) -> dict[str, Any]:
     """The portable part of ``QuantResult.source``: file names only, no absolute paths."""
     source = source or {}
-    record = {key: source.get(key) for key in SOURCE_KEYS}
+    record: dict[str, Any] = {key: source.get(key) for key in SOURCE_KEYS}
     for key in ("script", "checkpoint"):
         if record[key]:
             record[key] = os.path.basename(os.fspath(record[key]))

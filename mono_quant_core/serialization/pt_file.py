@@ -7,7 +7,7 @@ opens it and loading never runs pickled code.
 from __future__ import annotations
 
 import pickle
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import torch
 
@@ -27,10 +27,11 @@ def _own_storage(t: torch.Tensor) -> torch.Tensor:
 class _WriteRecorder:
     """Passes writes through and remembers the first one that failed."""
 
-    def __init__(self, f: BinaryIO):
-        self._f, self.error = f, None
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.error: BaseException | None = None
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:
         try:
             return self._f.write(data)
         except BaseException as exc:
@@ -46,7 +47,7 @@ def write(f: BinaryIO, tensors: dict[str, torch.Tensor], metadata_json: str) -> 
     payload = {STATE_KEY: {k: _own_storage(v) for k, v in tensors.items()}, METADATA_KEY: metadata_json}
     recorder = _WriteRecorder(f)
     try:
-        torch.save(payload, recorder)
+        torch.save(payload, cast(IO[bytes], recorder))
     except BaseException:
         # torch's zip writer replaces a failed write (disk full, Ctrl-C) by its
         # own RuntimeError while closing the archive; surface the real cause.

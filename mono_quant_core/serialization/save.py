@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -14,6 +14,9 @@ from .atomic import atomic_write
 from .content_hash import add_content_hash
 from .file_tensors import file_tensors
 from .metadata import FORMAT_VERSION, METADATA_KEY, dumps, layer_record, source_record, versions
+
+if TYPE_CHECKING:
+    from ..quantizer import QuantResult
 
 #: Extension -> format.
 FORMATS = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt"}
@@ -42,7 +45,7 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, QuantizedModule]]:
     return found
 
 
-def build_metadata(result, aliases: dict[str, str]) -> dict[str, Any]:
+def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, Any]:
     """The ``mono_quant`` metadata of ``result`` (see docs/file-format.md)."""
     report = result.report
     sqnr = {layer.name: layer.weight_sqnr_db for layer in report.layers}
@@ -76,7 +79,7 @@ def _refuse_inputs(path: str, source: dict[str, Any] | None) -> None:
             raise ConfigError(f"{path}: is the {what}; refusing to overwrite it, choose another output file")
 
 
-def estimate_file_bytes(result) -> int:
+def estimate_file_bytes(result: QuantResult) -> int:
     """The exact size of the ``.safetensors`` file ``save_quantized`` would write now."""
     tensors, aliases = file_tensors(result.model)
     meta = build_metadata(result, aliases)
@@ -84,7 +87,7 @@ def estimate_file_bytes(result) -> int:
     return safetensors_file.layout(tensors, {METADATA_KEY: dumps(meta)})[2]
 
 
-def save_quantized(result, path: str | os.PathLike) -> int:
+def save_quantized(result: QuantResult, path: str | os.PathLike) -> int:
     """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
 
     The metadata records a SHA-256 of every tensor and of itself (``content_hash``),
