@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, NoReturn
 
 
 class UsageError(Exception):
     """A command line argparse rejected; ``prog`` names the command for the --help hint."""
 
-    def __init__(self, message: str, prog: str):
+    def __init__(self, message: str, prog: str) -> None:
         super().__init__(message)
         self.prog = prog
 
@@ -16,12 +17,12 @@ class UsageError(Exception):
 class ArgumentParser(argparse.ArgumentParser):
     """Raises UsageError instead of printing usage and exiting, so main() owns the exit code."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.prog)
 
 

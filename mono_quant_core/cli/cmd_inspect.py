@@ -21,7 +21,7 @@ differs from the SHA-256 hashes recorded when it was written) or not a mono-quan
 """
 
 
-def add_parser(commands) -> None:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``inspect``."""
     p = commands.add_parser(
         "inspect",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
 import torch
+
+if TYPE_CHECKING:
+    from ..modules.linear import QuantizedLinear
 
 
 class LinearKernel:
@@ -26,11 +29,11 @@ class LinearKernel:
         """True when the ops this kernel needs exist in this torch build."""
         return True
 
-    def supports(self, module) -> bool:
+    def supports(self, module: QuantizedLinear) -> bool:
         """True when this kernel can compute ``module`` (dtype, mode, granularity, device)."""
         raise NotImplementedError
 
-    def pack(self, module) -> Any:
+    def pack(self, module: QuantizedLinear) -> Any:
         """Kernel state built once from the module's buffers (not part of the state dict)."""
         raise NotImplementedError
 
@@ -54,16 +57,28 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return torch.empty(t.shape, dtype=t.dtype, device=t.device).copy_(t)
 
 
-def on_cpu(module) -> bool:
+def on_cpu(module: QuantizedLinear) -> bool:
     return module.weight.device.type == "cpu"
 
 
-def per_channel(t: torch.Tensor | None, module) -> torch.Tensor | None:
+def weight_qparams(module: QuantizedLinear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The ``weight_scale`` and ``weight_zero_point`` buffers (None: symmetric)."""
+    # Buffers registered by _store_weight / _empty_weight; nn.Module.__getattr__ is typed Tensor | Module.
+    return cast(torch.Tensor, module.weight_scale), getattr(module, "weight_zero_point", None)
+
+
+@overload
+def per_channel(t: torch.Tensor, module: QuantizedLinear) -> torch.Tensor: ...
+@overload
+def per_channel(t: None, module: QuantizedLinear) -> None: ...
+@overload
+def per_channel(t: torch.Tensor | None, module: QuantizedLinear) -> torch.Tensor | None: ...
+def per_channel(t: torch.Tensor | None, module: QuantizedLinear) -> torch.Tensor | None:
     """A per-tensor or per-channel scale / zero point as one value per output channel (``[out]``)."""
     if t is None:
         return None
     return t.reshape(-1).expand(module.out_features) if t.numel() == 1 else t.reshape(-1)
 
 
-def float_bias(module) -> torch.Tensor | None:
+def float_bias(module: QuantizedLinear) -> torch.Tensor | None:
     return None if module.bias is None else module.bias.detach().to(torch.float32)

@@ -14,11 +14,15 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .base import LinearKernel
+
+if TYPE_CHECKING:
+    from ..modules.linear import QuantizedLinear
 
 #: Bytes of one converted block of weight rows.
 BLOCK_BYTES = 8 * 2**20
@@ -43,7 +47,10 @@ def scratch(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 
 
 def blockwise_linear(
-    x: torch.Tensor, weight_rows: Callable[[int, int, torch.Tensor], torch.Tensor], n: int, bias: torch.Tensor | None
+    x: torch.Tensor,
+    weight_rows: Callable[[int, int, torch.Tensor | None], torch.Tensor],
+    n: int,
+    bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """``x @ W.T + bias`` for a 2-D ``x``; ``weight_rows(i, j, out)`` writes rows ``i:j`` of ``W``
     into ``out`` (``[j - i, in]``, ``x``'s dtype) and returns them (``out=None``: a new tensor)."""
@@ -71,14 +78,16 @@ class Dequantize(LinearKernel):
     name = "dequantize"
     differentiable = True
 
-    def supports(self, module) -> bool:
+    def supports(self, module: QuantizedLinear) -> bool:
         return module.spec is not None
 
-    def pack(self, module):
+    def pack(self, module: QuantizedLinear) -> weakref.ref[QuantizedLinear]:
         return weakref.ref(module)  # the module holds this state: no reference cycle
 
-    def run(self, state, x: torch.Tensor) -> torch.Tensor:
+    def run(self, state: weakref.ref[QuantizedLinear], x: torch.Tensor) -> torch.Tensor:
         module = state()
+        # Alive: the state is held by the module itself (its kernel cache) or by a caller that holds it.
+        assert module is not None
         return blockwise_linear(
             x,
             lambda i, j, out: module.dequantized_rows("weight", i, j, x.dtype, out),
@@ -92,5 +101,5 @@ class Upcast(Dequantize):
 
     name = "upcast"
 
-    def supports(self, module) -> bool:
+    def supports(self, module: QuantizedLinear) -> bool:
         return module.spec is None

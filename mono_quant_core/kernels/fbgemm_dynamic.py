@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
-from .base import LinearKernel, float_bias, on_cpu, per_channel
+from .base import LinearKernel, float_bias, on_cpu, per_channel, weight_qparams
+
+if TYPE_CHECKING:
+    from ..modules.linear import QuantizedLinear
 
 
-def _prepack(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bias):
+def _prepack(
+    q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bias: torch.Tensor | None
+) -> torch.ScriptObject:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_point.long(), 0)
@@ -57,7 +63,7 @@ class FbgemmDynamic(LinearKernel):
             and ("fbgemm" in engines or "x86" in engines)
         )
 
-    def supports(self, module) -> bool:
+    def supports(self, module: QuantizedLinear) -> bool:
         spec = module.spec
         return (
             spec is not None
@@ -67,17 +73,18 @@ class FbgemmDynamic(LinearKernel):
             and on_cpu(module)
         )
 
-    def pack(self, module):
+    def pack(self, module: QuantizedLinear) -> tuple[torch.ScriptObject, bool]:
         if torch.backends.quantized.engine not in ("fbgemm", "x86"):
             raise RuntimeError(f"quantized engine {torch.backends.quantized.engine!r} is not fbgemm/x86")
-        scale = per_channel(module.weight_scale, module)
-        zp = per_channel(getattr(module, "weight_zero_point", None), module)
+        weight_scale, weight_zero_point = weight_qparams(module)
+        scale = per_channel(weight_scale, module)
+        zp = per_channel(weight_zero_point, module)
         if zp is None:
             zp = torch.zeros(module.out_features, dtype=torch.int8)
         packed = _prepack(module.weight.contiguous(), scale.contiguous(), zp.contiguous(), float_bias(module))
         return packed, reduce_range_needed()
 
-    def run(self, state, x: torch.Tensor) -> torch.Tensor:
+    def run(self, state: tuple[torch.ScriptObject, bool], x: torch.Tensor) -> torch.Tensor:
         packed, reduce_range = state
         y = torch.ops.quantized.linear_dynamic(x.to(torch.float32).contiguous(), packed, reduce_range)
         return y if y.dtype == x.dtype else y.to(x.dtype)

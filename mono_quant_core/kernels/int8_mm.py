@@ -16,11 +16,20 @@ must be 64-byte aligned (``base.aligned``).
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import torch
 
-from .base import LinearKernel, aligned, float_bias, on_cpu, per_channel
+from .base import LinearKernel, aligned, float_bias, on_cpu, per_channel, weight_qparams
 from .fallback import Dequantize
+
+if TYPE_CHECKING:
+    from ..modules.linear import QuantizedLinear
+
+    #: Weight codes, unit bf16 scales, float32 scale, scale x zero point (None: symmetric), bias, the module.
+    Int8State = tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, weakref.ref[QuantizedLinear]
+    ]
 
 #: Batches with at least this many rows use the blockwise float path.
 BLOCKWISE_ROWS = 256
@@ -32,7 +41,7 @@ class Int8PackMM(LinearKernel):
     def available(self) -> bool:
         return hasattr(torch, "_weight_int8pack_mm")
 
-    def supports(self, module) -> bool:
+    def supports(self, module: QuantizedLinear) -> bool:
         spec = module.spec
         return (
             spec is not None
@@ -43,16 +52,17 @@ class Int8PackMM(LinearKernel):
             and on_cpu(module)
         )
 
-    def pack(self, module):
+    def pack(self, module: QuantizedLinear) -> Int8State:
         q = aligned(module.weight)
         ones = torch.ones(module.out_features, dtype=torch.bfloat16)
-        scale = per_channel(module.weight_scale, module).to(torch.float32).contiguous()
-        zp = per_channel(getattr(module, "weight_zero_point", None), module)
+        weight_scale, weight_zero_point = weight_qparams(module)
+        scale = per_channel(weight_scale, module).to(torch.float32).contiguous()
+        zp = per_channel(weight_zero_point, module)
         zp = None if zp is None else zp.to(torch.float32).contiguous()
         scaled_zp = None if zp is None else (scale * zp).contiguous()
         return q, ones, scale, scaled_zp, float_bias(module), weakref.ref(module)
 
-    def run(self, state, x: torch.Tensor) -> torch.Tensor:
+    def run(self, state: Int8State, x: torch.Tensor) -> torch.Tensor:
         q, ones, scale, scaled_zp, bias, module = state
         if x.shape[0] >= BLOCKWISE_ROWS:
             return Dequantize().run(module, x)  # exact float numerics, as fast as float32

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,9 @@ from .fbgemm_dynamic import FbgemmDynamic
 from .int4_mm import Int4PackMM
 from .int8_mm import Int8PackMM
 
+if TYPE_CHECKING:
+    from ..modules.linear import QuantizedLinear
+
 DEQUANTIZE = Dequantize()
 UPCAST = Upcast()
 #: In order of preference; the last two always apply.
@@ -24,12 +28,12 @@ PROBE_MIN_SQNR_DB = 25.0
 _PROBE_ROWS = 16
 
 
-def fallback_for(module) -> LinearKernel:
+def fallback_for(module: QuantizedLinear) -> LinearKernel:
     """The kernel that always works for ``module``."""
     return UPCAST if module.spec is None else DEQUANTIZE
 
 
-def _agrees(kernel: LinearKernel, state, module) -> bool:
+def _agrees(kernel: LinearKernel, state: Any, module: QuantizedLinear) -> bool:
     """Run the packed kernel on a fixed probe and compare a few outputs with the dequantized weight."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, module.in_features, generator=g).to(module.weight.device)
@@ -40,7 +44,7 @@ def _agrees(kernel: LinearKernel, state, module) -> bool:
     return y.shape == reference.shape and sqnr_db(reference, y) >= PROBE_MIN_SQNR_DB
 
 
-def select_linear_kernel(module) -> tuple[str, tuple[LinearKernel, object]]:
+def select_linear_kernel(module: QuantizedLinear) -> tuple[str, tuple[LinearKernel, object]]:
     """``(name, (kernel, state))`` of the first kernel that is available, applies, packs and agrees."""
     for kernel in LINEAR_KERNELS[:-2]:
         if not kernel.supports(module):
