@@ -32,8 +32,9 @@ FORMATS = [".safetensors", ".pt"]
 
 
 def tiny() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8)).eval()
+    with torch.random.fork_rng():  # the same weights every time, the global generator untouched
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 24), nn.ReLU(), nn.Linear(24, 8)).eval()
 
 
 @pytest.fixture(scope="module")
