@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
+from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QPushButton, QWidget
 
 SAVE_FILTERS = ("SafeTensors (*.safetensors)", "PyTorch (*.pt *.pth)")
 _FILTER_SUFFIX = {SAVE_FILTERS[0]: (".safetensors",), SAVE_FILTERS[1]: (".pt", ".pth")}
@@ -35,8 +35,11 @@ def choose_entry(parent: QWidget, script: str, candidates: list[str]) -> str | N
     return name if ok else None
 
 
-def confirm_key_mismatch(parent: QWidget, summary: str, details: str) -> bool:
-    """The checkpoint does not match the model: True to continue with what matched."""
+def key_mismatch_box(parent: QWidget, summary: str, details: str) -> tuple[QMessageBox, QPushButton]:
+    """The question :func:`confirm_key_mismatch` asks, and its "Continue anyway" button.
+
+    Stop is the default (Enter, Esc and closing the box all stop): going on
+    with a partly matching checkpoint is a choice, never an accident."""
     box = QMessageBox(QMessageBox.Icon.Warning, "Checkpoint does not match", summary, parent=parent)
     box.setInformativeText(
         "Continue with the weights that matched (the others keep their initial values), "
@@ -44,7 +47,15 @@ def confirm_key_mismatch(parent: QWidget, summary: str, details: str) -> bool:
     )
     box.setDetailedText(details)
     go = box.addButton("Continue anyway", QMessageBox.ButtonRole.AcceptRole)
-    box.addButton("Stop", QMessageBox.ButtonRole.RejectRole)
+    stop = box.addButton("Stop", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(stop)
+    box.setEscapeButton(stop)
+    return box, go
+
+
+def confirm_key_mismatch(parent: QWidget, summary: str, details: str) -> bool:
+    """The checkpoint does not match the model: True to continue with what matched."""
+    box, go = key_mismatch_box(parent, summary, details)
     box.exec()
     return box.clickedButton() is go
 

@@ -46,11 +46,14 @@ class OpeningMixin:
         entry_kwargs: dict | None = None,
         job_config: Any = None,
     ) -> None:
-        """Use ``path`` as the model script (with ``checkpoint`` when given) and load it in the background.
+        """Use ``path`` as the model script and load it in the background: with ``checkpoint``
+        when given, else with the checkpoint :meth:`Session.checkpoint_for_script` says.
 
         ``job_config``: the QuantConfig of a job whose layer rules tick the tree once loaded.
         """
         s = self.session
+        if checkpoint is None:
+            checkpoint = s.checkpoint_for_script(str(path))
         s.script, s.checkpoint, s.entry, s.entry_kwargs = str(path), checkpoint, entry, entry_kwargs
         s.job_config = job_config
         self._remember("script", path)
@@ -77,7 +80,10 @@ class OpeningMixin:
 
     def set_calibration_folder(self: Any, folder: str | None) -> None:
         """Use ``folder`` for calibration (None: no calibration) and preview it in the background."""
-        self.session.calibration = str(folder) if folder else None
+        new = str(folder) if folder else None
+        if new != self.session.calibration:
+            self.clear_results()  # the last run used other samples
+        self.session.calibration = new
         self.calibration_panel.set_folder(self.session.calibration)
         self.settings_panel.set_calibration_available(folder is not None)
         if folder:
@@ -105,7 +111,7 @@ class OpeningMixin:
         if len(checkpoints) > 1:
             self.queue_checkpoints(checkpoints, scripts[0] if scripts else None)
         if scripts:
-            self.open_script(scripts[0], checkpoints[0] if checkpoints else self.session.checkpoint)
+            self.open_script(scripts[0], checkpoints[0] if checkpoints else None)
         elif len(checkpoints) == 1:
             self.open_checkpoint(checkpoints[0])
         # After the model: with a load pending, the folder is previewed once, with the new model.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,35 @@ class Session:
     loaded: Any = None  # mono_quant_core LoadedModel
     rows: list[Any] | None = None  # ModuleRows of loaded.model
     result: Any = None  # QuantResult of the last finished run
+    #: (script, checkpoint, entry, entry_kwargs) of the model on screen: what a failed or
+    #: refused load goes back to.
+    loaded_inputs: tuple[str | None, str | None, str | None, dict[str, Any] | None] | None = None
+
+    def inputs(self) -> tuple[str | None, str | None, str | None, dict[str, Any] | None]:
+        return self.script, self.checkpoint, self.entry, self.entry_kwargs
+
+    def back_to_loaded(self) -> None:
+        """After a failed, refused or stopped load: the inputs of the model on screen again.
+
+        With no model on screen, a checkpoint chosen before any script stays
+        waiting for one; the script that failed is forgotten.
+        """
+        if self.loaded_inputs is not None:
+            self.script, self.checkpoint, self.entry, self.entry_kwargs = self.loaded_inputs
+        else:
+            self.script, self.entry, self.entry_kwargs = None, None, None
+        self.job_config = None
+
+    def checkpoint_for_script(self, script: str) -> str | None:
+        """The checkpoint a script opened on its own loads with (the same rule for the dialog,
+        a drop and Recent): the one waiting for a script when no model is on screen; the
+        model's own when ``script`` is the script on screen (reloading it after an edit);
+        none for another script, whose model the current checkpoint does not belong to."""
+        if self.loaded_inputs is None:
+            return self.checkpoint
+        on_screen, checkpoint = self.loaded_inputs[0], self.loaded_inputs[1]
+        same = on_screen is not None and os.path.realpath(on_screen) == os.path.realpath(script)
+        return checkpoint if same else None
 
     @property
     def model(self) -> Any:

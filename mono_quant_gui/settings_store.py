@@ -2,7 +2,8 @@
 
 Keys: ``recent/<kind>`` (lists of paths, newest first), ``window/geometry``,
 ``window/state`` (dock layout), ``quant/settings`` (the settings panel as
-JSON), ``paths/last_folder``.  Tests point QSettings at a temporary folder.
+JSON), ``paths/last_folder`` (where file dialogs open), ``paths/save_folder``
+(where the last Save As wrote).  Tests point QSettings at a temporary folder.
 """
 
 from __future__ import annotations
@@ -72,6 +73,14 @@ class SettingsStore:
     def set_last_folder(self, path: str) -> None:
         p = Path(path)
         self.qs.setValue("paths/last_folder", str(p if p.is_dir() else p.parent))
+
+    def save_folder(self) -> str | None:
+        """The folder the last Save As wrote to (None: never, or it is gone)."""
+        folder = str(self.qs.value("paths/save_folder", "") or "")
+        return folder if folder and Path(folder).is_dir() else None
+
+    def set_save_folder(self, path: str) -> None:
+        self.qs.setValue("paths/save_folder", str(Path(path).parent))
 
     def sync(self) -> None:
         self.qs.sync()

@@ -22,6 +22,7 @@ from mono_quant_core.report import format_db
 from . import dialogs, tasks
 from .formatting import format_bytes
 from .opening import OpeningMixin
+from .queue.from_checkpoints import checkpoint_stem, output_folder
 from .worker import Task
 
 log = logging.getLogger("mono_quant_gui")
@@ -104,16 +105,13 @@ class WorkflowMixin(OpeningMixin):
         s = self.session
         if s.result is None or self.runner.busy:
             return
-        script, checkpoint = s.shown_inputs()  # the model the result came from
-        stem = Path(checkpoint or script or "model").name.split(".")[0]
-        suggested = os.path.join(self.store.last_folder(), f"{stem}.{s.result.config.dtype}.safetensors")
-        path, chosen = dialogs.ask_save_path(self, suggested)
+        path, chosen = dialogs.ask_save_path(self, self.suggested_save_path())
         if not path:
             return
         path = dialogs.with_extension(path, chosen)
         if os.path.exists(path) and not dialogs.confirm_overwrite(self, path):
             return
-        self.store.set_last_folder(path)
+        self.store.set_save_folder(path)
         # The save claims ``path`` while it writes: a queue job writing the same file makes it fail
         # with a dialog naming the job, and the queue refuses that file while the save runs.
         self.runner.submit(
@@ -123,6 +121,20 @@ class WorkflowMixin(OpeningMixin):
                 partial(tasks.save_task, result=s.result, path=path, writer="Save As"),
             )
         )
+
+    def suggested_save_path(self: Any) -> str:
+        """``<checkpoint stem>.<dtype>.safetensors`` in the folder the last Save As wrote to, else
+        next to the checkpoint (or script) when that folder is the user's and writable, else in
+        Documents -- never the calibration folder, whose files would become samples."""
+        s = self.session
+        script, checkpoint = s.shown_inputs()  # the model the result came from
+        source = checkpoint or script or "model"
+        try:
+            stem = checkpoint_stem(source) if checkpoint else Path(source).stem
+        except ConfigError:
+            stem = Path(source).stem
+        folder = self.store.save_folder() or output_folder(source)
+        return os.path.join(folder, f"{stem}.{s.result.config.dtype}.safetensors")
 
     # -- runner signals ---------------------------------------------------------------------------
     def _task_started(self: Any, task: Task) -> None:
@@ -181,6 +193,8 @@ class WorkflowMixin(OpeningMixin):
             "quantize": "Quantization failed",
             "save": "Could not save",
         }
+        if task.kind == "load":
+            self._back_to_loaded()
         if task.kind == "preview":
             self.calibration_panel.show_error(message)
         if task.kind == "quantize":
@@ -210,6 +224,7 @@ class WorkflowMixin(OpeningMixin):
         if outcome.candidates:
             entry = dialogs.choose_entry(self, outcome.script, outcome.candidates)
             if entry is None:
+                self._back_to_loaded()
                 self.statusBar().showMessage("Loading stopped: no model chosen")
                 return
             s.entry = entry
@@ -220,9 +235,12 @@ class WorkflowMixin(OpeningMixin):
             self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.", keys.summary()
         ):
             log.warning("loading stopped: %s does not match the model", keys.checkpoint)
+            self._back_to_loaded()
             self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
             return
-        s.loaded, s.rows, s.result = outcome.loaded, outcome.rows, None
+        self.clear_results()  # another model (or the same one again): no figures of the last one
+        s.loaded, s.rows = outcome.loaded, outcome.rows
+        s.loaded_inputs = s.inputs()
         self.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
@@ -286,6 +304,22 @@ class WorkflowMixin(OpeningMixin):
         self.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
         log.info("saved %s (%s)", outcome.path, format_bytes(outcome.bytes))
 
+    def _back_to_loaded(self: Any) -> None:
+        """A load failed or was stopped: the window shows exactly the last model that loaded."""
+        self.session.back_to_loaded()
+        self.update_title()
+        self.update_actions()
+
+    def clear_results(self: Any) -> None:
+        """The inputs changed: no result, no figures, nothing to save."""
+        s = self.session
+        s.result = None
+        self.file_label.setText("")
+        self.modules.model.clear_results()
+        self.dashboard.begin_run([], 0, False, None)  # empty plots and cards
+        self.show_empty_hints(force=True)
+        self.update_actions()
+
     # -- state of the window ------------------------------------------------------------------------
     def quantize_problem(self: Any) -> str | None:
         """Why Quantize is unavailable right now (None: it is available)."""
@@ -321,7 +355,9 @@ class WorkflowMixin(OpeningMixin):
         parts = [Path(p).name for p in self.session.shown_inputs() if p]
         QMainWindow.setWindowTitle(self, " · ".join([*parts, "mono-quant"]) if parts else "mono-quant")
 
-    def show_empty_hints(self: Any) -> None:
+    def show_empty_hints(self: Any, force: bool = False) -> None:
+        """The welcome page without a model; the "ready" hint with one and no result (``force``:
+        also when the dashboard shows a run)."""
         a = self.actions
         if self.session.loaded is None:
             self.modules.show_hint(
@@ -330,7 +366,9 @@ class WorkflowMixin(OpeningMixin):
                 "drop it on the window or use Open Script (Ctrl+O).",
             )
             self.dashboard.setCurrentWidget(self.welcome)
-        elif self.session.result is None and self.dashboard.currentWidget() in (self.dashboard.hint, self.welcome):
+        elif self.session.result is None and (
+            force or self.dashboard.currentWidget() in (self.dashboard.hint, self.welcome)
+        ):
             self.dashboard.show_hint(
                 "Ready to quantize",
                 "Tick the layers in the module tree, pick the settings on the right and press Quantize (Ctrl+R).",

@@ -117,8 +117,9 @@ def test_a_refused_checkpoint_leaves_the_models_name_in_title_and_save_as(window
     monkeypatch.setattr(dialogs, "confirm_key_mismatch", lambda parent, summary, details: False)
     with qtbot.waitSignal(window.runner.finished, timeout=30_000):
         window.open_checkpoint(str(partial_checkpoint(tmp_path)))
-    assert window.session.checkpoint.endswith("partial.pt")  # what was asked for…
-    assert window.session.result is not None  # …but the model and its result stay
+    # The window goes back to the model on screen: its inputs, its result (defect 4 of issue 12).
+    assert window.session.checkpoint.endswith("model.safetensors")
+    assert window.session.result is not None
     assert "partial" not in window.windowTitle() and "model.safetensors" in window.windowTitle()
     suggested = []
     monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: suggested.append(name) or ("", ""))

@@ -1,0 +1,150 @@
+"""One state for the window's inputs (issue 12, defects 1, 2, 3, 4): Save As proposes the
+model's folder and name, another model clears the last one's figures, a failed load leaves
+exactly the last model that loaded, and a partly matching checkpoint stops by default."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import wait_idle
+from PySide6.QtWidgets import QMessageBox
+
+from mono_quant_gui import dialogs
+from mono_quant_gui.demo import demo
+
+RUN_TIMEOUT = 60_000
+
+
+@pytest.fixture
+def user_demo(tmp_path):
+    """The CNN demo copied into a folder of the user's: script, checkpoint, calibration folder."""
+    example = demo("cnn")
+    shutil.copy(example.script, tmp_path / "digits.py")
+    shutil.copy(example.checkpoint, tmp_path / "digits-v2.safetensors")
+    shutil.copytree(example.calibration, tmp_path / "calib")
+    return tmp_path
+
+
+def run(window, qtbot):
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
+        window.start_quantize()
+
+
+def suggestions(window, monkeypatch) -> list[str]:
+    asked: list[str] = []
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: asked.append(name) or ("", ""))
+    window.save_as()
+    return asked
+
+
+def test_save_as_proposes_the_checkpoints_folder_and_name_never_the_calibration_folder(
+    window, qtbot, user_demo, monkeypatch
+):
+    window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
+    wait_idle(qtbot, window)
+    window.set_calibration_folder(str(user_demo / "calib"))  # the last folder a dialog used
+    wait_idle(qtbot, window)
+    run(window, qtbot)
+    assert suggestions(window, monkeypatch) == [str(user_demo / "digits-v2.int8.safetensors")]
+    # After a save into another folder, that folder is proposed next.
+    out = user_demo / "out"
+    out.mkdir()
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: (str(out / "a.safetensors"), ""))
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
+        window.save_as()
+    assert (out / "a.safetensors").is_file()
+    assert suggestions(window, monkeypatch) == [str(out / "digits-v2.int8.safetensors")]
+    assert not list((user_demo / "calib").glob("*.safetensors"))
+
+
+def test_the_demo_is_saved_outside_the_application(window, qtbot, monkeypatch):
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    run(window, qtbot)
+    (suggested,) = suggestions(window, monkeypatch)
+    assert Path(suggested).name == "model.int8.safetensors"
+    assert Path(suggested).parent != demo("cnn").calibration
+    assert Path(suggested).parent != demo("cnn").checkpoint.parent  # the installed package
+
+
+def test_another_model_clears_the_last_ones_figures(window, qtbot, user_demo):
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    run(window, qtbot)
+    assert window.dashboard.sqnr_plot.bar_count() == 5 and window.actions.save_as.isEnabled()
+    window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
+    wait_idle(qtbot, window)
+    assert window.session.result is None and not window.actions.save_as.isEnabled()
+    assert window.dashboard.sqnr_plot.bar_count() == 0
+    assert window.dashboard.currentWidget() is window.dashboard.hint
+    assert window.dashboard.output_card.value.text() == "…"  # not the last run's SQNR
+    assert window.file_label.text() == ""
+
+
+def test_another_calibration_folder_clears_the_result(window, qtbot, user_demo):
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    run(window, qtbot)
+    window.set_calibration_folder(str(user_demo / "calib"))
+    wait_idle(qtbot, window)
+    assert window.session.result is None and window.dashboard.sqnr_plot.bar_count() == 0
+
+
+def test_a_broken_script_leaves_the_last_model_and_the_checkpoint_loads_into_it(window, qtbot, user_demo, monkeypatch):
+    monkeypatch.setattr(dialogs, "show_error", lambda *a, **k: None)
+    window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
+    wait_idle(qtbot, window)
+    (user_demo / "broken.py").write_text("def build_model(:\n")
+    with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
+        window.open_script(str(user_demo / "broken.py"))
+    wait_idle(qtbot, window)
+    assert window.session.script == str(user_demo / "digits.py")
+    assert "broken" not in window.windowTitle() and "digits-v2.safetensors" in window.windowTitle()
+    # Open Checkpoint now loads into the model on screen, not the broken script again.
+    shutil.copy(user_demo / "digits-v2.safetensors", user_demo / "other.safetensors")
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
+        window.open_checkpoint(str(user_demo / "other.safetensors"))
+    wait_idle(qtbot, window)
+    assert window.session.loaded.source["checkpoint_path"].endswith("other.safetensors")
+    assert window.session.loaded.source["script_path"].endswith("digits.py")
+
+
+@pytest.mark.parametrize("route", ["dialog", "drop"])
+def test_one_rule_for_a_script_opened_alone(window, qtbot, user_demo, monkeypatch, route):
+    """The same script again keeps its checkpoint; another script opens without one."""
+    from gui_helpers import drop_paths
+
+    def open_alone(path: Path) -> None:
+        if route == "dialog":
+            monkeypatch.setattr(dialogs, "ask_open_script", lambda parent, folder: str(path))
+            window.choose_script()
+        else:
+            drop_paths(window.dashboard, [str(path)])
+        wait_idle(qtbot, window)
+
+    window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
+    wait_idle(qtbot, window)
+    open_alone(user_demo / "digits.py")
+    assert window.session.checkpoint == str(user_demo / "digits-v2.safetensors")
+    shutil.copy(user_demo / "digits.py", user_demo / "other.py")
+    open_alone(user_demo / "other.py")
+    assert window.session.checkpoint is None
+    assert window.session.loaded.source.get("checkpoint_path") is None
+
+
+def test_a_checkpoint_chosen_first_waits_for_its_script(window, qtbot, user_demo):
+    window.open_checkpoint(str(user_demo / "digits-v2.safetensors"))
+    window.open_script(str(user_demo / "digits.py"))
+    wait_idle(qtbot, window)
+    assert window.session.loaded.source["checkpoint_path"].endswith("digits-v2.safetensors")
+
+
+def test_the_mismatch_question_stops_by_default(qtbot):
+    box, go = dialogs.key_mismatch_box(None, "x.pt does not match the model in m.py.", "1 missing key: fc.bias")
+    qtbot.addWidget(box)
+    stop = box.defaultButton()
+    assert stop is not None and stop is not go and stop.text() == "Stop"
+    assert box.escapeButton() is stop
+    assert box.buttonRole(go) == QMessageBox.ButtonRole.AcceptRole
