@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import smoke
 
         return smoke.run()
+    from .platform_check import exit_if_no_platform
+
+    exit_if_no_platform()  # before Qt is imported: a missing library can make the import itself fail
     from PySide6.QtCore import QTimer
 
     from .app import create_application, install_excepthook
