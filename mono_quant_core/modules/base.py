@@ -10,7 +10,7 @@ int4, or fp16/bf16 for the cast modes), ``<stem>_scale`` (float32) and
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, cast
 
 import torch
 from torch import nn
@@ -45,11 +45,19 @@ def _version(t: torch.Tensor) -> int:
         return -1
 
 
+def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A float Linear / Conv's ``weight`` and ``bias`` (nn.Module.__getattr__ is typed Tensor | Module)."""
+    return cast(torch.Tensor, module.weight), cast("torch.Tensor | None", module.bias)
+
+
 class QuantizedModule(nn.Module):
     """Common state and behaviour: storage, metadata, dtype-safe ``_apply``, kernel cache."""
 
     #: The float module class this replaces (``nn.Linear``, ...).
     float_type: ClassVar[type[nn.Module]]
+    # Static mode only: registered in _init_input_qparams (declared for type checkers).
+    input_scale: torch.Tensor
+    input_zero_point: torch.Tensor
 
     def __init__(
         self, dtype: str, mode: str, scheme: str | None, granularity: str | None, group_size: int | None, axis: int = 0
@@ -60,6 +68,8 @@ class QuantizedModule(nn.Module):
         self.cast_dtype = cast_dtype(dtype)
         self.spec: QuantSpec | None = None
         if self.cast_dtype is None:
+            if granularity is None:  # QuantSpec rejects it too; said here, before it is built
+                raise ConfigError(f"granularity: {dtype} weights need one (per-tensor, per-channel or per-group)")
             self.spec = QuantSpec(dtype, scheme == "symmetric", granularity, axis, int(group_size or 128))
         self.weight_shapes: dict[str, tuple[int, ...]] = {}
         #: ``{stem: (Σw², Σ(w−ŵ)²)}`` measured while quantizing (for the weight SQNR;
@@ -121,26 +131,30 @@ class QuantizedModule(nn.Module):
             self.register_buffer(stem, cast)
             self.weight_error_sums[stem] = sqnr_sums(w, cast)
             return
-        qt, self.weight_error_sums[stem] = quantize_weight_measured(w, self.spec)
+        spec = self.spec
+        assert spec is not None  # __init__ builds a spec whenever cast_dtype is None
+        qt, self.weight_error_sums[stem] = quantize_weight_measured(w, spec)
         self.register_buffer(stem, qt.data)
         self.register_buffer(f"{stem}_scale", qt.scale)
         if qt.zero_point is not None:
             self.register_buffer(f"{stem}_zero_point", qt.zero_point)
 
-    def _take_weight_and_bias(self, module: nn.Module) -> QuantizedModule:
+    def _take_weight_and_bias(self, module: nn.Module) -> Self:
         """Quantize ``module.weight``, keep its bias, add input qparams (Linear and Conv)."""
-        self._store_weight("weight", module.weight)
-        self._store_float("bias", module.bias)
-        self._init_input_qparams(module.weight.device)
+        weight, bias = _weight_and_bias(module)
+        self._store_weight("weight", weight)
+        self._store_float("bias", bias)
+        self._init_input_qparams(weight.device)
         return self
 
-    def _empty_weight_and_bias(self, meta: dict[str, Any], module: nn.Module) -> QuantizedModule:
+    def _empty_weight_and_bias(self, meta: dict[str, Any], module: nn.Module) -> Self:
         """Empty buffers shaped like ``module``'s weight and bias, checked against ``meta``."""
-        shape = tuple(module.weight.shape)
+        weight, bias = _weight_and_bias(module)
+        shape = tuple(weight.shape)
         self._check_shape("weight", shape, meta)
-        self._empty_weight("weight", shape, module.weight.device)
-        self._empty_float("bias", module.bias)
-        self._init_input_qparams(module.weight.device)
+        self._empty_weight("weight", shape, weight.device)
+        self._empty_float("bias", bias)
+        self._init_input_qparams(weight.device)
         return self
 
     def _empty_weight(self, stem: str, shape: tuple[int, ...], device: torch.device) -> None:
@@ -149,12 +163,12 @@ class QuantizedModule(nn.Module):
         if self.cast_dtype is not None:
             self.register_buffer(stem, torch.empty(shape, dtype=self.cast_dtype, device=device))
             return
-        self.register_buffer(
-            stem, torch.empty(stored_shape(shape, self.spec), dtype=stored_dtype(self.spec), device=device)
-        )
-        pshape = qparam_shape(shape, self.spec)
+        spec = self.spec
+        assert spec is not None  # __init__ builds a spec whenever cast_dtype is None
+        self.register_buffer(stem, torch.empty(stored_shape(shape, spec), dtype=stored_dtype(spec), device=device))
+        pshape = qparam_shape(shape, spec)
         self.register_buffer(f"{stem}_scale", torch.ones(pshape, dtype=torch.float32, device=device))
-        if not self.spec.symmetric:
+        if not spec.symmetric:
             self.register_buffer(f"{stem}_zero_point", torch.zeros(pshape, dtype=torch.int8, device=device))
 
     def _store_float(self, name: str, t: torch.Tensor | None) -> None:
@@ -327,14 +341,16 @@ class QuantizedModule(nn.Module):
             names |= set(self.weight_shapes) | set(self._parameters)
         return names
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Self:
         # Scales stay float32 and cast weights keep their dtype under .half() /
         # .to(dtype): only their device follows.  They are taken out of the dicts
         # so that super()._apply never converts them (no rounding, no copy).
         fixed = self._fixed_dtype_names()
-        held = {}
-        orders = {}
-        for store in (self._buffers, self._parameters):
+        # Tensors and Parameters: dict is invariant, so one value type for both stores is Any.
+        stores: tuple[dict[str, Any], ...] = (self._buffers, self._parameters)
+        held: dict[str, tuple[dict[str, Any], torch.Tensor]] = {}
+        orders: dict[int, list[str]] = {}
+        for store in stores:
             orders[id(store)] = list(store)
             for name in list(store):
                 if name in fixed and store[name] is not None:
@@ -348,7 +364,7 @@ class QuantizedModule(nn.Module):
                     moved = nn.Parameter(moved, requires_grad=t.requires_grad)
                 held[name] = (store, moved)
         finally:
-            for store in (self._buffers, self._parameters):
+            for store in stores:
                 current = dict(store)
                 current.update({n: t for n, (s, t) in held.items() if s is store})
                 store.clear()
@@ -356,7 +372,7 @@ class QuantizedModule(nn.Module):
                     store[name] = current[name]
         return self
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_kernel_key"], state["_kernel_state"] = None, None
