@@ -9,9 +9,9 @@ plus the quantized weights.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ from . import validation
 from .batches import as_call_args, move_batch
 from .config import QuantConfig
 from .errors import CalibrationError, ConfigError
+from .modules.base import QuantizedModule
 from .modules.registry import replacement_for
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
 from .report import LayerReport, QuantReport
@@ -66,18 +67,26 @@ def split_samples(n: int, static: bool) -> tuple[list[int], list[int], bool]:
     return calib, held[:MAX_VALIDATION_SAMPLES], False
 
 
-class _Subset(Sequence):
-    def __init__(self, base: Sequence, indices: list[int]):
+class _Subset(Sequence[Any]):
+    """The items of ``base`` at ``indices``, read only when accessed."""
+
+    def __init__(self, base: Sequence[Any], indices: list[int]) -> None:
         self._base, self._indices = base, indices
 
     def __len__(self) -> int:
         return len(self._indices)
 
-    def __getitem__(self, i):
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> _Subset: ...
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return _Subset(self._base, self._indices[i])
         return self._base[self._indices[i]]
 
 
-def _as_sequence(calibration) -> Sequence:
+def _as_sequence(calibration: torch.Tensor | Iterable[Any] | None) -> Sequence[Any]:
     if calibration is None:
         return []
     if isinstance(calibration, torch.Tensor):
@@ -90,7 +99,7 @@ def _as_sequence(calibration) -> Sequence:
 def quantize(
     model: nn.Module,
     config: QuantConfig | None = None,
-    calibration=None,
+    calibration: torch.Tensor | Iterable[Any] | None = None,
     *,
     progress: ProgressFn | None = None,
     cancel: CancelLike | None = None,
@@ -151,7 +160,7 @@ def quantize(
                 f"{MIN_CALIBRATION_SAMPLES} for stable activation ranges"
             )
 
-    layer_modules: dict[str, nn.Module] = {}
+    layer_modules: dict[str, QuantizedModule] = {}
     stepper.begin("quantize", f"quantizing {len(selection.chosen)} layers")
     aliases = names_by_module(model)  # a layer reused under several names is replaced at each
     for name in selection.chosen:
@@ -165,7 +174,9 @@ def quantize(
                     f"{name}: saw no floating-point input during calibration; "
                     "its weights are quantized, its activations stay float"
                 )
-        qmodule = replacement_for(float_module).from_float(float_module, layer_config)
+        replacement = replacement_for(float_module)
+        assert replacement is not None  # select_layers chooses only layers that have a replacement
+        qmodule = replacement.from_float(float_module, layer_config)
         if name in qparams:
             qmodule.set_input_qparams(*qparams[name])
         if name:
@@ -250,7 +261,14 @@ def _timed_forward(model: nn.Module, batch: Any) -> float:
     return time.perf_counter() - started
 
 
-def _calibrate(reference, names, samples, config, stepper: Stepper, report: QuantReport):
+def _calibrate(
+    reference: nn.Module,
+    names: Sequence[str],
+    samples: Sequence[Any],
+    config: QuantConfig,
+    stepper: Stepper,
+    report: QuantReport,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     from .calibration.runner import calibrate
 
     result = calibrate(reference, list(names), samples, config, stepper.span(), stepper.cancel_token)
@@ -260,7 +278,7 @@ def _calibrate(reference, names, samples, config, stepper: Stepper, report: Quan
     return qparams
 
 
-def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConfig) -> LayerReport:
+def _layer_report(name: str, float_module: nn.Module, qmodule: QuantizedModule, config: QuantConfig) -> LayerReport:
     # Measured while quantizing, block by block (no second full-size pass).
     sums = qmodule.weight_error_sums.values()
     sqnr = db_from_sums(float(sum(s for s, _ in sums)), float(sum(n for _, n in sums))) if sums else None
@@ -280,7 +298,7 @@ def _layer_report(name: str, float_module: nn.Module, qmodule, config: QuantConf
     )
 
 
-def _calibration_info(samples, calib_idx: list[int], config: QuantConfig | None) -> dict[str, Any]:
+def _calibration_info(samples: Sequence[Any], calib_idx: list[int], config: QuantConfig | None) -> dict[str, Any]:
     files_hash = None
     if hasattr(samples, "file_list_sha256"):
         files_hash = samples.file_list_sha256()
