@@ -132,7 +132,7 @@ class Stepper:
         progress: ProgressFn | None,
         cancel: CancelLike | None,
         on_phase: PhaseFn | None = None,
-    ):
+    ) -> None:
         self.plan = plan
         self.total = plan.total_units
         self.done = 0
@@ -190,7 +190,7 @@ class RemainingTime:
     ``clock`` is injectable for tests.
     """
 
-    def __init__(self, plan: RunPlan, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, plan: RunPlan, clock: Callable[[], float] = time.perf_counter) -> None:
         self.plan = plan
         self._clock = clock
         self._started: dict[str, float] = {}
