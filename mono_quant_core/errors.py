@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch-free at run time: the results are only named here
+    from .loading.key_report import KeyReport
     from .quantizer import QuantResult
     from .report import QuantReport
 
@@ -47,7 +48,16 @@ class AmbiguousEntryError(ScriptError):
 
 
 class CheckpointError(MonoQuantError):
-    """The checkpoint is unreadable, unsafe, or does not match the model."""
+    """The checkpoint is unreadable, unsafe, or does not match the model.
+
+    ``keys`` is the key report (a ``KeyReport``) when the checkpoint was read and
+    matched against the model, so an application can show it and offer
+    ``strict=False``; None otherwise.
+    """
+
+    def __init__(self, message: str, keys: KeyReport | None = None) -> None:
+        super().__init__(message)
+        self.keys = keys
 
 
 class QuantizedCheckpointError(CheckpointError):

@@ -72,6 +72,9 @@ class _Subset(Sequence[Any]):
 
     def __init__(self, base: Sequence[Any], indices: list[int]) -> None:
         self._base, self._indices = base, indices
+        files = getattr(base, "files", None)
+        if files is not None:  # a CalibrationSet: errors name the sample's file
+            self.files = [files[i] for i in indices]
 
     def __len__(self) -> int:
         return len(self._indices)

@@ -96,21 +96,17 @@ def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_la
     keys.wrapper = entry.label
     keys.ignored_entries = list(entry.ignored)
     if not pairs:
-        raise _with_keys(
-            CheckpointError(
-                f"{opened.path.name}: none of its {len(entry.infos)} tensors fits the model from "
-                f"{model_label}; is it the checkpoint for this model?\n{keys.problems()}"
-            ),
-            keys,
+        raise CheckpointError(
+            f"{opened.path.name}: none of its {len(entry.infos)} tensors fits the model from "
+            f"{model_label}; is it the checkpoint for this model?\n{keys.problems()}",
+            keys=keys,
         )
     if strict and not keys.ok:
-        raise _with_keys(
-            CheckpointError(
-                f"{opened.path.name}: does not match the model from {model_label}:\n{keys.problems()}\n"
-                "To load the tensors that match and keep the script's own values for the rest, "
-                "load with strict=False."
-            ),
-            keys,
+        raise CheckpointError(
+            f"{opened.path.name}: does not match the model from {model_label}:\n{keys.problems()}\n"
+            "To load the tensors that match and keep the script's own values for the rest, "
+            "load with strict=False.",
+            keys=keys,
         )
     model_name = dict(pairs)
     for chunk in opened.read(entry, [c for c, _ in pairs]):
@@ -121,9 +117,3 @@ def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_la
         except RuntimeError as exc:
             raise CheckpointError(f"{opened.path.name}: the model refused its tensors: {exc}") from exc
     return keys
-
-
-def _with_keys(error: CheckpointError, keys: KeyReport) -> CheckpointError:
-    """Attach the report, so an application can show it and offer strict=False."""
-    error.keys = keys
-    return error
