@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .selection import module_table as module_table
     from .selection import select_layers as select_layers
     from .serialization import load_quantized as load_quantized
+    from .serialization import open_quantized as open_quantized
     from .serialization import read_metadata as read_metadata
     from .serialization import save_quantized as save_quantized
     from .serialization.dequantize import dequantize as dequantize
@@ -71,6 +72,7 @@ _EXPORTS = {
     "preview_calibration": "loading",
     "save_quantized": "serialization",
     "load_quantized": "serialization",
+    "open_quantized": "serialization",
     "read_metadata": "serialization",
     "dequantize": "serialization",
 }

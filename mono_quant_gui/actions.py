@@ -41,6 +41,13 @@ class Actions(QObject):
             "Ctrl+Shift+O",
             "Load weights into the model (.pt, .pth, .bin, .ckpt, .safetensors)",
         )
+        self.open_quantized = make(
+            "open_quantized",
+            "Open Quantized…",
+            None,
+            None,
+            "Open a file mono-quant wrote: its layers, report and figures, to run, save again or export",
+        )
         self.calibration = make(
             "calibration", "Calibration Folder…", "calibration", "Ctrl+L", "Choose a folder of calibration samples"
         )
@@ -77,7 +84,7 @@ class Actions(QObject):
     def build_menus(self, window: QMainWindow, dock_toggles: list[QAction]) -> None:
         bar = window.menuBar()
         file_menu = bar.addMenu("&File")
-        file_menu.addActions([self.open_script, self.open_checkpoint, self.calibration])
+        file_menu.addActions([self.open_script, self.open_checkpoint, self.open_quantized, self.calibration])
         file_menu.addMenu(self.recent_menu)
         file_menu.addSeparator()
         file_menu.addAction(self.save_as)

@@ -109,3 +109,26 @@ def with_extension(path: str, chosen_filter: str) -> str:
         return path
     suffixes = _FILTER_SUFFIX.get(chosen_filter, _FILTER_SUFFIX[SAVE_FILTERS[0]])
     return path + suffixes[0]
+
+
+QUANTIZED_FILTER = "mono-quant outputs (*.safetensors *.pt *.pth);;All files (*)"
+
+
+def ask_open_quantized(parent: QWidget, folder: str) -> str | None:
+    path, _ = QFileDialog.getOpenFileName(parent, "Open quantized model", folder, QUANTIZED_FILTER)
+    return path or None
+
+
+def confirm_open_quantized(parent: QWidget, message: str) -> bool:
+    """A mono-quant output was opened as a checkpoint: True to open it as a quantized model."""
+    box = QMessageBox(QMessageBox.Icon.Question, "A quantized model", message.split(" Open it as")[0], parent=parent)
+    box.setInformativeText(
+        "It cannot be loaded as float weights. Open it as a quantized model instead: its layers, "
+        "report and figures, ready to run, save again or export?"
+    )
+    go = box.addButton("Open as Quantized Model", QMessageBox.ButtonRole.AcceptRole)
+    stop = box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(go)
+    box.setEscapeButton(stop)
+    box.exec()
+    return box.clickedButton() is go

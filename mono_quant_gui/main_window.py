@@ -128,6 +128,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         a = self.actions
         a.open_script.triggered.connect(self.choose_script)
         a.open_checkpoint.triggered.connect(self.choose_checkpoint)
+        a.open_quantized.triggered.connect(self.choose_quantized)
         a.calibration.triggered.connect(self.choose_calibration_folder)
         a.quantize.triggered.connect(self.start_quantize)
         a.cancel.triggered.connect(self.cancel)

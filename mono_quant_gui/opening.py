@@ -33,6 +33,12 @@ class OpeningMixin:
         if path:
             self.open_checkpoint(path)
 
+    def choose_quantized(self: Any) -> None:
+        path = dialogs.ask_open_quantized(self, self.store.last_folder())
+        if path:
+            self._remember_folder(path)
+            self.open_quantized_file(path)
+
     def choose_calibration_folder(self: Any) -> None:
         path = dialogs.ask_calibration_folder(self, self.session.calibration or self.store.last_folder())
         if path:
@@ -171,6 +177,9 @@ class OpeningMixin:
         # the settings, which offer static mode only once a folder is set.
         self.set_calibration_folder(job.calibration_folder)
         self.settings_panel.set_values(values)
+
+    def _remember_folder(self: Any, path: str) -> None:
+        self.store.set_last_folder(str(path))
 
     def _remember(self: Any, kind: str, path: str) -> None:
         self.store.add_recent(kind, str(path))

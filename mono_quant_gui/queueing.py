@@ -17,7 +17,7 @@ from typing import Any
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
 
-from . import dialogs
+from . import dialogs, tasks
 from .queue.from_checkpoints import checkpoint_stem, numbered_output, output_folder
 
 log = logging.getLogger("mono_quant_gui")
@@ -30,6 +30,8 @@ class QueueingMixin:
         """Why the window's current settings cannot be queued now (None: they can)."""
         if self.session.loaded is None:
             return "Open a model script first (Ctrl+O)"
+        if isinstance(self.session.loaded, tasks.OpenedQuantized):
+            return "This model is quantized already: open its float checkpoint to queue a run"
         if self.runner.has("load"):
             return "Wait for the model to finish loading"
         if not self.modules.model.checked_names():

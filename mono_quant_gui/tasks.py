@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mono_quant_core.errors import AmbiguousEntryError, ValidationFailed
+from mono_quant_core.errors import AmbiguousEntryError, QuantizedCheckpointError, ValidationFailed
 
 
 def prepare_torch() -> None:
@@ -78,6 +78,18 @@ class LoadOutcome:
     rows: list[Any] | None = None  # ModuleRows
     candidates: list[str] | None = None  # several models fit: the user picks one
     chosen: list[str] | None = None  # the layers a job's rules select (None: no job)
+    quantized_message: str | None = None  # ``checkpoint`` is a mono-quant output: why it was refused
+    result: Any = None  # a mono-quant output opened as a quantized model (QuantResult)
+
+
+@dataclass
+class OpenedQuantized:
+    """What the window shows for a mono-quant output: its runnable model and where it came from
+    (the same ``model``/``source`` a float model's LoadedModel has)."""
+
+    model: Any
+    source: dict[str, Any]
+    keys: Any = None
 
 
 @dataclass
@@ -105,12 +117,42 @@ def load_model_task(
         loaded = mq.open_model(script, checkpoint, entry=entry, entry_kwargs=entry_kwargs, strict=False)
     except AmbiguousEntryError as exc:
         return LoadOutcome(script, checkpoint, candidates=list(exc.candidates))
+    except QuantizedCheckpointError as exc:
+        return LoadOutcome(script, checkpoint, quantized_message=str(exc))
     ctx.cancel.check()
     ctx.progress(0, 0, "Reading the module tree…")
     rows = mq.module_table(loaded.model)
     chosen = None if select is None else mq.select_layers(loaded.model, select).chosen
     warm_engine()
     return LoadOutcome(script, checkpoint, loaded=loaded, rows=rows, chosen=chosen)
+
+
+def script_beside(path: str) -> str | None:
+    """The model script a mono-quant output names (its metadata's ``source.script``), when it lies
+    in the same folder; None otherwise (or when the file cannot be read)."""
+    import mono_quant_core as mq
+
+    try:
+        name = (mq.read_metadata(path).get("source") or {}).get("script")
+    except (mq.MonoQuantError, OSError):
+        return None
+    candidate = Path(path).parent / str(name) if name else None
+    return str(candidate) if candidate is not None and candidate.is_file() else None
+
+
+def open_quantized_task(ctx, script: str, path: str, entry: str | None, entry_kwargs: dict | None) -> LoadOutcome:
+    """Open the mono-quant output ``path`` with the model ``script`` defines, as a finished run."""
+    ctx.progress(0, 0, "Loading PyTorch…")
+    prepare_torch()
+    import mono_quant_core as mq
+
+    ctx.cancel.check()
+    ctx.progress(0, 0, f"Reading {Path(path).name}…")
+    result = mq.open_quantized(path, script, entry=entry, entry_kwargs=entry_kwargs)
+    source = {**result.source, "script_path": str(script), "checkpoint_path": str(path)}
+    opened = OpenedQuantized(result.model, source)
+    warm_engine()
+    return LoadOutcome(script, path, loaded=opened, rows=mq.module_table(result.model), result=result)
 
 
 def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:

@@ -230,6 +230,16 @@ class WorkflowMixin(OpeningMixin):
             s.entry = entry
             self.load_model()
             return
+        if outcome.quantized_message is not None:
+            if dialogs.confirm_open_quantized(self, outcome.quantized_message):
+                self.open_quantized_file(outcome.checkpoint, outcome.script)
+            else:
+                self._back_to_loaded()
+                self.statusBar().showMessage(f"{Path(outcome.checkpoint).name} is a quantized model: not loaded")
+            return
+        if outcome.result is not None:
+            self._opened_quantized(outcome)
+            return
         keys = outcome.loaded.keys
         if not keys.ok and not dialogs.confirm_key_mismatch(
             self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.", keys.summary()
@@ -304,6 +314,58 @@ class WorkflowMixin(OpeningMixin):
         self.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
         log.info("saved %s (%s)", outcome.path, format_bytes(outcome.bytes))
 
+    def open_quantized_file(self: Any, path: str, script: str | None = None) -> None:
+        """Open the mono-quant output ``path`` (with ``script``, the model script on screen, or the
+        script the file names when it lies beside it) as a finished run."""
+        s = self.session
+        script = script or s.script or tasks.script_beside(path)
+        if script is None:
+            script = dialogs.ask_open_script(self, str(Path(path).parent))
+            if not script:
+                return
+        s.script, s.checkpoint = str(script), str(path)
+        self._remember("script", script)
+        self.runner.submit(
+            Task(
+                "load",
+                f"Opening {Path(path).name}",
+                partial(
+                    tasks.open_quantized_task,
+                    script=str(script),
+                    path=str(path),
+                    entry=s.entry,
+                    entry_kwargs=s.entry_kwargs,
+                ),
+            )
+        )
+
+    def _opened_quantized(self: Any, outcome: tasks.LoadOutcome) -> None:
+        """A quantized model on screen: its tree with the layers' results, the dashboard of its run."""
+        s = self.session
+        self.clear_results()
+        s.loaded, s.rows = outcome.loaded, outcome.rows
+        s.loaded_inputs = s.inputs()
+        result = outcome.result
+        self.modules.set_rows(outcome.rows)
+        report = result.report
+        self.dashboard.begin_run(
+            [layer.name for layer in report.layers],
+            report.original_bytes,
+            result.config.needs_calibration,
+            result.config.warn_layer_sqnr_db,
+        )
+        s.result = result
+        self._show_report(report)
+        self.dashboard.set_file_size(report.file_bytes or 0)
+        log.info("opened the quantized model %s: %d quantized layers", outcome.checkpoint, len(report.layers))
+        self.statusBar().showMessage(
+            f"Opened {Path(outcome.checkpoint).name}: a quantized model ({result.config.dtype} {result.config.mode})"
+        )
+        self.update_title()
+        self.update_actions()
+        if s.calibration:
+            self.preview_calibration()  # the samples run through the quantized model
+
     def _back_to_loaded(self: Any) -> None:
         """A load failed or was stopped: the window shows exactly the last model that loaded."""
         self.session.back_to_loaded()
@@ -325,6 +387,8 @@ class WorkflowMixin(OpeningMixin):
         """Why Quantize is unavailable right now (None: it is available)."""
         if self.session.loaded is None:
             return "Open a model script first (Ctrl+O)"
+        if isinstance(self.session.loaded, tasks.OpenedQuantized):
+            return "This model is quantized already: open its float checkpoint to quantize it again"
         if self.runner.busy:
             return "Wait for the running task to finish (or cancel it with Esc)"
         if not self.modules.model.checked_names():

@@ -8,7 +8,16 @@ from __future__ import annotations
 from .dequantize import dequantize
 from .load import load_quantized
 from .metadata import FORMAT_VERSION
+from .open_result import open_quantized
 from .read import read_metadata
 from .save import estimate_file_bytes, save_quantized
 
-__all__ = ["FORMAT_VERSION", "dequantize", "estimate_file_bytes", "load_quantized", "read_metadata", "save_quantized"]
+__all__ = [
+    "FORMAT_VERSION",
+    "dequantize",
+    "estimate_file_bytes",
+    "load_quantized",
+    "open_quantized",
+    "read_metadata",
+    "save_quantized",
+]

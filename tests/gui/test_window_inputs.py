@@ -148,3 +148,63 @@ def test_the_mismatch_question_stops_by_default(qtbot):
     assert stop is not None and stop is not go and stop.text() == "Stop"
     assert box.escapeButton() is stop
     assert box.buttonRole(go) == QMessageBox.ButtonRole.AcceptRole
+
+
+def saved_output(window, qtbot, user_demo, monkeypatch) -> Path:
+    window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
+    wait_idle(qtbot, window)
+    run(window, qtbot)
+    target = user_demo / "digits-v2.int8.safetensors"
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: (str(target), ""))
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
+        window.save_as()
+    return target
+
+
+def assert_shows_quantized(window, target: Path, sqnr_text: str) -> None:
+    assert "digits-v2.int8.safetensors" in window.windowTitle()
+    assert window.dashboard.sqnr_plot.bar_count() == 5
+    assert window.dashboard.output_card.value.text() == sqnr_text
+    assert window.actions.save_as.isEnabled()
+    assert not window.actions.quantize.isEnabled()
+    assert "quantized already" in window.actions.quantize.toolTip()
+    assert window.session.result.report.file_bytes == target.stat().st_size
+
+
+def test_an_output_opened_as_a_checkpoint_is_offered_as_a_quantized_model(window, qtbot, user_demo, monkeypatch):
+    target = saved_output(window, qtbot, user_demo, monkeypatch)
+    sqnr_text = window.dashboard.output_card.value.text()
+    asked = []
+    monkeypatch.setattr(dialogs, "confirm_open_quantized", lambda parent, message: asked.append(message) or True)
+    window.open_checkpoint(str(target))
+    wait_idle(qtbot, window)
+    assert len(asked) == 1 and "a mono-quant output" in asked[0]
+    assert_shows_quantized(window, target, sqnr_text)
+    # Saved again under another name: the same tensors.
+    again = user_demo / "again.safetensors"
+    monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, name: (str(again), ""))
+    with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
+        window.save_as()
+    from safetensors.torch import load_file
+
+    got, want = load_file(again), load_file(target)
+    assert got.keys() == want.keys() and all(got[k].equal(want[k]) for k in want)
+
+
+def test_declining_keeps_the_model_on_screen(window, qtbot, user_demo, monkeypatch):
+    target = saved_output(window, qtbot, user_demo, monkeypatch)
+    monkeypatch.setattr(dialogs, "confirm_open_quantized", lambda parent, message: False)
+    window.open_checkpoint(str(target))
+    wait_idle(qtbot, window)
+    assert window.session.checkpoint == str(user_demo / "digits-v2.safetensors")
+    assert window.actions.quantize.isEnabled()
+
+
+def test_file_open_quantized_finds_the_script_beside_the_file(window, qtbot, user_demo, monkeypatch, make_window):
+    target = saved_output(window, qtbot, user_demo, monkeypatch)
+    sqnr_text = window.dashboard.output_card.value.text()
+    fresh = make_window()
+    monkeypatch.setattr(dialogs, "ask_open_quantized", lambda parent, folder: str(target))
+    fresh.actions.open_quantized.trigger()
+    wait_idle(qtbot, fresh)
+    assert_shows_quantized(fresh, target, sqnr_text)
