@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QRect, QSize, Qt, Signal
+from PySide6.QtGui import QPainter, QPaintEvent, QResizeEvent, QTextLayout, QTextOption
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
-    QHBoxLayout,
     QLabel,
+    QLayout,
+    QLayoutItem,
     QProgressBar,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QVBoxLayout,
@@ -30,31 +33,192 @@ from .size_plot import SizePlot
 from .sqnr_plot import SqnrPlot
 
 
+class CardText(QLabel):
+    """A card's text, ``lines`` lines tall whatever it says: its size never follows its text, so a new
+    figure never moves the panes.  Wrapped (when ``wrap``) and cut with "…" where it would not fit;
+    then the whole text is the tooltip."""
+
+    def __init__(self, text: str, style: str, lines: int = 1, wrap: bool = False, parent: QWidget | None = None):
+        super().__init__(text, parent)
+        self.lines = lines
+        self.setWordWrap(wrap)
+        self.setStyleSheet(style)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+
+    def hasHeightForWidth(self) -> bool:
+        return False  # one height for every text (QLabel's own would grow with a wrapped text)
+
+    def sizeHint(self) -> QSize:
+        self.ensurePolished()  # the style sheet sets the font
+        margins = self.contentsMargins()
+        return QSize(0, self.lines * self.fontMetrics().lineSpacing() + margins.top() + margins.bottom())
+
+    def minimumSizeHint(self) -> QSize:
+        return self.sizeHint()
+
+    def shown_lines(self) -> list[str]:
+        """The lines drawn: the text wrapped at the label's width, the last one cut with "…" if more follows."""
+        return self._fit()[0]
+
+    def is_cut(self) -> bool:
+        """True when some of the text is not drawn (it is the tooltip then)."""
+        return self._fit()[1]
+
+    def _fit(self) -> tuple[list[str], bool]:
+        text, width, metrics = self.text(), self.contentsRect().width(), self.fontMetrics()
+        if not self.wordWrap():
+            shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, width)
+            return [shown], shown != text
+        layout = QTextLayout(text, self.font())
+        option = QTextOption()
+        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # a long path is broken, not lost
+        layout.setTextOption(option)
+        layout.beginLayout()
+        starts: list[int] = []
+        while (line := layout.createLine()).isValid():
+            line.setLineWidth(width)
+            starts.append(line.textStart())
+        layout.endLayout()
+        ends = [*starts[1:], len(text)]
+        shown = [text[a:b].strip() for a, b in zip(starts, ends, strict=True)][: self.lines]
+        cut = len(starts) > self.lines
+        if cut:  # the last line shown takes the rest, cut
+            shown[-1] = metrics.elidedText(text[starts[self.lines - 1] :].strip(), Qt.TextElideMode.ElideRight, width)
+        return shown, cut
+
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self._update_tooltip()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._update_tooltip()
+
+    def _update_tooltip(self) -> None:
+        self.setToolTip(self.text() if self.is_cut() else "")
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        painter.setFont(self.font())
+        rect, height = self.contentsRect(), self.fontMetrics().lineSpacing()
+        for i, line in enumerate(self.shown_lines()):
+            box = QRect(rect.left(), rect.top() + i * height, rect.width(), height)
+            painter.drawText(box, int(self.alignment() & Qt.AlignmentFlag.AlignHorizontal_Mask), line)
+        painter.end()
+
+
 class Card(QFrame):
-    """A titled figure: a small caption, a large value and a detail line."""
+    """A titled figure: a small caption, a large value and a two-line detail, in a size fixed by the fonts."""
+
+    TITLE_STYLE = "color: palette(placeholder-text); font-size: 8pt; letter-spacing: 1px;"
+    VALUE_STYLE = "font-size: 17pt; font-weight: 600;"
+    DETAIL_STYLE = "color: palette(placeholder-text);"
+    #: The widest values a card shows in practice (sizes, layer and sample counts): a card is never narrower.
+    WIDEST_VALUES = ("888.8 MiB", "8888 / 8888")
+    DETAIL_LINES = 2
 
     def __init__(self, title: str, parent: QWidget | None = None):
         super().__init__(parent)
         self.setObjectName("card")
         self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.title = QLabel(title.upper())
-        self.title.setStyleSheet("color: palette(placeholder-text); font-size: 8pt; letter-spacing: 1px;")
-        self.value = QLabel("—")
-        self.value.setStyleSheet("font-size: 17pt; font-weight: 600;")
-        self.detail = QLabel("")
-        self.detail.setStyleSheet("color: palette(placeholder-text);")
-        self.detail.setWordWrap(True)
+        self.title = CardText(title.upper(), self.TITLE_STYLE)
+        self.value = CardText("—", self.VALUE_STYLE)
+        self.detail = CardText("", self.DETAIL_STYLE, lines=self.DETAIL_LINES, wrap=True)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(12, 8, 12, 8)
-        layout.setSpacing(2)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setSpacing(1)
         for w in (self.title, self.value, self.detail):
             layout.addWidget(w)
+        layout.addStretch(1)
         self.extra = layout
+        self.value.ensurePolished()
+        widest = max(self.value.fontMetrics().horizontalAdvance(t) for t in self.WIDEST_VALUES)
+        margins = layout.contentsMargins()
+        self.setMinimumWidth(widest + margins.left() + margins.right() + 2 * self.frameWidth())
 
     def set(self, value: str, detail: str = "", color: str | None = None) -> None:
         self.value.setText(value)
-        self.value.setStyleSheet(f"font-size: 17pt; font-weight: 600;{f' color: {color};' if color else ''}")
+        self.value.setStyleSheet(self.VALUE_STYLE + (f" color: {color};" if color else ""))
         self.detail.setText(detail)
+
+    def add_extra(self, widget: QWidget) -> None:
+        """A widget under the detail (the calibration bar); hidden, it keeps its room."""
+        policy = widget.sizePolicy()
+        policy.setRetainSizeWhenHidden(True)
+        widget.setSizePolicy(policy)
+        self.extra.insertWidget(self.extra.count() - 1, widget)
+
+
+class CardGrid(QLayout):
+    """The cards in one row when each gets its minimum width there, else in rows of two, else one column.
+
+    Its height follows its width only (``heightForWidth``), never the cards' texts.
+    """
+
+    def __init__(self, spacing: int = 8, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setContentsMargins(0, 0, 0, 0)
+        self.setSpacing(spacing)
+        self._items: list[QLayoutItem] = []
+
+    def addItem(self, item: QLayoutItem) -> None:
+        self._items.append(item)
+
+    def count(self) -> int:
+        return len(self._items)
+
+    def itemAt(self, index: int) -> QLayoutItem | None:
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    def takeAt(self, index: int) -> QLayoutItem | None:
+        return self._items.pop(index) if 0 <= index < len(self._items) else None
+
+    def expandingDirections(self) -> Qt.Orientation:
+        return Qt.Orientation.Horizontal
+
+    def hasHeightForWidth(self) -> bool:
+        return True
+
+    def heightForWidth(self, width: int) -> int:
+        return self._arrange(QRect(0, 0, width, 0), apply=False)
+
+    def columns(self, width: int) -> int:
+        """How many cards share a row at ``width``: all, half (rounded up) or one."""
+        n = len(self._items)
+        widest = max((item.minimumSize().width() for item in self._items), default=0)
+        for columns in dict.fromkeys((n, (n + 1) // 2, 1)):
+            if columns and (width - (columns - 1) * self.spacing()) // columns >= widest:
+                return columns
+        return 1
+
+    def _row_height(self) -> int:
+        return max((item.sizeHint().height() for item in self._items), default=0)
+
+    def sizeHint(self) -> QSize:
+        width = sum(item.minimumSize().width() for item in self._items) + self.spacing() * max(self.count() - 1, 0)
+        return QSize(width, self._row_height())
+
+    def minimumSize(self) -> QSize:
+        return QSize(max((item.minimumSize().width() for item in self._items), default=0), self._row_height())
+
+    def setGeometry(self, rect: QRect) -> None:
+        super().setGeometry(rect)
+        self._arrange(rect, apply=True)
+
+    def _arrange(self, rect: QRect, apply: bool) -> int:
+        if not self._items:
+            return 0
+        columns, gap, height = self.columns(rect.width()), self.spacing(), self._row_height()
+        width = (rect.width() - (columns - 1) * gap) // columns
+        rows = (len(self._items) + columns - 1) // columns
+        if apply:
+            for i, item in enumerate(self._items):
+                row, column = divmod(i, columns)
+                item.setGeometry(
+                    QRect(rect.x() + column * (width + gap), rect.y() + row * (height + gap), width, height)
+                )
+        return rows * height + (rows - 1) * gap
 
 
 class Dashboard(QStackedWidget):
@@ -74,21 +238,22 @@ class Dashboard(QStackedWidget):
         self.layers_card = Card("Layers")
         self.calib_card = Card("Calibration")
         self.calib_bar = QProgressBar(objectName="calibration_progress", textVisible=False, maximumHeight=6)
-        self.calib_card.extra.addWidget(self.calib_bar)
-        cards = QHBoxLayout()
-        cards.setSpacing(8)
-        for card in (self.output_card, self.size_card, self.layers_card, self.calib_card):
-            cards.addWidget(card, 1)
+        self.calib_card.add_extra(self.calib_bar)
+        cards = CardGrid()
+        for card in self.cards():
+            cards.addWidget(card)
+        self.card_grid = cards
         self.sqnr_plot = SqnrPlot()
         self.sqnr_plot.layer_clicked.connect(self.layer_clicked)
         self.size_plot = SizePlot()
-        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter = QSplitter(Qt.Orientation.Vertical, objectName="dashboard_split")
+        self.splitter = splitter
         splitter.addWidget(
             self._titled(
                 "Per-layer SQNR",
                 self.sqnr_plot,
-                "bars: weight SQNR · dots: layer output SQNR · line: model output · "
-                "drag or scroll to pan, click a bar to find its layer",
+                "bars: weights · dots: layer outputs · line: model output · "
+                "drag or scroll to pan · click a bar to find its layer",
             )
         )
         splitter.addWidget(self._titled("Model size", self.size_plot, ""))
@@ -104,6 +269,9 @@ class Dashboard(QStackedWidget):
         self._n_layers = 0
         self._done = 0
 
+    def cards(self) -> tuple[Card, ...]:
+        return (self.output_card, self.size_card, self.layers_card, self.calib_card)
+
     @staticmethod
     def _titled(title: str, body: QWidget, note: str) -> QWidget:
         box = QWidget()
@@ -111,12 +279,11 @@ class Dashboard(QStackedWidget):
         grid.setContentsMargins(0, 6, 0, 0)
         label = QLabel(f"<b>{title}</b>")
         grid.addWidget(label, 0, 0)
-        if note:
-            hint = QLabel(note)
-            hint.setWordWrap(True)
+        if note:  # two lines at most, whatever the width: the plot keeps the height (the tooltip has it all)
+            hint = CardText(note, "color: palette(placeholder-text);", lines=2, wrap=True)
             hint.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            hint.setStyleSheet("color: palette(placeholder-text);")
-            grid.addWidget(hint, 0, 1, Qt.AlignmentFlag.AlignRight)
+            grid.addWidget(hint, 0, 1)
+            grid.setColumnStretch(1, 1)
         grid.addWidget(body, 1, 0, 1, 2)
         grid.setRowStretch(1, 1)
         return box

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
-from PySide6.QtCore import QItemSelectionModel, QSortFilterProxyModel, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSortFilterProxyModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -20,11 +20,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from . import colors
 from . import tree_model as tm
 from .empty_state import EmptyState
 from .formatting import format_bytes, format_count
 
 ANY_TYPE = "Any type"
+SUMMARY_STYLE = "color: palette(placeholder-text);"
 #: The widest text each column of numbers or statuses shows in practice: the column is sized to fit it
 #: once, without reading any row (the tree may hold thousands).
 _WIDEST = {
@@ -35,9 +37,9 @@ _WIDEST = {
 }
 #: Added to a text's width: the cell's margins and a little air.
 _PADDING = 10
-#: The Type column fits the model's longest type name, up to this share of the width that the numbers
-#: and statuses leave to Name and Type.
-_TYPE_SHARE = 0.55
+#: The Name column fits the longest name on screen up to this share of the width that the numbers and
+#: statuses leave to Name and Type; Type fits its longest type name in what is left (cut in the middle).
+_NAME_MAX_SHARE = 0.7
 
 
 class MiddleElideDelegate(QStyledItemDelegate):
@@ -120,9 +122,11 @@ class ModulePanel(QStackedWidget):
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setMinimumSectionSize(40)
-        # Name takes the room left; the others are interactive, sized to fit their widest usual text
-        # (Type from the model's type names in set_rows).  ResizeToContents would read rows off screen.
+        # Name takes the room left, at least the width of the names on screen; the others are interactive,
+        # sized to fit their widest usual text (Type from the model's type names, see _fit_columns).
+        # ResizeToContents would read rows off screen; measuring Name reads only the rows on screen.
         header.setSectionResizeMode(tm.COL_NAME, QHeaderView.ResizeMode.Stretch)
+        header.setResizeContentsPrecision(0)
         for col in (tm.COL_TYPE, *_WIDEST):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, self._text_width(col, _WIDEST.get(col, ("Sequential",))))
@@ -130,7 +134,7 @@ class ModulePanel(QStackedWidget):
         self.bar = SelectionBar()
         self.bar.apply.connect(self._apply_bar)
         self.summary = QLabel(objectName="tree_summary")
-        self.summary.setStyleSheet("color: palette(placeholder-text);")
+        self.summary.setStyleSheet(SUMMARY_STYLE)
         layout = QVBoxLayout(page)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.bar)
@@ -139,6 +143,15 @@ class ModulePanel(QStackedWidget):
         self.addWidget(page)
         self.page = page
         self.model.checks_changed.connect(self._checks_changed)
+        self._type_need = self._text_width(tm.COL_TYPE, ("Sequential",))
+        self._name_need = 0
+        self._fit_grow_only = False
+        self._fit_timer = QTimer(self, singleShot=True, interval=0)
+        self._fit_timer.timeout.connect(lambda: self._fit_columns(self._fit_grow_only))
+        self.view.expanded.connect(lambda _index: self._schedule_fit())
+        self.view.collapsed.connect(lambda _index: self._schedule_fit())
+        self.view.verticalScrollBar().valueChanged.connect(lambda _value: self._schedule_fit(grow_only=True))
+        self.view.viewport().installEventFilter(self)
 
     def show_hint(self, title: str, text: str, actions: list | None = None) -> None:
         self.hint.set_content(title, text, actions or [])
@@ -157,6 +170,7 @@ class ModulePanel(QStackedWidget):
         finally:
             self.view.setUpdatesEnabled(True)
         self.setCurrentWidget(self.page)
+        self._schedule_fit()  # again once the page is laid out, with the names then on screen
 
     def _text_width(self, col: int, texts) -> int:
         """Room for the widest of ``texts`` in column ``col``, and for the column's title."""
@@ -165,15 +179,38 @@ class ModulePanel(QStackedWidget):
         return max(title, *(metrics.horizontalAdvance(t) for t in texts)) + _PADDING
 
     def _fit_type_column(self, types: set[str]) -> None:
-        """Fit the Type column to the longest type name, keeping a fair share of the width for Name.
+        """Remember the Type column's need (the longest type name) and fit Name and Type."""
+        self._type_need = self._text_width(tm.COL_TYPE, types)
+        self._name_need = 0
+        self._fit_columns()
 
-        The root row's name is its type: cut in the Name column, it is read in full under Type.
+    def _fit_columns(self, grow_only: bool = False) -> None:
+        """Give Name the width of the longest name on screen (up to _NAME_MAX_SHARE of the room that the
+        numbers leave), and Type the longest type name within what is left; Name stretches over the rest.
+
+        Only the rows on screen are measured (the tree may hold thousands).  Scrolling only widens
+        Name (``grow_only``), so the columns do not jump while the user scrolls.  The root row's name
+        is its type: cut in the Name column, it is read in full under Type.
         """
+        header = self.view.header()
         # Before its first showing the page has no size yet: the pane less its margins and frame (~12 px).
         width = self.view.viewport().width() if self.currentWidget() is self.page else self.width() - 12
-        room = width - sum(self.view.header().sectionSize(col) for col in _WIDEST)
-        limit = max(self._text_width(tm.COL_TYPE, ("Sequential",)), int(room * _TYPE_SHARE))
-        self.view.header().resizeSection(tm.COL_TYPE, min(self._text_width(tm.COL_TYPE, types), limit))
+        room = width - sum(header.sectionSize(col) for col in _WIDEST)
+        need = max(self.view.sizeHintForColumn(tm.COL_NAME), 0) + _PADDING
+        self._name_need = max(self._name_need, need) if grow_only else need
+        least = min(
+            self._type_need, max(self._text_width(tm.COL_TYPE, ("Sequential",)), int(room * (1 - _NAME_MAX_SHARE)))
+        )
+        header.resizeSection(tm.COL_TYPE, min(self._type_need, max(least, room - self._name_need)))
+
+    def _schedule_fit(self, grow_only: bool = False) -> None:
+        self._fit_grow_only = grow_only and (self._fit_grow_only or not self._fit_timer.isActive())
+        self._fit_timer.start()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self.view.viewport() and event.type() == QEvent.Type.Resize:
+            self._schedule_fit()
+        return super().eventFilter(watched, event)
 
     def select_layer(self, name: str) -> bool:
         """Select and reveal the module called ``name``; False when it is not in the tree."""
@@ -197,9 +234,17 @@ class ModulePanel(QStackedWidget):
 
     def _apply_bar(self, checked: bool, type_name: str | None, pattern: str) -> None:
         try:
-            self.model.set_checked_where(checked, type_name, pattern)
+            hits = self.model.set_checked_where(checked, type_name, pattern)
         except re.error as exc:  # a bad "re:" pattern is shown, not raised
-            self.summary.setText(f"pattern {pattern!r}: {exc}")
+            self._warn(f"pattern {pattern!r}: {exc}")
+            return
+        if not hits:  # said, not silently nothing done; the next change of the ticks replaces it
+            kind = f"{type_name} layer" if type_name else "layer"
+            self._warn(f"no {kind} matches {pattern!r}" if pattern else f"no {kind} can be quantized")
+
+    def _warn(self, text: str) -> None:
+        self.summary.setText(text)
+        self.summary.setStyleSheet(f"color: {colors.ERROR};")
 
     def _checks_changed(self) -> None:
         rows = self.model.rows
@@ -207,6 +252,7 @@ class ModulePanel(QStackedWidget):
         quantizable = [r for r in rows if r.quantizable]
         nbytes = sum(r.bytes for r in quantizable if r.name in ticked)
         total = rows[0].params if rows else 0
+        self.summary.setStyleSheet(SUMMARY_STYLE)
         self.summary.setText(
             f"{len(ticked)} of {len(quantizable)} layers ticked · {format_bytes(nbytes)} of weights"
             f" · {format_count(total)} parameters in all"

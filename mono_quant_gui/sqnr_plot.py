@@ -51,7 +51,7 @@ class SqnrPlot(pg.PlotWidget):
         item.setMenuEnabled(False)
         item.hideButtons()
         item.showGrid(x=False, y=True, alpha=0.25)
-        item.setLabel("left", "weight SQNR", units="dB")
+        item.setLabel("left", "SQNR", units="dB")  # short: the plot may be low; the note says which is which
         item.setLabel("bottom", "layer (module order)")
         item.getAxis("left").enableAutoSIPrefix(False)
         self.view = item.getViewBox()

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QItemSelectionModel, QSize, Qt, Signal
 from PySide6.QtGui import QAction, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QSplitter,
     QStackedWidget,
-    QToolButton,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
@@ -42,14 +42,15 @@ from .table import QueueTable
 log = logging.getLogger("mono_quant_gui.queue")
 
 HINT_TITLE = "No jobs queued"
-HINT_TEXT = "Drop several checkpoints here, or add the current settings"
+HINT_TEXT = "Add or drop checkpoints to queue one job each with the current settings, or add the current settings"
 
 
 class QueueDock(QWidget):
     """The batch queue pane.
 
     Signals: ``add_current_requested()`` (the main window answers with
-    ``add_jobs([job])``), ``checkpoints_dropped(paths)`` (it answers with
+    ``add_jobs([job])``), ``checkpoints_dropped(paths)`` (checkpoints dropped
+    or chosen with Add checkpoints…; it answers with
     ``add_checkpoints(paths, template_job)``), ``message(text)`` for the
     status bar.  ``restore_message`` says what happened when the saved queue
     was read (None: nothing to report).
@@ -98,6 +99,12 @@ class QueueDock(QWidget):
         self.add_current = make(
             "add_current", "Add current settings", "Queue a job with the open model, checkpoint and settings", "queue"
         )
+        self.add_checkpoints_action = make(
+            "add_checkpoints",
+            "Add checkpoints…",
+            "Queue one job per checkpoint, with the open model and settings",
+            "open-checkpoint",
+        )
         self.import_jobs = make(
             "import", "Import job files…", "Queue jobs from mono-quant job files (.toml)", "open-script"
         )
@@ -112,10 +119,14 @@ class QueueDock(QWidget):
         self.stop = make("stop", "Stop", "Cancel the running job and run no more", "cancel")
 
     def _build(self) -> None:
-        buttons = QHBoxLayout()
-        buttons.setContentsMargins(0, 0, 0, 0)
+        # A tool bar, not a row of buttons: in a narrow pane the last ones go to its » menu instead of
+        # widening the pane (and the window's bottom dock area with it).
+        tools = QToolBar(objectName="queue_tools")
+        tools.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        tools.setIconSize(QSize(16, 16))
         for action in (
             self.add_current,
+            self.add_checkpoints_action,
             self.import_jobs,
             self.export_selected,
             self.remove_selected,
@@ -123,25 +134,28 @@ class QueueDock(QWidget):
             self.run_all,
             self.stop,
         ):
-            button = QToolButton()
-            button.setDefaultAction(action)
-            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-            buttons.addWidget(button)
-        buttons.addStretch(1)
+            tools.addAction(action)
+        self.tools = tools
         self.summary = QLabel(objectName="queue_summary")
+        buttons = QHBoxLayout()
+        buttons.setContentsMargins(0, 0, 0, 0)
+        buttons.addWidget(tools, 1)
         buttons.addWidget(self.summary)
 
         self.table = QueueTable(self.model)
         self.details = QPlainTextEdit(objectName="queue_details", readOnly=True)
         self.details.setPlaceholderText("Select a job to see its settings, or why it failed.")
         self.details.setMaximumBlockCount(2000)
-        split = QSplitter(Qt.Orientation.Vertical)
+        # Side by side: the pane sits in the window's low, wide bottom area, where the table keeps
+        # its rows (at least MIN_ROWS) and the details their lines.
+        split = QSplitter(Qt.Orientation.Horizontal, objectName="queue_split")
         split.addWidget(self.table)
         split.addWidget(self.details)
         split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
+        split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
 
-        self.hint = EmptyState(HINT_TITLE, HINT_TEXT, [self.add_current, self.import_jobs])
+        self.hint = EmptyState(HINT_TITLE, HINT_TEXT, [self.add_current, self.add_checkpoints_action, self.import_jobs])
         self.pages = QStackedWidget()
         self.pages.addWidget(self.hint)
         self.pages.addWidget(split)
@@ -152,6 +166,7 @@ class QueueDock(QWidget):
 
     def _connect(self) -> None:
         self.add_current.triggered.connect(self.add_current_requested)
+        self.add_checkpoints_action.triggered.connect(self.choose_checkpoints)
         self.import_jobs.triggered.connect(self.choose_job_files)
         self.export_selected.triggered.connect(self.choose_export)
         self.remove_selected.triggered.connect(lambda: self.remove_ids(self.selected_ids()))
@@ -211,6 +226,13 @@ class QueueDock(QWidget):
         if groups.get("checkpoint"):
             self.checkpoints_dropped.emit(groups["checkpoint"])
         return bool(groups.get("job") or groups.get("checkpoint"))
+
+    def choose_checkpoints(self) -> None:
+        """Checkpoints chosen in a dialog are announced like dropped ones (``checkpoints_dropped``)."""
+        paths = file_dialogs.ask_checkpoints(self, self.last_folder)
+        if paths:
+            self.last_folder = os.path.dirname(paths[0])
+            self.checkpoints_dropped.emit(paths)
 
     def choose_job_files(self) -> None:
         paths = file_dialogs.ask_job_files(self, self.last_folder)

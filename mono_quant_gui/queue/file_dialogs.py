@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFileDialog, QWidget
 
+from ..dialogs import CHECKPOINT_FILTER
+
 JOB_FILTER = "mono-quant job files (*.toml);;All files (*)"
 
 
 def ask_job_files(parent: QWidget, folder: str) -> list[str]:
     """Job files to import (empty when cancelled)."""
     paths, _ = QFileDialog.getOpenFileNames(parent, "Import job files", folder, JOB_FILTER)
+    return list(paths)
+
+
+def ask_checkpoints(parent: QWidget, folder: str) -> list[str]:
+    """Checkpoints to queue, one job each (empty when cancelled)."""
+    paths, _ = QFileDialog.getOpenFileNames(parent, "Add checkpoints to the queue", folder, CHECKPOINT_FILTER)
     return list(paths)
 
 

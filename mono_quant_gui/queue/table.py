@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableView, QWidget
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QWidget
 
 from .entry import STATUSES
 from .model import CHECKPOINT, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
@@ -14,8 +14,12 @@ from .progress_delegate import ProgressDelegate
 MAX_FITTED_WIDTH = 280
 #: The columns that fit their contents.
 FITTED = (NAME, CHECKPOINT, OUTPUT)
+#: The table is never shorter than this many rows (with its header and a horizontal scroll bar).
+MIN_ROWS = 5
 #: Added to a text's width: the cell's margins and a little air.
 _PADDING = 16
+#: Added to the font's height for a row: room for the progress bar's frame around its text.
+_ROW_PADDING = 8
 
 
 class QueueTable(QTableView):
@@ -35,6 +39,7 @@ class QueueTable(QTableView):
         self.setAlternatingRowColors(True)
         self.setWordWrap(False)
         self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + _ROW_PADDING)
         # Name and the two file names fit their contents (a queue holds tens of jobs, not thousands);
         # Status and Progress keep one width while jobs run; the message takes the rest.
         header = self.horizontalHeader()
@@ -46,9 +51,20 @@ class QueueTable(QTableView):
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.Fixed)
             self.setColumnWidth(column, max(width, header.sectionSizeHint(column)))
         header.setSectionResizeMode(MESSAGE, QHeaderView.ResizeMode.Stretch)
+        self.setMinimumHeight(self.height_for_rows(MIN_ROWS))
         # The header refits its ResizeToContents columns when data changes, not when rows come or go.
         for signal in (model.rowsInserted, model.rowsRemoved, model.modelReset):
             signal.connect(self._fit_columns)
+
+    def height_for_rows(self, rows: int) -> int:
+        """The height that shows ``rows`` whole rows under the header, a horizontal scroll bar included."""
+        scroll_bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, self)
+        return (
+            self.horizontalHeader().sizeHint().height()
+            + rows * self.verticalHeader().defaultSectionSize()
+            + scroll_bar
+            + 2 * self.frameWidth()
+        )
 
     def _fit_columns(self, *_args) -> None:
         for column in FITTED:

@@ -1,4 +1,4 @@
-"""Column widths: the module tree's Type column fits its type names (up to a share, Name keeps the rest),
+"""Column widths: the module tree's Name column fits the names on screen and Type its type names in the rest,
 the queue's file columns fit their names next to a stretching Message, and the calibration table keeps
 Range and Size in view in a pane as narrow as the window's."""
 
@@ -58,14 +58,22 @@ def test_the_type_column_fits_the_type_names_when_there_is_room(qtbot):
     assert sum(view.columnWidth(c) for c in range(len(tm.COLUMNS))) <= view.viewport().width()
 
 
-def test_in_a_narrow_pane_type_and_name_share_the_room(qtbot):
+def test_in_a_narrow_pane_name_takes_what_type_can_give(qtbot):
     panel = tree_panel(qtbot, 460)
     view = panel.view
+    qtbot.waitUntil(lambda: not panel._fit_timer.isActive())
     room = view.viewport().width() - sum(view.columnWidth(c) for c in mp._WIDEST)
     longest = max(view.fontMetrics().horizontalAdvance(r.type) for r in panel.model.rows)
-    assert view.columnWidth(tm.COL_TYPE) < longest  # it would take more than its share
-    assert view.columnWidth(tm.COL_TYPE) <= int(room * mp._TYPE_SHARE)
-    assert view.columnWidth(tm.COL_NAME) >= room * (1 - mp._TYPE_SHARE) - 2
+    names = view.sizeHintForColumn(tm.COL_NAME)  # the names on screen, indented, with their check boxes
+    assert view.columnWidth(tm.COL_NAME) < names  # too narrow for both: Name takes all it may
+    floor = max(panel._text_width(tm.COL_TYPE, ("Sequential",)), int(room * (1 - mp._NAME_MAX_SHARE)))
+    assert view.columnWidth(tm.COL_TYPE) == floor < longest  # Type keeps its least, cut in the middle
+    assert view.columnWidth(tm.COL_NAME) + view.columnWidth(tm.COL_TYPE) == room  # nothing to scroll sideways
+    # Wider, the names fit and Type has the rest.
+    panel.resize(560, 400)
+    qtbot.waitUntil(lambda: view.columnWidth(tm.COL_TYPE) > floor)
+    assert view.columnWidth(tm.COL_NAME) >= view.sizeHintForColumn(tm.COL_NAME)
+    assert view.columnWidth(tm.COL_TYPE) < longest
     # A cut type name keeps its end: "TransformerEncoderLayer" stays apart from "TransformerEncoder".
     assert isinstance(view.itemDelegateForColumn(tm.COL_TYPE), mp.MiddleElideDelegate)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from conftest import wait_idle
 from PySide6.QtCore import QStandardPaths
 from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QToolButton
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
+from mono_quant_gui.demo import demo
 from mono_quant_gui.queue import CANCELLED, DONE, FAILED, RUNNING, QueueDock, file_dialogs
 from mono_quant_gui.queue.dock import HINT_TEXT
 from mono_quant_gui.queue.model import PROGRESS
@@ -41,7 +44,11 @@ def job(tmp_path, name: str, **settings) -> Job:
 
 def test_empty_state_and_add_current_settings(dock, qtbot, tmp_path):
     assert dock.pages.currentWidget() is dock.hint
-    assert dock.hint.text.text() == HINT_TEXT == "Drop several checkpoints here, or add the current settings"
+    assert (
+        dock.hint.text.text()
+        == HINT_TEXT
+        == ("Add or drop checkpoints to queue one job each with the current settings, or add the current settings")
+    )
     assert not dock.run_all.isEnabled() and not dock.stop.isEnabled()
     with qtbot.waitSignal(dock.add_current_requested):
         dock.add_current.trigger()
@@ -166,6 +173,38 @@ def test_dropped_paths(dock, qtbot, tmp_path):
     template = job(tmp_path, "current", dtype="bf16")
     dock.add_checkpoints(blocker.args[0], template)
     assert [e.name for e in dock.model.entries()] == ["a", "x.bf16", "y.bf16"]
+
+
+def test_add_checkpoints_asks_for_files_and_reports_them_as_a_drop_does(dock, qtbot, tmp_path, monkeypatch):
+    """The Add checkpoints… dialog's choice goes out through ``checkpoints_dropped``, as dropped checkpoints do;
+    the dialog opens in the folder of the last files chosen; cancelling it announces nothing."""
+    picked = [str(tmp_path / "ckpt" / "a.pt"), str(tmp_path / "ckpt" / "b.safetensors")]
+    asked: list[str] = []
+
+    def ask(parent, folder: str) -> list[str]:
+        asked.append(folder)
+        return picked
+
+    monkeypatch.setattr(file_dialogs, "ask_checkpoints", ask)
+    assert dock.add_checkpoints_action.text() == "Add checkpoints…" and dock.add_checkpoints_action.isEnabled()
+    assert dock.add_checkpoints_action in [button.defaultAction() for button in dock.hint.findChildren(QToolButton)]
+    with qtbot.waitSignal(dock.checkpoints_dropped) as blocker:
+        dock.add_checkpoints_action.trigger()
+    assert blocker.args == [picked]
+    monkeypatch.setattr(file_dialogs, "ask_checkpoints", lambda parent, folder: asked.append(folder) or [])
+    with qtbot.assertNotEmitted(dock.checkpoints_dropped):
+        dock.add_checkpoints_action.trigger()
+    assert asked == [str(tmp_path / "home"), str(tmp_path / "ckpt")]
+
+
+def test_checkpoints_added_in_the_window_are_queued_with_the_open_model(window, qtbot, tmp_path, monkeypatch):
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    checkpoint = str(demo("cnn").checkpoint)
+    monkeypatch.setattr(file_dialogs, "ask_checkpoints", lambda parent, folder: [checkpoint])
+    window.queue_panel.add_checkpoints_action.trigger()
+    (entry,) = window.queue_panel.model.entries()
+    assert entry.job.checkpoint == checkpoint and entry.job.script == str(demo("cnn").script)
 
 
 def test_a_job_that_cannot_be_queued_is_reported(dock, qtbot, tmp_path):
