@@ -330,5 +330,6 @@ class ModuleTreeModel(QAbstractItemModel):
             return f"{row.params:,} parameters"
         if col == COL_BYTES:
             return f"{row.bytes:,} bytes (parameters and buffers)"
-        name = row.name or "(the whole model)"
+        # Type: the whole type name, which its column may show cut in the middle.
+        name = row.type if col == COL_TYPE else row.name or "(the whole model)"
         return f"{name}\n{row.reason}" if row.reason else name

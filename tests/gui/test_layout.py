@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import wait_idle
 from PySide6.QtCore import QModelIndex, QPoint, QRect, Qt
-from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTreeView
+from PySide6.QtWidgets import QApplication, QStyle, QStyleOptionViewItem, QTreeView
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
@@ -57,14 +57,30 @@ def test_no_card_text_is_cut_after_a_run(window, qtbot, size):
     quantize(window, qtbot)
     dash = window.dashboard
     assert dash.currentWidget() is dash.page
-    texts = []
-    for card in dash.cards():
-        for label in (card.title, card.value, card.detail):
-            assert label.isVisible()
-            assert fits(label), (card.title.text(), label.text(), label.contentsRect())
-            assert not label.is_cut() and label.toolTip() == ""
-            texts.append(label.text())
+
+    def assert_cards_fit() -> list[str]:
+        texts = []
+        for card in dash.cards():
+            for label in (card.title, card.value, card.detail):
+                assert label.isVisible()
+                assert fits(label), (card.title.text(), label.text(), label.contentsRect())
+                assert not label.is_cut() and label.toolTip() == ""
+                texts.append(label.text())
+        return texts
+
+    texts = assert_cards_fit()
     assert "validation passed" in texts[texts.index("OUTPUT SQNR") + 2]
+    # The texts of the other states of a run fit too: starting (static, dynamic), calibrating, stopped.
+    names, nbytes = [layer.name for layer in window.session.result.report.layers], 75_000
+    for static in (True, False):
+        dash.begin_run(names, nbytes, static=static, warn_db=20.0)
+        assert_cards_fit()
+    dash.begin_run(names, nbytes, static=True, warn_db=20.0)
+    dash.set_calibration(3, 32)
+    dash.add_layers(window.session.result.report.layers[:2])
+    assert_cards_fit()
+    dash.stopped("cancelled")
+    assert_cards_fit()
     # The cards share the width evenly, in one row or in rows of two.
     widths = {card.width() for card in dash.cards()}
     assert len(widths) == 1 and widths.pop() >= max(card.minimumWidth() for card in dash.cards())
@@ -79,9 +95,9 @@ def test_long_card_texts_do_not_move_the_panes_and_are_cut_visibly(window, qtbot
     for card in dash.cards():
         card.set("8" * 60 + " dB", LONG, colors.ERROR)
     qtbot.waitUntil(lambda: all(card.value.is_cut() for card in dash.cards()))
-    for _ in range(3):  # layouts are redone on posted events
-        window.layout().activate()
-        qtbot.wait(0)
+    for _ in range(3):  # layouts are redone on posted events, a level at a time
+        QApplication.sendPostedEvents()
+        QApplication.processEvents()
     assert pane_sizes(window) == before
     assert dash.splitter.sizes() == splitter
     assert [card.height() for card in dash.cards()] == heights
@@ -169,6 +185,9 @@ def test_module_names_on_screen_are_not_cut(window, qtbot, size):
     qtbot.waitUntil(lambda: not name_is_cut(view, leaf))
     names = assert_names_fit(view)
     assert deepest.rsplit(".", 1)[-1] in names and depth(leaf) == deepest.count(".") + 1
+    # A type cut in the middle is whole in its tooltip.
+    out_proj = view.model().index(0, tm.COL_TYPE, leaf.parent())
+    assert out_proj.data(Qt.ItemDataRole.ToolTipRole).splitlines()[0] == "NonDynamicallyQuantizableLinear"
     # All six columns stay in view.
     assert sum(view.columnWidth(c) for c in range(len(tm.COLUMNS))) <= view.viewport().width()
 
