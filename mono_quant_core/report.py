@@ -109,6 +109,8 @@ class QuantReport:
     calibration_samples: int = 0
     validation_samples: int = 0
     calibration_method: str | None = None
+    #: calibration files left out because they cannot be used: ``{"file", "reason"}`` each
+    calibration_skipped: list[dict[str, str]] = field(default_factory=list)
     load_test_passed: bool | None = None
     weight_range_valid: bool | None = None
     passed: bool = True
@@ -136,6 +138,9 @@ class QuantReport:
         kwargs = {k: _decode_float(v) for k, v in d.items() if k in known}
         kwargs["layers"] = [LayerReport.from_dict(x) for x in d.get("layers", [])]
         kwargs["skipped"] = [SkippedLayer.from_dict(x) for x in d.get("skipped", [])]
+        kwargs["calibration_skipped"] = [
+            {"file": str(x["file"]), "reason": str(x["reason"])} for x in d.get("calibration_skipped", [])
+        ]
         return cls(**kwargs)
 
     @classmethod

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .batches import as_call_args, move_batch
-from .errors import ValidationFailed
+from .errors import CalibrationError, MonoQuantError, ValidationFailed
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
 from .structure import get_submodule, model_device, shallow_clone
@@ -19,6 +19,42 @@ from .structure import get_submodule, model_device, shallow_clone
 if TYPE_CHECKING:  # quantizer imports this module
     from .modules.base import QuantizedModule
     from .quantizer import QuantResult
+    from .report import QuantReport
+
+
+def sample_name(samples: object, i: int) -> str:
+    """``validation sample 3``, with the file name when the samples come from a folder (``.files``)."""
+    files = getattr(samples, "files", None)
+    try:
+        file = files[i] if files is not None else None
+    except (IndexError, TypeError):
+        file = None
+    name = getattr(file, "name", file)
+    return f"validation sample {i + 1}" + (f" ({name})" if name else "")
+
+
+def record_skipped_calibration(report: QuantReport, samples: object) -> None:
+    """Record in ``report`` the calibration files left out as unusable (``skipped_unusable``), with a warning."""
+    found = getattr(samples, "skipped_unusable", ())
+    skipped = [(getattr(path, "name", str(path)), str(reason)) for path, reason in found]
+    report.calibration_skipped = [{"file": name, "reason": reason} for name, reason in skipped]
+    if skipped:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in skipped[:5])
+        more = f"; … and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        n = len(skipped)
+        report.warnings.append(
+            f"left out {n} calibration file{'s' if n > 1 else ''} that cannot be used: {listed}{more}"
+        )
+
+
+def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, which: str) -> Any:
+    """``model(*args, **kwargs)``; an error it raises names the sample (and its file)."""
+    try:
+        return model(*args, **kwargs)
+    except MonoQuantError:
+        raise
+    except Exception as exc:  # re-raised with the sample named, the cause chained
+        raise CalibrationError(f"{name}: {which} raised {type(exc).__name__}: {exc}") from exc
 
 
 def round_trip_twin(result: QuantResult, reference: nn.Module) -> nn.Module:
@@ -110,9 +146,10 @@ def validate(
             for i in range(len(samples)):
                 stepper.check()
                 args, kwargs = move_batch(*as_call_args(samples[i]), device)
-                ref_out = reference(*args, **kwargs)
-                q_out = result.model(*args, **kwargs)
-                twin_out = twin(*args, **kwargs)
+                name = sample_name(samples, i)
+                ref_out = _run(reference, args, kwargs, name, "the model")
+                q_out = _run(result.model, args, kwargs, name, "the quantized model")
+                twin_out = _run(twin, args, kwargs, name, "the quantized model rebuilt from its file")
                 for ref, q in zip(flat_tensors(ref_out), flat_tensors(q_out), strict=False):
                     output_acc.add(ref, q)
                 equal, diff = _outputs_equal(q_out, twin_out)

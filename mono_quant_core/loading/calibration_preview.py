@@ -2,8 +2,11 @@
 
 Every chosen file is read (at most ``PREVIEW_MAX_FILES``; ``capped`` says when
 more were left unread) and summarised per tensor; mono-quant outputs in the
-folder are listed apart (``skipped``), never read as samples.  Problems are recorded, not
-raised, so that a GUI can show them all; only a missing or empty folder raises.
+folder are listed apart (``skipped``), never read as samples.  A file that
+cannot be used (see ``calibration_check``: the same rule ``load_calibration``
+applies) carries its reason in ``error``; ``usable`` and ``unusable`` count
+them.  Problems are recorded, not raised, so that a GUI can show them all;
+only a missing or empty folder raises.
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ import torch
 from torch import nn
 
 from ..errors import MonoQuantError
+from .calibration_check import FolderCheck, reason_of
 from .calibration_files import Batch, batch_items, check_finite, file_size, read_unchecked
-from .calibration_set import load_calibration
-from .dry_run import describe_output, run_batch
+from .calibration_set import choose_calibration
+from .dry_run import describe_output
 from .output_files import SKIP_REASON
 
 PREVIEW_MAX_FILES = 1000
@@ -41,7 +45,7 @@ class TensorSummary:
 
 @dataclass
 class FilePreview:
-    """One file: its tensors, or the problem that stops it being used."""
+    """One file: its tensors and, when it cannot be used, why (``error``, naming the file)."""
 
     name: str
     bytes: int
@@ -64,24 +68,59 @@ class CalibrationPreview:
     dry_run_structure: str | None = None
     dry_run_outputs: list[tuple[str, list[int] | None, str]] = field(default_factory=list)
     dry_run_error: str | None = None
+    dry_run_file: str | None = None  # the file whose dry run dry_run_structure describes
     skipped: list[FilePreview] = field(default_factory=list)  # mono-quant outputs: never samples
 
     @property
     def errors(self) -> list[str]:
-        """Every problem found: per file, then the dry run's."""
+        """Every problem found, once each: per file, then the dry run's."""
         found = [f.error for f in self.files if f.error]
-        return found + ([self.dry_run_error] if self.dry_run_error else [])
+        if self.dry_run_error and self.dry_run_error not in found:
+            found.append(self.dry_run_error)
+        return found
 
     @property
     def ok(self) -> bool:
         """True when every file and the dry run are usable."""
         return not self.errors
 
+    @property
+    def usable(self) -> int:
+        """How many of the previewed files can be used."""
+        return sum(1 for f in self.files if not f.error)
+
+    @property
+    def unusable(self) -> list[tuple[str, str]]:
+        """``(file, reason)`` of each previewed file that cannot be used, the reason without the name."""
+        return [(f.name, reason_of(f.name, f.error)) for f in self.files if f.error]
+
+    def usability(self) -> str:
+        """One line that counts what a run would use: ``3 of 4 files usable · 1 cannot be used``."""
+        parts = [f"{self.usable} of {len(self.files)} files usable"]
+        if self.unusable:
+            parts.append(f"{len(self.unusable)} cannot be used")
+        if self.capped:
+            parts.append(f"{self.selected - len(self.files)} more not read")
+        if self.selected < self.file_count:
+            parts.append(f"{self.selected} of {self.file_count} files chosen")
+        if self.skipped:
+            n = len(self.skipped)
+            parts.append(f"{n} skipped ({SKIP_REASON if n == 1 else 'mono-quant outputs'})")
+        return " · ".join(parts)
+
     def to_rows(self) -> list[dict[str, Any]]:
         """One plain dict per tensor (or per unreadable or skipped file) for a table view; skipped files last."""
         rows = []
         for f in [*self.files, *self.skipped]:
-            base = {"file": f.name, "bytes": f.bytes, "passed_as": f.passed_as, "error": f.error, "skipped": f.skipped}
+            reason = reason_of(f.name, f.error) if f.error else None
+            base = {
+                "file": f.name,
+                "bytes": f.bytes,
+                "passed_as": f.passed_as,
+                "error": f.error,
+                "unusable": reason,
+                "skipped": f.skipped,
+            }
             tensors: list[TensorSummary | None] = list(f.tensors) or [None]
             for t in tensors:
                 row = dict(base, key=None, shape=None, dtype=None, min=None, max=None, mean=None, nan=None, inf=None)
@@ -94,7 +133,8 @@ class CalibrationPreview:
         """A few lines for people."""
         lines = [
             f"{self.folder}: {self.selected} of {self.file_count} files chosen"
-            + (f", first {len(self.files)} previewed" if self.capped else "")
+            + (f", first {len(self.files)} previewed" if self.capped else ""),
+            self.usability(),
         ]
         if self.files and self.files[0].tensors:
             first = self.files[0]
@@ -112,6 +152,8 @@ class CalibrationPreview:
         data = asdict(self)
         data["dry_run_outputs"] = [list(o) for o in self.dry_run_outputs]
         data["errors"] = self.errors
+        data["usable"] = self.usable
+        data["unusable"] = [list(u) for u in self.unusable]
         return data
 
 
@@ -122,14 +164,18 @@ def preview_calibration(
     seed: int | None = None,
     max_files: int = PREVIEW_MAX_FILES,
 ) -> CalibrationPreview:
-    """Summarise the chosen files and, with ``model``, dry-run the first one."""
-    chosen = load_calibration(folder, samples, seed)
-    batches: list[Batch | None] = []
+    """Summarise the chosen files, find those that cannot be used and, with ``model``, dry-run them."""
+    chosen = choose_calibration(folder, samples, seed)
+    check = FolderCheck()
     files = []
     for path in chosen.files[:max_files]:
         preview, batch = _preview_file(path)
         files.append(preview)
-        batches.append(batch)
+        check.add(path, batch, preview.error)
+    dry_run = check.finish(model)
+    for preview, path in zip(files, chosen.files, strict=False):
+        if preview.error is None and path in check.problems:
+            preview.error = check.problems[path]
     result = CalibrationPreview(
         folder=str(chosen.folder),
         file_count=chosen.folder_count,
@@ -140,7 +186,13 @@ def preview_calibration(
         skipped=[FilePreview(p.name, file_size(p), None, skipped=SKIP_REASON) for p in chosen.skipped],
     )
     if model is not None:
-        _dry_run(result, model, batches[0], chosen.files[0])
+        if dry_run is None:
+            result.dry_run_error = "no dry run: no file can be used (see above)"
+        elif dry_run.problem is not None:
+            result.dry_run_error = dry_run.problem
+        else:
+            result.dry_run_file = dry_run.path.name
+            result.dry_run_structure, result.dry_run_outputs = describe_output(dry_run.output)
     return result
 
 
@@ -159,21 +211,6 @@ def _preview_file(path: Path) -> tuple[FilePreview, Batch | None]:
         preview.error = str(exc)
         return preview, None
     return preview, batch
-
-
-def _dry_run(result: CalibrationPreview, model: nn.Module, batch: Batch | None, path: Path) -> None:
-    if batch is None:
-        result.dry_run_error = f"{path.name}: no dry run: the file itself has a problem (see above)"
-        return
-    try:
-        output = run_batch(model, batch, path)
-    except MonoQuantError as exc:
-        result.dry_run_error = str(exc)
-        return
-    except Exception as exc:  # a user model may raise anything; the preview reports it
-        result.dry_run_error = f"{path.name}: the model raised {type(exc).__name__}: {exc}"
-        return
-    result.dry_run_structure, result.dry_run_outputs = describe_output(output)
 
 
 def _summarise(key: str, t: torch.Tensor) -> TensorSummary:

@@ -11,16 +11,22 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import CalibrationError, ConfigError
+from .calibration_check import FolderCheck, reason_of
 from .calibration_files import Batch, file_size, list_calibration_files, read_batch
 from .dry_run import run_batch
 
+#: Unusable files named in full in an error message; the rest are counted.
+LISTED_PROBLEMS = 5
 
-class CalibrationSet(Sequence):
-    """The chosen files of a calibration folder; each is read (and checked) only when accessed.
 
-    ``folder_count`` counts the folder's usable files; ``skipped`` holds the
-    mono-quant outputs found there, which are never samples.
+class CalibrationSet(Sequence[Any]):
+    """The chosen files of a calibration folder; each is read (and checked) when accessed.
+
+    ``folder_count`` counts the folder's candidate files (mono-quant outputs
+    excluded); ``skipped`` holds those outputs, which are never samples;
+    ``skipped_unusable`` the ``(file, reason)`` of chosen files left out because
+    they cannot be used (``load_calibration(..., skip_unusable=True)``).
     """
 
     def __init__(
@@ -29,11 +35,13 @@ class CalibrationSet(Sequence):
         files: Sequence[Path],
         folder_count: int | None = None,
         skipped: Sequence[Path] = (),
+        skipped_unusable: Sequence[tuple[Path, str]] = (),
     ) -> None:
         self.folder = folder
         self.files: tuple[Path, ...] = tuple(files)
         self.folder_count = len(self.files) if folder_count is None else folder_count
         self.skipped: tuple[Path, ...] = tuple(skipped)
+        self.skipped_unusable: tuple[tuple[Path, str], ...] = tuple(skipped_unusable)
         self._sizes = [file_size(p) for p in self.files]
 
     def __len__(self) -> int:
@@ -41,7 +49,9 @@ class CalibrationSet(Sequence):
 
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
-            return CalibrationSet(self.folder, self.files[index], self.folder_count, self.skipped)
+            return CalibrationSet(
+                self.folder, self.files[index], self.folder_count, self.skipped, self.skipped_unusable
+            )
         return read_batch(self.files[index])
 
     def __iter__(self) -> Iterator[Batch]:
@@ -62,15 +72,72 @@ class CalibrationSet(Sequence):
         """Run one sample through ``model`` under inference mode; CalibrationError names the file."""
         return run_batch(model, self[index], self.files[index])
 
+    def skipped_records(self) -> list[dict[str, str]]:
+        """The files left out as unusable, as the report records them: ``{"file", "reason"}``."""
+        return [{"file": path.name, "reason": reason} for path, reason in self.skipped_unusable]
 
-def load_calibration(folder: str | os.PathLike, samples: int | None = None, seed: int | None = None) -> CalibrationSet:
+    def checked(self, model: nn.Module | None = None, skip_unusable: bool = False) -> CalibrationSet:
+        """Read every chosen file once (and dry-run them through ``model``, when given) to find the unusable ones.
+
+        Without ``skip_unusable`` any unusable file is a CalibrationError naming
+        it; with it they are left out and recorded in ``skipped_unusable``.
+        """
+        check = FolderCheck()
+        for path in self.files:
+            check.read(path)
+        check.finish(model)
+        unusable = check.unusable()
+        if not unusable:
+            return self
+        bad = {path for path, _ in unusable}
+        kept = [p for p in self.files if p not in bad]
+        if not skip_unusable or not kept:
+            raise CalibrationError(_refusal(self.folder, [problem for _, problem in unusable], skip_unusable))
+        reasons = [(path, reason_of(path.name, problem)) for path, problem in unusable]
+        return CalibrationSet(self.folder, kept, self.folder_count, self.skipped, [*self.skipped_unusable, *reasons])
+
+
+def load_calibration(
+    folder: str | os.PathLike[str],
+    samples: int | None = None,
+    seed: int | None = None,
+    *,
+    skip_unusable: bool = False,
+    model: nn.Module | None = None,
+    check: bool = True,
+) -> CalibrationSet:
     """The calibration folder's files in natural order: all, the first ``samples``, or a seeded subset.
 
     Mono-quant outputs in the folder are skipped (``.skipped``) before choosing.
+    The chosen files are then read once to find those that cannot be used
+    (unreadable, NaN/Inf, laid out unlike the others, or, with ``model``,
+    rejected by a dry run): a CalibrationError names them before any work is
+    done, or with ``skip_unusable=True`` they are left out and recorded
+    (``.skipped_unusable``).  ``check=False`` reads nothing until a sample is accessed.
     """
+    chosen = choose_calibration(folder, samples, seed)
+    return chosen.checked(model, skip_unusable) if check else chosen
+
+
+def choose_calibration(folder: str | os.PathLike[str], samples: int | None, seed: int | None) -> CalibrationSet:
+    """The chosen files, none read yet."""
     root = Path(folder).expanduser().resolve()
     files, outputs = list_calibration_files(root)
     return CalibrationSet(root, choose_files(files, samples, seed), len(files), outputs)
+
+
+def _refusal(folder: Path, problems: list[str], skipping: bool) -> str:
+    listed = "; ".join(problems[:LISTED_PROBLEMS])
+    if len(problems) > LISTED_PROBLEMS:
+        listed += f"; … and {len(problems) - LISTED_PROBLEMS} more"
+    if skipping:
+        return f"{folder}: no usable calibration files: {listed}"
+    n = len(problems)
+    them = "it" if n == 1 else "them"
+    return (
+        f"{folder}: {n} calibration file{'s' if n > 1 else ''} cannot be used: {listed}; "
+        f"fix or remove {them}, or leave {them} out (skip_unusable=True)"
+    )
 
 
 def choose_files(files: list[Path], samples: int | None, seed: int | None) -> list[Path]:

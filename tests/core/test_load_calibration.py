@@ -1,8 +1,9 @@
-"""Calibration folders: formats, order, subsets, laziness, errors."""
+"""Calibration folders: formats, order, subsets, laziness, errors (found before any work, or lazily)."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -36,7 +37,8 @@ def test_every_format_and_how_it_is_passed(tmp_path):
     np.savez(tmp_path / "a7.npz", x=x.numpy(), y=y.numpy())
     np.savez(tmp_path / "a8.npz", x.numpy(), y.numpy())  # positional: arr_0, arr_1
     np.save(tmp_path / "a9.npy", x.double().numpy())
-    samples = load_calibration(tmp_path)
+    # Mixed layouts in one folder are refused by the check (test_load_calibration_unusable); read as they are:
+    samples = load_calibration(tmp_path, check=False)
     assert [p.name for p in samples.files] == [
         f"a{i}.{e}" for i, e in enumerate(["pt", "pth", "pt", "pt", "safetensors", "npy", "npz", "npz", "npy"], 1)
     ]
@@ -56,7 +58,7 @@ def test_natural_order_and_ignored_entries(tmp_path):
     for name in ["readme.txt", ".hidden.pt", "weights.onnx"]:
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub.pt").mkdir()
-    samples = load_calibration(tmp_path)
+    samples = load_calibration(tmp_path, check=False)  # the files are empty: only their names count here
     assert [p.name for p in samples.files] == ["x1.safetensors", "x2.pt", "X3.npy", "x10.pt", "x20.npz"]
     assert samples.folder == tmp_path.resolve() and samples.folder_count == 5
 
@@ -103,7 +105,7 @@ def test_sequence_behaviour_and_file_list_hash(tmp_path):
 def test_files_are_read_only_when_accessed(tmp_path):
     folder = make_folder(tmp_path / "c", 3)
     (folder / "s1.pt").write_bytes(b"corrupt")
-    samples = load_calibration(folder)  # no error yet: nothing read
+    samples = load_calibration(folder, check=False)  # no error yet: nothing read
     assert torch.equal(samples[0], torch.zeros(1, 2))
     with pytest.raises(CalibrationError, match=r"s1.pt: unreadable"):
         samples[1]
@@ -163,9 +165,12 @@ def test_folder_errors(tmp_path):
 )
 def test_file_errors_name_the_file(tmp_path, name, write, message):
     write(tmp_path / name)
-    samples = load_calibration(tmp_path)
-    with pytest.raises(CalibrationError, match=message):
-        samples[0]
+    refused = f"{re.escape(str(tmp_path))}: 1 calibration file cannot be used: {message}"
+    with pytest.raises(CalibrationError, match=refused):
+        load_calibration(tmp_path)  # found before any sample is used
+    samples = load_calibration(tmp_path, check=False)
+    with pytest.raises(CalibrationError, match=f"^{message}"):
+        samples[0]  # or when the sample is read
 
 
 def test_model_rejecting_a_shape_names_the_file(tmp_path):

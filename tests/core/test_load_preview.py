@@ -62,7 +62,13 @@ def test_preview_summarises_every_file(folder):
     assert (bad.nan, bad.inf, bad.min, bad.max) == (1, 1, 1.0, 1.0)  # stats over finite values
     assert preview.files[2].error == "b10.pt: contains 1 NaN and 1 Inf values"
     assert preview.files[3].error.startswith("b11.pt: unreadable") and preview.files[3].tensors == []
-    assert len(preview.errors) == 2 and not preview.ok
+    # b2 passes keywords where the other readable file passes one tensor: it cannot be used either.
+    assert preview.files[1].error == (
+        "b2.npz: does not match the other files: it holds ids int64 2-d, x float32 2-d; 1 of 2 files hold float32 2-d"
+    )
+    assert len(preview.errors) == 3 and not preview.ok
+    assert preview.usable == 1 and [name for name, _ in preview.unusable] == ["b2.npz", "b10.pt", "b11.pt"]
+    assert preview.usability() == "1 of 4 files usable · 3 cannot be used"
 
 
 def test_rows_for_a_table_and_json(folder):
@@ -76,8 +82,10 @@ def test_rows_for_a_table_and_json(folder):
         ("b11.pt", None),
     ]
     assert rows[0]["shape"] == [2, 3] and rows[4]["error"].startswith("b11.pt")
+    assert rows[0]["unusable"] is None and rows[3]["unusable"] == "contains 1 NaN and 1 Inf values"
     data = json.loads(json.dumps(preview.to_dict()))
-    assert data["file_count"] == 4 and len(data["errors"]) == 2
+    assert data["file_count"] == 4 and len(data["errors"]) == 3
+    assert data["usable"] == 1 and data["unusable"][1] == ["b10.pt", "contains 1 NaN and 1 Inf values"]
 
 
 def test_cap_and_subset(folder):
@@ -117,10 +125,25 @@ def test_dry_run_errors_are_captured(tmp_path):
     assert preview.errors == [preview.dry_run_error]
 
 
-def test_dry_run_skipped_when_the_first_file_is_bad(folder):
+def test_the_dry_run_takes_the_first_usable_file(folder):
     (folder / "b1.pt").write_bytes(b"broken")
     preview = preview_calibration(folder, model=Outputs("tensor"))
-    assert preview.dry_run_error == "b1.pt: no dry run: the file itself has a problem (see above)"
+    assert preview.dry_run_error == (
+        "b2.npz: the model rejected this sample (input ids: [1, 3] int64, x: [1, 3] float32): "
+        "TypeError: Outputs.forward() got an unexpected keyword argument 'ids'"
+    )
+    assert preview.files[1].error == preview.dry_run_error and preview.usable == 0
+    assert preview.errors.count(preview.dry_run_error) == 1
+    torch.save(torch.ones(2, 3), folder / "b1.pt")
+    fixed = preview_calibration(folder, model=Outputs("tensor"))
+    assert (fixed.dry_run_file, fixed.dry_run_structure, fixed.dry_run_error) == ("b1.pt", "tensor", None)
+
+
+def test_no_dry_run_when_no_file_can_be_used(tmp_path):
+    (tmp_path / "a.pt").write_bytes(b"broken")
+    preview = preview_calibration(tmp_path, model=Outputs("tensor"))
+    assert preview.dry_run_error == "no dry run: no file can be used (see above)"
+    assert preview.usable == 0 and preview.usability() == "0 of 1 files usable · 1 cannot be used"
 
 
 def test_missing_folder_still_raises(tmp_path):
