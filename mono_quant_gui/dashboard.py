@@ -115,7 +115,7 @@ class Card(QFrame):
     VALUE_STYLE = "font-size: 17pt; font-weight: 600;"
     DETAIL_STYLE = "color: palette(placeholder-text);"
     #: The widest values a card shows in practice (sizes, layer and sample counts): a card is never narrower.
-    WIDEST_VALUES = ("888.8 MiB", "8888 / 8888")
+    WIDEST_VALUES = ("888.8 MiB", "888 / 888")
     DETAIL_LINES = 2
 
     def __init__(self, title: str, parent: QWidget | None = None):
@@ -151,7 +151,7 @@ class Card(QFrame):
 
 
 class CardGrid(QLayout):
-    """The cards in one row when each gets its minimum width there, else in rows of two, else one column.
+    """The cards in one row when each gets its minimum width there, else in rows of two.
 
     Its height follows its width only (``heightForWidth``), never the cards' texts.
     """
@@ -184,13 +184,12 @@ class CardGrid(QLayout):
         return self._arrange(QRect(0, 0, width, 0), apply=False)
 
     def columns(self, width: int) -> int:
-        """How many cards share a row at ``width``: all, half (rounded up) or one."""
+        """How many cards share a row at ``width``: all when each gets its minimum width, else half
+        (rounded up).  Never one column: four cards stacked would leave the plots no height; below
+        two minimum widths a card's text is cut with "…" (its tooltip has it)."""
         n = len(self._items)
         widest = max((item.minimumSize().width() for item in self._items), default=0)
-        for columns in dict.fromkeys((n, (n + 1) // 2, 1)):
-            if columns and (width - (columns - 1) * self.spacing()) // columns >= widest:
-                return columns
-        return 1
+        return n if n and (width - (n - 1) * self.spacing()) // n >= widest else max((n + 1) // 2, 1)
 
     def _row_height(self) -> int:
         return max((item.sizeHint().height() for item in self._items), default=0)
