@@ -8,11 +8,14 @@ goes to the batch queue in :mod:`mono_quant_gui.queueing`.  The Queue pane
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QWidget
+
+from mono_quant_core.errors import ConfigError
 
 from . import dialogs, help_menu, identity
 from .actions import Actions
@@ -179,6 +182,9 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
 
     def _settings_changed(self) -> None:
         self.store.save_quant_settings(self.settings_panel.values())
+        s = self.session
+        with contextlib.suppress(ConfigError):  # the panel's note says why; the last valid config stays
+            s.config = self.settings_panel.config(s.config.layers)
         self.update_actions()
 
     def rebuild_recent_menu(self) -> None:

@@ -50,18 +50,18 @@ class OpeningMixin:
         checkpoint: str | None = None,
         entry: str | None = None,
         entry_kwargs: dict | None = None,
-        job_config: Any = None,
+        job: Any = None,
     ) -> None:
         """Use ``path`` as the model script and load it in the background: with ``checkpoint``
         when given, else with the checkpoint :meth:`Session.checkpoint_for_script` says.
 
-        ``job_config``: the QuantConfig of a job whose layer rules tick the tree once loaded.
+        ``job``: the Job the window is filled from; its layer rules tick the tree once loaded.
         """
         s = self.session
         if checkpoint is None:
             checkpoint = s.checkpoint_for_script(str(path))
         s.script, s.checkpoint, s.entry, s.entry_kwargs = str(path), checkpoint, entry, entry_kwargs
-        s.job_config = job_config
+        s.job, s.job_chosen = job, None
         self._remember("script", path)
         if checkpoint:
             self._remember("checkpoint", checkpoint)
@@ -156,27 +156,15 @@ class OpeningMixin:
             self.last_error = dialogs.show_error(self, "Could not open the job", str(exc))
             log.error("%s", exc)
             return
-        config = job.config
-        values = {
-            name: getattr(config, name)
-            for name in (
-                "dtype",
-                "mode",
-                "scheme",
-                "granularity",
-                "group_size",
-                "observer",
-                "on_failure",
-                "min_output_sqnr_db",
-            )
-        }
-        values["samples"] = job.samples or 0
         log.info("opened the job %s", path)
-        self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, config)
+        self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, job)
         # After the model: the load previews the folder once, with the job's model; before
         # the settings, which offer static mode only once a folder is set.
         self.set_calibration_folder(job.calibration_folder)
-        self.settings_panel.set_values(values)
+        s = self.session
+        s.samples, s.seed = job.samples, job.seed
+        self.settings_panel.set_config(job.config, job.samples)  # the whole config, every field
+        s.config = self.settings_panel.config(job.config.layers)
 
     def _remember_folder(self: Any, path: str) -> None:
         self.store.set_last_folder(str(path))

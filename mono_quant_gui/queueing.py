@@ -49,11 +49,13 @@ class QueueingMixin:
         if s.loaded is None:
             raise MonoQuantError("no model is open: open a model script first")
         source = s.loaded.source
-        values = self.settings_panel.values()
-        config = self.settings_panel.config(self.modules.model.checked_names())
+        config = self.current_config()
         script = source.get("script_path") or s.script
         checkpoint = source.get("checkpoint_path")
         calibration = s.calibration
+        job = s.job if s.job_inputs_open() else None  # the job the window was filled from
+        if output is None and job is not None and job.config.dtype == config.dtype:
+            output = job.output
         if output is None:
             output = self.default_output(checkpoint or script, config.dtype, is_checkpoint=checkpoint is not None)
         return Job(
@@ -61,11 +63,13 @@ class QueueingMixin:
             entry=source.get("entry") or s.entry,
             entry_kwargs=dict(source.get("entry_kwargs") or s.entry_kwargs or {}),
             checkpoint=checkpoint,
-            strict=bool(s.loaded.keys.ok),
+            strict=bool(s.loaded.keys.ok) and (job.strict if job is not None else True),
             config=config,
             calibration_folder=calibration,
-            samples=(values["samples"] or None) if calibration else None,
+            samples=self.current_samples(),
+            seed=s.seed if calibration else None,
             output=output,
+            report_path=job.report_path if job is not None else None,
         )
 
     def default_output(self: Any, source: str, dtype: str, is_checkpoint: bool = True) -> str:

@@ -52,6 +52,9 @@ class SettingsPanel(QWidget):
         super().__init__(parent)
         self._has_calibration = False
         self._updating = False
+        #: The whole QuantConfig the widgets edit: fields without a widget (observer knobs,
+        #: warning thresholds, layer rules) pass through unchanged.
+        self._base = QuantConfig()
         self.combos: dict[str, QComboBox] = {}
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -138,9 +141,16 @@ class SettingsPanel(QWidget):
             self._has_calibration = available
             self._edited()
 
+    def set_config(self, config: QuantConfig, samples: int | None = None) -> None:
+        """Edit ``config`` (a job's, say): every field kept, those with a widget shown in it."""
+        self._base = config
+        values: dict[str, Any] = {name: getattr(config, name) for name in self.combos}
+        values.update(group_size=config.group_size, min_output_sqnr_db=config.min_output_sqnr_db, samples=samples or 0)
+        self.set_values(values)
+
     def config(self, layers: list[str] | None = None) -> QuantConfig:
-        """The QuantConfig for these settings and the ticked layers; raises ConfigError."""
-        return rules.build_config(self.values(), layers)
+        """The whole QuantConfig: the edited one with these widgets' values and ``layers``; raises ConfigError."""
+        return rules.build_config(self.values(), layers, self._base)
 
     def problem(self) -> str | None:
         """Why the current settings cannot run (None: they can)."""
@@ -148,7 +158,7 @@ class SettingsPanel(QWidget):
         if values["mode"] == "static" and values["dtype"] in ("int8", "int4") and not self._has_calibration:
             return rules.NEEDS_FOLDER
         try:
-            rules.build_config(values, None)
+            rules.build_config(values, None, self._base)
         except ConfigError as exc:
             return str(exc)
         return None

@@ -81,7 +81,8 @@ def applicable(values: dict[str, Any]) -> dict[str, str | None]:
     }
 
 
-def build_config(values: dict[str, Any], layers: list[str] | None) -> QuantConfig:
-    """The QuantConfig for the panel's values and the ticked layers; raises ConfigError."""
+def build_config(values: dict[str, Any], layers: list[str] | None, base: QuantConfig | None = None) -> QuantConfig:
+    """``base`` (default: QuantConfig()) with the panel's values and the ticked layers; every
+    field without a widget passes through unchanged.  Raises ConfigError."""
     fields = {k: v for k, v in values.items() if k != "samples"}
-    return QuantConfig(**fields, layers=layers)
+    return (base or QuantConfig()).replace(**fields, layers=layers)

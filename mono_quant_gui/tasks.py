@@ -164,14 +164,16 @@ def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
     return mq.preview_calibration(folder, model=model, samples=samples)
 
 
-def quantize_task(ctx, model: Any, config: Any, folder: str | None, samples: int | None) -> Any:
+def quantize_task(
+    ctx, model: Any, config: Any, folder: str | None, samples: int | None, seed: int | None = None
+) -> Any:
     """Run ``quantize``; its plan and phases reach the window through ``ctx.on_phase``,
     ``ctx.task.info["report"]`` is set when the run failed its checks."""
     ctx.progress(0, 0, "Preparing…")
     prepare_torch()
     import mono_quant_core as mq
 
-    calibration = mq.load_calibration(folder, samples=samples) if folder else None
+    calibration = mq.load_calibration(folder, samples=samples, seed=seed) if folder else None
     try:
         return mq.quantize(
             model,

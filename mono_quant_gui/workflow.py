@@ -45,7 +45,7 @@ class WorkflowMixin(OpeningMixin):
                     checkpoint=s.checkpoint,
                     entry=s.entry,
                     entry_kwargs=s.entry_kwargs,
-                    select=s.job_config,
+                    select=s.job.config if s.job is not None and s.job_chosen is None else None,
                 ),
             )
         )
@@ -68,14 +68,14 @@ class WorkflowMixin(OpeningMixin):
         if not self.actions.quantize.isEnabled():
             return
         try:
-            config = self.settings_panel.config(self.modules.model.checked_names())
+            config = self.current_config()
         except ConfigError as exc:
             dialogs.show_error(self, "Settings", str(exc))
             return
         s = self.session
         s.result = None
         self.file_label.setText("")
-        samples = self.settings_panel.values()["samples"] or None
+        samples = self.current_samples()
         self.modules.model.clear_results()
         original = s.rows[0].bytes if s.rows else 0
         self.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
@@ -91,9 +91,26 @@ class WorkflowMixin(OpeningMixin):
             Task(
                 "quantize",
                 "Quantizing",
-                partial(tasks.quantize_task, model=s.model, config=config, folder=s.calibration, samples=samples),
+                partial(
+                    tasks.quantize_task,
+                    model=s.model,
+                    config=config,
+                    folder=s.calibration,
+                    samples=samples,
+                    seed=s.seed,
+                ),
             )
         )
+
+    def current_config(self: Any) -> Any:
+        """The QuantConfig a run would use now: the session's whole config with the widgets' values
+        and the ticked layers (a job's own layer rules while its choice is unchanged)."""
+        s = self.session
+        ticked = self.modules.model.checked_names()
+        return self.settings_panel.config(s.layers(ticked))
+
+    def current_samples(self: Any) -> int | None:
+        return (self.settings_panel.values()["samples"] or None) if self.session.calibration else None
 
     def cancel(self: Any) -> None:
         if self.runner.current is not None:
@@ -249,12 +266,15 @@ class WorkflowMixin(OpeningMixin):
             self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
             return
         self.clear_results()  # another model (or the same one again): no figures of the last one
-        s.loaded, s.rows = outcome.loaded, outcome.rows
+        s.loaded, s.rows, s.runs = outcome.loaded, outcome.rows, []
         s.loaded_inputs = s.inputs()
         self.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
-        s.job_config = None  # a job's layer rules tick the tree once, not on every later load
+        if outcome.chosen is not None:
+            s.job_chosen = list(outcome.chosen)  # a job's rules tick the tree once, not on every later load
+        elif s.job is not None and s.job_chosen is None:
+            s.job = None
         log.info(
             "loaded %s: %d modules, %d quantizable; %s",
             outcome.loaded.source.get("entry"),
@@ -288,6 +308,7 @@ class WorkflowMixin(OpeningMixin):
     def _quantized(self: Any, result: Any) -> None:
         self.flush_layers()
         self.session.result = result
+        self.session.runs.append(result)
         self._show_report(result.report)
         r = result.report
         self.statusBar().showMessage(

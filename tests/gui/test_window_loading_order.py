@@ -20,16 +20,24 @@ def test_only_the_last_opened_script_is_shown(window, qtbot, monkeypatch):
     assert window.session.loaded.source["script"] == transformer.script.name
 
 
-def test_a_jobs_layer_rules_tick_the_tree_once(window, qtbot):
+def test_a_jobs_layer_rules_tick_the_tree_once(window, qtbot, tmp_path):
+    from mono_quant_core.jobs import Job
+
     cnn = demo("cnn")
     window.open_script(str(cnn.script), str(cnn.checkpoint))
     wait_idle(qtbot, window)
     everything = window.modules.model.checked_names()
     first = everything[0]
-    window.open_script(str(cnn.script), str(cnn.checkpoint), job_config=QuantConfig(layers=[first]))
+    job = Job(
+        script=str(cnn.script),
+        checkpoint=str(cnn.checkpoint),
+        output=str(tmp_path / "q.safetensors"),
+        config=QuantConfig(layers=[first]),
+    )
+    window.open_script(str(cnn.script), str(cnn.checkpoint), job=job)
     wait_idle(qtbot, window)
     assert window.modules.model.checked_names() == [first]
-    assert window.session.job_config is None
+    assert window.session.job_chosen == [first]
     window.open_checkpoint(str(cnn.checkpoint))  # a later load: the job's rules are not applied again
     wait_idle(qtbot, window)
     assert window.modules.model.checked_names() == everything
