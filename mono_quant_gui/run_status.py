@@ -24,24 +24,26 @@ def estimate_eta(elapsed_s: float, done: int, total: int) -> float | None:
 class RunStatus(QWidget):
     """A progress bar with the step message and an ETA; hidden when idle."""
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.bar = QProgressBar(objectName="run_progress")
+        self.bar = QProgressBar()
+        self.bar.setObjectName("run_progress")
         self.bar.setFixedWidth(220)
         self.bar.setMaximumHeight(16)
-        self.eta = QLabel(objectName="run_eta")
+        self.eta = QLabel()
+        self.eta.setObjectName("run_eta")
         self.eta.setMinimumWidth(120)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 6, 0)
         layout.addWidget(self.eta)
         layout.addWidget(self.bar)
         self._started = 0.0
-        self._remaining = None
+        self._remaining: RemainingTime | None = None
         self.hide()
 
     def begin(self) -> None:
         self._started = time.perf_counter()
-        self._remaining: RemainingTime | None = None
+        self._remaining = None
         self.bar.setRange(0, 0)
         self.eta.setText("")
         self.show()
@@ -62,7 +64,7 @@ class RunStatus(QWidget):
             return
         self.bar.setRange(0, total)
         self.bar.setValue(min(done, total))
-        if getattr(self, "_remaining", None) is None:  # a task without phases: the average rate
+        if self._remaining is None:  # a task without phases: the average rate
             self._show_eta(estimate_eta(time.perf_counter() - self._started, done, total))
 
     def _show_eta(self, eta: float | None) -> None:

@@ -36,7 +36,7 @@ def option_problem(values: dict[str, Any], field: str, option: str, has_calibrat
     """Why ``option`` cannot be chosen for ``field`` given the earlier fields (None: it can)."""
     if field == "mode" and option == "static" and not has_calibration and values["dtype"] in ("int8", "int4"):
         return NEEDS_FOLDER
-    trial = dict(_NEUTRAL)
+    trial: dict[str, Any] = dict(_NEUTRAL)
     for name in ORDER[: ORDER.index(field)]:
         trial[name] = values[name]
     trial[field] = option
