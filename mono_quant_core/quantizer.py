@@ -146,6 +146,7 @@ def quantize(
         validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
     )
+    validation.record_skipped_calibration(report, samples)
     check_cancel(cancel)
     plan = _plan(model, reference, selection.chosen, samples, calib_idx, val_idx, validate, config, on_phase)
     stepper = Stepper(plan, progress, cancel, on_phase)

@@ -68,6 +68,7 @@ class QueueingMixin:
             calibration_folder=calibration,
             samples=self.current_samples(),
             seed=s.seed if calibration else None,
+            skip_unusable=bool(calibration) and self.calibration_panel.skip_unusable(),
             output=output,
             report_path=job.report_path if job is not None else None,
         )

@@ -165,7 +165,13 @@ def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
 
 
 def quantize_task(
-    ctx, model: Any, config: Any, folder: str | None, samples: int | None, seed: int | None = None
+    ctx,
+    model: Any,
+    config: Any,
+    folder: str | None,
+    samples: int | None,
+    seed: int | None = None,
+    skip_unusable: bool = False,
 ) -> Any:
     """Run ``quantize``; its plan and phases reach the window through ``ctx.on_phase``,
     ``ctx.task.info["report"]`` is set when the run failed its checks."""
@@ -173,7 +179,11 @@ def quantize_task(
     prepare_torch()
     import mono_quant_core as mq
 
-    calibration = mq.load_calibration(folder, samples=samples, seed=seed) if folder else None
+    calibration = (
+        mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
+        if folder
+        else None
+    )
     try:
         return mq.quantize(
             model,

@@ -35,6 +35,8 @@ class Job:
     calibration_folder: str | None = None
     samples: int | None = None
     seed: int | None = None
+    #: Leave out calibration files that cannot be used (the report lists them) instead of failing.
+    skip_unusable: bool = False
     report_path: str | None = None
 
     def __post_init__(self) -> None:

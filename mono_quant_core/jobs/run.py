@@ -62,7 +62,9 @@ def run_job(
     if job.calibration_folder is not None:
         check_cancel(cancel)
         tracker(0, 0, f"reading {os.path.basename(job.calibration_folder.rstrip(os.sep))}")
-        calibration = load_calibration(job.calibration_folder, samples=job.samples, seed=job.seed)
+        calibration = load_calibration(
+            job.calibration_folder, samples=job.samples, seed=job.seed, skip_unusable=job.skip_unusable, model=model
+        )
     try:
         result = quantize(model, job.config, calibration, progress=tracker, cancel=cancel, on_layer=on_layer)
     except ValidationFailed as exc:

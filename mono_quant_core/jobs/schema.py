@@ -24,7 +24,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "histogram_bins": "integer",
         "histogram_method": "choice",
     },
-    "calibration": {"folder": "path", "samples": "integer", "seed": "integer"},
+    "calibration": {"folder": "path", "samples": "integer", "seed": "integer", "skip_unusable": "boolean"},
     "validation": {"on_failure": "choice", "min_output_sqnr_db": "float", "warn_layer_sqnr_db": "float"},
     "output": {"path": "path", "report": "path"},
 }
@@ -39,6 +39,7 @@ JOB_FIELDS: dict[tuple[str, str], str] = {
     ("calibration", "folder"): "calibration_folder",
     ("calibration", "samples"): "samples",
     ("calibration", "seed"): "seed",
+    ("calibration", "skip_unusable"): "skip_unusable",
     ("output", "path"): "output",
     ("output", "report"): "report_path",
 }

@@ -83,7 +83,7 @@ def test_damaged_calibration_files_are_described_in_plain_words(tmp_path, name, 
     folder.mkdir()
     write(folder / name)
     before = (folder / name).read_bytes()
-    samples = load_calibration(folder)
+    samples = load_calibration(folder, check=False)  # read lazily: each damage met by the reader itself
     with pytest.raises(CalibrationError) as info:
         samples[0]
     message = str(info.value)

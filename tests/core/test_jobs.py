@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mono_quant_core.config import QuantConfig
-from mono_quant_core.errors import Cancelled, ConfigError, ScriptError, ValidationFailed
+from mono_quant_core.errors import CalibrationError, Cancelled, ConfigError, ScriptError, ValidationFailed
 from mono_quant_core.jobs import SECTIONS, Job, load_job, parse_job, run_job
 from mono_quant_core.jobs.toml_writer import toml_string, toml_value
 from mono_quant_core.progress import CancelToken
@@ -126,6 +126,7 @@ def full_job(folder: str, outside: str) -> Job:
         calibration_folder=os.path.join(folder, "calib data"),
         samples=12,
         seed=3,
+        skip_unusable=True,
         report_path=os.path.join(outside, "report.json"),
     )
 
@@ -369,3 +370,16 @@ def test_run_job_missing_script_and_cancel(project, tmp_path):
     with pytest.raises(Cancelled):
         run_job(project.job(), cancel=token)
     assert not os.path.exists(project.job().output)
+
+
+def test_run_job_skips_unusable_calibration_files_only_when_told(project):
+    """``[calibration] skip_unusable``: a damaged file fails the job before any work, or is left out
+    and listed in the report (the window's "Skip files that cannot be used")."""
+    with open(project.path("calib", "x3.pt"), "wb") as f:
+        f.write(b"not a tensor")
+    job = project.job(mode="static")
+    with pytest.raises(CalibrationError, match=r"x3\.pt"):
+        run_job(job)
+    assert not os.path.exists(job.output)
+    outcome = run_job(dataclasses.replace(job, skip_unusable=True))
+    assert [entry["file"] for entry in outcome.report.calibration_skipped] == ["x3.pt"]

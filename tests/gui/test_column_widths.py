@@ -4,7 +4,6 @@ Range and Size in view in a pane as narrow as the window's."""
 
 from __future__ import annotations
 
-from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QHeaderView
 from torch import nn
 
@@ -13,8 +12,6 @@ from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
 from mono_quant_gui import module_panel as mp
 from mono_quant_gui import tree_model as tm
-from mono_quant_gui.calibration_panel import CalibrationPanel
-from mono_quant_gui.demo import demo
 from mono_quant_gui.queue import STATUSES
 from mono_quant_gui.queue import model as qm
 from mono_quant_gui.queue.model import QueueModel
@@ -115,29 +112,3 @@ def test_the_queue_fits_its_file_names_and_lets_the_message_take_the_rest(qtbot,
     add("a-checkpoint-with-a-name-far-longer-than-any-column-should-grow-to-show-in-full" * 2)
     qtbot.waitUntil(lambda: table.columnWidth(qm.OUTPUT) == MAX_FITTED_WIDTH)
     assert table.columnWidth(qm.CHECKPOINT) == MAX_FITTED_WIDTH  # cut (its tooltip has it), not the table
-
-
-def test_the_calibration_table_keeps_range_and_size_in_view(qtbot):
-    """In a pane too narrow for every column in full, the file name gives way, not Range and Size."""
-    panel = CalibrationPanel(QAction("Choose"))
-    qtbot.addWidget(panel)
-    panel.resize(900, 500)
-    panel.show()
-    qtbot.waitExposed(panel)
-    folder = demo("transformer").calibration
-    panel.set_folder(str(folder))
-    panel.show_preview(mq.preview_calibration(folder))
-    table = panel.table
-    needs = [table.sizeHintForColumn(c) for c in range(table.columnCount())]
-    assert needs[0] > 100  # "tokens_10.safetensors"
-    # The width the window gives the pane is about this: the short columns fit, the file name does not.
-    viewport = sum(needs[1:]) + 70
-    panel.resize(panel.width() - table.viewport().width() + viewport, 500)
-    qtbot.waitUntil(lambda: table.viewport().width() <= viewport)
-    for column in (1, 2, 3, 4, 5):
-        assert table.columnWidth(column) >= needs[column], column
-    right = table.columnViewportPosition(5) + table.columnWidth(5)
-    assert right <= table.viewport().width(), "Size is cut off or needs scrolling"
-    assert 40 < table.columnWidth(0) < needs[0]
-    file_item = table.item(10, 0)
-    assert file_item.toolTip() == file_item.text() == "tokens_10.safetensors"  # the whole name, cut in the cell

@@ -9,12 +9,11 @@ import shutil
 from conftest import wait_idle
 from failing_files import FailingFile
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QMessageBox
 
 from mono_quant_core import load_quantized
 from mono_quant_core.serialization import atomic
-from mono_quant_gui import colors, dialogs
+from mono_quant_gui import dialogs
 from mono_quant_gui import tree_model as tm
 from mono_quant_gui.demo import demo
 
@@ -89,7 +88,9 @@ def corrupt_copy(tmp_path, bad: str = "digits_7.pt"):
     return folder
 
 
-def test_a_corrupt_calibration_file_is_named_in_the_pane_and_by_the_static_run(window, qtbot, tmp_path):
+def test_a_corrupt_calibration_file_is_caught_before_the_run(window, qtbot, tmp_path):
+    """Defect 5 of issue 12: the pane counts the unusable file as such, Quantize says why it is
+    off until the user chooses to skip it, and the run then records what it left out."""
     window.open_demo("cnn")
     wait_idle(qtbot, window)
     folder = corrupt_copy(tmp_path)
@@ -99,34 +100,28 @@ def test_a_corrupt_calibration_file_is_named_in_the_pane_and_by_the_static_run(w
     panel = window.calibration_panel
     rows = [r for r in range(panel.table.rowCount()) if panel.table.item(r, 0).text() == "digits_7.pt"]
     assert len(rows) == 1
-    shown = " ".join(panel.table.item(rows[0], c).text() for c in range(panel.table.columnCount()))
-    assert "digits_7.pt: unreadable" in shown
-    assert panel.table.item(rows[0], 0).foreground().color() == QColor(Qt.GlobalColor.red)
-    assert "1 file cannot be used: digits_7.pt" in panel.summary.text()
-    assert colors.ERROR in panel.summary.styleSheet()
-    assert panel.dry_run.text().startswith("✓ Dry run")  # the first file is fine
+    shown = " ".join(
+        panel.table.item(rows[0], c).text() for c in range(panel.table.columnCount()) if panel.table.item(rows[0], c)
+    )
+    assert "cannot be used" in shown and "truncated" in shown
+    summary = panel.summary.text()
+    assert "1 cannot be used" in summary and "of" in summary and "usable" in summary
+    assert "used ·" not in summary  # never "N of N files used" beside "1 cannot be used"
 
     window.settings_panel.combos["mode"].setCurrentText("static")
     assert window.settings_panel.combos["mode"].currentText() == "static"
-    assert window.actions.quantize.isEnabled()
-    with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
-    box = error_box(window)
-    assert box.windowTitle() == "Quantization failed"
-    assert "digits_7.pt" in box.text()
-    assert window.session.result is None and not window.actions.save_as.isEnabled()
-    assert window.dashboard.output_card.detail.text() == "failed"
-    assert "digits_7.pt" in window.log_view.toPlainText()
-    box.close()
+    assert not window.actions.quantize.isEnabled()
+    assert window.actions.quantize.toolTip() == panel.problem(True)
+    assert "1 calibration file cannot be used" in window.actions.quantize.toolTip()
 
-    window.set_calibration_folder(str(demo("cnn").calibration))  # a good folder: the run goes through
-    wait_idle(qtbot, window)
-    assert "cannot be used" not in panel.summary.text() and panel.summary.styleSheet() == ""
+    panel.skip.setChecked(True)  # the user chooses to leave it out
+    assert window.actions.quantize.isEnabled()
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
         window.actions.quantize.trigger()
     report = window.session.result.report
+    assert [entry["file"] for entry in report.calibration_skipped] == ["digits_7.pt"]
+    assert any("digits_7.pt" in w for w in report.warnings)
     assert report.mode == "static" and report.calibration_samples > 0
-    assert window.dashboard.sqnr_plot.bar_count() == len(report.layers)
 
 
 def test_a_run_that_fails_its_checks_keeps_its_report_on_the_dashboard_and_in_the_tree(window, qtbot):

@@ -58,6 +58,7 @@ histogram_method = "entropy"
 folder = "calib"
 samples = 12
 seed = 7
+skip_unusable = true
 
 [validation]
 on_failure = "warn"
