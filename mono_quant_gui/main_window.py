@@ -36,6 +36,15 @@ from .worker import Runner
 from .workflow import WorkflowMixin
 
 DEFAULT_SIZE = (1400, 900)
+
+
+def recent_label(path: str, checkpoint: str | None = None) -> str:
+    """``model.py + model.safetensors — cnn``: the names, and the folder that tells alike names apart."""
+    p = Path(path)
+    name = p.name if checkpoint is None else f"{p.name} + {Path(checkpoint).name}"
+    return f"{name} — {p.parent.name}" if p.parent.name else name
+
+
 #: Layer results arriving faster than this are drawn together.
 LAYER_FLUSH_MS = 50
 
@@ -152,6 +161,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         self.settings_panel.changed.connect(self._settings_changed)
         self.modules.checks_changed.connect(self.update_actions)
         self.calibration_panel.clear_requested.connect(lambda: self.set_calibration_folder(None))
+        self.calibration_panel.skip_changed.connect(lambda _skip: self.update_actions())
         self.dashboard.layer_clicked.connect(self.reveal_layer)
         r = self.runner
         r.started.connect(self._task_started)
@@ -177,14 +187,19 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
     def save_persistent(self) -> None:
         """Write geometry, dock layout and settings now (also done on close)."""
         self.store.save_window(self.saveGeometry(), self.saveState(STATE_VERSION))
-        self.store.save_quant_settings(self.settings_panel.values())
+        self.store.save_quant_settings(self.settings_panel.persistent_values())
         self.store.sync()
 
     def _settings_changed(self) -> None:
-        self.store.save_quant_settings(self.settings_panel.values())
+        self.store.save_quant_settings(self.settings_panel.persistent_values())
         s = self.session
         with contextlib.suppress(ConfigError):  # the panel's note says why; the last valid config stays
             s.config = self.settings_panel.config(s.config.layers)
+        samples = self.settings_panel.values()["samples"] or None
+        if samples != s.samples:
+            s.samples = samples
+            if s.calibration and not self.runner.has("load"):
+                self.preview_calibration()  # the preview counts the files a run would use
         self.update_actions()
 
     def rebuild_recent_menu(self) -> None:
@@ -196,6 +211,7 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
             "checkpoint": self.open_checkpoint,
             "calibration": self.set_calibration_folder,
         }
+        pairs = self.store.recent_checkpoints()
         any_items = False
         for kind, label in labels.items():
             paths = self.store.recent(kind)
@@ -205,10 +221,15 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
                 menu.addSeparator()
             menu.addSection(label)
             for path in paths:
-                action = QAction(Path(path).name, menu)
-                action.setToolTip(path)
-                action.setStatusTip(path)
-                action.triggered.connect(lambda _=False, p=path, h=handlers[kind]: h(p))
+                checkpoint = pairs.get(path) if kind == "script" else None
+                action = QAction(recent_label(path, checkpoint), menu)
+                tip = path if checkpoint is None else f"{path}\nwith {checkpoint}"
+                action.setToolTip(tip)
+                action.setStatusTip(tip.replace("\n", " "))
+                if kind == "script":  # the model reopens with the checkpoint it loaded with
+                    action.triggered.connect(lambda _=False, p=path, c=checkpoint: self.open_script(p, c))
+                else:
+                    action.triggered.connect(lambda _=False, p=path, h=handlers[kind]: h(p))
                 menu.addAction(action)
             any_items = True
         if not any_items:

@@ -62,15 +62,13 @@ class OpeningMixin:
             checkpoint = s.checkpoint_for_script(str(path))
         s.script, s.checkpoint, s.entry, s.entry_kwargs = str(path), checkpoint, entry, entry_kwargs
         s.job, s.job_chosen = job, None
-        self._remember("script", path)
-        if checkpoint:
-            self._remember("checkpoint", checkpoint)
+        self._remember_folder(path)  # Recent lists the model once it has loaded
         self.load_model()
 
     def open_checkpoint(self: Any, path: str) -> None:
         """Load ``path`` into the current script's model (or keep it for the next script)."""
         self.session.checkpoint = str(path)
-        self._remember("checkpoint", path)
+        self._remember_folder(path)
         if self.session.script:
             self.load_model()
         else:
@@ -93,7 +91,7 @@ class OpeningMixin:
         self.calibration_panel.set_folder(self.session.calibration)
         self.settings_panel.set_calibration_available(folder is not None)
         if folder:
-            self._remember("calibration", folder)
+            self._remember_folder(folder)  # Recent lists it once its preview has read it
             if not self.runner.has("load"):  # otherwise the load's end previews it with the model
                 self.preview_calibration()
         self.update_actions()
@@ -163,13 +161,9 @@ class OpeningMixin:
         self.set_calibration_folder(job.calibration_folder)
         s = self.session
         s.samples, s.seed = job.samples, job.seed
+        self.calibration_panel.skip.setChecked(job.skip_unusable)
         self.settings_panel.set_config(job.config, job.samples)  # the whole config, every field
         s.config = self.settings_panel.config(job.config.layers)
 
     def _remember_folder(self: Any, path: str) -> None:
         self.store.set_last_folder(str(path))
-
-    def _remember(self: Any, kind: str, path: str) -> None:
-        self.store.add_recent(kind, str(path))
-        self.store.set_last_folder(str(path))
-        self.rebuild_recent_menu()

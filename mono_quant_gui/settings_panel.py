@@ -55,6 +55,9 @@ class SettingsPanel(QWidget):
         #: The whole QuantConfig the widgets edit: fields without a widget (observer knobs,
         #: warning thresholds, layer rules) pass through unchanged.
         self._base = QuantConfig()
+        #: A mode asked for (saved settings, a job) that needs a calibration folder not chosen
+        #: yet: it comes back once one is, and it is what the settings remember meanwhile.
+        self._wanted_mode: str | None = None
         self.combos: dict[str, QComboBox] = {}
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -119,7 +122,10 @@ class SettingsPanel(QWidget):
         return values
 
     def set_values(self, values: dict[str, Any]) -> None:
-        """Apply saved values; unknown keys and impossible choices fall back to allowed ones."""
+        """Apply saved values; unknown keys and impossible choices fall back to allowed ones
+        (static mode without a calibration folder comes back when a folder is chosen)."""
+        wanted = values.get("mode")
+        self._wanted_mode = wanted if wanted == "static" and not self._has_calibration else None
         self._updating = True
         try:
             for name, combo in self.combos.items():
@@ -139,7 +145,19 @@ class SettingsPanel(QWidget):
         """Static mode is offered only with a calibration folder."""
         if available != self._has_calibration:
             self._has_calibration = available
+            if available and self._wanted_mode is not None:
+                wanted, self._wanted_mode = self._wanted_mode, None
+                self._updating = True
+                self.combos["mode"].setCurrentText(wanted)
+                self._updating = False
             self._edited()
+
+    def persistent_values(self) -> dict[str, Any]:
+        """What the settings remember: :meth:`values`, with a mode still waiting for its folder."""
+        values = self.values()
+        if self._wanted_mode is not None:
+            values["mode"] = self._wanted_mode
+        return values
 
     def set_config(self, config: QuantConfig, samples: int | None = None) -> None:
         """Edit ``config`` (a job's, say): every field kept, those with a widget shown in it."""
@@ -167,6 +185,8 @@ class SettingsPanel(QWidget):
     def _edited(self, *_: Any) -> None:
         if self._updating:
             return
+        if self.sender() is self.combos["mode"]:
+            self._wanted_mode = None  # the user chose a mode
         self._refresh()
         self.changed.emit()
 
@@ -185,8 +205,10 @@ class SettingsPanel(QWidget):
                     reason = problems.get(item.text())
                     item.setEnabled(reason is None)
                     item.setToolTip(reason or "")
-                    if reason and reason not in notes and field == "mode":
-                        notes.append(reason)
+                    if reason and field == "mode" and reason != rules.NEEDS_FOLDER:
+                        note = f"{reason}: the other modes are off"
+                        if note not in notes:
+                            notes.append(note)
             for field, reason in rules.applicable(values).items():
                 widget = self.widgets[field]
                 widget.setEnabled(reason is None)

@@ -7,6 +7,7 @@ after it are then moved to an allowed value.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mono_quant_core.config import DTYPES, GRANULARITIES, MODES, OBSERVERS, ON_FAILURE, SCHEMES, QuantConfig
@@ -33,9 +34,8 @@ NEEDS_FOLDER = "Static mode is available once a calibration folder is chosen (Ct
 
 
 def option_problem(values: dict[str, Any], field: str, option: str, has_calibration: bool) -> str | None:
-    """Why ``option`` cannot be chosen for ``field`` given the earlier fields (None: it can)."""
-    if field == "mode" and option == "static" and not has_calibration and values["dtype"] in ("int8", "int4"):
-        return NEEDS_FOLDER
+    """Why ``option`` cannot be chosen for ``field`` given the earlier fields (None: it can);
+    what the engine refuses comes first, the missing calibration folder after."""
     trial: dict[str, Any] = dict(_NEUTRAL)
     for name in ORDER[: ORDER.index(field)]:
         trial[name] = values[name]
@@ -43,8 +43,19 @@ def option_problem(values: dict[str, Any], field: str, option: str, has_calibrat
     try:
         QuantConfig(**trial)
     except ConfigError as exc:
-        return str(exc)
+        return reason_for_option(exc)
+    if field == "mode" and option == "static" and not has_calibration and values["dtype"] in ("int8", "int4"):
+        return NEEDS_FOLDER
     return None
+
+
+def reason_for_option(exc: ConfigError) -> str:
+    """The engine's reason, said of an option the user has not chosen: without the config's
+    ``(got mode='dynamic')`` and its ``set mode to ...`` advice, which speak of a value the
+    panel never took (``int4 is weight-only``)."""
+    text = exc.problem or str(exc)
+    text = re.sub(r"\s*\(got [^)]*\)", "", text)
+    return re.split(r";\s*(?:set|use|choose) ", text, maxsplit=1)[0].strip()
 
 
 def settle(values: dict[str, Any], has_calibration: bool) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:

@@ -43,6 +43,28 @@ class SettingsStore:
     def clear_recent(self) -> None:
         for kind in RECENT_KINDS:
             self.qs.remove(f"recent/{kind}")
+        self.qs.remove("recent/checkpoint_of")
+
+    def add_recent_model(self, script: str, checkpoint: str | None) -> None:
+        """A model that loaded: its script first in the list, reopened with ``checkpoint``."""
+        self.add_recent("script", script)
+        pairs = self.recent_checkpoints()
+        key = str(Path(script).resolve())
+        if checkpoint:
+            pairs[key] = str(Path(checkpoint).resolve())
+            self.add_recent("checkpoint", checkpoint)
+        else:
+            pairs.pop(key, None)
+        kept = set(self.recent("script"))
+        self.qs.setValue("recent/checkpoint_of", json.dumps({k: v for k, v in pairs.items() if k in kept}))
+
+    def recent_checkpoints(self) -> dict[str, str]:
+        """``{script: the checkpoint it last loaded with}`` for the recent scripts."""
+        try:
+            value = json.loads(str(self.qs.value("recent/checkpoint_of", "{}")))
+        except json.JSONDecodeError:
+            return {}
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
     def geometry(self) -> QByteArray | None:
         value = self.qs.value("window/geometry")

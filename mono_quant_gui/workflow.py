@@ -98,6 +98,7 @@ class WorkflowMixin(OpeningMixin):
                     folder=s.calibration,
                     samples=samples,
                     seed=s.seed,
+                    skip_unusable=self.calibration_panel.skip_unusable(),  # recorded in the report
                 ),
             )
         )
@@ -268,6 +269,8 @@ class WorkflowMixin(OpeningMixin):
         self.clear_results()  # another model (or the same one again): no figures of the last one
         s.loaded, s.rows, s.runs = outcome.loaded, outcome.rows, []
         s.loaded_inputs = s.inputs()
+        self.store.add_recent_model(outcome.script, outcome.checkpoint)
+        self.rebuild_recent_menu()
         self.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
             self.modules.model.set_checked_names(outcome.chosen)
@@ -294,6 +297,8 @@ class WorkflowMixin(OpeningMixin):
         if current is None or Path(preview.folder).resolve() != Path(current).resolve():
             return  # the folder changed while this preview ran
         self.calibration_panel.show_preview(preview)
+        self.store.add_recent("calibration", preview.folder)
+        self.rebuild_recent_menu()
         for problem in preview.errors:
             log.warning("calibration: %s", problem)
         verdict = (
@@ -345,7 +350,7 @@ class WorkflowMixin(OpeningMixin):
             if not script:
                 return
         s.script, s.checkpoint = str(script), str(path)
-        self._remember("script", script)
+        self._remember_folder(script)
         self.runner.submit(
             Task(
                 "load",
@@ -414,7 +419,12 @@ class WorkflowMixin(OpeningMixin):
             return "Wait for the running task to finish (or cancel it with Esc)"
         if not self.modules.model.checked_names():
             return "Tick at least one layer in the module tree"
-        return self.settings_panel.problem()
+        problem = self.settings_panel.problem()
+        if problem is not None:
+            return problem
+        # Static mode calibrates on the folder and every mode validates on it: unusable files
+        # stop the run here, before any work, unless the user chose to skip them.
+        return self.calibration_panel.problem(bool(self.session.calibration))
 
     def update_actions(self: Any) -> None:
         a = self.actions

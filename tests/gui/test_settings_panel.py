@@ -52,14 +52,17 @@ def test_int4_forces_weight_only(panel):
     assert panel.combos["mode"].currentText() == "weight-only"
     dynamic = item(panel, "mode", "dynamic")
     assert not dynamic.isEnabled()
-    assert dynamic.toolTip().startswith("mode: int4 is weight-only")
+    # Said of the option, not of a value the panel never took ("got mode='dynamic'").
+    assert dynamic.toolTip() == "int4 is weight-only"
+    assert item(panel, "mode", "static").toolTip() == "int4 is weight-only"
+    assert panel.note.text() == "int4 is weight-only: the other modes are off"
     assert panel.config().mode == "weight-only"
 
 
 def test_per_group_only_for_weight_only_and_group_size_only_for_per_group(panel):
     per_group = item(panel, "granularity", "per-group")
     assert not per_group.isEnabled()
-    assert per_group.toolTip() == "granularity: per-group needs mode weight-only"
+    assert per_group.toolTip() == "per-group needs mode weight-only"
     assert not panel.group_size.isEnabled()
     panel.combos["mode"].setCurrentText("weight-only")
     assert per_group.isEnabled()

@@ -37,7 +37,7 @@ def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):
     assert second.log_dock.isHidden() and not second.module_dock.isHidden()
     assert second.store.recent("script") == [str(demo("cnn").script.resolve())]
     recent = [a.text() for a in second.actions.recent_menu.actions() if a.text()]
-    assert "model.py" in recent
+    assert "model.py — cnn" in recent  # the name and its folder
 
 
 def test_a_fresh_window_has_empty_hints(window):
@@ -56,9 +56,59 @@ def test_recent_files_reopen(make_window, qtbot):
     wait_idle(qtbot, first)
     first.close()
     second = make_window()
-    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "calibration")
+    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "calibration — cnn")
     entry.trigger()
     assert second.session.calibration == str(demo("cnn").calibration.resolve())
     wait_idle(qtbot, second)
     second.actions.clear_recent.trigger()
     assert second.store.recent("calibration") == []
+
+
+def test_static_mode_comes_back_once_a_folder_is_chosen(make_window, qtbot):
+    first = make_window()
+    first.open_demo("cnn")
+    wait_idle(qtbot, first)
+    first.settings_panel.combos["mode"].setCurrentText("static")
+    first.close()
+    second = make_window()  # no calibration folder yet: static cannot be chosen, but is remembered
+    assert second.settings_panel.combos["mode"].currentText() != "static"
+    second.save_persistent()
+    assert second.store.quant_settings()["mode"] == "static"
+    second.set_calibration_folder(str(demo("cnn").calibration))
+    assert second.settings_panel.combos["mode"].currentText() == "static"
+
+
+def test_recent_lists_what_loaded_with_its_folder_and_reopens_the_pair(make_window, qtbot, tmp_path, monkeypatch):
+    from mono_quant_gui import dialogs
+
+    monkeypatch.setattr(dialogs, "show_error", lambda *a, **k: None)
+    first = make_window()
+    cnn = demo("cnn")
+    first.open_script(str(cnn.script), str(cnn.checkpoint))
+    wait_idle(qtbot, first)
+    (tmp_path / "broken.py").write_text("def build_model(:\n")
+    first.open_script(str(tmp_path / "broken.py"))  # fails: not listed
+    wait_idle(qtbot, first)
+    first.close()
+    second = make_window()
+    labels = [a.text() for a in second.actions.recent_menu.actions() if a.text()]
+    assert "model.py + model.safetensors — cnn" in labels
+    assert not any("broken.py" in label for label in labels)
+    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "model.py + model.safetensors — cnn")
+    entry.trigger()
+    wait_idle(qtbot, second)
+    assert second.session.loaded.source["checkpoint_path"] == str(cnn.checkpoint.resolve())
+
+
+def test_changing_samples_previews_the_folder_again(window, qtbot, monkeypatch):
+    import mono_quant_gui.tasks as tasks
+
+    window.open_demo("cnn")
+    wait_idle(qtbot, window)
+    asked = []
+    real = tasks.preview_task
+    monkeypatch.setattr(tasks, "preview_task", lambda ctx, **kw: (asked.append(kw["samples"]), real(ctx, **kw))[1])
+    window.settings_panel.samples.setValue(7)
+    wait_idle(qtbot, window)
+    assert asked == [7]
+    assert window.calibration_panel.summary.text().startswith("7 ")
