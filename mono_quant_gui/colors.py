@@ -14,6 +14,7 @@ FILE = "#72b7b2"  # size on disk
 TEXT_ON_DARK = "#ffffff"
 TOOLTIP_FILL = (40, 40, 48, 225)
 ERROR = "#c0392b"
+WARNING = "#b9770e"  # passed, but under a warning line
 OK = "#2f8f46"
 
 

@@ -27,10 +27,28 @@ from PySide6.QtWidgets import (
 
 from mono_quant_core.report import format_db
 
+from . import colors
 from .empty_state import EmptyState
 from .formatting import format_bytes
 from .size_plot import SizePlot
 from .sqnr_plot import SqnrPlot
+
+
+def output_verdict(report: Any) -> tuple[str, str | None]:
+    """The output card's detail and colour: the checks' verdict, a warning when the output SQNR
+    passed but sits under the warning line the layer chart draws, and the files it was measured on."""
+    warn_db = (report.config or {}).get("warn_layer_sqnr_db")
+    sqnr = report.output_sqnr_db
+    if not report.passed:
+        detail, color = "; ".join(report.failures) or "checks failed", colors.ERROR
+    elif warn_db is not None and sqnr is not None and sqnr < warn_db:
+        detail, color = f"passed, but under the {warn_db:g} dB warning line", colors.WARNING
+    else:
+        detail, color = "validation passed", None
+    if report.validation_samples:
+        n = report.validation_samples
+        detail += f" · {n} held-out file{'s' if n != 1 else ''}"
+    return detail, color
 
 
 class CardText(QLabel):
@@ -314,7 +332,7 @@ class Dashboard(QStackedWidget):
         """Calibration progress in samples."""
         self.calib_bar.setRange(0, max(total, 1))
         self.calib_bar.setValue(min(done, total))
-        self.calib_card.set(f"{done} / {total}", "samples observed" if done < total else "activation ranges set")
+        self.calib_card.set(f"{done} / {total}", "files observed" if done < total else "activation ranges set")
 
     def add_layers(self, layers: list[Any]) -> None:
         """Finished layers (LayerReports): bars, layer count and a running size estimate."""
@@ -341,16 +359,12 @@ class Dashboard(QStackedWidget):
             f"{len(report.layers)}",
             f"quantized · {len(report.skipped)} kept in float" + (f" · {low} low SQNR" if low else ""),
         )
-        color = None if report.passed else "#c0392b"
-        detail = "validation passed" if report.passed else "; ".join(report.failures) or "checks failed"
-        if report.validation_samples:
-            detail += f" · {report.validation_samples} held-out samples"
-        self.output_card.set(format_db(report.output_sqnr_db), detail, color)
+        self.output_card.set(format_db(report.output_sqnr_db), *output_verdict(report))
         if report.calibration_samples:
             self.calib_bar.setRange(0, report.calibration_samples)
             self.calib_bar.setValue(report.calibration_samples)
             self.calib_card.set(
-                str(report.calibration_samples), f"samples · {report.calibration_method or ''} observer"
+                str(report.calibration_samples), f"calibration files · {report.calibration_method or ''} observer"
             )
 
     def set_file_size(self, nbytes: int) -> None:

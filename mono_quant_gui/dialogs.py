@@ -132,3 +132,15 @@ def confirm_open_quantized(parent: QWidget, message: str) -> bool:
     box.setEscapeButton(stop)
     box.exec()
     return box.clickedButton() is go
+
+
+def confirm_quit(parent: QWidget, busy: str) -> bool:
+    """Quitting would stop ``busy`` ("quantizing", "the queue's jobs"): True to quit anyway."""
+    box = QMessageBox(QMessageBox.Icon.Warning, "Quit mono-quant?", f"Still at work: {busy}.", parent=parent)
+    box.setInformativeText("Quitting cancels it; a queued job that was running is queued again.")
+    quit_button = box.addButton("Quit", QMessageBox.ButtonRole.DestructiveRole)
+    stay = box.addButton("Keep Working", QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(stay)
+    box.setEscapeButton(stay)
+    box.exec()
+    return box.clickedButton() is quit_button

@@ -265,7 +265,25 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         return isinstance(obj, QWidget) and (obj is self.queue_panel or self.queue_panel.isAncestorOf(obj))
 
     # -- closing ------------------------------------------------------------------------------
+    #: Ask before quitting while a run, a save or the queue is at work (tests switch it off
+    #: before closing their windows).
+    confirm_quit_while_busy = True
+
+    def work_in_progress(self) -> str | None:
+        """What quitting now would stop (None: nothing that loses work)."""
+        task = self.runner.current
+        what = []
+        if task is not None and task.kind in ("quantize", "save"):
+            what.append(task.title.lower())
+        if self.queue_panel.runner.running:
+            what.append("the queue's jobs")
+        return " and ".join(what) or None
+
     def closeEvent(self, event: QCloseEvent) -> None:
+        busy = self.work_in_progress()
+        if busy and self.confirm_quit_while_busy and not dialogs.confirm_quit(self, busy):
+            event.ignore()
+            return
         self.save_persistent()
         QApplication.instance().removeEventFilter(self)
         self._layer_timer.stop()

@@ -74,6 +74,7 @@ def make_window(qtbot):
 
     yield make
     for window in made:
+        window.confirm_quit_while_busy = False  # a test may end mid-run: no question at teardown
         window.close()
         window.deleteLater()
 

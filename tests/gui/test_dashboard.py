@@ -115,3 +115,42 @@ def test_empty_state_until_a_run(dash):
     assert dash.currentWidget() is dash.hint
     dash.begin_run(["a"], 1, static=False, warn_db=None)
     assert dash.currentWidget() is dash.page
+
+
+@pytest.mark.parametrize(
+    "sqnr,failures,detail,color",
+    [
+        (34.0, [], "validation passed · 4 held-out files", None),
+        (14.5, [], "passed, but under the 20 dB warning line · 4 held-out files", "WARNING"),
+        (
+            9.0,
+            ["output SQNR 9 dB below min_output_sqnr_db 12 dB"],
+            "output SQNR 9 dB below min_output_sqnr_db 12 dB · 4 held-out files",
+            "ERROR",
+        ),
+    ],
+)
+def test_the_output_card_warns_under_the_warning_line(dash, sqnr, failures, detail, color):
+    from mono_quant_gui import colors
+
+    report = QuantReport(
+        dtype="int8",
+        mode="static",
+        layers=[layer("fc", 30.0)],
+        output_sqnr_db=sqnr,
+        validation_samples=4,
+        calibration_samples=12,
+        calibration_method="minmax",
+        failures=list(failures),
+        passed=not failures,
+        config={"warn_layer_sqnr_db": 20.0},
+    )
+    dash.begin_run(["fc"], 1000, True, 20.0)
+    dash.finish(report)
+    assert dash.output_card.detail.text() == detail
+    style = dash.output_card.value.styleSheet() + dash.output_card.detail.styleSheet()
+    if color is None:
+        assert colors.WARNING not in style and colors.ERROR not in style
+    else:
+        assert getattr(colors, color) in style
+    assert dash.calib_card.detail.text() == "calibration files · minmax observer"  # files, not "samples"

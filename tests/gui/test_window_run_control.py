@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from conftest import wait_idle
 from PySide6.QtCore import QTimer
 
@@ -174,3 +175,36 @@ def test_torch_work_runs_off_the_gui_thread_while_the_event_loop_keeps_turning(w
     assert gate_passed == [True], "the GUI thread's event loop did not turn while the worker ran a forward pass"
     assert ticks["at gate"] >= 5 and ticks["run"] >= ticks["at gate"]
     assert progress_handled, "no progress reached the GUI thread during the run"
+
+
+def test_quitting_during_a_run_asks_first(window, qtbot, monkeypatch):
+    import time
+
+    from mono_quant_core.errors import Cancelled
+    from mono_quant_gui import dialogs
+    from mono_quant_gui.worker import Task
+
+    def until_cancelled(ctx):
+        while not ctx.cancel.is_set():
+            time.sleep(0.01)
+        raise Cancelled("cancelled")
+
+    asked = []
+    monkeypatch.setattr(dialogs, "confirm_quit", lambda parent, busy: asked.append(busy) or False)
+    with qtbot.waitSignal(window.runner.started, timeout=10_000):
+        window.runner.submit(Task("quantize", "Quantizing", until_cancelled))
+    window.close()
+    assert asked == ["quantizing"]
+    assert window.isVisible() and window.runner.current is not None  # still running, nothing lost
+    monkeypatch.setattr(dialogs, "confirm_quit", lambda parent, busy: asked.append(busy) or True)
+    window.close()
+    assert asked == ["quantizing", "quantizing"] and not window.isVisible()
+    assert window.runner.current is None or window.runner.current.cancel.is_set()
+
+
+def test_quitting_while_idle_asks_nothing(window, monkeypatch):
+    from mono_quant_gui import dialogs
+
+    monkeypatch.setattr(dialogs, "confirm_quit", lambda parent, busy: pytest.fail("asked while idle"))
+    window.close()
+    assert not window.isVisible()
