@@ -1,17 +1,24 @@
 """QuantConfig: one set of names and values shared by the API, the CLI, job files and the GUI.
 
-Torch-free so the application can build its settings panel before torch loads.
+Torch-free so the application can build its settings panel before torch loads.  The rules the
+application asks before then live here too, once: spellings, "is a cast", "needs calibration",
+layer name patterns (``selection`` applies them) and checkpoint suffixes (``loading`` reads by them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
 
 DTYPES = ("int8", "int4", "fp16", "bf16")
+#: The dtypes that are a plain cast: no scale, zero point or calibration.
+CAST_DTYPES = ("fp16", "bf16")
 MODES = ("weight-only", "dynamic", "static")
 SCHEMES = ("symmetric", "asymmetric")
 GRANULARITIES = ("per-channel", "per-tensor", "per-group")
@@ -38,11 +45,63 @@ def _invalid(key: str, problem: str) -> ConfigError:
     return ConfigError(f"{key}: {problem}", key=key, problem=problem)
 
 
-def _canon(value: Any) -> Any:
-    """Accept underscore spellings (``per_channel``) and any case."""
+def canonical_choice(value: Any) -> Any:
+    """The spelling QuantConfig keeps for a choice: underscores (``per_channel``) and any case accepted."""
     if isinstance(value, str):
         return value.strip().lower().replace("_", "-")
     return value
+
+
+def is_cast_dtype(dtype: str) -> bool:
+    """Whether ``dtype`` is a plain cast (fp16, bf16), in any spelling."""
+    return canonical_choice(dtype) in CAST_DTYPES
+
+
+def needs_calibration(dtype: str, mode: str) -> bool:
+    """Whether a run with ``dtype`` and ``mode`` needs calibration data: static mode, unless a cast."""
+    return canonical_choice(mode) == "static" and not is_cast_dtype(dtype)
+
+
+# -- layer name patterns (QuantConfig.include / exclude) -----------------------------------------
+def name_matcher(pattern: str) -> Callable[[str], bool]:
+    """A test of qualified module names: ``pattern`` is a glob (``encoder.*.fc1``) or, after ``re:``,
+    a regular expression on the whole name; a match on a container covers everything inside it
+    (``head`` matches ``head.fc``).  Raises ConfigError for a bad regular expression."""
+    if pattern.startswith("re:"):
+        try:
+            rx = re.compile(pattern[3:])
+        except re.error as exc:
+            raise ConfigError(f"pattern {pattern!r}: not a valid regular expression ({exc})") from None
+
+        def test(name: str) -> bool:
+            return rx.fullmatch(name) is not None
+    else:
+
+        def test(name: str) -> bool:
+            return fnmatch.fnmatchcase(name, pattern)
+
+    def match(name: str) -> bool:
+        parts = name.split(".")
+        return any(test(".".join(parts[: i + 1])) for i in range(len(parts)))
+
+    return match
+
+
+# -- checkpoint files (what load_model reads, by how the name ends, in any case) ------------------
+TORCH_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
+CHECKPOINT_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIX, SAFETENSORS_INDEX_SUFFIX)
+
+
+def checkpoint_suffix(name: str) -> str | None:
+    """The checkpoint suffix a file name ends with (the longest, as spelled in CHECKPOINT_SUFFIXES);
+    None when it is no checkpoint."""
+    lower = name.lower()
+    for suffix in sorted(CHECKPOINT_SUFFIXES, key=len, reverse=True):
+        if lower.endswith(suffix):
+            return suffix
+    return None
 
 
 @dataclass
@@ -77,7 +136,7 @@ class QuantConfig:
 
     def __post_init__(self) -> None:
         for name in _CHOICES:
-            setattr(self, name, _canon(getattr(self, name)))
+            setattr(self, name, canonical_choice(getattr(self, name)))
         for name in ("include_types", "exclude_types", "include", "exclude", "layers"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -115,11 +174,11 @@ class QuantConfig:
 
     @property
     def is_cast(self) -> bool:
-        return self.dtype in ("fp16", "bf16")
+        return is_cast_dtype(self.dtype)
 
     @property
     def needs_calibration(self) -> bool:
-        return self.mode == "static" and not self.is_cast
+        return needs_calibration(self.dtype, self.mode)
 
     # -- conversion ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

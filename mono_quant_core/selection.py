@@ -10,19 +10,18 @@ Rules, for each layer that has a quantized replacement (any nesting depth):
 
 Patterns are globs (``encoder.*.fc1``) or, with a ``re:`` prefix, regular
 expressions matched against the whole name.  A pattern that matches a
-container also matches everything inside it (``exclude=["head"]``).
+container also matches everything inside it (``exclude=["head"]``).  The
+matcher is ``config.name_matcher``, torch-free, so the GUI's select box asks
+the same rule.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
-from .config import QuantConfig
+from .config import QuantConfig, name_matcher
 from .errors import ConfigError
 from .modules.registry import replacement_for
 from .report import SkippedLayer
@@ -56,26 +55,9 @@ def _type_name(t: str) -> str:
     return t.rsplit(".", 1)[-1]
 
 
-def _prefixes(name: str) -> list[str]:
-    parts = name.split(".")
-    return [".".join(parts[: i + 1]) for i in range(len(parts))]
-
-
-def _matcher(pattern: str) -> Callable[[str], bool]:
-    if pattern.startswith("re:"):
-        try:
-            rx = re.compile(pattern[3:])
-        except re.error as exc:
-            raise ConfigError(f"pattern {pattern!r}: not a valid regular expression ({exc})") from None
-        return lambda name: rx.fullmatch(name) is not None
-    return lambda name: fnmatch.fnmatchcase(name, pattern)
-
-
 def _first_match(patterns: list[str], name: str) -> str | None:
-    candidates = _prefixes(name) if name else [name]
     for pattern in patterns:
-        match = _matcher(pattern)
-        if any(match(c) for c in candidates):
+        if name_matcher(pattern)(name):
             return pattern
     return None
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QPushButton, QWidget
 
+from mono_quant_core.config import CHECKPOINT_SUFFIXES
+
 SAVE_FILTERS = ("SafeTensors (*.safetensors)", "PyTorch (*.pt *.pth)")
 _FILTER_SUFFIX = {SAVE_FILTERS[0]: (".safetensors",), SAVE_FILTERS[1]: (".pt", ".pth")}
 SCRIPT_FILTER = "Python model script (*.py)"
-CHECKPOINT_FILTER = "Checkpoints (*.pt *.pth *.bin *.ckpt *.safetensors *.safetensors.index.json);;All files (*)"
+CHECKPOINT_FILTER = f"Checkpoints ({' '.join('*' + s for s in CHECKPOINT_SUFFIXES)});;All files (*)"
 
 
 def show_error(parent: QWidget, title: str, message: str, details: str = "") -> QMessageBox:

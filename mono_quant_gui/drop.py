@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QMimeData
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".safetensors.index.json")
+from mono_quant_core.config import checkpoint_suffix
 
 
 def classify(path: str) -> str | None:
@@ -17,7 +17,7 @@ def classify(path: str) -> str | None:
         return "calibration"
     if name.endswith(".py"):
         return "script"
-    if name.endswith(CHECKPOINT_SUFFIXES):
+    if checkpoint_suffix(name) is not None:
         return "checkpoint"
     if name.endswith(".toml"):
         return "job"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from PySide6.QtCore import QEvent, QItemSelectionModel, QObject, QSortFilterProxyModel, Qt, QTimer, Signal
@@ -19,6 +18,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from mono_quant_core.errors import ConfigError
 
 from . import colors
 from . import tree_model as tm
@@ -235,8 +236,8 @@ class ModulePanel(QStackedWidget):
     def _apply_bar(self, checked: bool, type_name: str | None, pattern: str) -> None:
         try:
             hits = self.model.set_checked_where(checked, type_name, pattern)
-        except re.error as exc:  # a bad "re:" pattern is shown, not raised
-            self._warn(f"pattern {pattern!r}: {exc}")
+        except ConfigError as exc:  # a bad "re:" pattern is shown (in the engine's words), not raised
+            self._warn(str(exc))
             return
         if not hits:  # said, not silently nothing done; the next change of the ticks replaces it
             kind = f"{type_name} layer" if type_name else "layer"

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from mono_quant_core.config import QuantConfig
+from mono_quant_core.config import QuantConfig, canonical_choice
 from mono_quant_core.errors import ConfigError
 
 from . import settings_rules as rules
@@ -124,13 +124,14 @@ class SettingsPanel(QWidget):
     def set_values(self, values: dict[str, Any]) -> None:
         """Apply saved values; unknown keys and impossible choices fall back to allowed ones
         (static mode without a calibration folder comes back when a folder is chosen)."""
-        wanted = values.get("mode")
+        wanted = canonical_choice(values.get("mode"))
         self._wanted_mode = wanted if wanted == "static" and not self._has_calibration else None
         self._updating = True
         try:
             for name, combo in self.combos.items():
-                if isinstance(values.get(name), str) and combo.findText(values[name]) >= 0:
-                    combo.setCurrentText(values[name])
+                value = canonical_choice(values.get(name))  # the engine's spellings: per_channel, INT8
+                if isinstance(value, str) and combo.findText(value) >= 0:
+                    combo.setCurrentText(value)
             if isinstance(values.get("group_size"), int):
                 self.group_size.setValue(values["group_size"])
             if isinstance(values.get("samples"), int):
@@ -173,8 +174,9 @@ class SettingsPanel(QWidget):
     def problem(self) -> str | None:
         """Why the current settings cannot run (None: they can)."""
         values = self.values()
-        if values["mode"] == "static" and values["dtype"] in ("int8", "int4") and not self._has_calibration:
-            return rules.NEEDS_FOLDER
+        missing = rules.missing_calibration(values, self._has_calibration)
+        if missing is not None:
+            return missing
         try:
             rules.build_config(values, None, self._base)
         except ConfigError as exc:

@@ -10,7 +10,17 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mono_quant_core.config import DTYPES, GRANULARITIES, MODES, OBSERVERS, ON_FAILURE, SCHEMES, QuantConfig
+from mono_quant_core.config import (
+    DTYPES,
+    GRANULARITIES,
+    MODES,
+    OBSERVERS,
+    ON_FAILURE,
+    SCHEMES,
+    QuantConfig,
+    is_cast_dtype,
+    needs_calibration,
+)
 from mono_quant_core.errors import ConfigError
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -44,7 +54,7 @@ def option_problem(values: dict[str, Any], field: str, option: str, has_calibrat
         QuantConfig(**trial)
     except ConfigError as exc:
         return reason_for_option(exc)
-    if field == "mode" and option == "static" and not has_calibration and values["dtype"] in ("int8", "int4"):
+    if field == "mode" and not has_calibration and needs_calibration(values["dtype"], option):
         return NEEDS_FOLDER
     return None
 
@@ -77,7 +87,7 @@ def settle(values: dict[str, Any], has_calibration: bool) -> tuple[dict[str, Any
 
 def applicable(values: dict[str, Any]) -> dict[str, str | None]:
     """Fields that do not apply to the current choice, each with the reason (None: it applies)."""
-    cast = values["dtype"] in ("fp16", "bf16")
+    cast = is_cast_dtype(values["dtype"])
     why_cast = f"{values['dtype']} is a plain cast: no scale, zero point or calibration"
     return {
         "mode": why_cast if cast else None,
@@ -88,8 +98,18 @@ def applicable(values: dict[str, Any]) -> dict[str, str | None]:
         else (None if values["granularity"] == "per-group" else "only per-group granularity uses a group size"),
         "observer": why_cast
         if cast
-        else (None if values["mode"] == "static" else "observers set activation ranges in static mode only"),
+        else (
+            None
+            if needs_calibration(values["dtype"], values["mode"])
+            else "observers set activation ranges in static mode only"
+        ),
     }
+
+
+def missing_calibration(values: dict[str, Any], has_calibration: bool) -> str | None:
+    """:data:`NEEDS_FOLDER` when these settings need calibration data (the engine's rule) and no
+    folder is chosen; None otherwise."""
+    return NEEDS_FOLDER if not has_calibration and needs_calibration(values["dtype"], values["mode"]) else None
 
 
 def build_config(values: dict[str, Any], layers: list[str] | None, base: QuantConfig | None = None) -> QuantConfig:

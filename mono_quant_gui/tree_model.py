@@ -8,15 +8,14 @@ The ticked names become ``QuantConfig.layers``.
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QGuiApplication, QPalette
 
+from mono_quant_core.config import name_matcher
 from mono_quant_core.report import format_db
 
 from .formatting import format_bytes, format_count
@@ -36,25 +35,6 @@ _QT_STATE = {
     _PARTIAL: Qt.CheckState.PartiallyChecked,
     _UNCHECKED: Qt.CheckState.Unchecked,
 }
-
-
-def name_matcher(pattern: str) -> Callable[[str], bool]:
-    """Glob (``encoder.*.fc1``) or ``re:`` regex on the qualified name; a match on a container covers its children."""
-    if pattern.startswith("re:"):
-        rx = re.compile(pattern[3:])
-
-        def test(s: str) -> bool:
-            return rx.fullmatch(s) is not None
-    else:
-
-        def test(s):
-            return fnmatch.fnmatchcase(s, pattern)
-
-    def match(name: str) -> bool:
-        parts = name.split(".")
-        return any(test(".".join(parts[: i + 1])) for i in range(len(parts)))
-
-    return match
 
 
 class ModuleTreeModel(QAbstractItemModel):
@@ -122,9 +102,10 @@ class ModuleTreeModel(QAbstractItemModel):
         self._apply([(i, r.name in wanted) for i, r in enumerate(self.rows) if r.quantizable])
 
     def set_checked_where(self, checked: bool, type_name: str | None = None, pattern: str = "") -> int:
-        """Tick or clear every quantizable layer of ``type_name`` (None: any) matching ``pattern``.
+        """Tick or clear every quantizable layer of ``type_name`` (None: any) matching ``pattern``
+        (the engine's rule for include/exclude patterns: glob or ``re:``, a container covers its children).
 
-        Returns how many layers matched."""
+        Returns how many layers matched; raises ConfigError for a bad regular expression."""
         match = name_matcher(pattern) if pattern else (lambda name: True)
         hits = [
             i

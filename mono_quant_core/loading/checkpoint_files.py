@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import SAFETENSORS_INDEX_SUFFIX, SAFETENSORS_SUFFIX, TORCH_CHECKPOINT_SUFFIXES
 from ..errors import CheckpointError
 from .checkpoint_source import CheckpointEntry, CheckpointSource, Chunk
 from .checkpoint_unwrap import checkpoint_entries
@@ -25,10 +26,9 @@ from .output_files import mapping_marker, refusal
 from .page_release import file_mappings, release_pages
 from .safetensors_files import open_safetensors, open_sharded, shard_map
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-SAFETENSORS_SUFFIX = ".safetensors"
+# The suffixes are defined in config (torch-free), where the GUI reads them too.
 INDEX_SUFFIX = ".index.json"
-SUPPORTED = ", ".join((*TORCH_SUFFIXES, SAFETENSORS_SUFFIX, "*.safetensors.index.json"))
+SUPPORTED = ", ".join((*TORCH_CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIX, "*" + SAFETENSORS_INDEX_SUFFIX))
 
 # What torch.load / safetensors / numpy raise on a damaged file: an unpickler
 # fed garbage fails with almost any error type.
@@ -59,11 +59,11 @@ def open_checkpoint(path: str | os.PathLike) -> CheckpointSource:
     if not file.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     name = file.name.lower()
-    if name.endswith(SAFETENSORS_SUFFIX + INDEX_SUFFIX):
+    if name.endswith(SAFETENSORS_INDEX_SUFFIX):
         return open_sharded(file)
     if name.endswith(SAFETENSORS_SUFFIX):
         return open_safetensors(file)
-    if name.endswith(TORCH_SUFFIXES):
+    if name.endswith(TORCH_CHECKPOINT_SUFFIXES):
         return _open_torch(file)
     raise CheckpointError(f"{file.name}: unsupported checkpoint type; supported: {SUPPORTED}")
 

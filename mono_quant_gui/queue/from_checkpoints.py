@@ -11,18 +11,17 @@ from pathlib import Path
 
 from PySide6.QtCore import QStandardPaths
 
+from mono_quant_core.config import CHECKPOINT_SUFFIXES, checkpoint_suffix
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.jobs import Job
-
-from ..drop import CHECKPOINT_SUFFIXES
 
 
 def checkpoint_stem(path: str) -> str:
     """The file name without its checkpoint extension: ``resnet-v1.5`` for ``resnet-v1.5.pt``."""
     name = os.path.basename(path)
-    for suffix in sorted(CHECKPOINT_SUFFIXES, key=len, reverse=True):
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
+    suffix = checkpoint_suffix(name)
+    if suffix is not None and len(name) > len(suffix):
+        return name[: -len(suffix)]
     raise ConfigError(f"{path}: not a checkpoint (expected one of {', '.join(CHECKPOINT_SUFFIXES)})")
 
 
