@@ -1,8 +1,12 @@
 """The main window: toolbar, docks (modules, settings, calibration, log, queue), dashboard, status bar.
 
-The window owns one :class:`~mono_quant_gui.worker.Runner`; what happens when
-the user opens, runs and saves lives in :mod:`mono_quant_gui.workflow`, what
-goes to the batch queue in :mod:`mono_quant_gui.queueing`.  The Queue pane
+The window owns one :class:`~mono_quant_gui.worker.Runner`, the session
+(:class:`~mono_quant_gui.session.Session`, the one Qt-free state) and three
+controllers composed into it: :class:`~mono_quant_gui.opening.Opening` (what
+opening does), :class:`~mono_quant_gui.workflow.Running` (load, preview,
+quantize, save and what the window shows of them) and
+:class:`~mono_quant_gui.queueing.Queueing` (jobs for the Queue pane).  The
+window's public verbs below hand over to them.  The Queue pane
 (:class:`~mono_quant_gui.queue.QueueDock`) runs its jobs on its own thread.
 """
 
@@ -10,12 +14,16 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices
 from PySide6.QtWidgets import QApplication, QDockWidget, QLabel, QMainWindow, QMessageBox, QScrollArea, QWidget
 
 from mono_quant_core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mono_quant_core.jobs import Job
 
 from . import dialogs, help_menu, identity
 from .actions import Actions
@@ -25,15 +33,16 @@ from .dashboard import Dashboard
 from .drop import local_paths
 from .log_view import LogView
 from .module_panel import ModulePanel
+from .opening import Opening
 from .queue import QueueDock, QueueStore
-from .queueing import QueueingMixin
+from .queueing import Queueing
 from .run_status import RunStatus
 from .session import Session
 from .settings_panel import SettingsPanel
 from .settings_store import STATE_VERSION, SettingsStore
 from .welcome import WelcomePage
 from .worker import Runner
-from .workflow import WorkflowMixin
+from .workflow import Running
 
 DEFAULT_SIZE = (1400, 900)
 
@@ -49,7 +58,7 @@ def recent_label(path: str, checkpoint: str | None = None) -> str:
 LAYER_FLUSH_MS = 50
 
 
-class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
+class MainWindow(QMainWindow):
     """The application window; ``runner`` does the background work one task at a time.
 
     ``queue_store``: where the Queue pane keeps its jobs (default: queue.json in
@@ -67,6 +76,9 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         self.store = SettingsStore()
         self.session = Session()
         self.runner = Runner(self)
+        self.opening = Opening(self)
+        self.running = Running(self)
+        self.queueing = Queueing(self)
         self.actions = Actions(self)
         self._build_panes(queue_store)
         self.actions.build_toolbar(self)
@@ -138,13 +150,13 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
 
     def _connect(self) -> None:
         a = self.actions
-        a.open_script.triggered.connect(self.choose_script)
-        a.open_checkpoint.triggered.connect(self.choose_checkpoint)
-        a.open_quantized.triggered.connect(self.choose_quantized)
-        a.calibration.triggered.connect(self.choose_calibration_folder)
-        a.quantize.triggered.connect(self.start_quantize)
-        a.cancel.triggered.connect(self.cancel)
-        a.save_as.triggered.connect(self.save_as)
+        a.open_script.triggered.connect(self.opening.choose_script)
+        a.open_checkpoint.triggered.connect(self.opening.choose_checkpoint)
+        a.open_quantized.triggered.connect(self.opening.choose_quantized)
+        a.calibration.triggered.connect(self.opening.choose_calibration_folder)
+        a.quantize.triggered.connect(self.running.start_quantize)
+        a.cancel.triggered.connect(self.running.cancel)
+        a.save_as.triggered.connect(self.running.save_as)
         a.quit.triggered.connect(self.close)
         a.clear_recent.triggered.connect(self.clear_recent)
         a.reset_layout.triggered.connect(lambda: self.restoreState(self._default_state, STATE_VERSION))
@@ -164,14 +176,134 @@ class MainWindow(QueueingMixin, WorkflowMixin, QMainWindow):
         self.calibration_panel.skip_changed.connect(lambda _skip: self.update_actions())
         self.dashboard.layer_clicked.connect(self.reveal_layer)
         r = self.runner
-        r.started.connect(self._task_started)
-        r.progress.connect(self._task_progress)
-        r.layer_done.connect(self._layer_done)
-        r.phase.connect(self._task_phase)
-        r.finished.connect(self._task_finished)
-        r.errored.connect(self._task_errored)
-        r.cancelled.connect(self._task_cancelled)
+        r.started.connect(self.running.task_started)
+        r.progress.connect(self.running.task_progress)
+        r.layer_done.connect(self.running.layer_done)
+        r.phase.connect(self.running.task_phase)
+        r.finished.connect(self.running.task_finished)
+        r.errored.connect(self.running.task_errored)
+        r.cancelled.connect(self.running.task_cancelled)
         r.busy_changed.connect(lambda _busy: self.update_actions())
+
+    # -- the window's verbs (menus, drops, the command line and tests call these) ----------------
+    def choose_script(self) -> None:
+        """See :meth:`opening.Opening.choose_script`."""
+        self.opening.choose_script()
+
+    def choose_checkpoint(self) -> None:
+        """See :meth:`opening.Opening.choose_checkpoint`."""
+        self.opening.choose_checkpoint()
+
+    def open_script(
+        self,
+        path: str,
+        checkpoint: str | None = None,
+        entry: str | None = None,
+        entry_kwargs: dict | None = None,
+        job: Any = None,
+    ) -> None:
+        """See :meth:`opening.Opening.open_script`."""
+        self.opening.open_script(path, checkpoint, entry, entry_kwargs, job)
+
+    def open_checkpoint(self, path: str) -> None:
+        """See :meth:`opening.Opening.open_checkpoint`."""
+        self.opening.open_checkpoint(path)
+
+    def open_demo(self, key: str = "cnn") -> None:
+        """See :meth:`opening.Opening.open_demo`."""
+        self.opening.open_demo(key)
+
+    def set_calibration_folder(self, folder: str | None) -> None:
+        """See :meth:`opening.Opening.set_calibration_folder`."""
+        self.opening.set_calibration_folder(folder)
+
+    def handle_paths(self, paths: list[str]) -> None:
+        """See :meth:`opening.Opening.handle_paths`."""
+        self.opening.handle_paths(paths)
+
+    def handle_queue_drop(self, paths: list[str]) -> None:
+        """See :meth:`opening.Opening.handle_queue_drop`."""
+        self.opening.handle_queue_drop(paths)
+
+    def open_job(self, path: str) -> None:
+        """See :meth:`opening.Opening.open_job`."""
+        self.opening.open_job(path)
+
+    def load_model(self) -> None:
+        """See :meth:`workflow.Running.load_model`."""
+        self.running.load_model()
+
+    def preview_calibration(self) -> None:
+        """See :meth:`workflow.Running.preview_calibration`."""
+        self.running.preview_calibration()
+
+    def start_quantize(self) -> None:
+        """See :meth:`workflow.Running.start_quantize`."""
+        self.running.start_quantize()
+
+    def cancel(self) -> None:
+        """See :meth:`workflow.Running.cancel`."""
+        self.running.cancel()
+
+    def save_as(self) -> None:
+        """See :meth:`workflow.Running.save_as`."""
+        self.running.save_as()
+
+    def open_quantized_file(self, path: str, script: str | None = None) -> None:
+        """See :meth:`workflow.Running.open_quantized_file`."""
+        self.running.open_quantized_file(path, script)
+
+    def quantize_problem(self) -> str | None:
+        """See :meth:`workflow.Running.quantize_problem`."""
+        return self.running.quantize_problem()
+
+    def update_actions(self) -> None:
+        """See :meth:`workflow.Running.update_actions`."""
+        self.running.update_actions()
+
+    def update_title(self) -> None:
+        """See :meth:`workflow.Running.update_title`."""
+        self.running.update_title()
+
+    def show_empty_hints(self, force: bool = False) -> None:
+        """See :meth:`workflow.Running.show_empty_hints`."""
+        self.running.show_empty_hints(force)
+
+    def flush_layers(self) -> None:
+        """See :meth:`workflow.Running.flush_layers`."""
+        self.running.flush_layers()
+
+    def reveal_layer(self, name: str) -> None:
+        """See :meth:`workflow.Running.reveal_layer`."""
+        self.running.reveal_layer(name)
+
+    def current_config(self) -> Any:
+        """See :meth:`workflow.Running.current_config`."""
+        return self.running.current_config()
+
+    def queue_problem(self) -> str | None:
+        """See :meth:`queueing.Queueing.queue_problem`."""
+        return self.queueing.queue_problem()
+
+    def current_job(self, output: str | None = None) -> Job:
+        """See :meth:`queueing.Queueing.current_job`."""
+        return self.queueing.current_job(output)
+
+    def add_current_to_queue(self) -> list[str]:
+        """See :meth:`queueing.Queueing.add_current_to_queue`."""
+        return self.queueing.add_current_to_queue()
+
+    def queue_checkpoints(self, paths: list[str], script: str | None = None) -> list[str]:
+        """See :meth:`queueing.Queueing.queue_checkpoints`."""
+        return self.queueing.queue_checkpoints(paths, script)
+
+    def import_job_files(self, paths: list[str]) -> list[str]:
+        """See :meth:`queueing.Queueing.import_job_files`."""
+        return self.queueing.import_job_files(paths)
+
+    def show_queue(self) -> None:
+        """See :meth:`queueing.Queueing.show_queue`."""
+        self.queueing.show_queue()
 
     # -- persistence ------------------------------------------------------------------------
     def _restore(self) -> None:

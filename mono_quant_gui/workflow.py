@@ -11,9 +11,7 @@ import logging
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
-
-from PySide6.QtWidgets import QMainWindow
+from typing import TYPE_CHECKING, Any
 
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.progress import RunPlan
@@ -21,21 +19,26 @@ from mono_quant_core.report import format_db
 
 from . import dialogs, tasks
 from .formatting import format_bytes
-from .opening import OpeningMixin
 from .queue.from_checkpoints import checkpoint_stem, output_folder
 from .worker import Task
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
 
 log = logging.getLogger("mono_quant_gui")
 
 
-class WorkflowMixin(OpeningMixin):
-    """Mixed into MainWindow; uses its panes, ``runner``, ``session`` and ``store``."""
+class Running:
+    """Load → preview → quantize → save on the window's runner, and what the window shows of it."""
+
+    def __init__(self, window: MainWindow) -> None:
+        self.w = window
 
     # -- background tasks -------------------------------------------------------------------------
-    def load_model(self: Any) -> None:
-        s = self.session
+    def load_model(self) -> None:
+        s = self.w.session
         title = f"Loading {Path(s.script).name}" + (f" with {Path(s.checkpoint).name}" if s.checkpoint else "")
-        self.runner.submit(
+        self.w.runner.submit(
             Task(
                 "load",
                 title,
@@ -50,12 +53,12 @@ class WorkflowMixin(OpeningMixin):
             )
         )
 
-    def preview_calibration(self: Any) -> None:
-        s = self.session
+    def preview_calibration(self) -> None:
+        s = self.w.session
         if not s.calibration:
             return
-        samples = self.settings_panel.values()["samples"] or None
-        self.runner.submit(
+        samples = self.w.settings_panel.values()["samples"] or None
+        self.w.runner.submit(
             Task(
                 "preview",
                 f"Previewing {Path(s.calibration).name}",
@@ -63,22 +66,22 @@ class WorkflowMixin(OpeningMixin):
             )
         )
 
-    def start_quantize(self: Any) -> None:
+    def start_quantize(self) -> None:
         """Quantize the ticked layers with the panel's settings (one run at a time)."""
-        if not self.actions.quantize.isEnabled():
+        if not self.w.actions.quantize.isEnabled():
             return
         try:
             config = self.current_config()
         except ConfigError as exc:
-            dialogs.show_error(self, "Settings", str(exc))
+            dialogs.show_error(self.w, "Settings", str(exc))
             return
-        s = self.session
+        s = self.w.session
         s.result = None
-        self.file_label.setText("")
+        self.w.file_label.setText("")
         samples = self.current_samples()
-        self.modules.model.clear_results()
+        self.w.modules.model.clear_results()
         original = s.rows[0].bytes if s.rows else 0
-        self.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
+        self.w.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
         log.info(
             "quantizing %d layers: %s %s, %s, %s",
             len(config.layers or []),
@@ -87,7 +90,7 @@ class WorkflowMixin(OpeningMixin):
             config.scheme,
             config.granularity,
         )
-        self.runner.submit(
+        self.w.runner.submit(
             Task(
                 "quantize",
                 "Quantizing",
@@ -98,41 +101,41 @@ class WorkflowMixin(OpeningMixin):
                     folder=s.calibration,
                     samples=samples,
                     seed=s.seed,
-                    skip_unusable=self.calibration_panel.skip_unusable(),  # recorded in the report
+                    skip_unusable=self.w.calibration_panel.skip_unusable(),  # recorded in the report
                 ),
             )
         )
 
-    def current_config(self: Any) -> Any:
+    def current_config(self) -> Any:
         """The QuantConfig a run would use now: the session's whole config with the widgets' values
         and the ticked layers (a job's own layer rules while its choice is unchanged)."""
-        s = self.session
-        ticked = self.modules.model.checked_names()
-        return self.settings_panel.config(s.layers(ticked))
+        s = self.w.session
+        ticked = self.w.modules.model.checked_names()
+        return self.w.settings_panel.config(s.layers(ticked))
 
-    def current_samples(self: Any) -> int | None:
-        return (self.settings_panel.values()["samples"] or None) if self.session.calibration else None
+    def current_samples(self) -> int | None:
+        return (self.w.settings_panel.values()["samples"] or None) if self.w.session.calibration else None
 
-    def cancel(self: Any) -> None:
-        if self.runner.current is not None:
-            self.statusBar().showMessage("Cancelling…")
-            self.runner.cancel()
+    def cancel(self) -> None:
+        if self.w.runner.current is not None:
+            self.w.statusBar().showMessage("Cancelling…")
+            self.w.runner.cancel()
 
-    def save_as(self: Any) -> None:
+    def save_as(self) -> None:
         """Ask for a path, confirm overwriting, and save the last result in the background."""
-        s = self.session
-        if s.result is None or self.runner.busy:
+        s = self.w.session
+        if s.result is None or self.w.runner.busy:
             return
-        path, chosen = dialogs.ask_save_path(self, self.suggested_save_path())
+        path, chosen = dialogs.ask_save_path(self.w, self.suggested_save_path())
         if not path:
             return
         path = dialogs.with_extension(path, chosen)
-        if os.path.exists(path) and not dialogs.confirm_overwrite(self, path):
+        if os.path.exists(path) and not dialogs.confirm_overwrite(self.w, path):
             return
-        self.store.set_save_folder(path)
+        self.w.store.set_save_folder(path)
         # The save claims ``path`` while it writes: a queue job writing the same file makes it fail
         # with a dialog naming the job, and the queue refuses that file while the save runs.
-        self.runner.submit(
+        self.w.runner.submit(
             Task(
                 "save",
                 f"Saving {Path(path).name}",
@@ -140,60 +143,60 @@ class WorkflowMixin(OpeningMixin):
             )
         )
 
-    def suggested_save_path(self: Any) -> str:
+    def suggested_save_path(self) -> str:
         """``<checkpoint stem>.<dtype>.safetensors`` in the folder the last Save As wrote to, else
         next to the checkpoint (or script) when that folder is the user's and writable, else in
         Documents -- never the calibration folder, whose files would become samples."""
-        s = self.session
+        s = self.w.session
         script, checkpoint = s.shown_inputs()  # the model the result came from
         source = checkpoint or script or "model"
         try:
             stem = checkpoint_stem(source) if checkpoint else Path(source).stem
         except ConfigError:
             stem = Path(source).stem
-        folder = self.store.save_folder() or output_folder(source)
+        folder = self.w.store.save_folder() or output_folder(source)
         return os.path.join(folder, f"{stem}.{s.result.config.dtype}.safetensors")
 
     # -- runner signals ---------------------------------------------------------------------------
-    def _task_started(self: Any, task: Task) -> None:
-        self.run_status.begin()
-        self.statusBar().showMessage(f"{task.title}…")
+    def task_started(self, task: Task) -> None:
+        self.w.run_status.begin()
+        self.w.statusBar().showMessage(f"{task.title}…")
 
-    def _task_progress(self: Any, done: int, total: int, message: str) -> None:
-        self.run_status.update_progress(done, total)
-        self.statusBar().showMessage(message)
+    def task_progress(self, done: int, total: int, message: str) -> None:
+        self.w.run_status.update_progress(done, total)
+        self.w.statusBar().showMessage(message)
 
-    def _task_phase(self: Any, task: Task, item: Any) -> None:
+    def task_phase(self, task: Task, item: Any) -> None:
         """The engine's plan and phase steps: the ETA, and the calibration card while it runs."""
         if isinstance(item, RunPlan):
             task.info["plan"] = item
-            self.run_status.set_plan(item)
+            self.w.run_status.set_plan(item)
             return
-        self.run_status.update_phase(item)
+        self.w.run_status.update_phase(item)
         if item.phase == "calibrate" and item.total:
-            self.dashboard.set_calibration(min(item.done, item.total), item.total)
+            self.w.dashboard.set_calibration(min(item.done, item.total), item.total)
 
-    def _layer_done(self: Any, layer: Any) -> None:
-        self._layer_batch.append(layer)
-        if not self._layer_timer.isActive():
-            self._layer_timer.start()
+    def layer_done(self, layer: Any) -> None:
+        self.w._layer_batch.append(layer)
+        if not self.w._layer_timer.isActive():
+            self.w._layer_timer.start()
 
-    def flush_layers(self: Any) -> None:
+    def flush_layers(self) -> None:
         """Draw the layers that arrived since the last flush (one redraw per batch)."""
-        self._layer_timer.stop()
-        batch, self._layer_batch = self._layer_batch, []
+        self.w._layer_timer.stop()
+        batch, self.w._layer_batch = self.w._layer_batch, []
         if batch:
-            task = self.runner.current
+            task = self.w.runner.current
             plan = task.info.get("plan") if task is not None else None
             n = plan.units("calibrate") if isinstance(plan, RunPlan) else 0
-            if n and not self.dashboard.sqnr_plot.bar_count():
-                self.dashboard.set_calibration(n, n)  # layers come after calibration
-            self.dashboard.add_layers(batch)
-            self.modules.model.set_layer_results(batch)
+            if n and not self.w.dashboard.sqnr_plot.bar_count():
+                self.w.dashboard.set_calibration(n, n)  # layers come after calibration
+            self.w.dashboard.add_layers(batch)
+            self.w.modules.model.set_layer_results(batch)
 
-    def _task_finished(self: Any, result: Any) -> None:
-        task = self.runner.last
-        self.run_status.end()
+    def task_finished(self, result: Any) -> None:
+        task = self.w.runner.last
+        self.w.run_status.end()
         {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized, "save": self._saved}[task.kind](
             result
         )
@@ -201,9 +204,9 @@ class WorkflowMixin(OpeningMixin):
         if task.kind == "load":
             tasks.settle_memory()  # here, on the GUI thread (see its docstring)
 
-    def _task_errored(self: Any, message: str, details: str) -> None:
-        task = self.runner.last
-        self.run_status.end()
+    def task_errored(self, message: str, details: str) -> None:
+        task = self.w.runner.last
+        self.w.run_status.end()
         self.flush_layers()
         titles = {
             "load": "Could not load the model",
@@ -214,66 +217,66 @@ class WorkflowMixin(OpeningMixin):
         if task.kind == "load":
             self._back_to_loaded()
         if task.kind == "preview":
-            self.calibration_panel.show_error(message)
+            self.w.calibration_panel.show_error(message)
         if task.kind == "quantize":
             report = task.info.get("report")
             if report is not None:
                 self._show_report(report)
             else:
-                self.dashboard.stopped("failed")
-        self.statusBar().showMessage(f"{titles[task.kind]}: {message.splitlines()[0]}")
-        self.last_error = dialogs.show_error(self, titles[task.kind], message, details)
+                self.w.dashboard.stopped("failed")
+        self.w.statusBar().showMessage(f"{titles[task.kind]}: {message.splitlines()[0]}")
+        self.w.last_error = dialogs.show_error(self.w, titles[task.kind], message, details)
         self.update_actions()
 
-    def _task_cancelled(self: Any) -> None:
-        task = self.runner.last
-        self.run_status.end()
+    def task_cancelled(self) -> None:
+        task = self.w.runner.last
+        self.w.run_status.end()
         self.flush_layers()
         if task.kind == "quantize":
-            self.dashboard.stopped("cancelled")
-        self.statusBar().showMessage(f"{task.title}: cancelled")
+            self.w.dashboard.stopped("cancelled")
+        self.w.statusBar().showMessage(f"{task.title}: cancelled")
         self.update_actions()
 
     # -- outcomes ---------------------------------------------------------------------------------
-    def _loaded(self: Any, outcome: tasks.LoadOutcome) -> None:
-        s = self.session
+    def _loaded(self, outcome: tasks.LoadOutcome) -> None:
+        s = self.w.session
         if (outcome.script, outcome.checkpoint) != (s.script, s.checkpoint):
             return  # another script or checkpoint was opened while this one loaded
         if outcome.candidates:
-            entry = dialogs.choose_entry(self, outcome.script, outcome.candidates)
+            entry = dialogs.choose_entry(self.w, outcome.script, outcome.candidates)
             if entry is None:
                 self._back_to_loaded()
-                self.statusBar().showMessage("Loading stopped: no model chosen")
+                self.w.statusBar().showMessage("Loading stopped: no model chosen")
                 return
             s.entry = entry
             self.load_model()
             return
         if outcome.quantized_message is not None:
-            if dialogs.confirm_open_quantized(self, outcome.quantized_message):
+            if dialogs.confirm_open_quantized(self.w, outcome.quantized_message):
                 self.open_quantized_file(outcome.checkpoint, outcome.script)
             else:
                 self._back_to_loaded()
-                self.statusBar().showMessage(f"{Path(outcome.checkpoint).name} is a quantized model: not loaded")
+                self.w.statusBar().showMessage(f"{Path(outcome.checkpoint).name} is a quantized model: not loaded")
             return
         if outcome.result is not None:
             self._opened_quantized(outcome)
             return
         keys = outcome.loaded.keys
         if not keys.ok and not dialogs.confirm_key_mismatch(
-            self, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.", keys.summary()
+            self.w, f"{keys.checkpoint} does not match the model in {Path(outcome.script).name}.", keys.summary()
         ):
             log.warning("loading stopped: %s does not match the model", keys.checkpoint)
             self._back_to_loaded()
-            self.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
+            self.w.statusBar().showMessage("Loading stopped: the checkpoint does not match the model")
             return
         self.clear_results()  # another model (or the same one again): no figures of the last one
         s.loaded, s.rows, s.runs = outcome.loaded, outcome.rows, []
         s.loaded_inputs = s.inputs()
-        self.store.add_recent_model(outcome.script, outcome.checkpoint)
-        self.rebuild_recent_menu()
-        self.modules.set_rows(outcome.rows)
+        self.w.store.add_recent_model(outcome.script, outcome.checkpoint)
+        self.w.rebuild_recent_menu()
+        self.w.modules.set_rows(outcome.rows)
         if outcome.chosen is not None:
-            self.modules.model.set_checked_names(outcome.chosen)
+            self.w.modules.model.set_checked_names(outcome.chosen)
         if outcome.chosen is not None:
             s.job_chosen = list(outcome.chosen)  # a job's rules tick the tree once, not on every later load
         elif s.job is not None and s.job_chosen is None:
@@ -282,23 +285,23 @@ class WorkflowMixin(OpeningMixin):
             "loaded %s: %d modules, %d quantizable; %s",
             outcome.loaded.source.get("entry"),
             len(outcome.rows),
-            len(self.modules.model.quantizable_names()),
+            len(self.w.modules.model.quantizable_names()),
             keys.summary().replace("\n", "; "),
         )
-        self.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows)} modules")
-        self.file_label.setText("")
+        self.w.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows)} modules")
+        self.w.file_label.setText("")
         self.update_title()
         self.show_empty_hints()
         if s.calibration:
             self.preview_calibration()  # dry-run the first sample through the new model
 
-    def _previewed(self: Any, preview: Any) -> None:
-        current = self.session.calibration
+    def _previewed(self, preview: Any) -> None:
+        current = self.w.session.calibration
         if current is None or Path(preview.folder).resolve() != Path(current).resolve():
             return  # the folder changed while this preview ran
-        self.calibration_panel.show_preview(preview)
-        self.store.add_recent("calibration", preview.folder)
-        self.rebuild_recent_menu()
+        self.w.calibration_panel.show_preview(preview)
+        self.w.store.add_recent("calibration", preview.folder)
+        self.w.rebuild_recent_menu()
         for problem in preview.errors:
             log.warning("calibration: %s", problem)
         verdict = (
@@ -306,17 +309,17 @@ class WorkflowMixin(OpeningMixin):
             if preview.dry_run_error
             else ("dry run ok" if preview.dry_run_structure else "open a model to dry-run it")
         )
-        self.statusBar().showMessage(
+        self.w.statusBar().showMessage(
             f"Calibration folder {Path(preview.folder).name}: {preview.selected} files, {verdict}"
         )
 
-    def _quantized(self: Any, result: Any) -> None:
+    def _quantized(self, result: Any) -> None:
         self.flush_layers()
-        self.session.result = result
-        self.session.runs.append(result)
+        self.w.session.result = result
+        self.w.session.runs.append(result)
         self._show_report(result.report)
         r = result.report
-        self.statusBar().showMessage(
+        self.w.statusBar().showMessage(
             f"Done in {r.elapsed_s:.1f} s: output SQNR {format_db(r.output_sqnr_db)}, "
             f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}. Save it with Ctrl+S."
         )
@@ -329,29 +332,29 @@ class WorkflowMixin(OpeningMixin):
             len(r.skipped),
         )
 
-    def _show_report(self: Any, report: Any) -> None:
-        self.dashboard.finish(report)
-        self.modules.model.set_layer_results(report.layers)
-        self.modules.model.set_skipped(report.skipped)
+    def _show_report(self, report: Any) -> None:
+        self.w.dashboard.finish(report)
+        self.w.modules.model.set_layer_results(report.layers)
+        self.w.modules.model.set_skipped(report.skipped)
 
-    def _saved(self: Any, outcome: tasks.SaveOutcome) -> None:
-        self.dashboard.set_file_size(outcome.bytes)
-        self.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
-        self.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
+    def _saved(self, outcome: tasks.SaveOutcome) -> None:
+        self.w.dashboard.set_file_size(outcome.bytes)
+        self.w.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
+        self.w.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
         log.info("saved %s (%s)", outcome.path, format_bytes(outcome.bytes))
 
-    def open_quantized_file(self: Any, path: str, script: str | None = None) -> None:
+    def open_quantized_file(self, path: str, script: str | None = None) -> None:
         """Open the mono-quant output ``path`` (with ``script``, the model script on screen, or the
         script the file names when it lies beside it) as a finished run."""
-        s = self.session
+        s = self.w.session
         script = script or s.script or tasks.script_beside(path)
         if script is None:
-            script = dialogs.ask_open_script(self, str(Path(path).parent))
+            script = dialogs.ask_open_script(self.w, str(Path(path).parent))
             if not script:
                 return
         s.script, s.checkpoint = str(script), str(path)
-        self._remember_folder(script)
-        self.runner.submit(
+        self.w.opening.remember_folder(script)
+        self.w.runner.submit(
             Task(
                 "load",
                 f"Opening {Path(path).name}",
@@ -365,16 +368,16 @@ class WorkflowMixin(OpeningMixin):
             )
         )
 
-    def _opened_quantized(self: Any, outcome: tasks.LoadOutcome) -> None:
+    def _opened_quantized(self, outcome: tasks.LoadOutcome) -> None:
         """A quantized model on screen: its tree with the layers' results, the dashboard of its run."""
-        s = self.session
+        s = self.w.session
         self.clear_results()
         s.loaded, s.rows = outcome.loaded, outcome.rows
         s.loaded_inputs = s.inputs()
         result = outcome.result
-        self.modules.set_rows(outcome.rows)
+        self.w.modules.set_rows(outcome.rows)
         report = result.report
-        self.dashboard.begin_run(
+        self.w.dashboard.begin_run(
             [layer.name for layer in report.layers],
             report.original_bytes,
             result.config.needs_calibration,
@@ -382,9 +385,9 @@ class WorkflowMixin(OpeningMixin):
         )
         s.result = result
         self._show_report(report)
-        self.dashboard.set_file_size(report.file_bytes or 0)
+        self.w.dashboard.set_file_size(report.file_bytes or 0)
         log.info("opened the quantized model %s: %d quantized layers", outcome.checkpoint, len(report.layers))
-        self.statusBar().showMessage(
+        self.w.statusBar().showMessage(
             f"Opened {Path(outcome.checkpoint).name}: a quantized model ({result.config.dtype} {result.config.mode})"
         )
         self.update_title()
@@ -392,86 +395,86 @@ class WorkflowMixin(OpeningMixin):
         if s.calibration:
             self.preview_calibration()  # the samples run through the quantized model
 
-    def _back_to_loaded(self: Any) -> None:
+    def _back_to_loaded(self) -> None:
         """A load failed or was stopped: the window shows exactly the last model that loaded."""
-        self.session.back_to_loaded()
+        self.w.session.back_to_loaded()
         self.update_title()
         self.update_actions()
 
-    def clear_results(self: Any) -> None:
+    def clear_results(self) -> None:
         """The inputs changed: no result, no figures, nothing to save."""
-        s = self.session
+        s = self.w.session
         s.result = None
-        self.file_label.setText("")
-        self.modules.model.clear_results()
-        self.dashboard.begin_run([], 0, False, None)  # empty plots and cards
+        self.w.file_label.setText("")
+        self.w.modules.model.clear_results()
+        self.w.dashboard.begin_run([], 0, False, None)  # empty plots and cards
         self.show_empty_hints(force=True)
         self.update_actions()
 
     # -- state of the window ------------------------------------------------------------------------
-    def quantize_problem(self: Any) -> str | None:
+    def quantize_problem(self) -> str | None:
         """Why Quantize is unavailable right now (None: it is available)."""
-        if self.session.loaded is None:
+        if self.w.session.loaded is None:
             return "Open a model script first (Ctrl+O)"
-        if isinstance(self.session.loaded, tasks.OpenedQuantized):
+        if isinstance(self.w.session.loaded, tasks.OpenedQuantized):
             return "This model is quantized already: open its float checkpoint to quantize it again"
-        if self.runner.busy:
+        if self.w.runner.busy:
             return "Wait for the running task to finish (or cancel it with Esc)"
-        if not self.modules.model.checked_names():
+        if not self.w.modules.model.checked_names():
             return "Tick at least one layer in the module tree"
-        problem = self.settings_panel.problem()
+        problem = self.w.settings_panel.problem()
         if problem is not None:
             return problem
         # Static mode calibrates on the folder and every mode validates on it: unusable files
         # stop the run here, before any work, unless the user chose to skip them.
-        return self.calibration_panel.problem(bool(self.session.calibration))
+        return self.w.calibration_panel.problem(bool(self.w.session.calibration))
 
-    def update_actions(self: Any) -> None:
-        a = self.actions
+    def update_actions(self) -> None:
+        a = self.w.actions
         problem = self.quantize_problem()
         a.quantize.setEnabled(problem is None)
         a.quantize.setToolTip(problem or "Quantize the ticked layers with these settings (Ctrl+R)")
-        a.cancel.setEnabled(self.runner.current is not None)
-        a.save_as.setEnabled(self.session.result is not None and not self.runner.busy)
-        queue_problem = self.queue_problem()
+        a.cancel.setEnabled(self.w.runner.current is not None)
+        a.save_as.setEnabled(self.w.session.result is not None and not self.w.runner.busy)
+        queue_problem = self.w.queueing.queue_problem()
         a.add_to_queue.setEnabled(queue_problem is None)
         a.add_to_queue.setToolTip(
             queue_problem
             or "Queue a job with these settings and the ticked layers; the "
             "Queue pane runs it in the background (Ctrl+Shift+R)"
         )
-        self.queue_panel.add_current.setEnabled(queue_problem is None)
-        self.queue_panel.add_current.setToolTip(
+        self.w.queue_panel.add_current.setEnabled(queue_problem is None)
+        self.w.queue_panel.add_current.setToolTip(
             queue_problem
             or "Queue a job with the open model, checkpoint, calibration folder, ticked layers and settings"
         )
 
-    def update_title(self: Any) -> None:
-        parts = [Path(p).name for p in self.session.shown_inputs() if p]
-        QMainWindow.setWindowTitle(self, " · ".join([*parts, "mono-quant"]) if parts else "mono-quant")
+    def update_title(self) -> None:
+        parts = [Path(p).name for p in self.w.session.shown_inputs() if p]
+        self.w.setWindowTitle(" · ".join([*parts, "mono-quant"]) if parts else "mono-quant")
 
-    def show_empty_hints(self: Any, force: bool = False) -> None:
+    def show_empty_hints(self, force: bool = False) -> None:
         """The welcome page without a model; the "ready" hint with one and no result (``force``:
         also when the dashboard shows a run)."""
-        a = self.actions
-        if self.session.loaded is None:
-            self.modules.show_hint(
+        a = self.w.actions
+        if self.w.session.loaded is None:
+            self.w.modules.show_hint(
                 "No model",
                 "The model's layers are listed here once its script is open: "
                 "drop it on the window or use Open Script (Ctrl+O).",
             )
-            self.dashboard.setCurrentWidget(self.welcome)
-        elif self.session.result is None and (
-            force or self.dashboard.currentWidget() in (self.dashboard.hint, self.welcome)
+            self.w.dashboard.setCurrentWidget(self.w.welcome)
+        elif self.w.session.result is None and (
+            force or self.w.dashboard.currentWidget() in (self.w.dashboard.hint, self.w.welcome)
         ):
-            self.dashboard.show_hint(
+            self.w.dashboard.show_hint(
                 "Ready to quantize",
                 "Tick the layers in the module tree, pick the settings on the right and press Quantize (Ctrl+R).",
                 [a.quantize],
             )
 
-    def reveal_layer(self: Any, name: str) -> None:
+    def reveal_layer(self, name: str) -> None:
         """Select ``name`` in the module tree (from a click on its bar)."""
-        if self.modules.select_layer(name):
-            self.module_dock.show()
-            self.module_dock.raise_()
+        if self.w.modules.select_layer(name):
+            self.w.module_dock.show()
+            self.w.module_dock.raise_()

@@ -248,7 +248,7 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
 
 
 @pytest.mark.slow
-def test_closing_the_window_during_a_queue_run_keeps_the_job_queued(window, qtbot, tmp_path):
+def test_closing_the_window_during_a_queue_run_keeps_the_job_queued(window, qtbot, tmp_path, monkeypatch):
     script = write_project(tmp_path, checkpoints=1, samples=40, delay=0.05)
     job = Job(
         script=str(script),
@@ -262,7 +262,10 @@ def test_closing_the_window_during_a_queue_run_keeps_the_job_queued(window, qtbo
     window.queue_panel.run_all.trigger()
     qtbot.waitUntil(lambda: window.queue_panel.model.find(entry_id).status == RUNNING, timeout=RUN_TIMEOUT)
     qtbot.waitUntil(lambda: window.queue_panel.model.find(entry_id).progress > 0, timeout=RUN_TIMEOUT)
+    asked = []
+    monkeypatch.setattr(dialogs, "confirm_quit", lambda parent, busy: asked.append(busy) or True)
     window.close()
+    assert asked == ["the queue's jobs"]  # the user was asked, and chose to quit
     assert not window.queue_panel.runner.running
     assert not os.path.exists(job.output)
     store = QueueStore(store_path)  # the lock was released: a new window owns the queue
