@@ -40,6 +40,7 @@ class Session:
     loaded: Any = None  # mono_quant_core LoadedModel
     rows: list[Any] | None = None  # ModuleRows of loaded.model
     result: Any = None  # QuantResult of the last finished run
+    report: Any = None  # QuantReport on the dashboard: the last run's, also when its checks failed
     runs: list[Any] = field(default_factory=list)  # QuantResults of this model's runs, oldest first
     #: (script, checkpoint, entry, entry_kwargs) of the model on screen: what a failed or
     #: refused load goes back to.

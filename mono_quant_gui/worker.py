@@ -44,6 +44,12 @@ class Task:
     title: str
     fn: Callable[[TaskContext], Any]
     info: dict[str, Any] = field(default_factory=dict)
+    #: What the submitter does with the outcome, called on the GUI thread right after the
+    #: runner's own finished / errored / cancelled signal: the task carries its handlers, so no
+    #: handler reads which task just ended or dispatches on ``kind``.
+    on_done: Callable[[Any], None] | None = None
+    on_error: Callable[[str, str], None] | None = None
+    on_cancel: Callable[[], None] | None = None
     cancel: CancelToken = field(default_factory=CancelToken)
     started_at: float = 0.0
 
@@ -139,8 +145,6 @@ class Runner(QObject):
         self._executor.done.connect(self._on_done)
         self._pending: collections.deque[Task] = collections.deque()
         self.current: Task | None = None
-        #: The task whose outcome is being announced (valid inside finished/errored/cancelled slots).
-        self.last: Task | None = None
         self._thread.start()
 
     @property
@@ -206,16 +210,21 @@ class Runner(QObject):
     @Slot(object, str, object)
     def _on_done(self, task: Task, outcome: str, payload: Any) -> None:
         self.current = None
-        self.last = task
         if outcome == "finished":
             self.finished.emit(payload)
+            if task.on_done is not None:
+                task.on_done(payload)
         elif outcome == "cancelled":
             log.info("%s: cancelled", task.title)
             self.cancelled.emit()
+            if task.on_cancel is not None:
+                task.on_cancel()
         else:
             message, details = payload
             log.error("%s", message)
             self.errored.emit(message, details)
+            if task.on_error is not None:
+                task.on_error(message, details)
         # A slot above may already have started the next task through submit().
         if self.current is None and self._pending:
             self._start_next()

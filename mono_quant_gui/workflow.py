@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,9 @@ class Running:
                     entry_kwargs=s.entry_kwargs,
                     select=s.job.config if s.job is not None and s.job_chosen is None else None,
                 ),
+                on_done=self._done(self._loaded, settle=True),
+                on_error=self._failed("Could not load the model", self._load_failed),
+                on_cancel=self._stopped(self._back_to_loaded),
             )
         )
 
@@ -63,6 +67,9 @@ class Running:
                 "preview",
                 f"Previewing {Path(s.calibration).name}",
                 partial(tasks.preview_task, folder=s.calibration, model=s.model, samples=samples),
+                on_done=self._done(self._previewed),
+                on_error=self._failed("Calibration folder", self._preview_failed),
+                on_cancel=self._stopped(),
             )
         )
 
@@ -90,7 +97,7 @@ class Running:
             config.scheme,
             config.granularity,
         )
-        self.w.runner.submit(
+        task = self.w.runner.submit(
             Task(
                 "quantize",
                 "Quantizing",
@@ -103,8 +110,11 @@ class Running:
                     seed=s.seed,
                     skip_unusable=self.w.calibration_panel.skip_unusable(),  # recorded in the report
                 ),
+                on_done=self._done(self._quantized),
+                on_cancel=self._stopped(lambda: self.w.dashboard.stopped("cancelled")),
             )
         )
+        task.on_error = self._failed("Quantization failed", lambda message: self._quantize_failed(task))
 
     def current_config(self) -> Any:
         """The QuantConfig a run would use now: the session's whole config with the widgets' values
@@ -140,6 +150,9 @@ class Running:
                 "save",
                 f"Saving {Path(path).name}",
                 partial(tasks.save_task, result=s.result, path=path, writer="Save As"),
+                on_done=self._done(self._saved),
+                on_error=self._failed("Could not save"),
+                on_cancel=self._stopped(),
             )
         )
 
@@ -195,47 +208,62 @@ class Running:
             self.w.modules.model.set_layer_results(batch)
 
     def task_finished(self, result: Any) -> None:
-        task = self.w.runner.last
         self.w.run_status.end()
-        {"load": self._loaded, "preview": self._previewed, "quantize": self._quantized, "save": self._saved}[task.kind](
-            result
-        )
-        self.update_actions()
-        if task.kind == "load":
-            tasks.settle_memory()  # here, on the GUI thread (see its docstring)
 
     def task_errored(self, message: str, details: str) -> None:
-        task = self.w.runner.last
         self.w.run_status.end()
         self.flush_layers()
-        titles = {
-            "load": "Could not load the model",
-            "preview": "Calibration folder",
-            "quantize": "Quantization failed",
-            "save": "Could not save",
-        }
-        if task.kind == "load":
-            self._back_to_loaded()
-        if task.kind == "preview":
-            self.w.calibration_panel.show_error(message)
-        if task.kind == "quantize":
-            report = task.info.get("report")
-            if report is not None:
-                self._show_report(report)
-            else:
-                self.w.dashboard.stopped("failed")
-        self.w.statusBar().showMessage(f"{titles[task.kind]}: {message.splitlines()[0]}")
-        self.w.last_error = dialogs.show_error(self.w, titles[task.kind], message, details)
-        self.update_actions()
 
     def task_cancelled(self) -> None:
-        task = self.w.runner.last
         self.w.run_status.end()
         self.flush_layers()
-        if task.kind == "quantize":
-            self.w.dashboard.stopped("cancelled")
-        self.w.statusBar().showMessage(f"{task.title}: cancelled")
-        self.update_actions()
+
+    # -- each task's handlers (the task carries them: see worker.Task) ----------------------------
+    def _done(self, handle: Callable[[Any], None], settle: bool = False) -> Callable[[Any], None]:
+        """``handle(result)``, then the actions' state; ``settle``: give a model load's pages back."""
+
+        def done(result: Any) -> None:
+            handle(result)
+            self.update_actions()
+            if settle:
+                tasks.settle_memory()  # here, on the GUI thread (see its docstring)
+
+        return done
+
+    def _failed(self, title: str, handle: Callable[[str], None] | None = None) -> Callable[[str, str], None]:
+        """The error dialog titled ``title`` after ``handle(message)`` put the window right."""
+
+        def failed(message: str, details: str) -> None:
+            if handle is not None:
+                handle(message)
+            self.w.statusBar().showMessage(f"{title}: {message.splitlines()[0]}")
+            self.w.last_error = dialogs.show_error(self.w, title, message, details)
+            self.update_actions()
+
+        return failed
+
+    def _stopped(self, handle: Callable[[], None] | None = None) -> Callable[[], None]:
+        def stopped() -> None:
+            if handle is not None:
+                handle()
+            self.w.statusBar().showMessage("Stopped: cancelled")
+            self.update_actions()
+
+        return stopped
+
+    def _load_failed(self, message: str) -> None:
+        self._back_to_loaded()
+
+    def _preview_failed(self, message: str) -> None:
+        self.w.calibration_panel.show_error(message)
+
+    def _quantize_failed(self, task: Task) -> None:
+        report = task.info.get("report")
+        if report is not None:
+            self.w.session.report = report
+            self._show_report(report)  # the dashboard still shows what was measured
+        else:
+            self.w.dashboard.stopped("failed")
 
     # -- outcomes ---------------------------------------------------------------------------------
     def _loaded(self, outcome: tasks.LoadOutcome) -> None:
@@ -316,6 +344,7 @@ class Running:
     def _quantized(self, result: Any) -> None:
         self.flush_layers()
         self.w.session.result = result
+        self.w.session.report = result.report
         self.w.session.runs.append(result)
         self._show_report(result.report)
         r = result.report
@@ -365,6 +394,9 @@ class Running:
                     entry=s.entry,
                     entry_kwargs=s.entry_kwargs,
                 ),
+                on_done=self._done(self._loaded, settle=True),
+                on_error=self._failed("Could not open the quantized model", self._load_failed),
+                on_cancel=self._stopped(self._back_to_loaded),
             )
         )
 

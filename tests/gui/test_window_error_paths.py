@@ -139,7 +139,7 @@ def test_a_run_that_fails_its_checks_keeps_its_report_on_the_dashboard_and_in_th
     box = error_box(window)
     assert box.windowTitle() == "Quantization failed"
     assert "below min_output_sqnr_db 200 dB" in box.text()
-    report = window.runner.last.info["report"]
+    report = window.session.report
     assert not report.passed and report.layers
     assert window.session.result is None and not window.actions.save_as.isEnabled()
 

@@ -63,7 +63,10 @@ def test_engine_errors_and_bugs_become_errored_with_details(runner, qtbot):
     with qtbot.waitSignal(runner.errored) as blocker:
         runner.submit(Task("t", "Loading", bug))
     assert blocker.args[0] == "Loading failed: KeyError: 'missing'"
-    assert runner.last.kind == "t"
+    errors = []
+    with qtbot.waitSignal(runner.errored):
+        runner.submit(Task("t", "Loading", bug, on_error=lambda message, details: errors.append(message)))
+    assert errors == ["Loading failed: KeyError: 'missing'"]  # the task's own handler ran
 
 
 def test_sys_exit_in_a_user_script_does_not_end_the_app(runner, qtbot):
