@@ -79,10 +79,10 @@ class MainWindow(QMainWindow):
         self.opening = Opening(self)
         self.running = Running(self)
         self.queueing = Queueing(self)
-        self.actions = Actions(self)
+        self.commands = Actions(self)
         self._build_panes(queue_store)
-        self.actions.build_toolbar(self)
-        self.actions.build_menus(self, [d.toggleViewAction() for d in self.docks])
+        self.commands.build_toolbar(self)
+        self.commands.build_menus(self, [d.toggleViewAction() for d in self.docks])
         self._build_status_bar()
         self._default_state = self.saveState(STATE_VERSION)
         self._layer_batch: list = []
@@ -113,7 +113,7 @@ class MainWindow(QMainWindow):
     def _build_panes(self, queue_store: QueueStore | None) -> None:
         self.docks: list[QDockWidget] = []
         self.dashboard = Dashboard()
-        self.welcome = WelcomePage(self.actions.open_script, self.actions.open_demo, self.actions.documentation)
+        self.welcome = WelcomePage(self.commands.open_script, self.commands.open_demo, self.commands.documentation)
         self.dashboard.addWidget(self.welcome)
         self.setCentralWidget(self.dashboard)
         self.modules = ModulePanel()
@@ -124,7 +124,7 @@ class MainWindow(QMainWindow):
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
         scroll.setWidget(self.settings_panel)
         self.settings_dock = self._dock("Settings", "settings_dock", scroll, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.calibration_panel = CalibrationPanel(self.actions.calibration)
+        self.calibration_panel = CalibrationPanel(self.commands.calibration)
         self.calibration_dock = self._dock(
             "Calibration", "calibration_dock", self.calibration_panel, Qt.DockWidgetArea.RightDockWidgetArea
         )
@@ -149,7 +149,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Ready")
 
     def _connect(self) -> None:
-        a = self.actions
+        a = self.commands
         a.open_script.triggered.connect(self.opening.choose_script)
         a.open_checkpoint.triggered.connect(self.opening.choose_checkpoint)
         a.open_quantized.triggered.connect(self.opening.choose_quantized)
@@ -335,7 +335,7 @@ class MainWindow(QMainWindow):
         self.update_actions()
 
     def rebuild_recent_menu(self) -> None:
-        menu = self.actions.recent_menu
+        menu = self.commands.recent_menu
         menu.clear()
         labels = {"script": "Script", "checkpoint": "Checkpoint", "calibration": "Calibration folder"}
         handlers = {
@@ -368,7 +368,7 @@ class MainWindow(QMainWindow):
             empty = menu.addAction("No recent files")
             empty.setEnabled(False)
         menu.addSeparator()
-        menu.addAction(self.actions.clear_recent)
+        menu.addAction(self.commands.clear_recent)
 
     def clear_recent(self) -> None:
         self.store.clear_recent()

@@ -57,6 +57,8 @@ class Queueing:
         source = s.loaded.source
         config = self.w.running.current_config()
         script = source.get("script_path") or s.script
+        if not script:
+            raise MonoQuantError("the open model has no script: open its script first")
         checkpoint = source.get("checkpoint_path")
         calibration = s.calibration
         job = s.job if s.job_inputs_open() else None  # the job the window was filled from

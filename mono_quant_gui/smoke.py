@@ -136,8 +136,8 @@ def _run(scratch: str) -> int:
             if window.calibration_panel.table.rowCount() == 0:
                 return fail("the demo's calibration preview is empty")
             state["times"]["load"] = time.perf_counter() - started
-            if not window.actions.quantize.isEnabled():
-                return fail(f"Quantize is unavailable: {window.actions.quantize.toolTip()}")
+            if not window.commands.quantize.isEnabled():
+                return fail(f"Quantize is unavailable: {window.commands.quantize.toolTip()}")
             state["stage"], state["quantize_start"] = "quantizing", time.perf_counter()
             window.start_quantize()
         elif state["stage"] == "quantizing":

@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mono_quant_core.errors import AmbiguousEntryError, QuantizedCheckpointError, ValidationFailed
+
+if TYPE_CHECKING:
+    from .worker import TaskContext
 
 
 def prepare_torch() -> None:
@@ -99,7 +102,12 @@ class SaveOutcome:
 
 
 def load_model_task(
-    ctx, script: str, checkpoint: str | None, entry: str | None, entry_kwargs: dict | None = None, select: Any = None
+    ctx: TaskContext,
+    script: str,
+    checkpoint: str | None,
+    entry: str | None,
+    entry_kwargs: dict | None = None,
+    select: Any = None,
 ) -> LoadOutcome:
     """Import the script, build the model, load the checkpoint non-strictly and list its modules.
 
@@ -140,7 +148,9 @@ def script_beside(path: str) -> str | None:
     return str(candidate) if candidate is not None and candidate.is_file() else None
 
 
-def open_quantized_task(ctx, script: str, path: str, entry: str | None, entry_kwargs: dict | None) -> LoadOutcome:
+def open_quantized_task(
+    ctx: TaskContext, script: str, path: str, entry: str | None, entry_kwargs: dict | None
+) -> LoadOutcome:
     """Open the mono-quant output ``path`` with the model ``script`` defines, as a finished run."""
     ctx.progress(0, 0, "Loading PyTorch…")
     prepare_torch()
@@ -155,7 +165,7 @@ def open_quantized_task(ctx, script: str, path: str, entry: str | None, entry_kw
     return LoadOutcome(script, path, loaded=opened, rows=mq.module_table(result.model), result=result)
 
 
-def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
+def preview_task(ctx: TaskContext, folder: str, model: Any, samples: int | None) -> Any:
     """Summarise a calibration folder and dry-run its first sample through ``model`` (when given)."""
     ctx.progress(0, 0, f"Reading {Path(folder).name}…")
     prepare_torch()
@@ -165,7 +175,7 @@ def preview_task(ctx, folder: str, model: Any, samples: int | None) -> Any:
 
 
 def quantize_task(
-    ctx,
+    ctx: TaskContext,
     model: Any,
     config: Any,
     folder: str | None,
@@ -199,7 +209,7 @@ def quantize_task(
         raise
 
 
-def save_task(ctx, result: Any, path: str, writer: str = "Save As") -> SaveOutcome:
+def save_task(ctx: TaskContext, result: Any, path: str, writer: str = "Save As") -> SaveOutcome:
     """Write the quantized model (atomically, by the core) and return the file's size.
 
     ``path`` is claimed for ``writer`` while it is written, so the batch queue

@@ -38,6 +38,8 @@ class Running:
     # -- background tasks -------------------------------------------------------------------------
     def load_model(self) -> None:
         s = self.w.session
+        if s.script is None:
+            return
         title = f"Loading {Path(s.script).name}" + (f" with {Path(s.checkpoint).name}" if s.checkpoint else "")
         self.w.runner.submit(
             Task(
@@ -75,7 +77,7 @@ class Running:
 
     def start_quantize(self) -> None:
         """Quantize the ticked layers with the panel's settings (one run at a time)."""
-        if not self.w.actions.quantize.isEnabled():
+        if not self.w.commands.quantize.isEnabled():
             return
         try:
             config = self.current_config()
@@ -279,7 +281,7 @@ class Running:
             s.entry = entry
             self.load_model()
             return
-        if outcome.quantized_message is not None:
+        if outcome.quantized_message is not None and outcome.checkpoint is not None:
             if dialogs.confirm_open_quantized(self.w, outcome.quantized_message):
                 self.open_quantized_file(outcome.checkpoint, outcome.script)
             else:
@@ -302,7 +304,7 @@ class Running:
         s.loaded_inputs = s.inputs()
         self.w.store.add_recent_model(outcome.script, outcome.checkpoint)
         self.w.rebuild_recent_menu()
-        self.w.modules.set_rows(outcome.rows)
+        self.w.modules.set_rows(outcome.rows or [])
         if outcome.chosen is not None:
             self.w.modules.model.set_checked_names(outcome.chosen)
         if outcome.chosen is not None:
@@ -312,11 +314,11 @@ class Running:
         log.info(
             "loaded %s: %d modules, %d quantizable; %s",
             outcome.loaded.source.get("entry"),
-            len(outcome.rows),
+            len(outcome.rows or []),
             len(self.w.modules.model.quantizable_names()),
             keys.summary().replace("\n", "; "),
         )
-        self.w.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows)} modules")
+        self.w.statusBar().showMessage(f"Loaded {Path(outcome.script).name}: {len(outcome.rows or [])} modules")
         self.w.file_label.setText("")
         self.update_title()
         self.show_empty_hints()
@@ -407,7 +409,7 @@ class Running:
         s.loaded, s.rows = outcome.loaded, outcome.rows
         s.loaded_inputs = s.inputs()
         result = outcome.result
-        self.w.modules.set_rows(outcome.rows)
+        self.w.modules.set_rows(outcome.rows or [])
         report = result.report
         self.w.dashboard.begin_run(
             [layer.name for layer in report.layers],
@@ -419,9 +421,8 @@ class Running:
         self._show_report(report)
         self.w.dashboard.set_file_size(report.file_bytes or 0)
         log.info("opened the quantized model %s: %d quantized layers", outcome.checkpoint, len(report.layers))
-        self.w.statusBar().showMessage(
-            f"Opened {Path(outcome.checkpoint).name}: a quantized model ({result.config.dtype} {result.config.mode})"
-        )
+        kind = f"{result.config.dtype} {result.config.mode}"
+        self.w.statusBar().showMessage(f"Opened {Path(outcome.checkpoint or '').name}: a quantized model ({kind})")
         self.update_title()
         self.update_actions()
         if s.calibration:
@@ -462,7 +463,7 @@ class Running:
         return self.w.calibration_panel.problem(bool(self.w.session.calibration))
 
     def update_actions(self) -> None:
-        a = self.w.actions
+        a = self.w.commands
         problem = self.quantize_problem()
         a.quantize.setEnabled(problem is None)
         a.quantize.setToolTip(problem or "Quantize the ticked layers with these settings (Ctrl+R)")
@@ -488,7 +489,7 @@ class Running:
     def show_empty_hints(self, force: bool = False) -> None:
         """The welcome page without a model; the "ready" hint with one and no result (``force``:
         also when the dashboard shows a run)."""
-        a = self.w.actions
+        a = self.w.commands
         if self.w.session.loaded is None:
             self.w.modules.show_hint(
                 "No model",

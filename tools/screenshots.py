@@ -111,7 +111,7 @@ def main(out: Path) -> None:
     window.settings_panel.combos["observer"].setCurrentText("histogram")
     shot(window, "loaded")
 
-    window.actions.add_to_queue.trigger()  # raises the Queue pane
+    window.commands.add_to_queue.trigger()  # raises the Queue pane
     window.queue_panel.select_ids([window.queue_panel.model.entries()[0].id])
     shot(window, "queue")
     window.queue_panel.remove_ids([e.id for e in window.queue_panel.model.entries()])

@@ -30,7 +30,7 @@ def open_at(window, qtbot, size: tuple[int, int], key: str = "transformer"):
 
 def quantize(window, qtbot) -> None:
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
+        window.commands.quantize.trigger()
     wait_idle(qtbot, window)
 
 

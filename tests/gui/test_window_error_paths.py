@@ -56,7 +56,7 @@ def test_save_as_to_a_full_disk_keeps_the_earlier_file_and_the_app_saves_elsewhe
     )
 
     with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
-        window.actions.save_as.trigger()
+        window.commands.save_as.trigger()
     assert full and full[0].written > 0  # the write had begun when the disk filled up
     box = error_box(window)
     assert box.windowTitle() == "Could not save"
@@ -64,14 +64,14 @@ def test_save_as_to_a_full_disk_keeps_the_earlier_file_and_the_app_saves_elsewhe
     assert target.read_bytes() == b"the earlier file"
     assert sorted(p.name for p in folder.iterdir()) == ["digits.safetensors"]  # no temporary file left
     assert "Saved" not in window.file_label.text() and window.dashboard.size_plot.sizes[2] is None
-    assert window.actions.save_as.isEnabled() and window.actions.quantize.isEnabled()
+    assert window.commands.save_as.isEnabled() and window.commands.quantize.isEnabled()
     box.close()
 
     monkeypatch.setattr(atomic, "open_temp", real_open_temp)  # space again; save elsewhere
     other = folder / "digits.int8.pt"
     monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, suggested: (str(other), dialogs.SAVE_FILTERS[1]))
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.save_as.trigger()
+        window.commands.save_as.trigger()
     assert str(other) in window.file_label.text()
     assert str(other) in window.file_label.text()
     assert sorted(p.name for p in folder.iterdir()) == ["digits.int8.pt", "digits.safetensors"]
@@ -110,14 +110,14 @@ def test_a_corrupt_calibration_file_is_caught_before_the_run(window, qtbot, tmp_
 
     window.settings_panel.combos["mode"].setCurrentText("static")
     assert window.settings_panel.combos["mode"].currentText() == "static"
-    assert not window.actions.quantize.isEnabled()
-    assert window.actions.quantize.toolTip() == panel.problem(True)
-    assert "1 calibration file cannot be used" in window.actions.quantize.toolTip()
+    assert not window.commands.quantize.isEnabled()
+    assert window.commands.quantize.toolTip() == panel.problem(True)
+    assert "1 calibration file cannot be used" in window.commands.quantize.toolTip()
 
     panel.skip.setChecked(True)  # the user chooses to leave it out
-    assert window.actions.quantize.isEnabled()
+    assert window.commands.quantize.isEnabled()
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
+        window.commands.quantize.trigger()
     report = window.session.result.report
     assert [entry["file"] for entry in report.calibration_skipped] == ["digits_7.pt"]
     assert any("digits_7.pt" in w for w in report.warnings)
@@ -135,13 +135,13 @@ def test_a_run_that_fails_its_checks_keeps_its_report_on_the_dashboard_and_in_th
     ticked = tree.checked_names()
 
     with qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
+        window.commands.quantize.trigger()
     box = error_box(window)
     assert box.windowTitle() == "Quantization failed"
     assert "below min_output_sqnr_db 200 dB" in box.text()
     report = window.session.report
     assert not report.passed and report.layers
-    assert window.session.result is None and not window.actions.save_as.isEnabled()
+    assert window.session.result is None and not window.commands.save_as.isEnabled()
 
     # The dashboard shows what was measured: one bar per layer, the output SQNR in red with the failure.
     dashboard = window.dashboard
@@ -162,8 +162,8 @@ def test_a_run_that_fails_its_checks_keeps_its_report_on_the_dashboard_and_in_th
     assert tree.checked_names() == ticked[1:]
     box.close()
     settings.min_sqnr.setValue(0.0)  # off
-    assert window.actions.quantize.isEnabled()
+    assert window.commands.quantize.isEnabled()
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
+        window.commands.quantize.trigger()
     assert [layer.name for layer in window.session.result.report.layers] == ticked[1:]
-    assert window.actions.save_as.isEnabled()
+    assert window.commands.save_as.isEnabled()

@@ -29,11 +29,11 @@ def test_a_broken_script_opens_an_error_dialog_and_the_app_goes_on(window, qtbot
     assert "broken_model.py" in box.text() and "the model script is broken" in box.text() + box.detailedText()
     assert "Traceback" in box.detailedText()
     assert "broken_model.py" in window.log_view.toPlainText()
-    assert window.session.loaded is None and not window.actions.quantize.isEnabled()
+    assert window.session.loaded is None and not window.commands.quantize.isEnabled()
     box.close()
     window.open_demo("cnn")
     wait_idle(qtbot, window)
-    assert window.session.loaded is not None and window.actions.quantize.isEnabled()
+    assert window.session.loaded is not None and window.commands.quantize.isEnabled()
 
 
 def test_a_checkpoint_of_another_model_is_refused_with_a_dialog(window, qtbot):

@@ -26,10 +26,10 @@ def test_demo_untick_static_int8_save_and_reload(window, qtbot, tmp_path, monkey
     tree.setData(tree.row_of(ticked[0]), Qt.CheckState.Unchecked, Qt.ItemDataRole.CheckStateRole)
     assert tree.check_state("") == Qt.CheckState.PartiallyChecked
     window.settings_panel.combos["mode"].setCurrentText("static")
-    assert window.actions.quantize.isEnabled()
+    assert window.commands.quantize.isEnabled()
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.quantize.trigger()
-        assert not window.actions.quantize.isEnabled()  # one run at a time
+        window.commands.quantize.trigger()
+        assert not window.commands.quantize.isEnabled()  # one run at a time
     result = window.session.result
     report = result.report
     assert (report.dtype, report.mode) == ("int8", "static")
@@ -38,12 +38,12 @@ def test_demo_untick_static_int8_save_and_reload(window, qtbot, tmp_path, monkey
     assert window.dashboard.sqnr_plot.bar_count() == len(report.layers)
     assert window.dashboard.calib_card.value.text() == str(report.calibration_samples)
     assert tree.row_of(ticked[1], 5).data() in ("quantized", "low SQNR")
-    assert window.actions.save_as.isEnabled()
+    assert window.commands.save_as.isEnabled()
 
     target = tmp_path / "digits"  # no extension: the chosen filter's is added
     monkeypatch.setattr(dialogs, "ask_save_path", lambda parent, suggested: (str(target), dialogs.SAVE_FILTERS[0]))
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.save_as.trigger()
+        window.commands.save_as.trigger()
     saved = tmp_path / "digits.safetensors"
     assert saved.is_file()
     assert str(saved) in window.file_label.text() and "KiB" in window.file_label.text()
@@ -104,7 +104,7 @@ def test_shortcuts():
     window = MainWindow()
     try:
         for name, keys in expected.items():
-            assert getattr(window.actions, name).shortcut() == QKeySequence(keys), name
+            assert getattr(window.commands, name).shortcut() == QKeySequence(keys), name
     finally:
         window.close()
 

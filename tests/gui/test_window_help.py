@@ -23,7 +23,7 @@ def pyside_version() -> str:
 
 
 def test_about_lists_the_versions(window):
-    window.actions.about.trigger()
+    window.commands.about.trigger()
     box = window.about_box
     assert box.isVisible() and box.windowTitle() == "About mono-quant"
     text = box.text()
@@ -52,7 +52,7 @@ def test_the_about_text_does_not_import_torch():
 def test_user_guide_opens_the_bundled_html(window, monkeypatch):
     opened: list[QUrl] = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(QUrl(url)) or True)
-    window.actions.documentation.trigger()
+    window.commands.documentation.trigger()
     (url,) = opened
     assert url.isLocalFile()
     path = Path(url.toLocalFile())
@@ -61,7 +61,7 @@ def test_user_guide_opens_the_bundled_html(window, monkeypatch):
     assert "<title>" in page
     images = re.findall(r'<img src="([^"]+)"', page)
     assert all((path.parent / image).is_file() for image in images), images  # copied next to the page
-    assert window.actions.documentation.shortcut().toString() == "F1"
+    assert window.commands.documentation.shortcut().toString() == "F1"
 
 
 def test_user_guide_that_cannot_be_opened_says_where_it_is(window, monkeypatch):
@@ -90,7 +90,7 @@ def test_a_missing_user_guide_is_an_error_dialog(window, tmp_path, monkeypatch):
     monkeypatch.setattr(help_menu.importlib.resources, "files", lambda package: tmp_path)
     opened = []
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
-    window.actions.documentation.trigger()
+    window.commands.documentation.trigger()
     assert opened == []
     assert "the user guide (docs/user-guide.html) is missing" in window.last_error.text()
     window.last_error.close()

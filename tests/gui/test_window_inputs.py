@@ -73,10 +73,10 @@ def test_another_model_clears_the_last_ones_figures(window, qtbot, user_demo):
     window.open_demo("cnn")
     wait_idle(qtbot, window)
     run(window, qtbot)
-    assert window.dashboard.sqnr_plot.bar_count() == 5 and window.actions.save_as.isEnabled()
+    assert window.dashboard.sqnr_plot.bar_count() == 5 and window.commands.save_as.isEnabled()
     window.open_script(str(user_demo / "digits.py"), str(user_demo / "digits-v2.safetensors"))
     wait_idle(qtbot, window)
-    assert window.session.result is None and not window.actions.save_as.isEnabled()
+    assert window.session.result is None and not window.commands.save_as.isEnabled()
     assert window.dashboard.sqnr_plot.bar_count() == 0
     assert window.dashboard.currentWidget() is window.dashboard.hint
     assert window.dashboard.output_card.value.text() == "…"  # not the last run's SQNR
@@ -165,9 +165,9 @@ def assert_shows_quantized(window, target: Path, sqnr_text: str) -> None:
     assert "digits-v2.int8.safetensors" in window.windowTitle()
     assert window.dashboard.sqnr_plot.bar_count() == 5
     assert window.dashboard.output_card.value.text() == sqnr_text
-    assert window.actions.save_as.isEnabled()
-    assert not window.actions.quantize.isEnabled()
-    assert "quantized already" in window.actions.quantize.toolTip()
+    assert window.commands.save_as.isEnabled()
+    assert not window.commands.quantize.isEnabled()
+    assert "quantized already" in window.commands.quantize.toolTip()
     assert window.session.result.report.file_bytes == target.stat().st_size
 
 
@@ -197,7 +197,7 @@ def test_declining_keeps_the_model_on_screen(window, qtbot, user_demo, monkeypat
     window.open_checkpoint(str(target))
     wait_idle(qtbot, window)
     assert window.session.checkpoint == str(user_demo / "digits-v2.safetensors")
-    assert window.actions.quantize.isEnabled()
+    assert window.commands.quantize.isEnabled()
 
 
 def test_file_open_quantized_finds_the_script_beside_the_file(window, qtbot, user_demo, monkeypatch, make_window):
@@ -205,6 +205,6 @@ def test_file_open_quantized_finds_the_script_beside_the_file(window, qtbot, use
     sqnr_text = window.dashboard.output_card.value.text()
     fresh = make_window()
     monkeypatch.setattr(dialogs, "ask_open_quantized", lambda parent, folder: str(target))
-    fresh.actions.open_quantized.trigger()
+    fresh.commands.open_quantized.trigger()
     wait_idle(qtbot, fresh)
     assert_shows_quantized(fresh, target, sqnr_text)

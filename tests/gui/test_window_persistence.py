@@ -36,7 +36,7 @@ def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):
     assert restored == [saved]
     assert second.log_dock.isHidden() and not second.module_dock.isHidden()
     assert second.store.recent("script") == [str(demo("cnn").script.resolve())]
-    recent = [a.text() for a in second.actions.recent_menu.actions() if a.text()]
+    recent = [a.text() for a in second.commands.recent_menu.actions() if a.text()]
     assert "model.py — cnn" in recent  # the name and its folder
 
 
@@ -46,8 +46,8 @@ def test_a_fresh_window_has_empty_hints(window):
     assert window.dashboard.currentWidget() is window.welcome
     assert window.welcome.title.text().replace("\u2011", "-") == "Welcome to mono-quant"
     assert window.calibration_panel.stack.currentIndex() == 0
-    assert not window.actions.quantize.isEnabled() and not window.actions.save_as.isEnabled()
-    assert window.actions.quantize.toolTip() == "Open a model script first (Ctrl+O)"
+    assert not window.commands.quantize.isEnabled() and not window.commands.save_as.isEnabled()
+    assert window.commands.quantize.toolTip() == "Open a model script first (Ctrl+O)"
 
 
 def test_recent_files_reopen(make_window, qtbot):
@@ -56,11 +56,11 @@ def test_recent_files_reopen(make_window, qtbot):
     wait_idle(qtbot, first)
     first.close()
     second = make_window()
-    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "calibration — cnn")
+    entry = next(a for a in second.commands.recent_menu.actions() if a.text() == "calibration — cnn")
     entry.trigger()
     assert second.session.calibration == str(demo("cnn").calibration.resolve())
     wait_idle(qtbot, second)
-    second.actions.clear_recent.trigger()
+    second.commands.clear_recent.trigger()
     assert second.store.recent("calibration") == []
 
 
@@ -91,10 +91,10 @@ def test_recent_lists_what_loaded_with_its_folder_and_reopens_the_pair(make_wind
     wait_idle(qtbot, first)
     first.close()
     second = make_window()
-    labels = [a.text() for a in second.actions.recent_menu.actions() if a.text()]
+    labels = [a.text() for a in second.commands.recent_menu.actions() if a.text()]
     assert "model.py + model.safetensors — cnn" in labels
     assert not any("broken.py" in label for label in labels)
-    entry = next(a for a in second.actions.recent_menu.actions() if a.text() == "model.py + model.safetensors — cnn")
+    entry = next(a for a in second.commands.recent_menu.actions() if a.text() == "model.py + model.safetensors — cnn")
     entry.trigger()
     wait_idle(qtbot, second)
     assert second.session.loaded.source["checkpoint_path"] == str(cnn.checkpoint.resolve())

@@ -74,7 +74,7 @@ def test_add_to_queue_builds_the_job_of_the_current_settings(window, qtbot, tmp_
         }
     )
     assert not queue_is_shown(window)
-    window.actions.add_to_queue.trigger()
+    window.commands.add_to_queue.trigger()
     (entry,) = window.queue_panel.model.entries()
     job = entry.job
     assert queue_is_shown(window)
@@ -121,7 +121,7 @@ def test_the_demo_is_queued_with_its_output_outside_the_application(window, qtbo
 
 
 def test_the_add_to_queue_action(window, qtbot, tmp_path):
-    action = window.actions.add_to_queue
+    action = window.commands.add_to_queue
     toolbar = window.findChild(QToolBar, "main_toolbar")
     assert action in toolbar.actions()
     assert action.shortcut() == QKeySequence("Ctrl+Shift+R") and not action.icon().isNull()
@@ -224,7 +224,7 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
         output_claims.claimed(target, 'the queue job "digits.int8"'),
         qtbot.waitSignal(window.runner.errored, timeout=RUN_TIMEOUT),
     ):
-        window.actions.save_as.trigger()
+        window.commands.save_as.trigger()
     assert not target.exists()
     assert window.last_error.windowTitle() == "Could not save"
     assert window.last_error.text() == (
@@ -242,7 +242,7 @@ def test_save_as_is_refused_while_the_queue_writes_that_file(window, qtbot, tmp_
         lambda result, path: writers.append(output_claims.writer_of(path)) or save(result, path),
     )
     with qtbot.waitSignal(window.runner.finished, timeout=RUN_TIMEOUT):
-        window.actions.save_as.trigger()
+        window.commands.save_as.trigger()
     assert target.is_file() and writers == ["Save As"]
     assert output_claims.writer_of(target) is None
 

@@ -55,9 +55,9 @@ def test_cancel_takes_effect_within_one_sample_and_the_next_run_succeeds(window,
     model_class.calls = 0
     with qtbot.waitSignal(window.runner.progress, timeout=30_000):
         window.start_quantize()  # the first calibration sample now waits at the gate
-    assert window.actions.cancel.isEnabled() and not window.actions.quantize.isEnabled()
+    assert window.commands.cancel.isEnabled() and not window.commands.quantize.isEnabled()
     with qtbot.waitSignal(window.runner.cancelled, timeout=30_000):
-        window.actions.cancel.trigger()
+        window.commands.cancel.trigger()
         calls_at_cancel = model_class.calls
         gate.set()
     assert model_class.calls == calls_at_cancel  # the sample in flight finished; no further one started
@@ -65,10 +65,10 @@ def test_cancel_takes_effect_within_one_sample_and_the_next_run_succeeds(window,
     assert window.dashboard.output_card.detail.text() == "cancelled"
     assert "cancelled" in window.statusBar().currentMessage()
     wait_idle(qtbot, window)
-    assert window.actions.quantize.isEnabled() and not window.actions.cancel.isEnabled()
+    assert window.commands.quantize.isEnabled() and not window.commands.cancel.isEnabled()
     model_class.gate = None
     with qtbot.waitSignal(window.runner.finished, timeout=30_000):
-        window.actions.quantize.trigger()
+        window.commands.quantize.trigger()
     assert [layer.name for layer in window.session.result.report.layers] == ["fc1", "fc2"]
     assert window.dashboard.sqnr_plot.bar_count() == 2
 

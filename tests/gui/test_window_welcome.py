@@ -23,13 +23,13 @@ def test_a_first_run_shows_where_to_start(window):
 def test_open_script_button_asks_for_a_script(window, qtbot, monkeypatch):
     asked = []
     monkeypatch.setattr(dialogs, "ask_open_script", lambda parent, folder: asked.append(folder))
-    with qtbot.waitSignal(window.actions.open_script.triggered, timeout=1000):
+    with qtbot.waitSignal(window.commands.open_script.triggered, timeout=1000):
         qtbot.mouseClick(window.welcome.open_script_button, Qt.MouseButton.LeftButton)
     assert len(asked) == 1 and window.session.script is None
 
 
 def test_open_the_demo_button_opens_the_demo(window, qtbot):
-    with qtbot.waitSignal(window.actions.open_demo.triggered, timeout=1000):
+    with qtbot.waitSignal(window.commands.open_demo.triggered, timeout=1000):
         qtbot.mouseClick(window.welcome.open_demo_button, Qt.MouseButton.LeftButton)
     assert window.session.script == str(demo("cnn").script)
     assert window.session.calibration == str(demo("cnn").calibration)
