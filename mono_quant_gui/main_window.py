@@ -166,6 +166,7 @@ class MainWindow(QMainWindow):
         q = self.queue_panel
         q.add_current_requested.connect(self.add_current_to_queue)
         q.checkpoints_dropped.connect(self.queue_checkpoints)
+        q.paths_dropped.connect(lambda paths: self.opening.route_drop(paths, into_queue=True))
         q.message.connect(self.statusBar().showMessage)
         a.open_demo.triggered.connect(lambda: self.open_demo("cnn"))
         for key, action in a.demos.items():
@@ -383,10 +384,7 @@ class MainWindow(QMainWindow):
                 event.setDropAction(Qt.DropAction.CopyAction)
                 event.accept()
                 if kind == QEvent.Type.Drop:
-                    if self._in_queue_pane(watched):
-                        self.handle_queue_drop(paths)
-                    else:
-                        self.handle_paths(paths)
+                    self.opening.route_drop(paths, into_queue=self._in_queue_pane(watched))
                 return True
         return super().eventFilter(watched, event)
 

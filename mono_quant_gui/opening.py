@@ -103,6 +103,14 @@ class Opening:
                 self.w.running.preview_calibration()
         self.w.running.update_actions()
 
+    def route_drop(self, paths: list[str], into_queue: bool = False) -> None:
+        """The one drop router: paths dropped anywhere on the window (``into_queue``: on the Queue
+        pane, which only reports them), sorted by what they are and sent where they belong."""
+        if into_queue:
+            self.handle_queue_drop(paths)
+        else:
+            self.handle_paths(paths)
+
     def handle_paths(self, paths: list[str]) -> None:
         """Dropped or command-line paths (several kinds at once is fine).
 

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
 
-from ..drop import local_paths, sort_drop
+from ..drop import local_paths
 from ..empty_state import EmptyState
 from ..icons import icon
 from . import file_dialogs
@@ -49,15 +49,17 @@ class QueueDock(QWidget):
     """The batch queue pane.
 
     Signals: ``add_current_requested()`` (the main window answers with
-    ``add_jobs([job])``), ``checkpoints_dropped(paths)`` (checkpoints dropped
-    or chosen with Add checkpoints…; it answers with
-    ``add_checkpoints(paths, template_job)``), ``message(text)`` for the
-    status bar.  ``restore_message`` says what happened when the saved queue
+    ``add_jobs([job])``), ``checkpoints_dropped(paths)`` (checkpoints chosen
+    with Add checkpoints…; it answers with ``add_checkpoints(paths,
+    template_job)``), ``paths_dropped(paths)`` (whatever was dropped on the
+    pane: the window's one drop router decides what each path is),
+    ``message(text)`` for the status bar.  ``restore_message`` says what happened when the saved queue
     was read (None: nothing to report).
     """
 
     add_current_requested = Signal()
     checkpoints_dropped = Signal(list)
+    paths_dropped = Signal(list)
     message = Signal(str)
 
     def __init__(self, store: QueueStore | None = None, parent: QWidget | None = None):
@@ -217,16 +219,6 @@ class QueueDock(QWidget):
             )
         return ids
 
-    def handle_paths(self, paths: list[str]) -> bool:
-        """Dropped paths: job files are imported, checkpoints announced with ``checkpoints_dropped``.
-        True when something was used."""
-        groups = sort_drop(paths)
-        if groups.get("job"):
-            self.import_files(groups["job"])
-        if groups.get("checkpoint"):
-            self.checkpoints_dropped.emit(groups["checkpoint"])
-        return bool(groups.get("job") or groups.get("checkpoint"))
-
     def choose_checkpoints(self) -> None:
         """Checkpoints chosen in a dialog are announced like dropped ones (``checkpoints_dropped``)."""
         paths = file_dialogs.ask_checkpoints(self, self.last_folder)
@@ -324,14 +316,17 @@ class QueueDock(QWidget):
         self.message.emit(text.splitlines()[0])
 
     # -- drops and closing --------------------------------------------------------------------
+    # The pane only reports what was dropped (``paths_dropped``); the window's drop router
+    # decides what each path is and what happens to it.
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
-        groups = sort_drop(local_paths(event.mimeData()))
-        if groups.get("job") or groups.get("checkpoint"):
+        if local_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event: QDropEvent) -> None:
-        if self.handle_paths(local_paths(event.mimeData())):
+        paths = local_paths(event.mimeData())
+        if paths:
             event.acceptProposedAction()
+            self.paths_dropped.emit(paths)
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
         """Stop the queue's thread (a running job is saved as queued) and release the queue file."""

@@ -157,22 +157,18 @@ def test_export_and_import_job_files(dock, qtbot, tmp_path, monkeypatch):
     assert [e.job for e in dock.model.entries()[2:]] == jobs
 
 
-def test_dropped_paths(dock, qtbot, tmp_path):
-    job(tmp_path, "a").save(tmp_path / "a.toml")
-    paths = [
-        str(tmp_path / "x.pt"),
-        str(tmp_path / "a.toml"),
-        str(tmp_path / "y.safetensors"),
-        str(tmp_path / "notes.txt"),
-    ]
-    with qtbot.waitSignal(dock.checkpoints_dropped) as blocker:
-        assert dock.handle_paths(paths)
-    assert blocker.args == [[str(tmp_path / "x.pt"), str(tmp_path / "y.safetensors")]]
-    assert [e.name for e in dock.model.entries()] == ["a"]
-    assert not dock.handle_paths([str(tmp_path / "notes.txt")])
+def test_dropped_paths_are_reported_not_sorted(dock, qtbot, tmp_path):
+    """The pane only reports a drop (the window's one router sorts it, tests/gui/test_window_queue.py)."""
+    from gui_helpers import drop_paths
+
+    paths = [str(tmp_path / "x.pt"), str(tmp_path / "a.toml"), str(tmp_path / "notes.txt")]
+    with qtbot.waitSignal(dock.paths_dropped) as blocker:
+        drop_paths(dock, paths)
+    assert blocker.args == [paths]
+    assert dock.model.entries() == []  # nothing queued by the pane itself
     template = job(tmp_path, "current", dtype="bf16")
-    dock.add_checkpoints(blocker.args[0], template)
-    assert [e.name for e in dock.model.entries()] == ["a", "x.bf16", "y.bf16"]
+    dock.add_checkpoints([str(tmp_path / "x.pt"), str(tmp_path / "y.safetensors")], template)
+    assert [e.name for e in dock.model.entries()] == ["x.bf16", "y.bf16"]
 
 
 def test_add_checkpoints_asks_for_files_and_reports_them_as_a_drop_does(dock, qtbot, tmp_path, monkeypatch):
