@@ -22,7 +22,7 @@ TIME_TO_WINDOW = r"""
 import sys, time
 t0 = time.perf_counter()
 from mono_quant_gui.app import create_application
-from mono_quant_gui.main_window import MainWindow
+from mono_quant_gui.window.main_window import MainWindow
 app = create_application()
 window = MainWindow()
 window.show()
@@ -149,7 +149,7 @@ def bench_tree(qapp) -> None:
     from torch import nn
 
     from mono_quant_core import module_table
-    from mono_quant_gui.module_panel import ModulePanel
+    from mono_quant_gui.modules.module_panel import ModulePanel
 
     class Block(nn.Module):
         def __init__(self):
@@ -194,7 +194,7 @@ def bench_tree(qapp) -> None:
 def main() -> None:
     bench_startup()
     from mono_quant_gui.app import create_application
-    from mono_quant_gui.main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
     app = create_application()
 

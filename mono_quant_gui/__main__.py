@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import identity
+from mono_quant_gui import identity
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -52,16 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     """Start the application; returns its exit status."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.smoke_test:
-        from . import smoke
+        from mono_quant_gui import smoke
 
         return smoke.run()
-    from .platform_check import exit_if_no_platform
+    from mono_quant_gui.platform_check import exit_if_no_platform
 
     exit_if_no_platform()  # before Qt is imported: a missing library can make the import itself fail
     from PySide6.QtCore import QTimer
 
-    from .app import create_application, install_excepthook
-    from .main_window import MainWindow
+    from mono_quant_gui.app import create_application, install_excepthook
+    from mono_quant_gui.window.main_window import MainWindow
 
     app = create_application()
     window = MainWindow()

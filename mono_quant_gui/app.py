@@ -8,7 +8,7 @@ import traceback
 
 from PySide6.QtWidgets import QApplication, QWidget
 
-from . import identity
+from mono_quant_gui import identity
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:
@@ -50,14 +50,14 @@ def configure_plots() -> None:
     """pyqtgraph defaults that follow the palette (called once a QApplication exists)."""
     import pyqtgraph as pg
 
-    from .colors import plot_background, plot_foreground
+    from mono_quant_gui.window.colors import plot_background, plot_foreground
 
     pg.setConfigOptions(antialias=True, background=plot_background(), foreground=plot_foreground())
 
 
 def install_excepthook(window: QWidget) -> None:
     """Show an unexpected exception of a GUI-thread slot in a dialog and the log instead of losing it."""
-    from . import dialogs
+    from mono_quant_gui.window import dialogs
 
     def hook(kind, value, tb) -> None:
         details = "".join(traceback.format_exception(kind, value, tb))

@@ -96,10 +96,10 @@ def _run(scratch: str) -> int:
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, os.path.join(scratch, "settings"))
 
-    from . import help_menu
-    from .app import create_application
-    from .main_window import MainWindow
-    from .queue import QueueStore
+    from mono_quant_gui.app import create_application
+    from mono_quant_gui.queue import QueueStore
+    from mono_quant_gui.window import help_menu
+    from mono_quant_gui.window.main_window import MainWindow
 
     app = create_application()
     window = MainWindow(queue_store=QueueStore(os.path.join(scratch, "queue.json")))

@@ -127,7 +127,7 @@ def test_strip_binaries_without_a_strip_program_keeps_the_toc(tmp_path, monkeypa
 _PROBE = """
 import json, sys
 import pyqtgraph
-import mono_quant_gui.main_window
+import mono_quant_gui.window.main_window
 from mono_quant_core import QuantConfig, load_calibration, load_model, quantize
 from mono_quant_gui.demo import demo
 for key, mode in (("cnn", "static"), ("transformer", "dynamic")):

@@ -69,9 +69,9 @@ def main(out: Path) -> None:
     os.environ["HOME"] = settings_dir  # queued demo outputs go to ~/Documents or ~: keep them here
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
 
-    from mono_quant_gui import tasks
     from mono_quant_gui.app import create_application
-    from mono_quant_gui.main_window import MainWindow
+    from mono_quant_gui.run import tasks
+    from mono_quant_gui.window.main_window import MainWindow
 
     create_application()
     QSettings.setPath(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, settings_dir)

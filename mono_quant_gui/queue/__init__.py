@@ -7,13 +7,13 @@ worker thread calling ``mono_quant_core.jobs.run_job``).  See docs/queue.md.
 
 from __future__ import annotations
 
-from .dock import QueueDock
-from .entry import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STATUSES, QueueEntry
-from .from_checkpoints import jobs_from_checkpoints
-from .model import QueueModel
-from .output_claims import OutputBusy, claimed
-from .runner import QueueRunner
-from .store import QueueStore, QueueStoreError, default_queue_path
+from mono_quant_gui.queue.dock import QueueDock
+from mono_quant_gui.queue.entry import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STATUSES, QueueEntry
+from mono_quant_gui.queue.from_checkpoints import jobs_from_checkpoints
+from mono_quant_gui.queue.model import QueueModel
+from mono_quant_gui.queue.output_claims import OutputBusy, claimed
+from mono_quant_gui.queue.runner import QueueRunner
+from mono_quant_gui.queue.store import QueueStore, QueueStoreError, default_queue_path
 
 __all__ = [
     "CANCELLED",

@@ -26,18 +26,17 @@ from PySide6.QtWidgets import (
 
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
-
-from ..drop import local_paths
-from ..empty_state import EmptyState
-from ..icons import icon
-from . import file_dialogs
-from .entry import RETRYABLE, RUNNING, STATUSES, QueueEntry
-from .from_checkpoints import jobs_from_checkpoints
-from .job_files import export_entries, read_job_files
-from .model import ID_ROLE, QueueModel
-from .runner import QueueRunner
-from .store import QueueStore, QueueStoreError
-from .table import QueueTable
+from mono_quant_gui.queue import file_dialogs
+from mono_quant_gui.queue.entry import RETRYABLE, RUNNING, STATUSES, QueueEntry
+from mono_quant_gui.queue.from_checkpoints import jobs_from_checkpoints
+from mono_quant_gui.queue.job_files import export_entries, read_job_files
+from mono_quant_gui.queue.model import ID_ROLE, QueueModel
+from mono_quant_gui.queue.runner import QueueRunner
+from mono_quant_gui.queue.store import QueueStore, QueueStoreError
+from mono_quant_gui.queue.table import QueueTable
+from mono_quant_gui.window.drop import local_paths
+from mono_quant_gui.window.empty_state import EmptyState
+from mono_quant_gui.window.icons import icon
 
 log = logging.getLogger("mono_quant_gui.queue")
 

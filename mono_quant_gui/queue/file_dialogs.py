@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFileDialog, QWidget
 
-from ..dialogs import CHECKPOINT_FILTER
+from mono_quant_gui.window.dialogs import CHECKPOINT_FILTER
 
 JOB_FILTER = "mono-quant job files (*.toml);;All files (*)"
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
-
-from .entry import QueueEntry
+from mono_quant_gui.queue.entry import QueueEntry
 
 
 def read_job_files(paths: Iterable[str]) -> tuple[list[Job], list[str], list[str]]:

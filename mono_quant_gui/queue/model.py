@@ -16,10 +16,9 @@ from PySide6.QtCore import QAbstractTableModel, QByteArray, QMimeData, QModelInd
 from PySide6.QtGui import QColor
 
 from mono_quant_core.jobs import Job
-
-from .. import colors
-from .entry import DONE, FAILED, QUEUED, RETRYABLE, RUNNING, QueueEntry, absolute_job, default_name
-from .store import QueueStore, QueueStoreError
+from mono_quant_gui.queue.entry import DONE, FAILED, QUEUED, RETRYABLE, RUNNING, QueueEntry, absolute_job, default_name
+from mono_quant_gui.queue.store import QueueStore, QueueStoreError
+from mono_quant_gui.window import colors
 
 log = logging.getLogger("mono_quant_gui.queue")
 

@@ -6,8 +6,8 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex
 from PySide6.QtGui import QPainter
 from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionProgressBar, QStyleOptionViewItem
 
-from .entry import QUEUED
-from .model import PROGRESS_ROLE, STATUS_ROLE
+from mono_quant_gui.queue.entry import QUEUED
+from mono_quant_gui.queue.model import PROGRESS_ROLE, STATUS_ROLE
 
 
 class ProgressDelegate(QStyledItemDelegate):

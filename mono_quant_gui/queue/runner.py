@@ -17,12 +17,11 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal, Slot
 
 from mono_quant_core.report import format_db
-
-from ..formatting import format_bytes
-from ..worker import Runner, Task, TaskContext
-from . import output_claims
-from .entry import CANCELLED, DONE, FAILED, QUEUED, RUNNING
-from .model import QueueModel
+from mono_quant_gui.queue import output_claims
+from mono_quant_gui.queue.entry import CANCELLED, DONE, FAILED, QUEUED, RUNNING
+from mono_quant_gui.queue.model import QueueModel
+from mono_quant_gui.run.worker import Runner, Task, TaskContext
+from mono_quant_gui.window.formatting import format_bytes
 
 log = logging.getLogger("mono_quant_gui.queue")
 

@@ -20,8 +20,7 @@ from PySide6.QtCore import QLockFile, QStandardPaths
 
 from mono_quant_core.errors import ConfigError, MonoQuantError
 from mono_quant_core.jobs import parse_job
-
-from .entry import DONE, QUEUED, RUNNING, STATUSES, QueueEntry
+from mono_quant_gui.queue.entry import DONE, QUEUED, RUNNING, STATUSES, QueueEntry
 
 FILE_NAME = "queue.json"
 FORMAT = "mono-quant-queue"

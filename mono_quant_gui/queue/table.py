@@ -6,9 +6,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QWidget
 
-from .entry import STATUSES
-from .model import CHECKPOINT, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
-from .progress_delegate import ProgressDelegate
+from mono_quant_gui.queue.entry import STATUSES
+from mono_quant_gui.queue.model import CHECKPOINT, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
+from mono_quant_gui.queue.progress_delegate import ProgressDelegate
 
 #: The widest a name or file column grows to fit its contents (longer ones are elided; the tooltip has them).
 MAX_FITTED_WIDTH = 280

@@ -62,7 +62,7 @@ def _collect_qt_garbage_on_the_gui_thread():
 @pytest.fixture
 def make_window(qtbot):
     """Factory for main windows; every window made is closed (its worker stopped) at the end of the test."""
-    from mono_quant_gui.main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
     made = []
 

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 from torch import nn
 
 import mono_quant_core as mq
-from mono_quant_gui.calibration_panel import FILE, NO_USABLE, NOTE, RANGE, SIZE, TENSOR, CalibrationPanel
+from mono_quant_gui.calibration.calibration_panel import FILE, NO_USABLE, NOTE, RANGE, SIZE, TENSOR, CalibrationPanel
 
 #: Qt's item delegate draws a cell's text with a few pixels of margin on each side.
 CELL_MARGINS = 6

@@ -10,8 +10,8 @@ from torch import nn
 import mono_quant_core as mq
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
-from mono_quant_gui import module_panel as mp
-from mono_quant_gui import tree_model as tm
+from mono_quant_gui.modules import module_panel as mp
+from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.queue import STATUSES
 from mono_quant_gui.queue import model as qm
 from mono_quant_gui.queue.model import QueueModel

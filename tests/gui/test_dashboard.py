@@ -8,8 +8,8 @@ import pytest
 from PySide6.QtCore import QPointF
 
 from mono_quant_core.report import LayerReport, QuantReport
-from mono_quant_gui.dashboard import Dashboard
-from mono_quant_gui.sqnr_plot import WINDOW
+from mono_quant_gui.dashboard.dashboard import Dashboard
+from mono_quant_gui.dashboard.sqnr_plot import WINDOW
 
 
 def layer(name, sqnr, status="ok", out=None):
@@ -131,7 +131,7 @@ def test_empty_state_until_a_run(dash):
     ],
 )
 def test_the_output_card_warns_under_the_warning_line(dash, sqnr, failures, detail, color):
-    from mono_quant_gui import colors
+    from mono_quant_gui.window import colors
 
     report = QuantReport(
         dtype="int8",

@@ -197,7 +197,7 @@ def test_the_queue_and_a_main_window_run_at_the_same_time(dock, qtbot, tmp_path)
     from safetensors.torch import load_file
 
     from mono_quant_gui.queue.runner import run_job_task
-    from mono_quant_gui.worker import Runner, Task
+    from mono_quant_gui.run.worker import Runner, Task
 
     files = write_project(tmp_path, samples=10, delay=0.005)
     mine, queued = jobs_from_checkpoints([tmp_path / "ckpt0.pt", tmp_path / "ckpt1.pt"], template(files, mode="static"))

@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 import mono_quant_gui.demo as demos
-import mono_quant_gui.opening as opening
+import mono_quant_gui.window.opening as opening
 import mono_quant_gui.smoke as smoke
 from mono_quant_gui.__main__ import main
 

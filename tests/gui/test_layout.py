@@ -10,10 +10,10 @@ from PySide6.QtWidgets import QApplication, QStyle, QStyleOptionViewItem, QTreeV
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
-from mono_quant_gui import colors
-from mono_quant_gui import tree_model as tm
-from mono_quant_gui.dashboard import Card, CardText
+from mono_quant_gui.dashboard.dashboard import Card, CardText
+from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.queue.table import MIN_ROWS
+from mono_quant_gui.window import colors
 
 RUN_TIMEOUT = 60_000
 SIZES = [(1280, 800), (1920, 1080)]
@@ -114,7 +114,7 @@ def test_long_card_texts_do_not_move_the_panes_and_are_cut_visibly(window, qtbot
 
 
 def test_the_card_grid_puts_the_cards_in_one_row_when_there_is_room(qtbot):
-    from mono_quant_gui.dashboard import Dashboard
+    from mono_quant_gui.dashboard.dashboard import Dashboard
 
     dash = Dashboard()
     qtbot.addWidget(dash)

@@ -22,12 +22,12 @@ from mono_quant_core.config import (
 )
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.loading.checkpoint_files import open_checkpoint
-from mono_quant_gui import dialogs
-from mono_quant_gui import settings_rules as rules
-from mono_quant_gui import tree_model as tm
-from mono_quant_gui.drop import classify
+from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.queue.from_checkpoints import checkpoint_stem
-from mono_quant_gui.settings_panel import SettingsPanel
+from mono_quant_gui.settings import settings_rules as rules
+from mono_quant_gui.settings.settings_panel import SettingsPanel
+from mono_quant_gui.window import dialogs
+from mono_quant_gui.window.drop import classify
 
 
 def valid_configs():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from PySide6.QtGui import QStandardItemModel
 
-from mono_quant_gui import settings_rules as rules
-from mono_quant_gui.settings_panel import SettingsPanel
+from mono_quant_gui.settings import settings_rules as rules
+from mono_quant_gui.settings.settings_panel import SettingsPanel
 
 
 @pytest.fixture

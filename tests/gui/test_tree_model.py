@@ -10,8 +10,8 @@ from torch import nn
 from mono_quant_core import module_table
 from mono_quant_core.report import LayerReport, SkippedLayer
 from mono_quant_core.selection import ModuleRow
-from mono_quant_gui import tree_model as tm
-from mono_quant_gui.module_panel import ModulePanel
+from mono_quant_gui.modules import tree_model as tm
+from mono_quant_gui.modules.module_panel import ModulePanel
 
 
 class Block(nn.Module):

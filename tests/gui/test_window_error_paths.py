@@ -13,9 +13,9 @@ from PySide6.QtWidgets import QMessageBox
 
 from mono_quant_core import load_quantized
 from mono_quant_core.serialization import atomic
-from mono_quant_gui import dialogs
-from mono_quant_gui import tree_model as tm
 from mono_quant_gui.demo import demo
+from mono_quant_gui.modules import tree_model as tm
+from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
 

@@ -9,8 +9,8 @@ from conftest import wait_idle
 from PySide6.QtWidgets import QMessageBox
 from safetensors.torch import load_file
 
-from mono_quant_gui import dialogs
 from mono_quant_gui.demo import demo
+from mono_quant_gui.window import dialogs
 
 
 def error_box(window) -> QMessageBox:

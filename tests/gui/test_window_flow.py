@@ -9,8 +9,8 @@ from PySide6.QtGui import QKeySequence
 
 from mono_quant_core import load_calibration, load_quantized
 from mono_quant_core.batches import as_call_args
-from mono_quant_gui import dialogs
 from mono_quant_gui.demo import demo
+from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
 
@@ -99,7 +99,7 @@ def test_shortcuts():
         "cancel": "Esc",
         "save_as": "Ctrl+S",
     }
-    from mono_quant_gui.main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
     window = MainWindow()
     try:

@@ -7,7 +7,7 @@ import gc
 
 from conftest import wait_idle
 
-from mono_quant_gui import tasks
+from mono_quant_gui.run import tasks
 
 
 def test_automatic_collection_is_off_and_a_gui_timer_collects(window, qtbot):
@@ -39,7 +39,7 @@ def test_loading_a_model_settles_memory_on_the_gui_thread(window, qtbot, monkeyp
 def test_a_runner_collects_garbage_when_it_falls_idle(qtbot, monkeypatch):
     import threading
 
-    from mono_quant_gui.worker import Runner, Task
+    from mono_quant_gui.run.worker import Runner, Task
 
     runner = Runner()
     collected = []

@@ -12,7 +12,8 @@ from pathlib import Path
 from PySide6.QtCore import QUrl, qVersion
 from PySide6.QtGui import QDesktopServices
 
-from mono_quant_gui import help_menu, identity
+from mono_quant_gui import identity
+from mono_quant_gui.window import help_menu
 
 
 def pyside_version() -> str:
@@ -42,7 +43,7 @@ def test_about_lists_the_versions(window):
 
 def test_the_about_text_does_not_import_torch():
     code = (
-        "import sys; from mono_quant_gui import help_menu; text = help_menu.about_html(); "
+        "import sys; from mono_quant_gui.window import help_menu; text = help_menu.about_html(); "
         "print('torch' in sys.modules, help_menu.versions()['torch'] in text)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -11,8 +11,8 @@ import pytest
 from conftest import wait_idle
 from PySide6.QtWidgets import QMessageBox
 
-from mono_quant_gui import dialogs
 from mono_quant_gui.demo import demo
+from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
 

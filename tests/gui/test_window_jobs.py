@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mono_quant_core.jobs import load_job, run_job
-from mono_quant_gui import dialogs
+from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
 

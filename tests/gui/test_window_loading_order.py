@@ -44,7 +44,7 @@ def test_a_jobs_layer_rules_tick_the_tree_once(window, qtbot, tmp_path):
 
 
 def test_a_script_and_a_folder_dropped_together_are_previewed_once_with_the_new_model(window, qtbot, monkeypatch):
-    import mono_quant_gui.tasks as tasks
+    import mono_quant_gui.run.tasks as tasks
 
     previews = []
     real = tasks.preview_task

@@ -24,7 +24,7 @@ def test_settings_and_layout_survive_a_restart(make_window, qtbot, monkeypatch):
     saved = first.store.geometry()
     assert saved is not None
     # The offscreen screen (800x800) clamps real geometry, so check the bytes reach restoreGeometry.
-    from mono_quant_gui.main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
     restored = []
     original = MainWindow.restoreGeometry
@@ -79,7 +79,7 @@ def test_static_mode_comes_back_once_a_folder_is_chosen(make_window, qtbot):
 
 
 def test_recent_lists_what_loaded_with_its_folder_and_reopens_the_pair(make_window, qtbot, tmp_path, monkeypatch):
-    from mono_quant_gui import dialogs
+    from mono_quant_gui.window import dialogs
 
     monkeypatch.setattr(dialogs, "show_error", lambda *a, **k: None)
     first = make_window()
@@ -101,7 +101,7 @@ def test_recent_lists_what_loaded_with_its_folder_and_reopens_the_pair(make_wind
 
 
 def test_changing_samples_previews_the_folder_again(window, qtbot, monkeypatch):
-    import mono_quant_gui.tasks as tasks
+    import mono_quant_gui.run.tasks as tasks
 
     window.open_demo("cnn")
     wait_idle(qtbot, window)

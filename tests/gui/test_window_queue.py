@@ -15,11 +15,11 @@ from PySide6.QtWidgets import QToolBar
 
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job
-from mono_quant_gui import dialogs
 from mono_quant_gui.__main__ import apply_args, parse_args
 from mono_quant_gui.demo import demo
 from mono_quant_gui.queue import QUEUED, RUNNING, QueueStore, output_claims
 from mono_quant_gui.queue.runner import CLOSED
+from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
 

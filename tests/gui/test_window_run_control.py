@@ -181,8 +181,8 @@ def test_quitting_during_a_run_asks_first(window, qtbot, monkeypatch):
     import time
 
     from mono_quant_core.errors import Cancelled
-    from mono_quant_gui import dialogs
-    from mono_quant_gui.worker import Task
+    from mono_quant_gui.run.worker import Task
+    from mono_quant_gui.window import dialogs
 
     def until_cancelled(ctx):
         while not ctx.cancel.is_set():
@@ -203,7 +203,7 @@ def test_quitting_during_a_run_asks_first(window, qtbot, monkeypatch):
 
 
 def test_quitting_while_idle_asks_nothing(window, monkeypatch):
-    from mono_quant_gui import dialogs
+    from mono_quant_gui.window import dialogs
 
     monkeypatch.setattr(dialogs, "confirm_quit", lambda parent, busy: pytest.fail("asked while idle"))
     window.close()

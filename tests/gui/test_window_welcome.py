@@ -6,8 +6,8 @@ from conftest import wait_idle
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QDesktopServices
 
-from mono_quant_gui import dialogs, help_menu
 from mono_quant_gui.demo import demo
+from mono_quant_gui.window import dialogs, help_menu
 
 
 def test_a_first_run_shows_where_to_start(window):

@@ -9,7 +9,7 @@ from PySide6.QtCore import QThread
 
 from mono_quant_core.errors import CheckpointError
 from mono_quant_core.report import LayerReport
-from mono_quant_gui.worker import Runner, Task
+from mono_quant_gui.run.worker import Runner, Task
 
 
 @pytest.fixture

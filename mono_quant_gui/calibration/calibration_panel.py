@@ -24,9 +24,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from . import colors
-from .empty_state import EmptyState
-from .formatting import format_bytes
+from mono_quant_gui.window import colors
+from mono_quant_gui.window.empty_state import EmptyState
+from mono_quant_gui.window.formatting import format_bytes
 
 _COLUMNS = ("File", "Tensor", "Shape", "Dtype", "Range", "Size")
 FILE, TENSOR, RANGE, SIZE = 0, 1, 4, 5

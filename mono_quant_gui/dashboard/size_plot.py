@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 
-from . import colors
-from .formatting import format_bytes
+from mono_quant_gui.window import colors
+from mono_quant_gui.window.formatting import format_bytes
 
 _ROWS = (("float", colors.FLOAT), ("quantized", colors.QUANTIZED), ("file", colors.FILE))
 

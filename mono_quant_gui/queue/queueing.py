@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING
 
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
-
-from . import dialogs, tasks
-from .queue.from_checkpoints import checkpoint_stem, numbered_output, output_folder
+from mono_quant_gui.queue.from_checkpoints import checkpoint_stem, numbered_output, output_folder
+from mono_quant_gui.run import tasks
+from mono_quant_gui.window import dialogs
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
 log = logging.getLogger("mono_quant_gui")
 

@@ -26,12 +26,11 @@ from PySide6.QtWidgets import (
 )
 
 from mono_quant_core.report import format_db
-
-from . import colors
-from .empty_state import EmptyState
-from .formatting import format_bytes
-from .size_plot import SizePlot
-from .sqnr_plot import SqnrPlot
+from mono_quant_gui.dashboard.size_plot import SizePlot
+from mono_quant_gui.dashboard.sqnr_plot import SqnrPlot
+from mono_quant_gui.window import colors
+from mono_quant_gui.window.empty_state import EmptyState
+from mono_quant_gui.window.formatting import format_bytes
 
 
 def output_verdict(report: Any) -> tuple[str, str | None]:

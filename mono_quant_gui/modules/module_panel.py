@@ -20,11 +20,10 @@ from PySide6.QtWidgets import (
 )
 
 from mono_quant_core.errors import ConfigError
-
-from . import colors
-from . import tree_model as tm
-from .empty_state import EmptyState
-from .formatting import format_bytes, format_count
+from mono_quant_gui.modules import tree_model as tm
+from mono_quant_gui.window import colors
+from mono_quant_gui.window.empty_state import EmptyState
+from mono_quant_gui.window.formatting import format_bytes, format_count
 
 ANY_TYPE = "Any type"
 SUMMARY_STYLE = "color: palette(placeholder-text);"

@@ -28,7 +28,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from mono_quant_core.errors import Cancelled, MonoQuantError
 from mono_quant_core.progress import CancelToken
 
-log = logging.getLogger("mono_quant_gui.worker")
+log = logging.getLogger("mono_quant_gui.run.worker")
 
 #: Progress signals are coalesced to at most one per this many seconds (bursts of
 #: per-sample callbacks would otherwise flood the GUI thread's event queue).

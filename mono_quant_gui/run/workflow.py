@@ -1,7 +1,7 @@
 """The window's workflow: load → preview calibration → quantize → save, driven by the runner's signals.
 
-Everything slow goes to the runner as a :class:`~mono_quant_gui.worker.Task`
-built from a plain function in :mod:`mono_quant_gui.tasks`; the handlers here
+Everything slow goes to the runner as a :class:`~mono_quant_gui.run.worker.Task`
+built from a plain function in :mod:`mono_quant_gui.run.tasks`; the handlers here
 run on the GUI thread when the task's signal arrives.
 """
 
@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.progress import RunPlan
 from mono_quant_core.report import format_db
-
-from . import dialogs, tasks
-from .formatting import format_bytes
-from .queue.from_checkpoints import checkpoint_stem, output_folder
-from .worker import Task
+from mono_quant_gui.queue.from_checkpoints import checkpoint_stem, output_folder
+from mono_quant_gui.run import tasks
+from mono_quant_gui.run.worker import Task
+from mono_quant_gui.window import dialogs
+from mono_quant_gui.window.formatting import format_bytes
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
 log = logging.getLogger("mono_quant_gui")
 

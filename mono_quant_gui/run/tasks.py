@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from mono_quant_core.errors import AmbiguousEntryError, QuantizedCheckpointError, ValidationFailed
 
 if TYPE_CHECKING:
-    from .worker import TaskContext
+    from mono_quant_gui.run.worker import TaskContext
 
 
 def prepare_torch() -> None:
@@ -218,8 +218,7 @@ def save_task(ctx: TaskContext, result: Any, path: str, writer: str = "Save As")
     """
     ctx.progress(0, 0, f"Saving {os.path.basename(path)}…")
     import mono_quant_core as mq
-
-    from .queue.output_claims import claimed
+    from mono_quant_gui.queue.output_claims import claimed
 
     with claimed(path, writer):
         written = mq.save_quantized(result, path)

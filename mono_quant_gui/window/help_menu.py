@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import identity
+from mono_quant_gui import identity
 
 #: The user guide inside the package: ``mono_quant_gui.resources/docs/user-guide.html``
 #: (written by tools/build_user_guide.py from docs/user-guide.md).

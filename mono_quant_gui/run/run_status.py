@@ -7,8 +7,7 @@ import time
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QWidget
 
 from mono_quant_core.progress import PhaseEvent, RemainingTime, RunPlan
-
-from .formatting import format_duration
+from mono_quant_gui.window.formatting import format_duration
 
 #: No ETA before this much of the work is done (early rates are noise).
 _MIN_FRACTION = 0.03

@@ -15,8 +15,7 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QS
 
 from mono_quant_core.config import QuantConfig, canonical_choice
 from mono_quant_core.errors import ConfigError
-
-from . import settings_rules as rules
+from mono_quant_gui.settings import settings_rules as rules
 
 _LABELS = {
     "dtype": "Data type",

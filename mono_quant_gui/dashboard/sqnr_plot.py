@@ -20,8 +20,7 @@ from PySide6.QtCore import QPointF, Signal
 from PySide6.QtGui import QFont, QPainterPath, QTransform
 
 from mono_quant_core.report import format_db
-
-from . import colors
+from mono_quant_gui.window import colors
 
 #: Bars shown at once; the others are reached by panning.
 WINDOW = 48

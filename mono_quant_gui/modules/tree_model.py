@@ -17,8 +17,7 @@ from PySide6.QtGui import QGuiApplication, QPalette
 
 from mono_quant_core.config import name_matcher
 from mono_quant_core.report import format_db
-
-from .formatting import format_bytes, format_count
+from mono_quant_gui.window.formatting import format_bytes, format_count
 
 COLUMNS = ("Module", "Type", "Params", "Size", "SQNR", "Status")
 COL_NAME, COL_TYPE, COL_PARAMS, COL_BYTES, COL_SQNR, COL_STATUS = range(len(COLUMNS))

@@ -1,6 +1,6 @@
 """Opening things in the window: scripts, checkpoints, calibration folders, demos, job files, drops.
 
-Each sets the session's inputs and asks :class:`~mono_quant_gui.workflow.WorkflowMixin`
+Each sets the session's inputs and asks :class:`~mono_quant_gui.run.workflow.WorkflowMixin`
 to load or preview in the background.
 """
 
@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mono_quant_core.errors import ConfigError
-
-from . import dialogs
-from .demo import demo
-from .drop import sort_drop
+from mono_quant_gui.demo import demo
+from mono_quant_gui.window import dialogs
+from mono_quant_gui.window.drop import sort_drop
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from mono_quant_gui.window.main_window import MainWindow
 
 log = logging.getLogger("mono_quant_gui")
 
 
 class Opening:
-    """What opening does: sets the session's inputs and asks :class:`~mono_quant_gui.workflow.Running`
+    """What opening does: sets the session's inputs and asks :class:`~mono_quant_gui.run.workflow.Running`
     to load or preview in the background."""
 
     def __init__(self, window: MainWindow) -> None:

@@ -6,8 +6,8 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMenu, QToolBar, QToolButton
 
-from .demo import DEMO_KEYS, demo
-from .icons import icon
+from mono_quant_gui.demo import DEMO_KEYS, demo
+from mono_quant_gui.window.icons import icon
 
 
 class Actions(QObject):

@@ -1,11 +1,11 @@
 """The main window: toolbar, docks (modules, settings, calibration, log, queue), dashboard, status bar.
 
-The window owns one :class:`~mono_quant_gui.worker.Runner`, the session
-(:class:`~mono_quant_gui.session.Session`, the one Qt-free state) and three
-controllers composed into it: :class:`~mono_quant_gui.opening.Opening` (what
-opening does), :class:`~mono_quant_gui.workflow.Running` (load, preview,
+The window owns one :class:`~mono_quant_gui.run.worker.Runner`, the session
+(:class:`~mono_quant_gui.state.session.Session`, the one Qt-free state) and three
+controllers composed into it: :class:`~mono_quant_gui.window.opening.Opening` (what
+opening does), :class:`~mono_quant_gui.run.workflow.Running` (load, preview,
 quantize, save and what the window shows of them) and
-:class:`~mono_quant_gui.queueing.Queueing` (jobs for the Queue pane).  The
+:class:`~mono_quant_gui.queue.queueing.Queueing` (jobs for the Queue pane).  The
 window's public verbs below hand over to them.  The Queue pane
 (:class:`~mono_quant_gui.queue.QueueDock`) runs its jobs on its own thread.
 """
@@ -25,24 +25,25 @@ from mono_quant_core.errors import ConfigError
 if TYPE_CHECKING:
     from mono_quant_core.jobs import Job
 
-from . import dialogs, help_menu, identity
-from .actions import Actions
-from .app import install_garbage_collector
-from .calibration_panel import CalibrationPanel
-from .dashboard import Dashboard
-from .drop import local_paths
-from .log_view import LogView
-from .module_panel import ModulePanel
-from .opening import Opening
-from .queue import QueueDock, QueueStore
-from .queueing import Queueing
-from .run_status import RunStatus
-from .session import Session
-from .settings_panel import SettingsPanel
-from .settings_store import STATE_VERSION, SettingsStore
-from .welcome import WelcomePage
-from .worker import Runner
-from .workflow import Running
+from mono_quant_gui import identity
+from mono_quant_gui.app import install_garbage_collector
+from mono_quant_gui.calibration.calibration_panel import CalibrationPanel
+from mono_quant_gui.dashboard.dashboard import Dashboard
+from mono_quant_gui.modules.module_panel import ModulePanel
+from mono_quant_gui.queue import QueueDock, QueueStore
+from mono_quant_gui.queue.queueing import Queueing
+from mono_quant_gui.run.run_status import RunStatus
+from mono_quant_gui.run.worker import Runner
+from mono_quant_gui.run.workflow import Running
+from mono_quant_gui.settings.settings_panel import SettingsPanel
+from mono_quant_gui.settings.settings_store import STATE_VERSION, SettingsStore
+from mono_quant_gui.state.session import Session
+from mono_quant_gui.window import dialogs, help_menu
+from mono_quant_gui.window.actions import Actions
+from mono_quant_gui.window.drop import local_paths
+from mono_quant_gui.window.log_view import LogView
+from mono_quant_gui.window.opening import Opening
+from mono_quant_gui.window.welcome import WelcomePage
 
 DEFAULT_SIZE = (1400, 900)
 

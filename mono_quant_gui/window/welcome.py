@@ -11,7 +11,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QPushButton, QScrollArea, QVBoxLayout, QWidget
 
-from . import identity
+from mono_quant_gui import identity
 
 TITLE = f"Welcome to {identity.DISPLAY_NAME}"
 NON_BREAKING_HYPHEN = "\u2011"

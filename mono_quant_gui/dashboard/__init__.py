@@ -1,0 +1,1 @@
+"""dashboard: see docs/architecture.md."""

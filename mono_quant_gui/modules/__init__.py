@@ -1,0 +1,1 @@
+"""modules: see docs/architecture.md."""

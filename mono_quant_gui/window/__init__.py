@@ -1,0 +1,1 @@
+"""window: see docs/architecture.md."""
