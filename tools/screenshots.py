@@ -1,10 +1,11 @@
-"""Take the main window's screenshots for the docs: empty, loaded, mid-run, finished, and a large model.
+"""Take the main window's screenshots for the docs: empty, loaded, the queue with several jobs, mid-run,
+finished, a quantized file opened, and a large model, at 1280x800 (the smallest size the layout is made for).
 
 Run under a virtual X server so fonts and styles are the real ones:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [OUT_DIR]
 
-Writes docs/screenshots/{empty,loaded,queue,mid-run,finished,large-model}.png.
+Writes docs/screenshots/{empty,loaded,queue,mid-run,finished,quantized-file,large-model}.png.
 The mid-run shot pauses the worker inside its ``on_layer`` callback, so it
 always shows a run half done.  Settings and the queue are kept in a temporary
 folder.  Run ``python tools/build_user_guide.py`` afterwards: the bundled user
@@ -20,7 +21,7 @@ import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SIZE = (1400, 900)
+SIZE = (1280, 800)
 
 LARGE_MODEL = '''
 """A 16-block transformer-style stack (random weights) to show the dashboard with ~100 layers."""
@@ -112,7 +113,12 @@ def main(out: Path) -> None:
     shot(window, "loaded")
 
     window.commands.add_to_queue.trigger()  # raises the Queue pane
-    window.queue_panel.select_ids([window.queue_panel.model.entries()[0].id])
+    for dtype in ("int4", "bf16", "fp16"):  # the same model queued in other dtypes
+        window.settings_panel.combos["dtype"].setCurrentText(dtype)
+        window.commands.add_to_queue.trigger()
+    window.settings_panel.combos["dtype"].setCurrentText("int8")
+    window.settings_panel.combos["mode"].setCurrentText("static")
+    window.queue_panel.select_ids([window.queue_panel.model.entries()[1].id])
     shot(window, "queue")
     window.queue_panel.remove_ids([e.id for e in window.queue_panel.model.entries()])
     window.log_dock.raise_()
@@ -145,6 +151,25 @@ def main(out: Path) -> None:
     tasks.quantize_task = original
     shot(window, "finished")
 
+    # The result saved, then opened again as a quantized model in a fresh window.
+    from mono_quant_gui.window import dialogs
+
+    saved = Path(tempfile.mkdtemp(prefix="mono-quant-saved-")) / "tiny-transformer.int8.safetensors"
+    real_ask = dialogs.ask_save_path
+    dialogs.ask_save_path = lambda parent, name: (str(saved), "")
+    window.save_as()
+    wait(lambda: not window.runner.busy and saved.exists())
+    dialogs.ask_save_path = real_ask
+    second = MainWindow()
+    second.resize(*SIZE)
+    second.show()
+    second.open_quantized_file(str(saved), str(window.session.loaded.source["script_path"]))
+    wait(lambda: second.session.result is not None and not second.runner.busy)
+    second.modules.view.expandToDepth(2)
+    shot(second, "quantized-file")
+    second.confirm_quit_while_busy = False
+    second.close()
+
     import torch
 
     folder = Path(tempfile.mkdtemp(prefix="mono-quant-large-"))
@@ -162,6 +187,7 @@ def main(out: Path) -> None:
     wait(lambda: window.session.result is not None and not window.runner.busy)
     window.modules.select_layer("blocks.3.up")
     shot(window, "large-model")
+    window.confirm_quit_while_busy = False
     window.close()
 
 

@@ -418,6 +418,9 @@ class Running:
             result.config.warn_layer_sqnr_db,
         )
         s.result = result
+        s.report = report
+        s.config = result.config
+        self.w.settings_panel.set_config(result.config)  # the settings the file was made with
         self._show_report(report)
         self.w.dashboard.set_file_size(report.file_bytes or 0)
         log.info("opened the quantized model %s: %d quantized layers", outcome.checkpoint, len(report.layers))

@@ -208,3 +208,6 @@ def test_file_open_quantized_finds_the_script_beside_the_file(window, qtbot, use
     fresh.commands.open_quantized.trigger()
     wait_idle(qtbot, fresh)
     assert_shows_quantized(fresh, target, sqnr_text)
+    # The settings read as the file's: its dtype and mode (static comes back with a folder).
+    assert fresh.settings_panel.combos["dtype"].currentText() == "int8"
+    assert fresh.settings_panel.persistent_values()["mode"] == window.session.result.config.mode
