@@ -184,10 +184,12 @@ class RemainingTime:
     """Seconds left in a run, from its :class:`RunPlan` and the phase events so far.
 
     Each phase's units are weighed by their measured cost: a phase under way
-    by its own rate so far; a phase not started yet by the plan's expected
-    unit time, scaled by how the run's measured phases compared with their
-    expectations (a machine twice as slow is twice as slow everywhere).
-    ``clock`` is injectable for tests.
+    by its own rate so far, leaving out its first unit once a second one is
+    done (the first carries the phase's one-off work: reading the first file,
+    packing kernels, validation's file round trip); a phase not started yet by
+    the plan's expected unit time, scaled by how the run's measured phases
+    compared with their expectations (a machine twice as slow is twice as
+    slow everywhere).  ``clock`` is injectable for tests.
     """
 
     def __init__(self, plan: RunPlan, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -196,6 +198,7 @@ class RemainingTime:
         self._started: dict[str, float] = {}
         self._done: dict[str, int] = {}
         self._elapsed: dict[str, float] = {}
+        self._first: dict[str, float] = {}  # seconds of each phase's first unit
         self._current = ""
 
     def update(self, event: PhaseEvent) -> float | None:
@@ -209,7 +212,16 @@ class RemainingTime:
             self._started[event.phase] = now
         self._done[event.phase] = event.done
         self._elapsed[event.phase] = now - self._started[event.phase]
+        if event.done >= 1 and event.phase not in self._first:
+            self._first[event.phase] = self._elapsed[event.phase]
         return self.remaining()
+
+    def _rate(self, phase: str, done: int) -> float:
+        """Seconds per unit of a phase under way (its first unit left out once there are two)."""
+        elapsed, first = self._elapsed[phase], self._first.get(phase)
+        if done >= 2 and first is not None:
+            return (elapsed - first) / (done - 1)
+        return elapsed / done
 
     def remaining(self) -> float | None:
         measured = [
@@ -229,7 +241,7 @@ class RemainingTime:
             if not todo:
                 continue
             if done > 0 and p.phase in self._elapsed:
-                left += todo * self._elapsed[p.phase] / done
+                left += todo * self._rate(p.phase, done)
             elif p.unit_seconds > 0:
                 left += todo * p.unit_seconds * speed
             else:  # no expectation: as long per unit as the run so far

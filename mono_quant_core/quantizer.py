@@ -248,7 +248,7 @@ def _plan(
     per_layer = QUANTIZE_SECONDS_PER_ELEMENT * elements / len(chosen) if chosen else 0.0
     phases.append(PhasePlan("quantize", len(chosen), per_layer))
     if validate:
-        # The last unit is the round trip through the file format, about one forward.
+        # The first unit is the round trip through the file format, about one forward.
         phases.append(PhasePlan("validate", len(val_idx) + 1, VALIDATE_FORWARDS * forward_s))
     return RunPlan(tuple(phases))
 
