@@ -133,3 +133,16 @@ def test_flat_rate_would_miss_the_same_run():
             if elapsed >= 0.2 * total and left > 0:
                 worst = min(worst, (elapsed / done * (total_units - done)) / left)
     assert worst < 0.7
+
+
+def test_a_phases_first_unit_carries_its_one_off_work_and_is_left_out_of_its_rate():
+    """Validation's first unit is the file round trip; kernels pack on the first forward."""
+    plan = RunPlan((PhasePlan("validate", 6, 1.0),))
+    now = [0.0]
+    estimate = RemainingTime(plan, clock=lambda: now[0])
+    estimate.update(PhaseEvent("validate", 0, 6))
+    now[0] = 5.0  # the first unit: 5 s of one-off work
+    estimate.update(PhaseEvent("validate", 1, 6))
+    for done in range(2, 6):
+        now[0] += 1.0  # then 1 s a unit
+        assert estimate.update(PhaseEvent("validate", done, 6)) == pytest.approx(6 - done)
