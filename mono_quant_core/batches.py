@@ -36,3 +36,15 @@ def move_batch(args: tuple[Any, ...], kwargs: dict[str, Any], device: torch.devi
         return v.to(device) if hasattr(v, "to") and hasattr(v, "device") else v
 
     return tuple(mv(a) for a in args), {k: mv(v) for k, v in kwargs.items()}
+
+
+def sample_name(samples: object, i: int, role: str = "calibration") -> str:
+    """``calibration sample 3`` (``role``: calibration or validation), with the file name when the
+    samples come from a folder (their ``.files``): errors name the sample the model failed on."""
+    files = getattr(samples, "files", None)
+    try:
+        file = files[i] if files is not None else None
+    except (IndexError, TypeError):
+        file = None
+    name = getattr(file, "name", file)
+    return f"{role} sample {i + 1}" + (f" ({name})" if name else "")

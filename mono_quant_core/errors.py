@@ -67,10 +67,12 @@ class QuantizedCheckpointError(CheckpointError):
     how to open it instead (``load_quantized``, ``mono-quant inspect``).
     """
 
-    def __init__(self, message: str, path: str, file_format: str) -> None:
+    def __init__(self, message: str, path: str, file_format: str, what: str = "a mono-quant output") -> None:
         super().__init__(message)
         self.path = path
         self.file_format = file_format
+        #: What the file is, for a question that names it ("a mono-quant output (int8, weight-only)").
+        self.what = what
 
 
 class CalibrationError(MonoQuantError):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .batches import as_call_args, move_batch
+from .batches import as_call_args, move_batch, sample_name
 from .errors import CalibrationError, MonoQuantError, ValidationFailed
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
@@ -20,17 +20,6 @@ if TYPE_CHECKING:  # quantizer imports this module
     from .modules.base import QuantizedModule
     from .quantizer import QuantResult
     from .report import QuantReport
-
-
-def sample_name(samples: object, i: int) -> str:
-    """``validation sample 3``, with the file name when the samples come from a folder (``.files``)."""
-    files = getattr(samples, "files", None)
-    try:
-        file = files[i] if files is not None else None
-    except (IndexError, TypeError):
-        file = None
-    name = getattr(file, "name", file)
-    return f"validation sample {i + 1}" + (f" ({name})" if name else "")
 
 
 def record_skipped_calibration(report: QuantReport, samples: object) -> None:
@@ -147,7 +136,7 @@ def validate(
             for i in range(len(samples)):
                 stepper.check()
                 args, kwargs = move_batch(*as_call_args(samples[i]), device)
-                name = sample_name(samples, i)
+                name = sample_name(samples, i, "validation")
                 ref_out = _run(reference, args, kwargs, name, "the model")
                 q_out = _run(result.model, args, kwargs, name, "the quantized model")
                 twin_out = _run(twin, args, kwargs, name, "the quantized model rebuilt from its file")

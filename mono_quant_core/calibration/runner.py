@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..batches import as_call_args, move_batch
+from ..batches import as_call_args, move_batch, sample_name
 from ..config import QuantConfig
 from ..errors import CalibrationError, MonoQuantError
 from ..progress import CancelLike, ProgressFn, check_cancel
@@ -40,17 +40,6 @@ class CalibrationResult(dict[str, TensorPair]):
         self.unobserved = unobserved
         self.ranges = ranges
         self.samples = samples
-
-
-def _sample_name(samples: object, i: int) -> str:
-    """``calibration sample 3``, with the file name when the samples come from a folder."""
-    files = getattr(samples, "files", None)
-    try:
-        file = files[i] if files is not None else None
-    except (IndexError, TypeError):
-        file = None
-    name = getattr(file, "name", file)
-    return f"calibration sample {i + 1}" + (f" ({name})" if name else "")
 
 
 def _forward(model: nn.Module, batch: Any, device: torch.device, name: str) -> None:
@@ -110,7 +99,7 @@ def calibrate(
                     batch = next(batches, _END)
                     if batch is _END:
                         break
-                    _forward(model, batch, device, _sample_name(samples, done))
+                    _forward(model, batch, device, sample_name(samples, done))
                     done += 1
                     if progress is not None:
                         progress(

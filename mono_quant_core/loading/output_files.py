@@ -121,4 +121,5 @@ def refusal(file: Path, file_format: str, text: str) -> QuantizedCheckpointError
         "on the command line, or File → Open Quantized in the app",
         path=str(file),
         file_format=file_format,
+        what=f"a mono-quant output ({describe(text)})",
     )

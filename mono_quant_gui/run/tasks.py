@@ -126,7 +126,7 @@ def load_model_task(
     except AmbiguousEntryError as exc:
         return LoadOutcome(script, checkpoint, candidates=list(exc.candidates))
     except QuantizedCheckpointError as exc:
-        return LoadOutcome(script, checkpoint, quantized_message=str(exc))
+        return LoadOutcome(script, checkpoint, quantized_message=f"{Path(exc.path).name} is {exc.what}.")
     ctx.cancel.check()
     ctx.progress(0, 0, "Reading the module tree…")
     rows = mq.module_table(loaded.model)

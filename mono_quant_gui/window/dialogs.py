@@ -121,28 +121,51 @@ def ask_open_quantized(parent: QWidget, folder: str) -> str | None:
     return path or None
 
 
-def confirm_open_quantized(parent: QWidget, message: str) -> bool:
-    """A mono-quant output was opened as a checkpoint: True to open it as a quantized model."""
-    box = QMessageBox(QMessageBox.Icon.Question, "A quantized model", message.split(" Open it as")[0], parent=parent)
-    box.setInformativeText(
-        "It cannot be loaded as float weights. Open it as a quantized model instead: its layers, "
-        "report and figures, ready to run, save again or export?"
-    )
-    go = box.addButton("Open as Quantized Model", QMessageBox.ButtonRole.AcceptRole)
-    stop = box.addButton("Cancel", QMessageBox.ButtonRole.RejectRole)
-    box.setDefaultButton(go)
-    box.setEscapeButton(stop)
+def _ask(
+    parent: QWidget,
+    icon: QMessageBox.Icon,
+    title: str,
+    text: str,
+    info: str,
+    yes: tuple[str, QMessageBox.ButtonRole],
+    no: str,
+    default_yes: bool,
+) -> bool:
+    """A two-button question: True when ``yes`` was clicked (Esc and closing the box answer ``no``)."""
+    box = QMessageBox(icon, title, text, parent=parent)
+    box.setInformativeText(info)
+    go = box.addButton(*yes)
+    stay = box.addButton(no, QMessageBox.ButtonRole.RejectRole)
+    box.setDefaultButton(go if default_yes else stay)
+    box.setEscapeButton(stay)
     box.exec()
     return box.clickedButton() is go
 
 
+def confirm_open_quantized(parent: QWidget, message: str) -> bool:
+    """A mono-quant output was opened as a checkpoint: True to open it as a quantized model."""
+    return _ask(
+        parent,
+        QMessageBox.Icon.Question,
+        "A quantized model",
+        message,
+        "It cannot be loaded as float weights. Open it as a quantized model instead: its layers, "
+        "report and figures, ready to run, save again or export?",
+        ("Open as Quantized Model", QMessageBox.ButtonRole.AcceptRole),
+        "Cancel",
+        default_yes=True,
+    )
+
+
 def confirm_quit(parent: QWidget, busy: str) -> bool:
     """Quitting would stop ``busy`` ("quantizing", "the queue's jobs"): True to quit anyway."""
-    box = QMessageBox(QMessageBox.Icon.Warning, "Quit mono-quant?", f"Still at work: {busy}.", parent=parent)
-    box.setInformativeText("Quitting cancels it; a queued job that was running is queued again.")
-    quit_button = box.addButton("Quit", QMessageBox.ButtonRole.DestructiveRole)
-    stay = box.addButton("Keep Working", QMessageBox.ButtonRole.RejectRole)
-    box.setDefaultButton(stay)
-    box.setEscapeButton(stay)
-    box.exec()
-    return box.clickedButton() is quit_button
+    return _ask(
+        parent,
+        QMessageBox.Icon.Warning,
+        "Quit mono-quant?",
+        f"Still at work: {busy}.",
+        "Quitting cancels it; a queued job that was running is queued again.",
+        ("Quit", QMessageBox.ButtonRole.DestructiveRole),
+        "Keep Working",
+        default_yes=False,
+    )
