@@ -40,9 +40,10 @@ _CHOICES = {
 }
 
 
-def _invalid(key: str, problem: str) -> ConfigError:
-    """The ConfigError ``key: problem`` with both kept as fields."""
-    return ConfigError(f"{key}: {problem}", key=key, problem=problem)
+def _invalid(key: str, problem: str, rule: str | None = None) -> ConfigError:
+    """The ConfigError ``key: problem`` with both kept as fields; ``rule`` (default: the problem)
+    is what was broken, said without the value given."""
+    return ConfigError(f"{key}: {problem}", key=key, problem=problem, rule=rule or problem)
 
 
 def canonical_choice(value: Any) -> Any:
@@ -156,7 +157,9 @@ class QuantConfig:
         if self.granularity == "per-group" and self.dtype not in ("int8", "int4"):
             raise _invalid("granularity", "per-group applies to int8 and int4 only")
         if self.dtype == "int4" and self.mode != "weight-only":
-            raise _invalid("mode", f"int4 is weight-only (got mode={self.mode!r}); set mode to weight-only")
+            raise _invalid(
+                "mode", f"int4 is weight-only (got mode={self.mode!r}); set mode to weight-only", "int4 is weight-only"
+            )
         if self.dtype in ("int8", "int4") and self.mode == "dynamic" and self.granularity == "per-group":
             raise _invalid("granularity", "per-group needs mode weight-only")
         if self.mode == "static" and self.granularity == "per-group":

@@ -18,21 +18,30 @@ class ConfigError(MonoQuantError, ValueError):
     """A configuration or job-file value is not allowed.
 
     When the value belongs to a named setting, ``key`` is its name (a QuantConfig field or a
-    job-file key), ``section`` its job-file section if any, and ``problem`` the message
-    without the name; each is None when not known.
+    job-file key), ``section`` its job-file section if any, ``problem`` the message
+    without the name, and ``rule`` the rule that was broken, said without the value given
+    (``int4 is weight-only``: what a settings panel shows beside an option it disables);
+    each is None when not known.
     """
 
     def __init__(
-        self, message: str, *, section: str | None = None, key: str | None = None, problem: str | None = None
+        self,
+        message: str,
+        *,
+        section: str | None = None,
+        key: str | None = None,
+        problem: str | None = None,
+        rule: str | None = None,
     ) -> None:
         super().__init__(message)
         self.section = section
         self.key = key
         self.problem = problem
+        self.rule = rule
 
     def located(self, where: str) -> ConfigError:
         """The same error with ``where: `` (a file name) before its message."""
-        return ConfigError(f"{where}: {self}", section=self.section, key=self.key, problem=self.problem)
+        return ConfigError(f"{where}: {self}", section=self.section, key=self.key, problem=self.problem, rule=self.rule)
 
 
 class ScriptError(MonoQuantError):

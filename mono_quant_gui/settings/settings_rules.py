@@ -7,7 +7,6 @@ after it are then moved to an allowed value.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from mono_quant_core.config import (
@@ -60,12 +59,9 @@ def option_problem(values: dict[str, Any], field: str, option: str, has_calibrat
 
 
 def reason_for_option(exc: ConfigError) -> str:
-    """The engine's reason, said of an option the user has not chosen: without the config's
-    ``(got mode='dynamic')`` and its ``set mode to ...`` advice, which speak of a value the
-    panel never took (``int4 is weight-only``)."""
-    text = exc.problem or str(exc)
-    text = re.sub(r"\s*\(got [^)]*\)", "", text)
-    return re.split(r";\s*(?:set|use|choose) ", text, maxsplit=1)[0].strip()
+    """The engine's reason, said of an option the user has not chosen: the rule it broke
+    (``int4 is weight-only``), not the message about a value the panel never took."""
+    return exc.rule or exc.problem or str(exc)
 
 
 def settle(values: dict[str, Any], has_calibration: bool) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:

@@ -118,3 +118,14 @@ def test_type_checkers_see_every_lazy_export():
     block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
     imported = sorted(a.asname or a.name for n in block.body if isinstance(n, ast.ImportFrom) for a in n.names)
     assert imported == sorted(mono_quant_core._EXPORTS)
+
+
+def test_a_config_error_declares_the_rule_it_broke_apart_from_the_value_given():
+    """The settings panel shows the rule beside an option it disables, not a message about a value
+    the user never chose (issue 12, item 8: "got mode='dynamic'" while Mode read weight-only)."""
+    with pytest.raises(ConfigError) as err:
+        QuantConfig(dtype="int4", mode="dynamic")
+    assert err.value.key == "mode"
+    assert err.value.rule == "int4 is weight-only"
+    assert "got mode='dynamic'" in str(err.value)  # the message still names the value given
+    assert err.value.located("job.toml").rule == "int4 is weight-only"
