@@ -184,9 +184,10 @@ class RemainingTime:
     """Seconds left in a run, from its :class:`RunPlan` and the phase events so far.
 
     Each phase's units are weighed by their measured cost: a phase under way
-    by its own rate so far, leaving out its first unit once a second one is
-    done (the first carries the phase's one-off work: reading the first file,
-    packing kernels, validation's file round trip); a phase not started yet by
+    by its own rate so far, leaving out its first unit (which carries the
+    phase's one-off work: reading the first file, packing kernels,
+    validation's file round trip), so by the plan until a second unit is done;
+    a phase not started yet by
     the plan's expected unit time, scaled by how the run's measured phases
     compared with their expectations (a machine twice as slow is twice as
     slow everywhere).  ``clock`` is injectable for tests.
@@ -240,7 +241,13 @@ class RemainingTime:
             todo = max(p.units - done, 0)
             if not todo:
                 continue
-            if done > 0 and p.phase in self._elapsed:
+            if done >= 2 and p.phase in self._elapsed:
+                left += todo * self._rate(p.phase, done)
+            elif done == 1 and p.unit_seconds > 0:
+                # One unit says little (it carried the one-off work): the plan's time, or that unit's
+                # when it took longer (the plan knows the float model, not the quantized kernels).
+                left += todo * max(p.unit_seconds * speed, self._rate(p.phase, done))
+            elif done > 0 and p.phase in self._elapsed:
                 left += todo * self._rate(p.phase, done)
             elif p.unit_seconds > 0:
                 left += todo * p.unit_seconds * speed
