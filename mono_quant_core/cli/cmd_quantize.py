@@ -54,6 +54,7 @@ JOB_FLAGS = {
     ("calibration", "folder"): "--calib",
     ("calibration", "samples"): "--samples",
     ("calibration", "seed"): "--seed",
+    ("calibration", "skip_unusable"): "--skip-unusable",
     ("output", "path"): "--out",
     ("output", "report"): "--report",
     **{(config_section(name), name): flag for name, flag in CONFIG_FLAGS.items()},
@@ -88,6 +89,11 @@ def _input_flags(p: argparse.ArgumentParser) -> None:
     calib.add_argument("--calib", metavar="DIR", help="folder of calibration tensors (required by --mode static)")
     calib.add_argument("--samples", type=positive_int, metavar="N", help="use N calibration files")
     calib.add_argument("--seed", type=natural_int, metavar="N", help="pick the N files at random with this seed")
+    calib.add_argument(
+        "--skip-unusable",
+        action="store_true",
+        help="leave out calibration files that cannot be used (the report lists them) instead of failing",
+    )
 
 
 def _quantization_flags(p: argparse.ArgumentParser) -> None:
@@ -176,6 +182,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
             calibration_folder=_absolute(args.calib),
             samples=args.samples,
             seed=args.seed,
+            skip_unusable=args.skip_unusable,
             report_path=_absolute(args.report),
         )
     except ConfigError as exc:

@@ -337,3 +337,17 @@ def test_a_missing_job_file_is_named_once(tmp_path, capsys, monkeypatch):
     out, err = capsys.readouterr()
     assert "  nope.toml: no such job file" in out.splitlines()
     assert "mono-quant: error: nope.toml: no such job file" in err.splitlines()
+
+
+def test_skip_unusable_leaves_out_a_damaged_calibration_file(tmp_path, capsys):
+    """Without --skip-unusable a damaged file stops the run (exit 2, named); with it the file is
+    left out and the report lists it, as the window's "Skip files that cannot be used" does."""
+    p = write_project(tmp_path)
+    Path(p.path("calib", "x3.pt")).write_bytes(b"not a tensor")
+    base = ["quantize", "--script", p.path("model.py"), "--checkpoint", p.path("ckpt.pt"), "--calib", p.path("calib")]
+    assert main([*base, "--mode", "static", "--out", p.path("a.safetensors")]) == 2
+    assert "x3.pt" in capsys.readouterr().err.splitlines()[-1]
+    out = [*base, "--mode", "static", "--skip-unusable", "--report", p.path("r.json"), "--out", p.path("b.safetensors")]
+    assert main(out) == 0
+    report = json.loads(Path(p.path("r.json")).read_text(encoding="utf-8"))
+    assert [entry["file"] for entry in report["calibration_skipped"]] == ["x3.pt"]
