@@ -7,12 +7,13 @@ GUI thread.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mono_quant_core.errors import AmbiguousEntryError, QuantizedCheckpointError, ValidationFailed
+from mono_quant_core.errors import AmbiguousEntryError, MonoQuantError, QuantizedCheckpointError, ValidationFailed
 
 if TYPE_CHECKING:
     from mono_quant_gui.run.worker import TaskContext
@@ -137,15 +138,33 @@ def load_model_task(
 
 def script_beside(path: str) -> str | None:
     """The model script a mono-quant output names (its metadata's ``source.script``), when it lies
-    in the same folder; None otherwise (or when the file cannot be read)."""
-    import mono_quant_core as mq
+    in the same folder; None otherwise (or when the file cannot be read).
 
+    Called on the GUI thread: a ``.safetensors`` header is read as plain JSON (no torch); only a
+    ``.pt`` file needs the engine's reader."""
     try:
-        name = (mq.read_metadata(path).get("source") or {}).get("script")
-    except (mq.MonoQuantError, OSError):
+        if path.lower().endswith(".safetensors"):
+            meta = json.loads(_safetensors_metadata(path).get("mono_quant", "{}"))
+        else:
+            import mono_quant_core as mq
+
+            meta = mq.read_metadata(path)
+        name = (meta.get("source") or {}).get("script") if isinstance(meta, dict) else None
+    except (ValueError, OSError, MonoQuantError):
         return None
     candidate = Path(path).parent / str(name) if name else None
     return str(candidate) if candidate is not None and candidate.is_file() else None
+
+
+def _safetensors_metadata(path: str) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors header (8 bytes of length, then JSON)."""
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        if not 0 < size <= 100 << 20:
+            raise ValueError(f"{path}: not a safetensors header")
+        header = json.loads(f.read(size))
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return meta if isinstance(meta, dict) else {}
 
 
 def open_quantized_task(

@@ -211,3 +211,18 @@ def test_file_open_quantized_finds_the_script_beside_the_file(window, qtbot, use
     # The settings read as the file's: its dtype and mode (static comes back with a folder).
     assert fresh.settings_panel.combos["dtype"].currentText() == "int8"
     assert fresh.settings_panel.persistent_values()["mode"] == window.session.result.config.mode
+
+
+def test_the_script_beside_a_safetensors_output_is_found_without_torch(user_demo, window, qtbot, monkeypatch):
+    """Open Quantized runs on the GUI thread: a .safetensors header is read as JSON (no engine reader)."""
+    from mono_quant_gui.run import tasks
+
+    target = saved_output(window, qtbot, user_demo, monkeypatch)
+    import mono_quant_core
+
+    monkeypatch.setattr(mono_quant_core, "read_metadata", lambda path: pytest.fail("used the engine's reader"))
+    assert tasks.script_beside(str(target)) == str(user_demo / "digits.py")
+    (user_demo / "digits.py").rename(user_demo / "moved.py")
+    assert tasks.script_beside(str(target)) is None
+    (user_demo / "junk.safetensors").write_bytes(b"\xff" * 16)
+    assert tasks.script_beside(str(user_demo / "junk.safetensors")) is None
