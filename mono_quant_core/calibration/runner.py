@@ -70,22 +70,21 @@ def calibrate(
     config: QuantConfig,
     progress: ProgressFn | None = None,
     cancel: CancelLike | None = None,
-    *,
-    start: int = 0,
-    total: int | None = None,
 ) -> CalibrationResult:
     """Run ``samples`` through ``model`` and return the input-activation qparams of ``layer_names``.
 
     Runs in eval mode under ``torch.inference_mode()`` (training flags are put
     back afterwards; no weight or buffer changes).  Checks ``cancel`` before
-    each sample and calls ``progress(start + i, total, "calibrating i/n")``
-    after sample i, so a cancel requested in that callback stops the run
-    before sample i + 1.  No hook is left on any module, whatever happens.
+    each sample and calls ``progress(i, n, "calibrating i/n")`` after sample
+    i (``n`` grows with ``i`` when the samples have no length), so a cancel
+    requested in that callback stops the run before sample i + 1.  A caller
+    that calibrates as part of a larger run maps these counts into its own
+    with :func:`mono_quant_core.progress.span`.  No hook is left on any
+    module, whatever happens.
     """
     if isinstance(samples, (torch.Tensor, Mapping)):
         samples = [samples]  # one batch, not a sequence of rows or of keys
     n = len(samples) if isinstance(samples, Sized) else None
-    total = start + (n or 0) if total is None else total
     device = model_device(model)
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -102,9 +101,7 @@ def calibrate(
                     _forward(model, batch, device, sample_name(samples, done))
                     done += 1
                     if progress is not None:
-                        progress(
-                            start + done, max(total, start + done), f"calibrating {done}/{n if n is not None else '?'}"
-                        )
+                        progress(done, max(n or 0, done), f"calibrating {done}/{n if n is not None else '?'}")
         # Outside inference mode: the returned tensors are ordinary tensors that
         # callers may copy into buffers or update in place.
         with torch.no_grad():

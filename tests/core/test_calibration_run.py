@@ -72,10 +72,13 @@ def test_qparams_equal_observers_fed_the_layer_inputs_by_hand():
     assert no_hooks(model)
 
 
-def test_progress_counts_are_exact_and_offset_by_start():
+def test_progress_counts_are_exact_and_span_maps_them_into_a_run():
+    from mono_quant_core.progress import span
+
     model = Counting()
     calls = []
-    calibrate(model, ["lin"], batches(4), MINMAX, lambda d, t, m: calls.append((d, t, m)), start=5, total=20)
+    whole = span(lambda d, t, m: calls.append((d, t, m)), start=5, length=4, total=20)
+    calibrate(model, ["lin"], batches(4), MINMAX, whole)
     assert calls == [(5 + i, 20, f"calibrating {i}/4") for i in range(1, 5)]
     calls.clear()
     calibrate(model, ["lin"], batches(3), MINMAX, lambda d, t, m: calls.append((d, t, m)))
