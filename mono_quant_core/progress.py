@@ -20,13 +20,13 @@ from .errors import Cancelled
 
 ProgressFn = Callable[[int, int, str], None]
 
-#: The phases of a run, in order.  ``save`` belongs to runs that write a file (jobs).
-PHASES = ("calibrate", "quantize", "validate", "save")
-
 
 @dataclass(frozen=True)
 class PhaseEvent:
-    """``done`` of ``total`` units of ``phase`` are finished (``done == 0``: the phase starts)."""
+    """``done`` of ``total`` units of ``phase`` are finished (``done == 0``: the phase starts).
+
+    ``phase`` is ``calibrate``, ``quantize`` or ``validate``, in that order; a phase the
+    run does not need (calibration outside static mode) is not in its plan."""
 
     phase: str
     done: int
@@ -55,11 +55,6 @@ class RunPlan:
     @property
     def total_units(self) -> int:
         return sum(p.units for p in self.phases)
-
-    def with_phase(self, phase: PhasePlan) -> RunPlan:
-        """This plan with ``phase`` added at the end (or replacing the phase of that name)."""
-        kept = tuple(p for p in self.phases if p.phase != phase.phase)
-        return RunPlan((*kept, phase))
 
 
 #: ``on_phase`` receives the RunPlan once, then PhaseEvents.
@@ -159,9 +154,6 @@ class Stepper:
 
     def step(self, message: str, n: int = 1) -> None:
         self._advance(self.done + n, message)
-
-    def announce(self, message: str) -> None:
-        self._progress(self.done, self.total, message)
 
     def span(self) -> ProgressFn:
         """A ``progress`` for a sub-task that does the current phase's units (``done`` of its own total)."""

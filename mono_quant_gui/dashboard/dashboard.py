@@ -310,6 +310,13 @@ class Dashboard(QStackedWidget):
         self.hint.set_content(title, text, actions or [])
         self.setCurrentWidget(self.hint)
 
+    def clear(self) -> None:
+        """No run to show: empty plots and cards (the inputs changed)."""
+        self.begin_run([], 0, False, None)
+        self.size_card.set("—", "no run yet")
+        self.layers_card.set("—", "no run yet")
+        self.output_card.set("—", "no run yet")
+
     def begin_run(self, names: list[str], original_bytes: int, static: bool, warn_db: float | None) -> None:
         """Reset for a run over the layers ``names`` of a model of ``original_bytes``."""
         self.setCurrentWidget(self.page)

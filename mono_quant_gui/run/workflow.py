@@ -443,7 +443,7 @@ class Running:
         s.result = None
         self.w.file_label.setText("")
         self.w.modules.model.clear_results()
-        self.w.dashboard.begin_run([], 0, False, None)  # empty plots and cards
+        self.w.dashboard.clear()
         self.show_empty_hints(force=True)
         self.update_actions()
 

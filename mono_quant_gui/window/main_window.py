@@ -57,6 +57,8 @@ def recent_label(path: str, checkpoint: str | None = None) -> str:
 
 #: Layer results arriving faster than this are drawn together.
 LAYER_FLUSH_MS = 50
+#: The Samples box previews the folder again once edits pause this long.
+PREVIEW_DELAY_MS = 300
 
 
 class MainWindow(QMainWindow):
@@ -89,6 +91,9 @@ class MainWindow(QMainWindow):
         self._layer_batch: list = []
         self._layer_timer = QTimer(self, singleShot=True, interval=LAYER_FLUSH_MS)
         self._layer_timer.timeout.connect(self.flush_layers)
+        # Samples edited step by step (spin box arrows, typing) preview once, when the edits pause.
+        self._preview_timer = QTimer(self, singleShot=True, interval=PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self._preview_after_edit)
         self._connect()
         self._restore()
         self.update_title()
@@ -332,9 +337,13 @@ class MainWindow(QMainWindow):
         samples = self.settings_panel.values()["samples"] or None
         if samples != s.samples:
             s.samples = samples
-            if s.calibration and not self.runner.has("load"):
-                self.preview_calibration()  # the preview counts the files a run would use
+            if s.calibration:
+                self._preview_timer.start()  # the preview counts the files a run would use
         self.update_actions()
+
+    def _preview_after_edit(self) -> None:
+        if self.session.calibration and not self.runner.has("load"):  # a load previews on its own
+            self.preview_calibration()
 
     def rebuild_recent_menu(self) -> None:
         menu = self.commands.recent_menu
@@ -418,6 +427,7 @@ class MainWindow(QMainWindow):
         self.save_persistent()
         QApplication.instance().removeEventFilter(self)
         self._layer_timer.stop()
+        self._preview_timer.stop()
         self.queue_panel.shutdown()  # a running queue job is cancelled and saved as queued
         self.runner.shutdown()
         self.log_view.detach()

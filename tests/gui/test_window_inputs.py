@@ -79,7 +79,7 @@ def test_another_model_clears_the_last_ones_figures(window, qtbot, user_demo):
     assert window.session.result is None and not window.commands.save_as.isEnabled()
     assert window.dashboard.sqnr_plot.bar_count() == 0
     assert window.dashboard.currentWidget() is window.dashboard.hint
-    assert window.dashboard.output_card.value.text() == "…"  # not the last run's SQNR
+    assert window.dashboard.output_card.value.text() == "—"  # not the last run's SQNR
     assert window.file_label.text() == ""
 
 

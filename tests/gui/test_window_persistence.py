@@ -108,7 +108,9 @@ def test_changing_samples_previews_the_folder_again(window, qtbot, monkeypatch):
     asked = []
     real = tasks.preview_task
     monkeypatch.setattr(tasks, "preview_task", lambda ctx, **kw: (asked.append(kw["samples"]), real(ctx, **kw))[1])
-    window.settings_panel.samples.setValue(7)
+    for n in (5, 6, 7):  # stepped up with the arrows: one preview, of the last value
+        window.settings_panel.samples.setValue(n)
+    qtbot.waitUntil(lambda: asked == [7], timeout=10_000)
     wait_idle(qtbot, window)
     assert asked == [7]
     assert window.calibration_panel.summary.text().startswith("7 ")
