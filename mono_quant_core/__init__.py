@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .errors import CheckpointError as CheckpointError
     from .errors import ConfigError as ConfigError
     from .errors import ContentHashError as ContentHashError
+    from .errors import MetricError as MetricError
     from .errors import MonoQuantError as MonoQuantError
     from .errors import QuantizedCheckpointError as QuantizedCheckpointError
     from .errors import QuantizedFileError as QuantizedFileError
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .loading import load_model as load_model
     from .loading import open_model as open_model
     from .loading import preview_calibration as preview_calibration
+    from .metrics import Metric as Metric
+    from .metrics import load_metric as load_metric
     from .progress import CancelToken as CancelToken
     from .quantizer import QuantResult as QuantResult
     from .quantizer import quantize as quantize
@@ -36,6 +39,9 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .report import SkippedLayer as SkippedLayer
     from .selection import module_table as module_table
     from .selection import select_layers as select_layers
+    from .sensitivity import LayerSensitivity as LayerSensitivity
+    from .sensitivity import SensitivityReport as SensitivityReport
+    from .sensitivity import analyze_sensitivity as analyze_sensitivity
     from .serialization import load_quantized as load_quantized
     from .serialization import open_quantized as open_quantized
     from .serialization import read_metadata as read_metadata
@@ -57,6 +63,7 @@ _EXPORTS = {
     "QuantizedFileError": "errors",
     "ContentHashError": "errors",
     "ValidationFailed": "errors",
+    "MetricError": "errors",
     "CancelToken": "progress",
     "QuantReport": "report",
     "LayerReport": "report",
@@ -65,11 +72,16 @@ _EXPORTS = {
     "QuantResult": "quantizer",
     "select_layers": "selection",
     "module_table": "selection",
+    "analyze_sensitivity": "sensitivity",
+    "SensitivityReport": "sensitivity",
+    "LayerSensitivity": "sensitivity",
     "load_model": "loading",
     "open_model": "loading",
     "list_entries": "loading",
     "load_calibration": "loading",
     "preview_calibration": "loading",
+    "load_metric": "metrics",
+    "Metric": "metrics",
     "save_quantized": "serialization",
     "load_quantized": "serialization",
     "open_quantized": "serialization",

@@ -25,6 +25,14 @@ GRANULARITIES = ("per-channel", "per-tensor", "per-group")
 OBSERVERS = ("minmax", "moving-average", "percentile", "histogram")
 HISTOGRAM_METHODS = ("mse", "entropy")
 ON_FAILURE = ("error", "warn", "ignore")
+#: What ``layer_overrides`` may set per layer.
+OVERRIDE_FIELDS = ("dtype", "mode", "scheme", "granularity", "group_size")
+#: The dtype value of ``layer_overrides`` that keeps a layer in float.
+FLOAT = "float"
+#: Rungs of the automatic fallback: ``fallback = "int8"`` widens a layer to int8 first, then to float.
+FALLBACKS = ("float", "int8", "fp16", "bf16")
+#: Bits each dtype keeps, to tell which is wider (float: 32).
+DTYPE_BITS = {"int4": 4, "int8": 8, "fp16": 16, "bf16": 16, FLOAT: 32}
 
 #: Layer types that have a quantized replacement (class names of ``torch.nn``).
 SUPPORTED_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "LSTM", "GRU")
@@ -37,6 +45,7 @@ _CHOICES = {
     "observer": OBSERVERS,
     "histogram_method": HISTOGRAM_METHODS,
     "on_failure": ON_FAILURE,
+    "fallback": FALLBACKS,
 }
 
 
@@ -95,6 +104,11 @@ SAFETENSORS_INDEX_SUFFIX = ".safetensors.index.json"
 CHECKPOINT_SUFFIXES = (*TORCH_CHECKPOINT_SUFFIXES, SAFETENSORS_SUFFIX, SAFETENSORS_INDEX_SUFFIX)
 
 
+def is_plain_name(pattern: str) -> bool:
+    """Whether ``pattern`` names one module (no glob characters, no ``re:``): such an override beats patterns."""
+    return not pattern.startswith("re:") and not any(c in pattern for c in "*?[")
+
+
 def checkpoint_suffix(name: str) -> str | None:
     """The checkpoint suffix a file name ends with (the longest, as spelled in CHECKPOINT_SUFFIXES);
     None when it is no checkpoint."""
@@ -134,6 +148,16 @@ class QuantConfig:
     histogram_method: str = "mse"
     # Layers below this weight or output SQNR get a warning in the report.
     warn_layer_sqnr_db: float = 20.0
+    #: Per-layer settings: ``{name or pattern: {field: value}}`` over OVERRIDE_FIELDS; dtype
+    #: ``"float"`` keeps a layer float.  An exact name beats a pattern, a later pattern an earlier one.
+    layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Automatic fallback: keep the fewest layers float (or wider, see ``fallback``) that reach
+    #: this output SQNR and/or keep the task metric's drop within this.
+    target_output_sqnr_db: float | None = None
+    target_metric_drop: float | None = None
+    #: The first rung a layer climbs to when the target needs it: ``float``, or a wider dtype
+    #: (``int8``: int4 → int8 → float).
+    fallback: str = "float"
 
     def __post_init__(self) -> None:
         for name in _CHOICES:
@@ -174,6 +198,85 @@ class QuantConfig:
             for t in getattr(self, name) or []:
                 if not isinstance(t, str) or not t:
                     raise _invalid(name, f"{t!r} is not a layer type name")
+        self._validate_targets()
+        self._validate_overrides()
+
+    def _validate_targets(self) -> None:
+        for name in ("target_output_sqnr_db", "target_metric_drop"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+                raise _invalid(name, f"{value!r} must be a number or None")
+        if self.fallback != FLOAT and DTYPE_BITS[self.fallback] <= DTYPE_BITS[self.dtype]:
+            raise _invalid(
+                "fallback",
+                f"{self.fallback} is not wider than dtype {self.dtype}; choose a wider dtype or float",
+                "the fallback must be wider than the dtype",
+            )
+
+    def _validate_overrides(self) -> None:
+        if not isinstance(self.layer_overrides, dict):
+            raise _invalid("layer_overrides", "must map layer names or patterns to settings")
+        for pattern, fields in self.layer_overrides.items():
+            where = f"layer_overrides[{pattern!r}]"
+            if not isinstance(pattern, str) or not pattern:
+                raise _invalid("layer_overrides", f"{pattern!r} is not a layer name or pattern")
+            try:
+                name_matcher(pattern)
+            except ConfigError as exc:
+                raise _invalid(
+                    "layer_overrides", str(exc), "a pattern must be a glob or a valid re: expression"
+                ) from None
+            if not isinstance(fields, dict) or not fields:
+                raise _invalid(where, f"{fields!r} must be a non-empty table of {', '.join(OVERRIDE_FIELDS)}")
+            unknown = [k for k in fields if k.replace("-", "_") not in OVERRIDE_FIELDS]
+            if unknown:
+                raise _invalid(where, f"{unknown[0]!r} cannot be set per layer; use {', '.join(OVERRIDE_FIELDS)}")
+            dtype = canonical_choice(fields.get("dtype", self.dtype))
+            if dtype not in (*DTYPES, FLOAT):
+                raise _invalid(where, f"dtype {dtype!r} is not allowed; choose one of {', '.join((*DTYPES, FLOAT))}")
+            try:
+                self._with_fields(fields)
+            except ConfigError as exc:
+                raise _invalid(where, exc.problem or str(exc), exc.rule) from None
+
+    # -- per-layer settings -----------------------------------------------------------
+    def _with_fields(self, fields: dict[str, Any]) -> QuantConfig | None:
+        """This config with ``fields`` of an override applied; None for dtype ``float``."""
+        changes = {k.replace("-", "_"): canonical_choice(v) for k, v in fields.items()}
+        if changes.get("dtype") == FLOAT:
+            return None
+        if changes.get("dtype") == "int4" and "mode" not in changes:
+            changes["mode"] = "weight-only"  # int4 is weight-only: an override of the dtype alone means that
+        if is_cast_dtype(changes.get("dtype", self.dtype)) and self.granularity == "per-group":
+            changes.setdefault("granularity", "per-channel")  # a cast has no groups
+        return dataclasses.replace(
+            self, layer_overrides={}, target_output_sqnr_db=None, target_metric_drop=None, fallback=FLOAT, **changes
+        )
+
+    def override_for(self, name: str) -> dict[str, Any]:
+        """The override fields that apply to layer ``name``: patterns in order (a later one wins
+        field by field), then an exact name on top."""
+        merged: dict[str, Any] = {}
+        exact: dict[str, Any] = {}
+        for pattern, fields in self.layer_overrides.items():
+            if pattern == name:
+                exact = fields
+            elif not is_plain_name(pattern) and name_matcher(pattern)(name):
+                merged.update(fields)
+            elif is_plain_name(pattern) and name.startswith(pattern + "."):
+                merged.update(fields)  # a container's name covers its layers, below an exact name
+        merged.update(exact)
+        return merged
+
+    def layer_config(self, name: str) -> QuantConfig | None:
+        """The settings of layer ``name`` after ``layer_overrides``; None when it stays float."""
+        fields = self.override_for(name)
+        if not fields:
+            return self
+        try:
+            return self._with_fields(fields)
+        except ConfigError as exc:
+            raise _invalid(f"layer_overrides for {name}", exc.problem or str(exc), exc.rule) from None
 
     @property
     def is_cast(self) -> bool:

@@ -84,6 +84,19 @@ class QuantizedCheckpointError(CheckpointError):
         self.what = what
 
 
+class MetricError(MonoQuantError):
+    """A task metric could not be found, run, or read.
+
+    ``script`` is the model script's absolute path (None for a metric given as a plain
+    callable) and ``function`` the metric's name (``evaluate`` unless ``--metric`` named another).
+    """
+
+    def __init__(self, message: str, script: str | None, function: str) -> None:
+        super().__init__(message)
+        self.script = script
+        self.function = function
+
+
 class CalibrationError(MonoQuantError):
     """A calibration folder or one of its files is unusable."""
 

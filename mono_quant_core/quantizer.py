@@ -23,7 +23,7 @@ from .errors import CalibrationError, ConfigError
 from .modules.base import QuantizedModule
 from .modules.registry import replacement_for
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
-from .report import LayerReport, QuantReport
+from .report import LayerReport, QuantReport, SkippedLayer
 from .selection import select_layers
 from .serialization.metadata import versions
 from .structure import get_submodule, model_device, names_by_module, set_submodule, shallow_clone
@@ -99,6 +99,17 @@ def _as_sequence(calibration: torch.Tensor | Iterable[Any] | None) -> Sequence[A
     return list(calibration)
 
 
+@dataclass
+class Prepared:
+    """Work a caller did before :func:`run_quantize` (the automatic fallback): the phases
+    announced on ``stepper``, calibration done, every layer quantized, the float metric measured."""
+
+    stepper: Stepper
+    qparams: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    modules: dict[str, QuantizedModule]
+    float_metric: dict[str, float] | None = None
+
+
 def quantize(
     model: nn.Module,
     config: QuantConfig | None = None,
@@ -110,36 +121,111 @@ def quantize(
     on_phase: PhaseFn | None = None,
     validate: bool = True,
     source: dict[str, Any] | None = None,
+    metric: Callable[[nn.Module], Any] | None = None,
 ) -> QuantResult:
     """Quantize ``model`` as ``config`` says; the caller's model is left untouched.
 
     ``calibration``: a sequence of batches (tensor / tuple / dict, or a
     ``CalibrationSet``).  Static mode calibrates on it, holding every fifth
     sample out for validation; other modes use it for validation only.
+    ``metric``: the task metric (``evaluate(model) -> float | dict``, see
+    :func:`mono_quant_core.load_metric`), run on the float and the quantized
+    model into ``report.metrics``.  With ``config.target_output_sqnr_db`` or
+    ``target_metric_drop`` set, the fewest layers are kept float (or widened,
+    ``config.fallback``) that reach the target (``report.kept_for_accuracy``).
     ``progress(done, total, message)``, ``on_layer(LayerReport)`` and
     ``on_phase`` (a :class:`RunPlan` first, then a :class:`PhaseEvent` per
-    unit of the phases ``calibrate``, ``quantize``, ``validate``) run on the
+    unit of the phases ``calibrate``, ``quantize``, ``validate``, ``metric``; an
+    automatic fallback adds ``sensitivity`` and ``search``) run on the
     calling thread.  Raises ``Cancelled`` when ``cancel`` is set, and
     ``ValidationFailed`` when a check fails under ``on_failure="error"``.
     """
     config = config or QuantConfig()
     config.validate()
+    if config.target_output_sqnr_db is not None or config.target_metric_drop is not None:
+        from .fallback import quantize_to_target
+
+        return quantize_to_target(
+            model,
+            config,
+            _as_sequence(calibration),
+            metric=metric,
+            progress=progress,
+            cancel=cancel,
+            on_layer=on_layer,
+            on_phase=on_phase,
+            validate=validate,
+            source=source,
+        )
+    return run_quantize(
+        model,
+        config,
+        _as_sequence(calibration),
+        progress=progress,
+        cancel=cancel,
+        on_layer=on_layer,
+        on_phase=on_phase,
+        validate=validate,
+        source=source,
+        metric=metric,
+    )
+
+
+def layer_configs(model: nn.Module, config: QuantConfig, chosen: Sequence[str]) -> dict[str, QuantConfig | None]:
+    """Each chosen layer's own settings (``layer_overrides`` applied); None: kept float."""
+    return {name: config.layer_config(name) for name in chosen}
+
+
+def any_static(configs: dict[str, QuantConfig | None]) -> bool:
+    """Whether any layer needs calibration (static mode)."""
+    return any(c is not None and c.needs_calibration for c in configs.values())
+
+
+def kept_float_by_override(model: nn.Module, configs: dict[str, QuantConfig | None]) -> list[SkippedLayer]:
+    return [
+        SkippedLayer(name, type(get_submodule(model, name)).__name__, "kept float by layer_overrides")
+        for name, c in configs.items()
+        if c is None
+    ]
+
+
+def run_quantize(
+    model: nn.Module,
+    config: QuantConfig,
+    samples: Sequence[Any],
+    *,
+    progress: ProgressFn | None = None,
+    cancel: CancelLike | None = None,
+    on_layer: Callable[[LayerReport], None] | None = None,
+    on_phase: PhaseFn | None = None,
+    validate: bool = True,
+    source: dict[str, Any] | None = None,
+    metric: Callable[[nn.Module], Any] | None = None,
+    prepared: Prepared | None = None,
+) -> QuantResult:
+    """:func:`quantize` for a given config, without the automatic fallback."""
     started = time.perf_counter()
-    samples = _as_sequence(calibration)
-    static = config.needs_calibration
+    selection = select_layers(model, config)
+    configs = layer_configs(model, config, selection.chosen)
+    chosen = [name for name in selection.chosen if configs[name] is not None]
+    static = any_static(configs)
     if static and len(samples) == 0:
         raise ConfigError("mode: static needs calibration samples (a calibration folder)")
     calib_idx, val_idx, overlap = split_samples(len(samples), static)
     if not validate:
         val_idx = []
+    task_metric = None
+    if metric is not None:
+        from .metrics import as_metric
 
-    selection = select_layers(model, config)
+        task_metric = as_metric(metric)
+
     reference = shallow_clone(model).eval()  # float, with its own training flags
     qmodel = shallow_clone(model).eval()
     report = QuantReport(
         dtype=config.dtype,
         mode=config.mode,
-        skipped=list(selection.skipped),
+        skipped=[*selection.skipped, *kept_float_by_override(model, configs)],
         config=config.to_dict(),
         versions=versions(),
         calibration_samples=len(calib_idx),
@@ -148,14 +234,23 @@ def quantize(
     )
     validation.record_skipped_calibration(report, samples)
     check_cancel(cancel)
-    plan = _plan(model, reference, selection.chosen, samples, calib_idx, val_idx, validate, config, on_phase)
-    stepper = Stepper(plan, progress, cancel, on_phase)
+    if prepared is None:
+        plan = _plan(model, reference, chosen, samples, calib_idx, val_idx, validate, static, on_phase)
+        if task_metric is not None:  # its cost is the user's: measured by the run itself
+            plan = RunPlan((*plan.phases, PhasePlan("metric", 2)))
+        stepper = Stepper(plan, progress, cancel, on_phase)
+    else:
+        stepper = prepared.stepper
     stepper.check()
 
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if static:
-        stepper.begin("calibrate", f"calibrating on {len(calib_idx)} samples")
-        qparams = _calibrate(reference, selection.chosen, _Subset(samples, calib_idx), config, stepper, report)
+        if prepared is None:
+            stepper.begin("calibrate", f"calibrating on {len(calib_idx)} samples")
+            calibrated = [n for n in chosen if (c := configs[n]) is not None and c.needs_calibration]
+            qparams = _calibrate(reference, calibrated, _Subset(samples, calib_idx), config, stepper, report)
+        else:
+            qparams = prepared.qparams
         if overlap:
             report.warnings.append("only 1 calibration sample: validation reuses it, so output SQNR is optimistic")
         elif len(calib_idx) < MIN_CALIBRATION_SAMPLES:
@@ -165,24 +260,17 @@ def quantize(
             )
 
     layer_modules: dict[str, QuantizedModule] = {}
-    stepper.begin("quantize", f"quantizing {len(selection.chosen)} layers")
+    if prepared is None:
+        stepper.begin("quantize", f"quantizing {len(chosen)} layers")
     aliases = names_by_module(model)  # a layer reused under several names is replaced at each
-    for name in selection.chosen:
+    for name in chosen:
         stepper.check()
         float_module = get_submodule(model, name)
-        layer_config = config
-        if static and name not in qparams:
-            layer_config = config.replace(mode="weight-only")
-            if type(float_module).__name__ != "Embedding":
-                report.warnings.append(
-                    f"{name}: saw no floating-point input during calibration; "
-                    "its weights are quantized, its activations stay float"
-                )
-        replacement = replacement_for(float_module)
-        assert replacement is not None  # select_layers chooses only layers that have a replacement
-        qmodule = replacement.from_float(float_module, layer_config)
-        if name in qparams:
-            qmodule.set_input_qparams(*qparams[name])
+        layer_config = effective_layer_config(configs[name], name, float_module, qparams, report)
+        if prepared is not None and name in prepared.modules:
+            qmodule = prepared.modules[name]
+        else:
+            qmodule = build_layer(float_module, layer_config, qparams.get(name))
         if name:
             for alias in aliases[id(float_module)]:
                 set_submodule(qmodel, alias, qmodule)
@@ -193,7 +281,8 @@ def quantize(
         report.layers.append(layer)
         if on_layer is not None:
             on_layer(layer)
-        stepper.step(f"quantized {name or type(float_module).__name__}")
+        if prepared is None:
+            stepper.step(f"quantized {name or type(float_module).__name__}")
 
     report.original_bytes = state_bytes(model)
     report.quantized_bytes = state_bytes(qmodel)
@@ -208,10 +297,66 @@ def quantize(
     if validate:
         stepper.begin("validate", f"validating on {len(val_idx)} samples")
         validation.validate(result, reference, layer_modules, _Subset(samples, val_idx), stepper)
+    if task_metric is not None:
+        stepper.begin("metric", f"measuring {task_metric.name}")
+        float_values = prepared.float_metric if prepared is not None else None
+        if float_values is None:
+            float_values = task_metric.evaluate(reference, "on the float model")
+        stepper.step(f"{task_metric.name} of the float model")
+        quantized_values = task_metric.evaluate(result.model, "on the quantized model")
+        stepper.step(f"{task_metric.name} of the quantized model")
+        report.metrics = metric_entries(float_values, quantized_values, task_metric.higher_is_better)
     report.elapsed_s = time.perf_counter() - started
     if validate:
         validation.enforce(result)
     return result
+
+
+def metric_entries(
+    float_values: dict[str, float], quantized_values: dict[str, float], higher_is_better: bool
+) -> dict[str, dict[str, Any]]:
+    """``report.metrics``: each value on the float and the quantized model and their difference."""
+    entries: dict[str, dict[str, Any]] = {}
+    for key, x in float_values.items():
+        y = quantized_values.get(key)
+        entries[key] = {
+            "float": x,
+            "quantized": y,
+            "delta": None if y is None else y - x,
+            "higher_is_better": higher_is_better,
+        }
+    return entries
+
+
+def effective_layer_config(
+    layer_config: QuantConfig | None,
+    name: str,
+    float_module: nn.Module,
+    qparams: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    report: QuantReport | None = None,
+) -> QuantConfig:
+    """A layer's settings as it is quantized: static without observed inputs becomes weight-only."""
+    assert layer_config is not None  # float-kept layers are not quantized
+    if layer_config.needs_calibration and name not in qparams:
+        if report is not None and type(float_module).__name__ != "Embedding":
+            report.warnings.append(
+                f"{name}: saw no floating-point input during calibration; "
+                "its weights are quantized, its activations stay float"
+            )
+        return layer_config.replace(mode="weight-only")
+    return layer_config
+
+
+def build_layer(
+    float_module: nn.Module, layer_config: QuantConfig, qparams: tuple[torch.Tensor, torch.Tensor] | None
+) -> QuantizedModule:
+    """The quantized twin of ``float_module`` with ``layer_config`` (and its input qparams, static)."""
+    replacement = replacement_for(float_module)
+    assert replacement is not None  # select_layers chooses only layers that have a replacement
+    qmodule = replacement.from_float(float_module, layer_config)
+    if qparams is not None and layer_config.mode == "static":
+        qmodule.set_input_qparams(*qparams)
+    return qmodule
 
 
 #: Expected cost of one unit of each phase, in float forward passes of one sample:
@@ -233,7 +378,7 @@ def _plan(
     calib_idx: list[int],
     val_idx: list[int],
     validate: bool,
-    config: QuantConfig,
+    static: bool,
     on_phase: PhaseFn | None,
 ) -> RunPlan:
     """The run's phases with their expected unit times (one timed float forward when someone listens)."""
@@ -243,7 +388,7 @@ def _plan(
         forward_s = _timed_forward(reference, samples[probe[0]])
     elements = sum(sum(t.numel() for t in get_submodule(model, name).parameters(recurse=False)) for name in chosen)
     phases = []
-    if config.needs_calibration:
+    if static:
         phases.append(PhasePlan("calibrate", len(calib_idx), CALIBRATE_FORWARDS * forward_s))
     per_layer = QUANTIZE_SECONDS_PER_ELEMENT * elements / len(chosen) if chosen else 0.0
     phases.append(PhasePlan("quantize", len(chosen), per_layer))
@@ -294,6 +439,8 @@ def _layer_report(name: str, float_module: nn.Module, qmodule: QuantizedModule, 
         dtype=config.dtype,
         scheme=None if config.is_cast else config.scheme,
         granularity=None if config.is_cast else meta.get("granularity", config.granularity),
+        mode=None if config.is_cast else config.mode,
+        group_size=meta.get("group_size"),
         shape=list(meta.get("shape", [])),
         weight_sqnr_db=sqnr,
         original_bytes=original,

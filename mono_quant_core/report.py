@@ -65,6 +65,8 @@ class LayerReport:
     dtype: str
     scheme: str | None = None
     granularity: str | None = None
+    mode: str | None = None
+    group_size: int | None = None
     shape: list[int] = field(default_factory=list)
     weight_sqnr_db: float | None = None
     output_sqnr_db: float | None = None
@@ -119,6 +121,16 @@ class QuantReport:
     versions: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    #: The task metric: ``{name: {"float": x, "quantized": y, "delta": y - x, "higher_is_better": bool}}``.
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Layers the automatic fallback kept float or widened: ``{"name", "from", "to", "reason"}`` each.
+    kept_for_accuracy: list[dict[str, Any]] = field(default_factory=list)
+    #: The automatic fallback's target and what it reached (None without a target):
+    #: ``{"output_sqnr_db", "metric_drop", "fallback", "reached", "achieved_output_sqnr_db",
+    #: "achieved_metric_drop", "evaluations"}``.
+    accuracy_target: dict[str, Any] | None = None
+    #: Per-layer sensitivity the fallback ranked by (most sensitive first), as SensitivityReport.to_dict()["layers"].
+    sensitivity: list[dict[str, Any]] = field(default_factory=list)
 
     def layer(self, name: str) -> LayerReport:
         for layer in self.layers:

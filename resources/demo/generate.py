@@ -3,7 +3,8 @@
     python resources/demo/generate.py
 
 cnn/: DigitsCNN trained a few epochs on scikit-learn's 8x8 digits; calibration
-files are held-out images, one (12, 1, 8, 8) float32 batch per .pt file.
+files are held-out images, one (12, 1, 8, 8) float32 batch per .pt file, and
+heldout.safetensors holds all the held-out images and labels for evaluate().
 transformer/: TinyTransformer trained on a synthetic "most frequent token group"
 task; calibration files are .safetensors holding {"tokens": (8, 12) int64}, so
 they reach forward as the keyword argument ``tokens``.
@@ -58,7 +59,11 @@ def _fresh(folder: Path) -> Path:
     return calib
 
 
-def make_cnn() -> None:
+def _digits_split() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits as (N, 1, 8, 8) images in [0, 1] and labels, and the training and held-out indices.
+
+    Seeds torch's generator first: make_cnn trains on from where this leaves it.
+    """
     from sklearn.datasets import load_digits
 
     torch.manual_seed(0)
@@ -66,7 +71,19 @@ def make_cnn() -> None:
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(digits.target, dtype=torch.long)
     order = torch.randperm(len(x))
-    train, held = order[:1300], order[1300:]
+    return x, y, order[:1300], order[1300:]
+
+
+def make_cnn_heldout() -> None:
+    """cnn/heldout.safetensors: the held-out digits and labels that the demo's evaluate() scores."""
+    x, y, _, held = _digits_split()
+    first = torch.load(HERE / "cnn" / "calibration" / "digits_0.pt")
+    assert torch.equal(x[held[:12]], first), "the held-out split differs from the committed calibration files"
+    save_file({"images": x[held].contiguous(), "labels": y[held].contiguous()}, HERE / "cnn" / "heldout.safetensors")
+
+
+def make_cnn() -> None:
+    x, y, train, held = _digits_split()
     model = _load("cnn").build_model()
     _train(model, x[train], y[train], epochs=12, batch=32, lr=2e-3)
     print(f"cnn: held-out accuracy {_accuracy(model, x[held], y[held]):.3f}")
@@ -74,13 +91,12 @@ def make_cnn() -> None:
     calib = _fresh(HERE / "cnn")
     for i in range(CALIBRATION_FILES):
         torch.save(x[held[i * 12 : (i + 1) * 12]].clone(), calib / f"digits_{i}.pt")
+    make_cnn_heldout()
 
 
 def _token_task(n: int, module) -> tuple[torch.Tensor, torch.Tensor]:
     tokens = torch.randint(1, module.VOCAB, (n, module.SEQ_LEN))
-    counts = torch.stack([(tokens % module.CLASSES == c).sum(1) for c in range(module.CLASSES)], 1)
-    # Ties go to the lowest group; a small bias keeps them deterministic.
-    return tokens, (counts * 16 - torch.arange(module.CLASSES)).argmax(1)
+    return tokens, module.most_frequent_group(tokens)
 
 
 def make_transformer() -> None:

@@ -1,12 +1,19 @@
 """The mono-quant demo CNN: classifies 8x8 handwritten digits (scikit-learn's digits data set).
 
 Input: a float32 batch of shape (N, 1, 8, 8) scaled to [0, 1]; output: (N, 10) logits.
-Weights: model.safetensors beside this file (made by ../generate.py).
+Weights: model.safetensors beside this file (made by ../generate.py).  ``evaluate(model)`` is
+the task metric: top-1 accuracy on the held-out digits in heldout.safetensors.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from safetensors.torch import load_file
 from torch import nn
+
+HELDOUT = Path(__file__).resolve().with_name("heldout.safetensors")
+EVAL_BATCH = 128
 
 
 class DigitsCNN(nn.Module):
@@ -35,3 +42,14 @@ class DigitsCNN(nn.Module):
 
 def build_model() -> DigitsCNN:
     return DigitsCNN()
+
+
+def evaluate(model: nn.Module) -> float:
+    """Top-1 accuracy on the held-out digits (never trained on; read when called, not at import)."""
+    data = load_file(HELDOUT)
+    images, labels = data["images"], data["labels"]
+    correct = 0
+    for start in range(0, len(labels), EVAL_BATCH):
+        logits = model(images[start : start + EVAL_BATCH])
+        correct += int((logits.argmax(1) == labels[start : start + EVAL_BATCH]).sum())
+    return correct / len(labels)
