@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QStackedWidget,
     QStyledItemDelegate,
@@ -32,8 +33,10 @@ SUMMARY_STYLE = "color: palette(placeholder-text);"
 _WIDEST = {
     tm.COL_PARAMS: ("999.9 M",),
     tm.COL_BYTES: ("999.9 MiB",),
+    tm.COL_PRECISION: ("float", "int8", "bf16"),
     tm.COL_SQNR: ("99.9 dB",),
-    tm.COL_STATUS: ("quantized", "low SQNR"),
+    tm.COL_SENSITIVITY: ("99.9 dB",),
+    tm.COL_STATUS: ("quantized", "low SQNR", "kept float"),
 }
 #: Added to a text's width: the cell's margins and a little air.
 _PADDING = 10
@@ -131,6 +134,12 @@ class ModulePanel(QStackedWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, self._text_width(col, _WIDEST.get(col, ("Sequential",))))
         self.view.setItemDelegateForColumn(tm.COL_TYPE, MiddleElideDelegate(self.view))
+        # Sensitivity has values only after an analysis: until then its room is the names'.  Params
+        # (Size says the same in bytes) starts hidden; the header's context menu shows any column.
+        self.view.setColumnHidden(tm.COL_SENSITIVITY, True)
+        self.view.setColumnHidden(tm.COL_PARAMS, True)
+        header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        header.customContextMenuRequested.connect(self._column_menu)
         self.bar = SelectionBar()
         self.bar.apply.connect(self._apply_bar)
         self.summary = QLabel(objectName="tree_summary")
@@ -152,6 +161,27 @@ class ModulePanel(QStackedWidget):
         self.view.collapsed.connect(lambda _index: self._schedule_fit())
         self.view.verticalScrollBar().valueChanged.connect(lambda _value: self._schedule_fit(grow_only=True))
         self.view.viewport().installEventFilter(self)
+
+    def _column_menu(self, pos) -> None:
+        """Show or hide the columns after Module (the header's context menu)."""
+        header = self.view.header()
+        menu = QMenu(self)
+        for col in range(1, len(tm.COLUMNS)):
+            action = menu.addAction(tm.COLUMNS[col])
+            action.setCheckable(True)
+            action.setChecked(not header.isSectionHidden(col))
+            action.toggled.connect(lambda on, c=col: self.show_column(c, on))
+        menu.exec(header.mapToGlobal(pos))
+
+    def show_column(self, col: int, shown: bool = True) -> None:
+        self.view.setColumnHidden(col, not shown)
+        self._schedule_fit()
+
+    def set_sensitivity(self, layers: list) -> None:
+        """Show each layer's sensitivity (LayerSensitivity) in its column, shown while there are values."""
+        self.model.set_sensitivity(layers)
+        self.view.setColumnHidden(tm.COL_SENSITIVITY, not layers)
+        self._schedule_fit()
 
     def show_hint(self, title: str, text: str, actions: list | None = None) -> None:
         self.hint.set_content(title, text, actions or [])
@@ -195,7 +225,7 @@ class ModulePanel(QStackedWidget):
         header = self.view.header()
         # Before its first showing the page has no size yet: the pane less its margins and frame (~12 px).
         width = self.view.viewport().width() if self.currentWidget() is self.page else self.width() - 12
-        room = width - sum(header.sectionSize(col) for col in _WIDEST)
+        room = width - sum(header.sectionSize(col) for col in _WIDEST if not header.isSectionHidden(col))
         need = max(self.view.sizeHintForColumn(tm.COL_NAME), 0) + _PADDING
         self._name_need = max(self._name_need, need) if grow_only else need
         least = min(

@@ -13,14 +13,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtGui import QFont, QGuiApplication, QPalette
 
 from mono_quant_core.config import name_matcher
 from mono_quant_core.report import format_db
 from mono_quant_gui.window.formatting import format_bytes, format_count
 
-COLUMNS = ("Module", "Type", "Params", "Size", "SQNR", "Status")
-COL_NAME, COL_TYPE, COL_PARAMS, COL_BYTES, COL_SQNR, COL_STATUS = range(len(COLUMNS))
+COLUMNS = ("Module", "Type", "Params", "Size", "Precision", "SQNR", "Sensitivity", "Status")
+COL_NAME, COL_TYPE, COL_PARAMS, COL_BYTES, COL_PRECISION, COL_SQNR, COL_SENSITIVITY, COL_STATUS = range(len(COLUMNS))
 #: Raw value for sorting (numbers sort as numbers).
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 #: The module's qualified name ("" for the whole model).
@@ -68,6 +68,10 @@ class ModuleTreeModel(QAbstractItemModel):
         self._checked = [bool(r.quantizable) for r in self.rows]
         self._results: dict[str, Any] = {}
         self._skipped: dict[str, str] = {}
+        self._precisions: dict[str, str] = {}
+        self._overridden: set[str] = set()
+        self._sensitivity: dict[str, Any] = {}
+        self._kept: dict[str, dict[str, Any]] = {}
         self._grey = QGuiApplication.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         self._recount()
 
@@ -171,11 +175,36 @@ class ModuleTreeModel(QAbstractItemModel):
             names.append(s.name)
         self._emit_rows(names)
 
+    def set_precisions(self, precisions: dict[str, str], overridden: Iterable[str] = ()) -> None:
+        """Each layer's configured precision (``int8``, ``int4``, ``fp16``, ``float`` …); ``overridden``:
+        the layers whose precision ``layer_overrides`` sets (shown marked)."""
+        names = set(self._precisions) | set(precisions)
+        self._precisions, self._overridden = dict(precisions), set(overridden)
+        self._emit_rows(sorted(names))
+
+    def precision(self, name: str) -> str | None:
+        return self._precisions.get(name)
+
+    def set_sensitivity(self, layers: Iterable[Any]) -> None:
+        """Show each layer's sensitivity (LayerSensitivity: output SQNR with it alone quantized, its rank)."""
+        names = set(self._sensitivity)
+        self._sensitivity = {layer.name: layer for layer in layers}
+        self._emit_rows(sorted(names | set(self._sensitivity)))
+
+    def set_kept(self, kept: Iterable[dict[str, Any]]) -> None:
+        """Mark the layers an automatic run kept float or widened (``report.kept_for_accuracy`` entries)."""
+        names = set(self._kept)
+        self._kept = {entry["name"]: entry for entry in kept}
+        self._emit_rows(sorted(names | set(self._kept)))
+
     def clear_results(self) -> None:
-        if self._results or self._skipped:
-            names = list(self._results) + list(self._skipped)
-            self._results, self._skipped = {}, {}
+        if self._results or self._skipped or self._kept:
+            names = list(self._results) + list(self._skipped) + list(self._kept)
+            self._results, self._skipped, self._kept = {}, {}, {}
             self._emit_rows(names)
+
+    def clear_sensitivity(self) -> None:
+        self.set_sensitivity([])
 
     def _emit_rows(self, names: list[str]) -> None:
         """dataChanged for the result columns of ``names`` (one relayout when there are many)."""
@@ -186,7 +215,7 @@ class ModuleTreeModel(QAbstractItemModel):
         for name in names:
             i = self._index.get(name)
             if i is not None:
-                self.dataChanged.emit(self._make_index(i, COL_SQNR), self._make_index(i, COL_STATUS))
+                self.dataChanged.emit(self._make_index(i, COL_PRECISION), self._make_index(i, COL_STATUS))
 
     # -- QAbstractItemModel -------------------------------------------------------------
     def _make_index(self, i: int, column: int) -> QModelIndex:
@@ -257,7 +286,11 @@ class ModuleTreeModel(QAbstractItemModel):
             return self._tooltip(row, col)
         if role == Qt.ItemDataRole.ForegroundRole and row.reason:
             return self._grey
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_BYTES, COL_SQNR):
+        if role == Qt.ItemDataRole.FontRole and col == COL_PRECISION and row.name in self._overridden:
+            font = QFont()
+            font.setBold(True)  # set for this layer, not by the settings panel
+            return font
+        if role == Qt.ItemDataRole.TextAlignmentRole and col in (COL_PARAMS, COL_BYTES, COL_SQNR, COL_SENSITIVITY):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
@@ -283,9 +316,17 @@ class ModuleTreeModel(QAbstractItemModel):
             return format_count(row.params)
         if col == COL_BYTES:
             return format_bytes(row.bytes)
+        if col == COL_PRECISION:
+            return self._precisions.get(row.name, "") if row.quantizable else ""
+        if col == COL_SENSITIVITY:
+            sens = self._sensitivity.get(row.name)
+            return "" if sens is None else format_db(sens.output_sqnr_db)
         layer = self._results.get(row.name)
         if col == COL_SQNR:
             return format_db(layer.weight_sqnr_db) if layer is not None else ""
+        kept = self._kept.get(row.name)
+        if kept is not None:
+            return "kept float" if kept["to"] == "float" else f"widened to {kept['to']}"
         if layer is not None:
             return "low SQNR" if layer.status == "low-sqnr" else "quantized"
         if row.name in self._skipped:
@@ -301,11 +342,25 @@ class ModuleTreeModel(QAbstractItemModel):
             layer = self._results.get(row.name)
             value = None if layer is None else layer.weight_sqnr_db
             return -math.inf if value is None else value
+        if col == COL_SENSITIVITY:
+            sens = self._sensitivity.get(row.name)
+            return math.inf if sens is None or sens.output_sqnr_db is None else sens.output_sqnr_db
         return self._display(row, col).lower()
 
     def _tooltip(self, row: Any, col: int) -> str | None:
+        if col == COL_STATUS and row.name in self._kept:
+            return str(self._kept[row.name]["reason"])
         if col == COL_STATUS and row.name in self._skipped:
             return self._skipped[row.name]
+        if col == COL_PRECISION and row.quantizable:
+            how = "set for this layer (right-click to change)" if row.name in self._overridden else "from Settings"
+            return f"{self._precisions.get(row.name, '')}: {how}"
+        if col == COL_SENSITIVITY and row.name in self._sensitivity:
+            sens = self._sensitivity[row.name]
+            text = f"rank {sens.rank}: output SQNR {format_db(sens.output_sqnr_db)} with only this layer quantized"
+            if sens.metric_drop is not None:
+                text += f"\nmetric drop {sens.metric_drop:.4g}"
+            return text
         if col == COL_PARAMS:
             return f"{row.params:,} parameters"
         if col == COL_BYTES:

@@ -282,3 +282,41 @@ def test_a_tree_of_six_thousand_modules_reads_only_the_visible_rows_and_updates_
     qtbot.waitUntil(lambda: repainted(lambda: (fc1, tm.COL_SQNR, display) in reads.values))
     assert reads.rows <= shown
     assert reads.values[(fc1, tm.COL_SQNR, display)] == "40.0 dB"
+
+
+def test_precision_sensitivity_and_kept_columns(model, qtbot):
+    from mono_quant_core import LayerSensitivity
+
+    model.set_precisions({"head": "int4", "blocks.0.fc1": "int8", "blocks.0.norm": "int8"}, overridden={"head"})
+    assert model.row_of("head", tm.COL_PRECISION).data() == "int4"
+    assert model.row_of("head", tm.COL_PRECISION).data(Qt.ItemDataRole.FontRole).bold()
+    assert model.row_of("blocks.0.fc1", tm.COL_PRECISION).data(Qt.ItemDataRole.FontRole) is None
+    assert "set for this layer" in model.row_of("head", tm.COL_PRECISION).data(Qt.ItemDataRole.ToolTipRole)
+    assert model.row_of("blocks.0.norm", tm.COL_PRECISION).data() == ""  # not quantizable: no precision
+    with qtbot.waitSignal(model.dataChanged):
+        model.set_sensitivity([LayerSensitivity("head", "Linear", "int8", output_sqnr_db=12.34, rank=1)])
+    cell = model.row_of("head", tm.COL_SENSITIVITY)
+    assert cell.data() == "12.3 dB" and cell.data(tm.SORT_ROLE) == 12.34
+    assert cell.data(Qt.ItemDataRole.ToolTipRole).startswith("rank 1: output SQNR 12.3 dB")
+    assert model.row_of("blocks.0.fc1", tm.COL_SENSITIVITY).data() == ""
+    model.set_kept([{"name": "head", "from": "int4", "to": "float", "reason": "rank 1 of 5"}])
+    model.set_kept([{"name": "head", "from": "int4", "to": "int8", "reason": "rank 1 of 5"}])
+    assert model.row_of("head", tm.COL_STATUS).data() == "widened to int8"
+    assert model.row_of("head", tm.COL_STATUS).data(Qt.ItemDataRole.ToolTipRole) == "rank 1 of 5"
+    model.clear_results()
+    assert model.row_of("head", tm.COL_STATUS).data() == ""
+
+
+def test_the_sensitivity_column_shows_once_there_are_values(qtbot):
+    from mono_quant_core import LayerSensitivity
+
+    panel = ModulePanel()
+    qtbot.addWidget(panel)
+    panel.set_rows(module_table(Net()))
+    assert panel.view.isColumnHidden(tm.COL_SENSITIVITY) and panel.view.isColumnHidden(tm.COL_PARAMS)
+    panel.set_sensitivity([LayerSensitivity("head", "Linear", "int8", output_sqnr_db=12.0, rank=1)])
+    assert not panel.view.isColumnHidden(tm.COL_SENSITIVITY)
+    panel.show_column(tm.COL_PARAMS)
+    assert not panel.view.isColumnHidden(tm.COL_PARAMS)
+    panel.set_sensitivity([])
+    assert panel.view.isColumnHidden(tm.COL_SENSITIVITY)
