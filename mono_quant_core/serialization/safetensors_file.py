@@ -94,6 +94,13 @@ def write(f: BinaryIO, header: bytes, ordered: list[torch.Tensor]) -> None:
     if sys.byteorder != "little":
         raise QuantizedFileError("writing .safetensors files needs a little-endian machine")
     f.write(header)
+    write_data(f, ordered)
+
+
+def write_data(f: BinaryIO, ordered: list[torch.Tensor]) -> None:
+    """The data section: each tensor's bytes in file order, at the file's current position."""
+    if sys.byteorder != "little":
+        raise QuantizedFileError("writing .safetensors files needs a little-endian machine")
     for t in ordered:
         if t.numel():
             f.write(_byte_view(t))

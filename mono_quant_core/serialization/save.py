@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -87,6 +89,37 @@ def estimate_file_bytes(result: QuantResult) -> int:
     return safetensors_file.layout(tensors, {METADATA_KEY: dumps(meta)})[2]
 
 
+def _write_safetensors(f: BinaryIO, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """The tensors first, hashed meanwhile on another thread, then the header with their digests.
+
+    Placeholder digests have the real ones' length, so the header's size (and every data
+    offset) is known before any tensor is hashed: the data section is written and synced
+    while the hashes are computed (hashlib and the file writes both release the GIL), and
+    the header is written over its place at the end.  The file is the temporary file of
+    ``atomic_write``: nobody sees it before it is whole.
+    """
+    estimate = dict(meta)
+    add_content_hash(estimate, tensors, hash_data=False)
+    placeholder, ordered, _ = safetensors_file.layout(tensors, {METADATA_KEY: dumps(estimate)})
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mono-quant-hash") as pool:
+        hashing = pool.submit(add_content_hash, meta, tensors)
+        try:
+            f.seek(len(placeholder))
+            safetensors_file.write_data(f, ordered)
+            f.flush()
+            os.fsync(f.fileno())  # the bulk of the data reaches the disk while the hashes are computed
+        finally:
+            hashing.result()  # never leave the thread running (its error, if any, is raised here)
+    header, _, _ = safetensors_file.layout(tensors, {METADATA_KEY: dumps(meta)})
+    if len(header) != len(placeholder):  # cannot happen (digests have one length); stay correct anyway
+        f.seek(0)
+        f.truncate()
+        safetensors_file.write(f, header, ordered)
+        return
+    f.seek(0)
+    f.write(header)
+
+
 def save_quantized(result: QuantResult, path: str | os.PathLike) -> int:
     """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
 
@@ -102,14 +135,12 @@ def save_quantized(result: QuantResult, path: str | os.PathLike) -> int:
         raise ConfigError(f"{path}: the folder {folder} does not exist")
     tensors, aliases = file_tensors(result.model)
     meta = build_metadata(result, aliases)
-    add_content_hash(meta, tensors)
-    text = dumps(meta)
     with atomic_write(path) as f:
         if fmt == "safetensors":
-            header, ordered, _ = safetensors_file.layout(tensors, {METADATA_KEY: text})
-            safetensors_file.write(f, header, ordered)
+            _write_safetensors(f, meta, tensors)
         else:
-            pt_file.write(f, tensors, text)
+            add_content_hash(meta, tensors)
+            pt_file.write(f, tensors, dumps(meta))
     size = os.path.getsize(path)
     result.report.file_bytes = size
     return size

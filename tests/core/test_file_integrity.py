@@ -129,6 +129,38 @@ def test_every_tensor_and_the_metadata_are_hashed(result, tmp_path, ext):
     assert field["metadata"] == expected
 
 
+def test_a_safetensors_save_is_byte_for_byte_what_safetensors_writes(result, tmp_path):
+    """The data section is written first (hashed meanwhile), the header over its place last."""
+    from safetensors.torch import save
+
+    path = saved(result, tmp_path, ".safetensors")
+    meta = read_metadata(path)
+    from mono_quant_core.serialization.file_tensors import file_tensors
+
+    tensors, _ = file_tensors(result.model)
+    expected = save(
+        {k: v.contiguous() for k, v in tensors.items()},
+        metadata={"mono_quant": json.dumps(meta, separators=(",", ":"))},
+    )
+    assert path.read_bytes() == expected
+
+
+def test_a_failed_hash_leaves_no_file_and_no_thread(result, tmp_path, monkeypatch):
+    from mono_quant_core.serialization import save as save_module
+
+    def broken(meta, tensors, hash_data=True):
+        if hash_data:
+            raise OSError(28, "No space left on device")
+        return real(meta, tensors, hash_data)
+
+    real = save_module.add_content_hash
+    monkeypatch.setattr(save_module, "add_content_hash", broken)
+    target = tmp_path / "out.safetensors"
+    with pytest.raises(QuantizedFileError, match=r"out\.safetensors"):
+        save_quantized(result, target)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("ext", FORMATS)
 def test_a_changed_tensor_byte_is_found_and_named(result, inputs, tmp_path, ext):
     path = saved(result, tmp_path, ext)
