@@ -102,14 +102,16 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _config_line(config: dict[str, Any]) -> str:
+    overrides = len(config.get("layer_overrides") or {})
+    more = [f"{overrides} layer override{'' if overrides == 1 else 's'}"] if overrides else []
     if config.get("dtype") in ("fp16", "bf16"):
-        return f"{config['dtype']} cast"
+        return ", ".join([f"{config['dtype']} cast", *more])
     parts = [config.get("dtype"), config.get("mode"), config.get("scheme"), config.get("granularity")]
     if config.get("granularity") == "per-group":
         parts.append(f"group size {config.get('group_size')}")
     if config.get("mode") == "static":
         parts.append(f"observer {config.get('observer')}")
-    return ", ".join(str(p) for p in parts if p)
+    return ", ".join(str(p) for p in [*parts, *more] if p)
 
 
 def _source_line(source: dict[str, Any]) -> str:

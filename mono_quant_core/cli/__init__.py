@@ -1,1 +1,1 @@
-"""The ``mono-quant`` command line: ``quantize``, ``run`` and ``inspect`` (DESIGN.md §5)."""
+"""The ``mono-quant`` command line: ``quantize``, ``sensitivity``, ``run`` and ``inspect`` (DESIGN.md §5)."""

@@ -6,13 +6,12 @@ import argparse
 import os
 import sys
 
-from .. import config as cfg
-from ..config import QuantConfig
 from ..errors import ConfigError
 from ..jobs import Job, run_job
-from ..jobs.schema import config_section
-from .arguments import add_debug, canonical, natural_int, positive_int
+from ..jobs.schema import config_key, config_section
+from .arguments import add_debug
 from .progress_line import ProgressPrinter
+from .quant_flags import CONFIG_FLAGS, config_from_args, input_flags, quantization_flags, validation_flags
 from .results import print_warnings, quantize_summary
 
 EXAMPLES = """\
@@ -22,28 +21,14 @@ examples:
       --mode static --observer histogram --exclude 'head.*' --out model.int8.pt
   mono-quant quantize --script model.py --dtype int4 --mode weight-only --granularity per-group \\
       --group-size 64 --min-output-sqnr 25 --report report.json --out model.int4.safetensors
+  mono-quant quantize --script model.py --checkpoint ckpt.pt --calib calib/ --metric evaluate \\
+      --target-sqnr 35 --target-metric-drop 0.01 --override 'head.*:dtype=int8' --out model.int8.safetensors
   mono-quant quantize --script model.py --checkpoint ckpt.pt --out out.safetensors \\
       --save-job job.toml --no-run          # only write the job; run it later with: mono-quant run job.toml
 
 exit status: 0 success, 1 validation failed, 2 bad usage or input
 """
 
-#: QuantConfig fields set by flags, and the flag of each (the others keep their defaults).
-CONFIG_FLAGS = {
-    "dtype": "--dtype",
-    "mode": "--mode",
-    "scheme": "--scheme",
-    "granularity": "--granularity",
-    "group_size": "--group-size",
-    "observer": "--observer",
-    "include_types": "--include-type",
-    "exclude_types": "--exclude-type",
-    "include": "--include",
-    "exclude": "--exclude",
-    "layers": "--layers",
-    "on_failure": "--on-failure",
-    "min_output_sqnr_db": "--min-output-sqnr",
-}
 #: Job-file (section, key) -> the flag that sets it.
 JOB_FLAGS = {
     ("model", "script"): "--script",
@@ -57,7 +42,8 @@ JOB_FLAGS = {
     ("calibration", "skip_unusable"): "--skip-unusable",
     ("output", "path"): "--out",
     ("output", "report"): "--report",
-    **{(config_section(name), name): flag for name, flag in CONFIG_FLAGS.items()},
+    ("validation", "metric"): "--metric",
+    **{(config_section(name), config_key(name)): flag for name, flag in CONFIG_FLAGS.items()},
 }
 
 
@@ -70,60 +56,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Quantize the model a script defines and save it as .safetensors or .pt.",
     )
     p.set_defaults(command=run)
-    _input_flags(p)
-    _quantization_flags(p)
+    input_flags(p)
+    quantization_flags(p)
+    validation_flags(p)
     _output_flags(p)
     add_debug(p)
-
-
-def _input_flags(p: argparse.ArgumentParser) -> None:
-    model = p.add_argument_group("model")
-    model.add_argument("--script", required=True, metavar="FILE.py", help="the script defining the model")
-    model.add_argument("--entry", metavar="NAME", help="factory function, class or instance in the script")
-    model.add_argument("--entry-kwargs", metavar="JSON", help="keyword arguments for the entry, e.g. '{\"width\": 8}'")
-    model.add_argument("--checkpoint", metavar="FILE", help=".pt/.pth/.bin/.ckpt/.safetensors weights")
-    model.add_argument(
-        "--non-strict", action="store_true", help="load a checkpoint with missing or unexpected keys (they are listed)"
-    )
-    calib = p.add_argument_group("calibration")
-    calib.add_argument("--calib", metavar="DIR", help="folder of calibration tensors (required by --mode static)")
-    calib.add_argument("--samples", type=positive_int, metavar="N", help="use N calibration files")
-    calib.add_argument("--seed", type=natural_int, metavar="N", help="pick the N files at random with this seed")
-    calib.add_argument(
-        "--skip-unusable",
-        action="store_true",
-        help="leave out calibration files that cannot be used (the report lists them) instead of failing",
-    )
-
-
-def _quantization_flags(p: argparse.ArgumentParser) -> None:
-    quant = p.add_argument_group("quantization")
-    for flag, choices, default in (
-        ("--dtype", cfg.DTYPES, "int8"),
-        ("--mode", cfg.MODES, "dynamic"),
-        ("--scheme", cfg.SCHEMES, "symmetric"),
-        ("--granularity", cfg.GRANULARITIES, "per-channel"),
-    ):
-        quant.add_argument(flag, type=canonical, choices=choices, help=f"default {default}")
-    quant.add_argument("--group-size", type=positive_int, metavar="N", help="per-group size (default 128)")
-    quant.add_argument("--observer", type=canonical, choices=cfg.OBSERVERS, help="default minmax")
-    for flag, dest, what in (
-        ("--include-type", "include_types", "TYPE"),
-        ("--exclude-type", "exclude_types", "TYPE"),
-        ("--include", "include", "GLOB"),
-        ("--exclude", "exclude", "GLOB"),
-        ("--layers", "layers", "NAME"),
-    ):
-        quant.add_argument(flag, dest=dest, nargs="+", action="extend", metavar=what)
-    check = p.add_argument_group("validation")
-    check.add_argument("--on-failure", type=canonical, choices=cfg.ON_FAILURE, help="default error")
-    check.add_argument(
-        "--min-output-sqnr",
-        dest="min_output_sqnr_db",
-        type=float,
-        metavar="DB",
-        help="fail (see --on-failure) when the output SQNR is lower",
-    )
 
 
 def _output_flags(p: argparse.ArgumentParser) -> None:
@@ -158,18 +95,15 @@ def job_from_args(args: argparse.Namespace) -> Job:
     """The Job the flags describe; errors name the flag."""
     from ..loading.entries import parse_entry_kwargs  # imports torch: not at --help time
 
-    settings = {name: getattr(args, name) for name in CONFIG_FLAGS if getattr(args, name) is not None}
-    try:
-        config = QuantConfig(**settings)
-    except ConfigError as exc:
-        if exc.key is None or exc.problem is None:
-            raise
-        flag = CONFIG_FLAGS.get(exc.key, exc.key)
-        raise ConfigError(f"{flag}: {exc.problem}", key=flag, problem=exc.problem) from None
+    config = config_from_args(args)
     if config.needs_calibration and not args.calib:
         raise ConfigError(
             "--mode static needs --calib DIR, a folder of calibration tensors to measure activation ranges on"
         )
+    for name in ("target_output_sqnr_db", "target_metric_drop"):
+        if getattr(config, name) is not None and not args.calib:
+            flag = CONFIG_FLAGS[name]
+            raise ConfigError(f"{flag}: needs --calib DIR, samples to measure the model's output on", key=flag)
     try:
         return Job(
             script=os.path.abspath(args.script),
@@ -184,6 +118,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
             seed=args.seed,
             skip_unusable=args.skip_unusable,
             report_path=_absolute(args.report),
+            metric=args.metric,
         )
     except ConfigError as exc:
         job_flag = JOB_FLAGS.get((exc.section or "", exc.key or ""))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import Cancelled, MonoQuantError, ValidationFailed
-from . import cmd_inspect, cmd_quantize, cmd_run
+from . import cmd_inspect, cmd_quantize, cmd_run, cmd_sensitivity
 from .arguments import ArgumentParser, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -20,6 +20,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 EXAMPLES = """\
 examples:
   mono-quant quantize --script model.py --checkpoint ckpt.pt --out model.int8.safetensors
+  mono-quant sensitivity --script model.py --checkpoint ckpt.pt --calib calib/ --report sens.json
   mono-quant run job.toml other.toml
   mono-quant inspect model.int8.safetensors
 
@@ -29,13 +30,13 @@ exit status: 0 success, 1 a job or validation failed, 2 bad usage or input
 
 
 def build_parser() -> ArgumentParser:
-    """The ``mono-quant`` parser with its three commands."""
+    """The ``mono-quant`` parser with its commands."""
     parser = ArgumentParser(
         prog="mono-quant", epilog=EXAMPLES, description="Post-training quantization of PyTorch models."
     )
     parser.add_argument("--version", action="version", version=f"mono-quant {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (cmd_quantize, cmd_run, cmd_inspect):
+    for command in (cmd_quantize, cmd_sensitivity, cmd_run, cmd_inspect):
         command.add_parser(commands)
     return parser
 

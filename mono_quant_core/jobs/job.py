@@ -14,7 +14,15 @@ from typing import Any
 
 from ..config import QuantConfig
 from ..errors import ConfigError
-from .schema import CONFIG_SECTIONS, JOB_FIELDS, OUTPUT_SUFFIXES, SECTIONS, config_error_in_job, job_error
+from .schema import (
+    JOB_FIELDS,
+    OUTPUT_SUFFIXES,
+    SECTIONS,
+    config_error_in_job,
+    config_field,
+    is_config_key,
+    job_error,
+)
 from .text_files import write_text_atomic
 from .toml_writer import toml_key, toml_value
 
@@ -38,9 +46,12 @@ class Job:
     #: Leave out calibration files that cannot be used (the report lists them) instead of failing.
     skip_unusable: bool = False
     report_path: str | None = None
+    #: The model script's task metric function (``[validation] metric``), run on the float and
+    #: the quantized model; None: none, unless ``target_metric_drop`` needs one (then ``evaluate``).
+    metric: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("script", "output", "entry", "checkpoint", "calibration_folder", "report_path"):
+        for name in ("script", "output", "entry", "checkpoint", "calibration_folder", "report_path", "metric"):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
@@ -91,6 +102,8 @@ class Job:
             raise job_error("calibration", "samples", f"{self.samples} must be an integer >= 1")
         if self.seed is not None and self.seed < 0:
             raise job_error("calibration", "seed", f"{self.seed} must be an integer >= 0")
+        if self.metric is not None and not self.metric.isidentifier():
+            raise job_error("validation", "metric", f"{self.metric!r} is not the name of a function in the script")
         if self.report_path is not None and _same_path(self.report_path, self.output):
             raise job_error("output", "report", "is the output file itself; choose another file")
 
@@ -103,19 +116,22 @@ class Job:
         lines: list[str] = []
         for section, keys in SECTIONS.items():
             lines.append(f"[{section}]")
+            tables: list[str] = []
             for key, kind in keys.items():
-                if section in CONFIG_SECTIONS:
-                    value = config[key]
+                if is_config_key(section, key):
+                    value = config[config_field(key)]
                     if kind == "float" and value is not None:
                         value = float(value)
                 else:
                     value = getattr(self, JOB_FIELDS[section, key])
                     if kind == "path" and value is not None:
                         value = _written_path(value, base)
-                if value is None:
-                    continue  # TOML has no null: an absent key means "not set"
-                lines.append(f"{toml_key(key)} = {toml_value(value, f'[{section}] {key}')}")
+                if kind == "overrides":
+                    tables += _overrides_table(section, key, value)
+                elif value is not None:  # TOML has no null: an absent key means "not set"
+                    lines.append(f"{toml_key(key)} = {toml_value(value, f'[{section}] {key}')}")
             lines.append("")
+            lines += tables
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> None:
@@ -156,6 +172,16 @@ def _check_kind(section: str, key: str, value: Any) -> None:
         raise job_error(section, key, f"must be true or false, got {value!r}")
     if kind == "table" and (not isinstance(value, dict) or not all(isinstance(k, str) for k in value)):
         raise job_error(section, key, f"must be a table of keyword arguments, got {value!r}")
+
+
+def _overrides_table(section: str, key: str, overrides: dict[str, dict[str, Any]]) -> list[str]:
+    """``[quantization.overrides]`` with one ``"pattern" = { field = value }`` line each; none when empty."""
+    if not overrides:
+        return []
+    where = f"[{section}.{key}]"
+    lines = [f"[{section}.{key}]"]
+    lines += [f"{toml_key(p, where)} = {toml_value(f, f'{where} {p}')}" for p, f in overrides.items()]
+    return [*lines, ""]
 
 
 def _written_path(path: str, base: str | None) -> str:

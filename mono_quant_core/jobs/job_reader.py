@@ -11,7 +11,16 @@ from .. import config as config_module
 from ..config import QuantConfig
 from ..errors import ConfigError
 from .job import Job
-from .schema import CONFIG_SECTIONS, JOB_FIELDS, SECTIONS, config_error_in_job, job_error
+from .schema import (
+    JOB_FIELDS,
+    SECTIONS,
+    config_error_in_job,
+    config_field,
+    failing_override,
+    is_config_key,
+    job_error,
+)
+from .toml_writer import toml_key
 
 _CHOICES = {
     "dtype": config_module.DTYPES,
@@ -21,6 +30,7 @@ _CHOICES = {
     "observer": config_module.OBSERVERS,
     "histogram_method": config_module.HISTOGRAM_METHODS,
     "on_failure": config_module.ON_FAILURE,
+    "fallback": config_module.FALLBACKS,
 }
 _EXPECTED = {
     "path": "a string (a file or folder path)",
@@ -30,6 +40,7 @@ _EXPECTED = {
     "boolean": "true or false",
     "names": "a list of strings",
     "table": "an inline table of keyword arguments",
+    "overrides": 'a table of "pattern" = { field = value }',
 }
 
 
@@ -79,10 +90,13 @@ def _build(data: dict[str, Any], base: str) -> Job:
             spelled[key] = raw_key
             values[section, key] = _checked(section, key, value, base)
 
-    settings = {key: v for (section, key), v in values.items() if section in CONFIG_SECTIONS}
+    settings = {config_field(key): v for (section, key), v in values.items() if is_config_key(section, key)}
     try:
         config = QuantConfig(**settings)
     except ConfigError as exc:
+        culprit = failing_override(settings, settings.get("layer_overrides") or {})
+        if culprit is not None and culprit[1].problem is not None:
+            raise job_error("quantization.overrides", toml_key(culprit[0]), culprit[1].problem) from None
         raise config_error_in_job(exc) from None
     fields = {name: values[sk] for sk, name in JOB_FIELDS.items() if sk in values}
     fields.setdefault("script", "")
@@ -103,6 +117,7 @@ def _checked(section: str, key: str, value: Any, base: str) -> Any:
         "boolean": isinstance(value, bool),
         "names": isinstance(value, list) and all(isinstance(v, str) for v in value),
         "table": isinstance(value, dict),
+        "overrides": isinstance(value, dict),
     }[kind]
     if not ok:
         expected = _EXPECTED.get(kind) or f"one of {', '.join(_CHOICES[key])}"
@@ -115,7 +130,30 @@ def _checked(section: str, key: str, value: Any, base: str) -> Any:
         return float(value)
     if kind == "table":
         _refuse_dates(value, f"{key}")
+    if kind == "overrides":
+        return {pattern: _override(section, key, pattern, fields) for pattern, fields in value.items()}
     return value
+
+
+def _override(section: str, key: str, pattern: str, fields: Any) -> dict[str, Any]:
+    """One ``"pattern" = { field = value }`` of ``[quantization.overrides]``: dashed fields and choice
+    spellings made canonical; the values themselves QuantConfig checks."""
+    where, spot = f"{section}.{key}", toml_key(pattern)
+    allowed = ", ".join(config_module.OVERRIDE_FIELDS)
+    if not isinstance(fields, dict) or not fields:
+        raise job_error(where, spot, f'must be an inline table of {allowed}, e.g. {{ dtype = "int8" }}')
+    out: dict[str, Any] = {}
+    for raw, value in fields.items():
+        name = raw.replace("-", "_")
+        if name not in config_module.OVERRIDE_FIELDS:
+            raise job_error(where, spot, f"{raw!r} cannot be set per layer; use {allowed}")
+        integer = name == "group_size"
+        if integer and (isinstance(value, bool) or not isinstance(value, int)):
+            raise job_error(where, spot, f"group_size must be an integer, got {_toml_type(value)} {value!r}")
+        if not integer and not isinstance(value, str):
+            raise job_error(where, spot, f"{name} must be a string, got {_toml_type(value)} {value!r}")
+        out[name] = value if integer else config_module.canonical_choice(value)
+    return out
 
 
 def _refuse_dates(value: Any, where: str) -> None:

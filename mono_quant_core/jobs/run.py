@@ -10,14 +10,15 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import CalibrationError, CheckpointError, ConfigError, ScriptError, ValidationFailed
+from ..errors import CalibrationError, CheckpointError, ConfigError, MetricError, ScriptError, ValidationFailed
 from ..progress import CancelLike, ProgressFn, check_cancel
 from .job import Job
 from .text_files import write_text_atomic
 
 if TYPE_CHECKING:
+    from ..metrics import Metric
     from ..report import LayerReport, QuantReport
 
 
@@ -65,8 +66,11 @@ def run_job(
         calibration = load_calibration(
             job.calibration_folder, samples=job.samples, seed=job.seed, skip_unusable=job.skip_unusable, model=model
         )
+    metric = resolve_metric(job.script, job.metric, needed=job.config.target_metric_drop is not None)
     try:
-        result = quantize(model, job.config, calibration, progress=tracker, cancel=cancel, on_layer=on_layer)
+        result = quantize(
+            model, job.config, calibration, progress=tracker, cancel=cancel, on_layer=on_layer, metric=cast(Any, metric)
+        )
     except ValidationFailed as exc:
         if job.report_path is not None and exc.report is not None:
             write_text_atomic(job.report_path, exc.report.to_json())
@@ -100,14 +104,36 @@ class _Tracker:
             self._progress(done, total, message)
 
 
+def resolve_metric(script: str, name: str | None, needed: bool) -> Metric | None:
+    """The script's metric ``name``; without a name, ``evaluate`` when a target metric drop needs
+    one (a MetricError saying so when the script has none), else None."""
+    from ..metrics import load_metric
+
+    if name is not None:
+        return load_metric(script, name)
+    if not needed:
+        return None
+    try:
+        return load_metric(script)
+    except MetricError as exc:
+        raise MetricError(
+            f"a target metric drop needs a task metric and none is named: {exc}", exc.script, exc.function
+        ) from None
+
+
+def check_sources(script: str, checkpoint: str | None, calibration_folder: str | None) -> None:
+    """A missing script, checkpoint or calibration folder fails before torch loads, with the error of its kind."""
+    if not os.path.isfile(script):
+        raise ScriptError(f"{script}: no such model script")
+    if checkpoint is not None and not os.path.exists(checkpoint):
+        raise CheckpointError(f"{checkpoint}: no such checkpoint")
+    if calibration_folder is not None and not os.path.isdir(calibration_folder):
+        raise CalibrationError(f"{calibration_folder}: no such calibration folder")
+
+
 def _check_inputs(job: Job) -> None:
     """Missing inputs fail before torch does any work, each with the error of its kind."""
-    if not os.path.isfile(job.script):
-        raise ScriptError(f"{job.script}: no such model script")
-    if job.checkpoint is not None and not os.path.exists(job.checkpoint):
-        raise CheckpointError(f"{job.checkpoint}: no such checkpoint")
-    if job.calibration_folder is not None and not os.path.isdir(job.calibration_folder):
-        raise CalibrationError(f"{job.calibration_folder}: no such calibration folder")
+    check_sources(job.script, job.checkpoint, job.calibration_folder)
     for path in (job.output, job.report_path):
         if path is None:
             continue

@@ -174,7 +174,7 @@ def test_console_script_points_at_main():
     assert entry.load() is main
 
 
-@pytest.mark.parametrize("command", [[], ["quantize"], ["run"], ["inspect"]])
+@pytest.mark.parametrize("command", [[], ["quantize"], ["sensitivity"], ["run"], ["inspect"]])
 def test_help_shows_examples(command, capsys):
     assert main([*command, "--help"]) == 0
     out = capsys.readouterr().out

@@ -119,3 +119,15 @@ def test_inspect_verify_checks_the_content_hash(saved, tmp_path, capsys, ext):
     assert captured.out == ""
     assert captured.err.startswith(f"mono-quant: error: {damaged}: corrupt: the bytes of tensor ")
     assert "differ from their SHA-256 recorded when the file was written" in captured.err
+
+
+def test_inspect_counts_layer_overrides_and_shows_each_layers_dtype(tmp_path):
+    model, data = make("cnn")
+    config = QuantConfig(layer_overrides={"head": {"dtype": "fp16"}, "features.3": {"dtype": "float"}})
+    save_quantized(quantize(model, config, calibration=data), tmp_path / "mixed.safetensors")
+    info = inspect_file(tmp_path / "mixed.safetensors")
+    text = format_inspect(info)
+    assert "config        int8, dynamic, symmetric, per-channel, 2 layer overrides" in text
+    assert {r["name"]: r["dtype"] for r in info["layers"]} == {"features.0": "int8", "head": "fp16"}
+    head = next(line for line in text.splitlines() if line.strip().startswith("head"))
+    assert head.split()[:3] == ["head", "Linear", "fp16"]

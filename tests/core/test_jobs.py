@@ -16,6 +16,7 @@ import pytest
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.errors import CalibrationError, Cancelled, ConfigError, ScriptError, ValidationFailed
 from mono_quant_core.jobs import SECTIONS, Job, load_job, parse_job, run_job
+from mono_quant_core.jobs.schema import CONFIG_SECTIONS, config_field, is_config_key
 from mono_quant_core.jobs.toml_writer import toml_string, toml_value
 from mono_quant_core.progress import CancelToken
 
@@ -108,6 +109,14 @@ def full_job(folder: str, outside: str) -> Job:
         histogram_bins=512,
         histogram_method="entropy",
         warn_layer_sqnr_db=18.25,
+        layer_overrides={
+            "head.*": {"dtype": "int4", "mode": "weight-only", "granularity": "per-group", "group_size": 32},
+            "re:enc\\.[0-9]+": {"dtype": "float"},
+            "enc.0": {"dtype": "fp16"},
+        },
+        target_output_sqnr_db=35.0,
+        target_metric_drop=0.01,
+        fallback="bf16",
     )
     return Job(
         script=os.path.join(folder, "models", "net.py"),
@@ -128,12 +137,15 @@ def full_job(folder: str, outside: str) -> Job:
         seed=3,
         skip_unusable=True,
         report_path=os.path.join(outside, "report.json"),
+        metric="top1",
     )
 
 
 def test_every_config_field_has_a_job_key():
     """The job file writes every QuantConfig field the GUI can set."""
-    keys = set(SECTIONS["quantization"]) | set(SECTIONS["validation"])
+    keys = {
+        config_field(key) for section in CONFIG_SECTIONS for key in SECTIONS[section] if is_config_key(section, key)
+    }
     assert keys == {f.name for f in dataclasses.fields(QuantConfig)}
 
 
@@ -150,6 +162,10 @@ def test_round_trip_through_tomllib(tmp_path):
     assert data["model"]["checkpoint"] == os.path.join(outside, "ckpt.safetensors")
     assert data["model"]["entry_kwargs"] == job.entry_kwargs
     assert data["quantization"]["exclude"] == ["head.*", 'we"ird\\name']
+    assert data["quantization"]["overrides"] == job.config.layer_overrides
+    assert data["validation"]["metric"] == "top1" and data["validation"]["target_metric_drop"] == 0.01
+    text = Path(path).read_text(encoding="utf-8")
+    assert '[quantization.overrides]\n"head.*" = { dtype = "int4", mode = "weight-only",' in text
     loaded = load_job(path)
     assert loaded == job
     assert Job.from_toml(job.to_toml(), folder) == job  # without relative_to: absolute paths
@@ -286,6 +302,47 @@ MINIMAL = '[model]\nscript = "m.py"\n[output]\npath = "o.safetensors"\n'
         (MINIMAL.replace("o.safetensors", "o.onnx"), r"\[output\] path: .*must end in .safetensors, .pt, .pth"),
         (MINIMAL + "[model]\n", r"not valid TOML"),
         (MINIMAL.replace('"m.py"', '""'), r"\[model\] script: is empty"),
+        (
+            MINIMAL + '[quantization.overrides]\n"head.*" = { dtype = "int3" }\n',
+            r'\[quantization.overrides\] "head.\*": dtype \'int3\' is not allowed; choose one of int8, .*, float',
+        ),
+        (
+            MINIMAL + '[quantization.overrides]\n"head.*" = { bits = 4 }\n',
+            r'\[quantization.overrides\] "head.\*": \'bits\' cannot be set per layer; use dtype, mode',
+        ),
+        (
+            MINIMAL + '[quantization.overrides]\n"head.*" = "int8"\n',
+            r'\[quantization.overrides\] "head.\*": must be an inline table of dtype, mode',
+        ),
+        (
+            MINIMAL + '[quantization.overrides]\nfc = { group_size = "8" }\n',
+            r"\[quantization.overrides\] fc: group_size must be an integer, got string '8'",
+        ),
+        (
+            MINIMAL + '[quantization.overrides]\n"re:(" = { dtype = "fp16" }\n',
+            r'\[quantization.overrides\] "re:\(": pattern .* not a valid regular expression',
+        ),
+        (
+            MINIMAL + "[quantization]\noverrides = 3\n",
+            r"\[quantization\] overrides: must be a table of \"pattern\" = \{ field = value \}, got integer 3",
+        ),
+        (
+            MINIMAL + "[quantization]\nfallback = 'int4'\n",
+            r"\[quantization\] fallback: 'int4' is not allowed; choose one of float, int8, fp16, bf16",
+        ),
+        (
+            MINIMAL + "[quantization]\nfallback = 'int8'\n",
+            r"\[quantization\] fallback: int8 is not wider than dtype int8",
+        ),
+        (
+            MINIMAL + "[validation]\ntarget_output_sqnr_db = 'high'\n",
+            r"\[validation\] target_output_sqnr_db: must be a number, got string 'high'",
+        ),
+        (MINIMAL + "[validation]\nmetric = 1\n", r"\[validation\] metric: must be a string, got integer 1"),
+        (
+            MINIMAL + "[validation]\nmetric = 'top 1'\n",
+            r"\[validation\] metric: 'top 1' is not the name of a function in the script",
+        ),
         (
             MINIMAL + "[model.entry_kwargs]\nwhen = 2024-01-01\n",
             r"\[model\] entry_kwargs.when: dates and times are not supported here",
