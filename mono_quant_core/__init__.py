@@ -11,6 +11,9 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": re-exported)
+    from .compare import LayerDelta as LayerDelta
+    from .compare import ReportComparison as ReportComparison
+    from .compare import compare_reports as compare_reports
     from .config import QuantConfig as QuantConfig
     from .errors import AmbiguousEntryError as AmbiguousEntryError
     from .errors import CalibrationError as CalibrationError
@@ -24,6 +27,10 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .errors import QuantizedFileError as QuantizedFileError
     from .errors import ScriptError as ScriptError
     from .errors import ValidationFailed as ValidationFailed
+    from .histograms import Histogram as Histogram
+    from .histograms import LayerHistograms as LayerHistograms
+    from .histograms import layer_histograms as layer_histograms
+    from .layer_csv import report_csv as report_csv
     from .loading import list_entries as list_entries
     from .loading import load_calibration as load_calibration
     from .loading import load_model as load_model
@@ -52,6 +59,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "QuantConfig": "config",
+    "compare_reports": "compare",
+    "ReportComparison": "compare",
+    "LayerDelta": "compare",
     "Cancelled": "errors",
     "MonoQuantError": "errors",
     "ConfigError": "errors",
@@ -68,6 +78,10 @@ _EXPORTS = {
     "QuantReport": "report",
     "LayerReport": "report",
     "SkippedLayer": "report",
+    "report_csv": "layer_csv",
+    "layer_histograms": "histograms",
+    "LayerHistograms": "histograms",
+    "Histogram": "histograms",
     "quantize": "quantizer",
     "QuantResult": "quantizer",
     "select_layers": "selection",
