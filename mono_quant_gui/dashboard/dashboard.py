@@ -26,6 +26,14 @@ from PySide6.QtWidgets import (
 )
 
 from mono_quant_core.report import format_db
+from mono_quant_gui.dashboard.metric_card import (
+    NO_METRIC,
+    NO_METRIC_TIP,
+    NO_METRIC_VALUE,
+    metric_figures,
+    metric_tooltip,
+    sqnr_target,
+)
 from mono_quant_gui.dashboard.size_plot import SizePlot
 from mono_quant_gui.dashboard.sqnr_plot import SqnrPlot
 from mono_quant_gui.window import colors
@@ -129,7 +137,7 @@ class Card(QFrame):
     """A titled figure: a small caption, a large value and a two-line detail, in a size fixed by the fonts."""
 
     TITLE_STYLE = "color: palette(placeholder-text); font-size: 8pt; letter-spacing: 1px;"
-    VALUE_STYLE = "font-size: 17pt; font-weight: 600;"
+    VALUE_STYLE = "font-size: 14pt; font-weight: 600;"
     DETAIL_STYLE = "color: palette(placeholder-text);"
     #: The widest values a card shows in practice (sizes, layer and sample counts): a card is never narrower.
     WIDEST_VALUES = ("888.8 MiB", "888 / 888")
@@ -143,7 +151,7 @@ class Card(QFrame):
         self.value = CardText("—", self.VALUE_STYLE)
         self.detail = CardText("", self.DETAIL_STYLE, lines=self.DETAIL_LINES, wrap=True)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(10, 6, 10, 6)
+        layout.setContentsMargins(4, 6, 4, 6)  # narrow: five cards share rows of three at 1280×800
         layout.setSpacing(1)
         for w in (self.title, self.value, self.detail):
             layout.addWidget(w)
@@ -253,6 +261,7 @@ class Dashboard(QStackedWidget):
         self.size_card = Card("Size")
         self.layers_card = Card("Layers")
         self.calib_card = Card("Calibration")
+        self.metric_card = Card("Metric")
         self.calib_bar = QProgressBar(objectName="calibration_progress", textVisible=False, maximumHeight=6)
         self.calib_card.add_extra(self.calib_bar)
         cards = CardGrid()
@@ -286,7 +295,7 @@ class Dashboard(QStackedWidget):
         self._done = 0
 
     def cards(self) -> tuple[Card, ...]:
-        return (self.output_card, self.size_card, self.layers_card, self.calib_card)
+        return (self.output_card, self.metric_card, self.size_card, self.layers_card, self.calib_card)
 
     @staticmethod
     def _titled(title: str, body: QWidget, note: str) -> QWidget:
@@ -316,14 +325,23 @@ class Dashboard(QStackedWidget):
         self.size_card.set("—", "no run yet")
         self.layers_card.set("—", "no run yet")
         self.output_card.set("—", "no run yet")
+        self.metric_card.set("—", "no run yet")
 
-    def begin_run(self, names: list[str], original_bytes: int, static: bool, warn_db: float | None) -> None:
-        """Reset for a run over the layers ``names`` of a model of ``original_bytes``."""
+    def begin_run(
+        self, names: list[str], original_bytes: int, static: bool, warn_db: float | None, metric: str | None = None
+    ) -> None:
+        """Reset for a run over the layers ``names`` of a model of ``original_bytes``; ``metric``: the
+        task metric's name when the run measures one."""
         self.setCurrentWidget(self.page)
         self._original, self._saved, self._n_layers, self._done = original_bytes, 0, len(names), 0
         self.sqnr_plot.reset(names, warn_db)
         self.size_plot.set_sizes(original_bytes, None)
         self.output_card.set("…", "measured after the last layer")
+        if metric is not None:
+            self.metric_card.set("…", "measured after validation")
+        else:
+            self.metric_card.set(NO_METRIC_VALUE, NO_METRIC)
+        self.metric_card.setToolTip(f"{metric}(model) of the model script" if metric else NO_METRIC_TIP)
         self.size_card.set(format_bytes(original_bytes), "float model")
         self.layers_card.set(f"0 / {len(names)}", "quantizing")
         self.calib_bar.setRange(0, 1)
@@ -365,7 +383,13 @@ class Dashboard(QStackedWidget):
             f"{len(report.layers)}",
             f"quantized · {len(report.skipped)} kept in float" + (f" · {low} low SQNR" if low else ""),
         )
-        self.output_card.set(format_db(report.output_sqnr_db), *output_verdict(report))
+        detail, color = output_verdict(report)
+        target = sqnr_target(report)
+        if target is not None and report.passed:
+            detail, color = f"{target[0]} · {detail}", target[1]
+        self.output_card.set(format_db(report.output_sqnr_db), detail, color)
+        self.metric_card.set(*metric_figures(report))
+        self.metric_card.setToolTip(metric_tooltip(report))
         if report.calibration_samples:
             self.calib_bar.setRange(0, report.calibration_samples)
             self.calib_bar.setValue(report.calibration_samples)
@@ -382,5 +406,7 @@ class Dashboard(QStackedWidget):
         """A run ended without a result (cancelled or failed)."""
         self.layers_card.set(f"{self._done} / {self._n_layers}", why)
         self.output_card.set("—", why)
+        if self.metric_card.value.text() == "…":
+            self.metric_card.set("—", why)
         if self.calib_bar.isVisible() and self.calib_bar.value() < self.calib_bar.maximum():
             self.calib_card.set(self.calib_card.value.text(), why)

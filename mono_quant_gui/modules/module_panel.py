@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from mono_quant_core.errors import ConfigError
+from mono_quant_gui.modules import precision
 from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.window import colors
 from mono_quant_gui.window.empty_state import EmptyState
@@ -99,9 +100,13 @@ class SelectionBar(QWidget):
 
 
 class ModulePanel(QStackedWidget):
-    """The module hierarchy with checkboxes; ``checks_changed`` when the ticked set changes."""
+    """The module hierarchy with checkboxes; ``checks_changed`` when the ticked set changes;
+    ``precision_chosen(names, precision)`` from the layers' context menu (None: From Settings)."""
 
     checks_changed = Signal()
+    precision_chosen = Signal(list, object)
+    #: The current row changed: its module's name ("" when no row is current).
+    layer_selected = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -121,7 +126,10 @@ class ModulePanel(QStackedWidget):
         self.view.setAlternatingRowColors(True)
         self.view.setSortingEnabled(True)
         self.view.sortByColumn(-1, Qt.SortOrder.AscendingOrder)
-        self.view.setSelectionMode(QTreeView.SelectionMode.SingleSelection)
+        # Several layers take one precision at once; a click still selects one (select_layer, selected_name).
+        self.view.setSelectionMode(QTreeView.SelectionMode.ExtendedSelection)
+        self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.view.customContextMenuRequested.connect(self._layer_context_menu)
         header = self.view.header()
         header.setStretchLastSection(False)
         header.setMinimumSectionSize(40)
@@ -161,6 +169,9 @@ class ModulePanel(QStackedWidget):
         self.view.collapsed.connect(lambda _index: self._schedule_fit())
         self.view.verticalScrollBar().valueChanged.connect(lambda _value: self._schedule_fit(grow_only=True))
         self.view.viewport().installEventFilter(self)
+        self.view.selectionModel().currentChanged.connect(
+            lambda current, _previous: self.layer_selected.emit(current.data(tm.NAME_ROLE) or "")
+        )
 
     def _column_menu(self, pos) -> None:
         """Show or hide the columns after Module (the header's context menu)."""
@@ -257,6 +268,52 @@ class ModulePanel(QStackedWidget):
         )
         self.view.scrollTo(index, QTreeView.ScrollHint.PositionAtCenter)
         return True
+
+    def set_precisions(self, config) -> None:
+        """Fill the Precision column from ``config`` (a QuantConfig): each layer's dtype or float, bold when
+        ``layer_overrides`` sets it."""
+        precisions, overridden = precision.layer_precisions(config, self.model.quantizable_names())
+        self.model.set_precisions(precisions, overridden)
+
+    def reveal(self, names: list[str]) -> None:
+        """Expand the tree down to each of ``names`` (the layers an automatic run kept, say)."""
+        for name in names:
+            index = self.proxy.mapFromSource(self.model.row_of(name)).parent()
+            while index.isValid():
+                self.view.expand(index)
+                index = index.parent()
+
+    def selected_layers(self) -> list[str]:
+        """The quantizable layers among the selected rows (a selected container gives its layers), in module order."""
+        chosen = {index.data(tm.NAME_ROLE) for index in self.view.selectionModel().selectedRows(0)}
+        return [
+            name
+            for name in self.model.quantizable_names()
+            if any(c == "" or name == c or name.startswith(c + ".") for c in chosen)
+        ]
+
+    def layer_menu(self, pos) -> QMenu | None:
+        """The context menu at ``pos`` (viewport coordinates) for the selected layers, or the row under
+        ``pos`` when it is not selected; None off the rows or without a layer."""
+        index = self.view.indexAt(pos)
+        if not index.isValid():
+            return None
+        selection = self.view.selectionModel()
+        if not selection.isSelected(index):
+            selection.setCurrentIndex(
+                index, QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows
+            )
+        names = self.selected_layers()
+        if not names:
+            return None
+        current = {self.model.precision(name) or "" for name in names}
+        return precision.precision_menu(self, names, current, self.precision_chosen.emit)
+
+    def _layer_context_menu(self, pos) -> None:
+        menu = self.layer_menu(pos)
+        if menu is not None:
+            menu.exec(self.view.viewport().mapToGlobal(pos))
+            menu.deleteLater()
 
     def selected_name(self) -> str | None:
         index = self.view.selectionModel().currentIndex()

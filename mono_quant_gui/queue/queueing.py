@@ -79,6 +79,7 @@ class Queueing:
             skip_unusable=bool(calibration) and self.w.calibration_panel.skip_unusable(),
             output=output,
             report_path=job.report_path if job is not None else None,
+            metric=s.metric,
         )
 
     def default_output(self, source: str, dtype: str, is_checkpoint: bool = True) -> str:

@@ -84,6 +84,7 @@ class LoadOutcome:
     chosen: list[str] | None = None  # the layers a job's rules select (None: no job)
     quantized_message: str | None = None  # ``checkpoint`` is a mono-quant output: why it was refused
     result: Any = None  # a mono-quant output opened as a quantized model (QuantResult)
+    metric: str | None = None  # the task metric the script defines (its function's name), if any
 
 
 @dataclass
@@ -109,12 +110,14 @@ def load_model_task(
     entry: str | None,
     entry_kwargs: dict | None = None,
     select: Any = None,
+    metric: str | None = None,
 ) -> LoadOutcome:
     """Import the script, build the model, load the checkpoint non-strictly and list its modules.
 
     Loading is non-strict so that a key mismatch can be shown to the user, who
     decides whether to continue (``loaded.keys.ok`` is False then).  With
-    ``select`` (a job's QuantConfig) the layers its rules choose are returned too.
+    ``select`` (a job's QuantConfig) the layers its rules choose are returned too, and the
+    name of the task metric the script defines (``metric``, or ``evaluate``) when it has one.
     """
     ctx.progress(0, 0, "Loading PyTorch…")
     prepare_torch()
@@ -132,8 +135,52 @@ def load_model_task(
     ctx.progress(0, 0, "Reading the module tree…")
     rows = mq.module_table(loaded.model)
     chosen = None if select is None else mq.select_layers(loaded.model, select).chosen
+    try:
+        found = task_metric(script, metric)
+    except MonoQuantError:  # a broken or missing named metric is the run's error, said then
+        found = None
     warm_engine()
-    return LoadOutcome(script, checkpoint, loaded=loaded, rows=rows, chosen=chosen)
+    return LoadOutcome(
+        script, checkpoint, loaded=loaded, rows=rows, chosen=chosen, metric=None if found is None else found.name
+    )
+
+
+#: The task metric a script offers without being asked for one by name.
+DEFAULT_METRIC = "evaluate"
+
+
+def task_metric(script: str, name: str | None = None) -> Any:
+    """The script's task metric (a ``mono_quant_core.Metric``): ``name`` when given (a MetricError
+    when the script has no such function), else its ``evaluate`` when it defines one, else None."""
+    import mono_quant_core as mq
+
+    if name is not None:
+        return mq.load_metric(script, name)
+    if not defines_name(script, DEFAULT_METRIC):
+        return None
+    return mq.load_metric(script, DEFAULT_METRIC)
+
+
+def defines_name(script: str, name: str) -> bool:
+    """Whether the script binds ``name`` at its top level (a def, an assignment or an import);
+    read as source, so a script without a metric is told from one whose metric is broken."""
+    import ast
+
+    try:
+        tree = ast.parse(Path(script).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+            (alias.asname or alias.name.split(".")[0]) == name for alias in node.names
+        ):
+            return True
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return True
+    return False
 
 
 def script_beside(path: str) -> str | None:
@@ -201,12 +248,17 @@ def quantize_task(
     samples: int | None,
     seed: int | None = None,
     skip_unusable: bool = False,
+    script: str | None = None,
+    metric: str | None = None,
 ) -> Any:
     """Run ``quantize``; its plan and phases reach the window through ``ctx.on_phase``,
-    ``ctx.task.info["report"]`` is set when the run failed its checks."""
+    ``ctx.task.info["report"]`` is set when the run failed its checks.  With ``script``, its task
+    metric (``metric``, or the ``evaluate`` it defines) is measured on both models."""
     ctx.progress(0, 0, "Preparing…")
     prepare_torch()
     import mono_quant_core as mq
+
+    chosen_metric = task_metric(script, metric) if script else None  # a MetricError names script and function
 
     calibration = (
         mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
@@ -222,6 +274,7 @@ def quantize_task(
             cancel=ctx.cancel,
             on_layer=ctx.on_layer,
             on_phase=ctx.on_phase,
+            metric=chosen_metric,
         )
     except ValidationFailed as exc:
         ctx.task.info["report"] = exc.report  # the dashboard still shows what was measured
@@ -242,3 +295,37 @@ def save_task(ctx: TaskContext, result: Any, path: str, writer: str = "Save As")
     with claimed(path, writer):
         written = mq.save_quantized(result, path)
     return SaveOutcome(path, int(written))
+
+
+def sensitivity_task(
+    ctx: TaskContext,
+    model: Any,
+    config: Any,
+    folder: str | None,
+    samples: int | None,
+    seed: int | None = None,
+    skip_unusable: bool = False,
+    script: str | None = None,
+    metric: str | None = None,
+) -> Any:
+    """Run ``analyze_sensitivity`` on the samples Quantize would use, with the script's task metric
+    (``metric``, or the ``evaluate`` it defines; none: no metric); plan and phases go through ``ctx``."""
+    ctx.progress(0, 0, "Preparing…")
+    prepare_torch()
+    import mono_quant_core as mq
+
+    chosen_metric = task_metric(script, metric) if script else None
+    calibration = (
+        mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
+        if folder
+        else None
+    )
+    return mq.analyze_sensitivity(
+        model,
+        config,
+        calibration,
+        metric=chosen_metric,
+        progress=ctx.progress,
+        cancel=ctx.cancel,
+        on_phase=ctx.on_phase,
+    )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from mono_quant_core.errors import ConfigError
 from mono_quant_core.progress import RunPlan
 from mono_quant_core.report import format_db
+from mono_quant_gui.modules import precision
 from mono_quant_gui.queue.from_checkpoints import checkpoint_stem, output_folder
 from mono_quant_gui.run import tasks
 from mono_quant_gui.run.worker import Task
@@ -34,6 +35,8 @@ class Running:
 
     def __init__(self, window: MainWindow) -> None:
         self.w = window
+        #: The task metric the loaded model's script defines (its function's name; None: none).
+        self.loaded_metric: str | None = None
 
     # -- background tasks -------------------------------------------------------------------------
     def load_model(self) -> None:
@@ -52,6 +55,7 @@ class Running:
                     entry=s.entry,
                     entry_kwargs=s.entry_kwargs,
                     select=s.job.config if s.job is not None and s.job_chosen is None else None,
+                    metric=s.metric,
                 ),
                 on_done=self._done(self._loaded, settle=True),
                 on_error=self._failed("Could not load the model", self._load_failed),
@@ -86,11 +90,15 @@ class Running:
             return
         s = self.w.session
         s.result = None
+        s.report = None  # the dashboard shows this run now: nothing to export until it ends
         self.w.file_label.setText("")
+        self.w.run_list.refresh()
         samples = self.current_samples()
         self.w.modules.model.clear_results()
         original = s.rows[0].bytes if s.rows else 0
-        self.w.dashboard.begin_run(config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db)
+        self.w.dashboard.begin_run(
+            config.layers or [], original, config.needs_calibration, config.warn_layer_sqnr_db, self.loaded_metric
+        )
         log.info(
             "quantizing %d layers: %s %s, %s, %s",
             len(config.layers or []),
@@ -111,6 +119,8 @@ class Running:
                     samples=samples,
                     seed=s.seed,
                     skip_unusable=self.w.calibration_panel.skip_unusable(),  # recorded in the report
+                    script=s.loaded.source.get("script_path") or s.script,
+                    metric=s.metric,
                 ),
                 on_done=self._done(self._quantized),
                 on_cancel=self._stopped(lambda: self.w.dashboard.stopped("cancelled")),
@@ -125,6 +135,23 @@ class Running:
         ticked = self.w.modules.model.checked_names()
         return self.w.settings_panel.config(s.layers(ticked))
 
+    def show_precisions(self) -> None:
+        """The tree's Precision column from the session's config (after a load or an edit of the settings)."""
+        self.w.modules.set_precisions(self.w.session.config)
+
+    def set_layer_precision(self, names: list[str], chosen: str | None) -> None:
+        """The tree's Precision menu: exact-name ``layer_overrides`` for ``names`` (None: their entries
+        removed), through the settings panel like any edit; what the engine refuses is said in the status bar."""
+        panel, s = self.w.settings_panel, self.w.session
+        try:
+            config = precision.with_precision(panel.config(s.config.layers), names, chosen)
+        except ConfigError as exc:
+            self.w.statusBar().showMessage(f"Precision not changed: {exc}")
+            return
+        panel.set_config(config, panel.values()["samples"] or None)
+        what = names[0] if len(names) == 1 else f"{len(names)} layers"
+        self.w.statusBar().showMessage(f"{what}: {chosen or 'precision from Settings'}")
+
     def current_samples(self) -> int | None:
         return (self.w.settings_panel.values()["samples"] or None) if self.w.session.calibration else None
 
@@ -134,11 +161,14 @@ class Running:
             self.w.runner.cancel()
 
     def save_as(self) -> None:
-        """Ask for a path, confirm overwriting, and save the last result in the background."""
-        s = self.w.session
-        if s.result is None or self.w.runner.busy:
+        """Ask for a path, confirm overwriting, and save the result on screen in the background."""
+        self.save_result(self.w.session.result)
+
+    def save_result(self, result: Any) -> None:
+        """Ask for a path, confirm overwriting, and save ``result`` (any run of this model) in the background."""
+        if result is None or self.w.runner.busy:
             return
-        path, chosen = dialogs.ask_save_path(self.w, self.suggested_save_path())
+        path, chosen = dialogs.ask_save_path(self.w, self.suggested_save_path(result))
         if not path:
             return
         path = dialogs.with_extension(path, chosen)
@@ -151,18 +181,20 @@ class Running:
             Task(
                 "save",
                 f"Saving {Path(path).name}",
-                partial(tasks.save_task, result=s.result, path=path, writer="Save As"),
-                on_done=self._done(self._saved),
+                partial(tasks.save_task, result=result, path=path, writer="Save As"),
+                on_done=self._done(partial(self._saved, result)),
                 on_error=self._failed("Could not save"),
                 on_cancel=self._stopped(),
             )
         )
 
-    def suggested_save_path(self) -> str:
+    def suggested_save_path(self, result: Any = None) -> str:
         """``<checkpoint stem>.<dtype>.safetensors`` in the folder the last Save As wrote to, else
         next to the checkpoint (or script) when that folder is the user's and writable, else in
-        Documents -- never the calibration folder, whose files would become samples."""
+        Documents -- never the calibration folder, whose files would become samples.  ``result``:
+        the run to save (default: the one on screen)."""
         s = self.w.session
+        result = result if result is not None else s.result
         script, checkpoint = s.shown_inputs()  # the model the result came from
         source = checkpoint or script or "model"
         try:
@@ -170,7 +202,7 @@ class Running:
         except ConfigError:
             stem = Path(source).stem
         folder = self.w.store.save_folder() or output_folder(source)
-        return os.path.join(folder, f"{stem}.{s.result.config.dtype}.safetensors")
+        return os.path.join(folder, f"{stem}.{result.config.dtype}.safetensors")
 
     # -- runner signals ---------------------------------------------------------------------------
     def task_started(self, task: Task) -> None:
@@ -188,7 +220,9 @@ class Running:
             self.w.run_status.set_plan(item)
             return
         self.w.run_status.update_phase(item)
-        if item.phase == "calibrate" and item.total:
+        if item.done == 0 and item.message:  # each phase's start always arrives: say what it does
+            self.w.statusBar().showMessage(item.message)
+        if item.phase == "calibrate" and item.total and task.kind == "quantize":
             self.w.dashboard.set_calibration(min(item.done, item.total), item.total)
 
     def layer_done(self, layer: Any) -> None:
@@ -301,10 +335,18 @@ class Running:
             return
         self.clear_results()  # another model (or the same one again): no figures of the last one
         s.loaded, s.rows, s.runs = outcome.loaded, outcome.rows, []
+        self.w.run_list.refresh()
         s.loaded_inputs = s.inputs()
         self.w.store.add_recent_model(outcome.script, outcome.checkpoint)
         self.w.rebuild_recent_menu()
         self.w.modules.set_rows(outcome.rows or [])
+        self.loaded_metric = outcome.metric
+        self.w.settings_panel.set_metric(
+            None
+            if outcome.metric
+            else f"{Path(outcome.script).name} defines no {s.metric or tasks.DEFAULT_METRIC}(model)"
+        )
+        self.show_precisions()
         if outcome.chosen is not None:
             self.w.modules.model.set_checked_names(outcome.chosen)
         if outcome.chosen is not None:
@@ -348,11 +390,13 @@ class Running:
         self.w.session.result = result
         self.w.session.report = result.report
         self.w.session.runs.append(result)
+        self.w.run_list.refresh()
         self._show_report(result.report)
         r = result.report
         self.w.statusBar().showMessage(
             f"Done in {r.elapsed_s:.1f} s: output SQNR {format_db(r.output_sqnr_db)}, "
-            f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}. Save it with Ctrl+S."
+            f"{format_bytes(r.original_bytes)} → {format_bytes(r.quantized_bytes)}.{target_verdict(r)} "
+            "Save it with Ctrl+S."
         )
         for warning in r.warnings:
             log.warning("%s", warning)
@@ -363,14 +407,37 @@ class Running:
             len(r.skipped),
         )
 
+    def show_run(self, result: Any) -> None:
+        """Put the finished run ``result`` (one of ``session.runs``) on the dashboard and in the tree;
+        it becomes the result Save As saves."""
+        s = self.w.session
+        report = result.report
+        s.result, s.report = result, report
+        self.w.modules.model.clear_results()
+        self.w.dashboard.begin_run(
+            [layer.name for layer in report.layers],
+            report.original_bytes,
+            result.config.needs_calibration,
+            result.config.warn_layer_sqnr_db,
+        )
+        self._show_report(report)
+        if report.file_bytes:
+            self.w.dashboard.set_file_size(report.file_bytes)
+        self.update_actions()
+
     def _show_report(self, report: Any) -> None:
         self.w.dashboard.finish(report)
         self.w.modules.model.set_layer_results(report.layers)
         self.w.modules.model.set_skipped(report.skipped)
+        self.w.modules.model.set_kept(report.kept_for_accuracy)
+        self.w.modules.reveal([entry["name"] for entry in report.kept_for_accuracy])
+        self.w.histograms.refresh()  # the selected layer's clipping range and grid are this run's
 
-    def _saved(self, outcome: tasks.SaveOutcome) -> None:
-        self.w.dashboard.set_file_size(outcome.bytes)
-        self.w.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
+    def _saved(self, result: Any, outcome: tasks.SaveOutcome) -> None:
+        if result is self.w.session.result:  # a run the Runs pane saved need not be the one on screen
+            self.w.dashboard.set_file_size(outcome.bytes)
+            self.w.file_label.setText(f"Saved {outcome.path} ({format_bytes(outcome.bytes)})")
+        self.w.run_list.saved(result, outcome.path)
         self.w.statusBar().showMessage(f"Saved {Path(outcome.path).name}: {format_bytes(outcome.bytes)}")
         log.info("saved %s (%s)", outcome.path, format_bytes(outcome.bytes))
 
@@ -406,10 +473,12 @@ class Running:
         """A quantized model on screen: its tree with the layers' results, the dashboard of its run."""
         s = self.w.session
         self.clear_results()
-        s.loaded, s.rows = outcome.loaded, outcome.rows
+        s.loaded, s.rows, s.runs = outcome.loaded, outcome.rows, []
+        self.w.run_list.refresh()
         s.loaded_inputs = s.inputs()
         result = outcome.result
         self.w.modules.set_rows(outcome.rows or [])
+        self.loaded_metric = None
         report = result.report
         self.w.dashboard.begin_run(
             [layer.name for layer in report.layers],
@@ -421,6 +490,7 @@ class Running:
         s.report = report
         s.config = result.config
         self.w.settings_panel.set_config(result.config)  # the settings the file was made with
+        self.show_precisions()
         self._show_report(report)
         self.w.dashboard.set_file_size(report.file_bytes or 0)
         log.info("opened the quantized model %s: %d quantized layers", outcome.checkpoint, len(report.layers))
@@ -441,9 +511,12 @@ class Running:
         """The inputs changed: no result, no figures, nothing to save."""
         s = self.w.session
         s.result = None
+        s.report = None
         self.w.file_label.setText("")
         self.w.modules.model.clear_results()
+        self.w.analyzing.clear()
         self.w.dashboard.clear()
+        self.w.histograms.clear()
         self.show_empty_hints(force=True)
         self.update_actions()
 
@@ -470,8 +543,10 @@ class Running:
         problem = self.quantize_problem()
         a.quantize.setEnabled(problem is None)
         a.quantize.setToolTip(problem or "Quantize the ticked layers with these settings (Ctrl+R)")
+        self.w.analyzing.update_action()
         a.cancel.setEnabled(self.w.runner.current is not None)
         a.save_as.setEnabled(self.w.session.result is not None and not self.w.runner.busy)
+        a.export_layers.setEnabled(self.w.session.report is not None)
         queue_problem = self.w.queueing.queue_problem()
         a.add_to_queue.setEnabled(queue_problem is None)
         a.add_to_queue.setToolTip(
@@ -514,3 +589,15 @@ class Running:
         if self.w.modules.select_layer(name):
             self.w.module_dock.show()
             self.w.module_dock.raise_()
+
+
+def target_verdict(report: Any) -> str:
+    """`` Target reached …`` after an automatic run; the report's warning when it was not; "" without a target."""
+    target = report.accuracy_target
+    if target is None:
+        return ""
+    if target.get("reached"):
+        n = len(report.kept_for_accuracy)
+        return f" Target reached with {n} layer{'s' if n != 1 else ''} kept float or widened."
+    warning = next((w for w in report.warnings if w.startswith("target not reached")), "target not reached")
+    return f" {warning[:1].upper()}{warning[1:]}."

@@ -1,4 +1,5 @@
-"""The settings panel: dtype, mode, scheme, granularity, group size, observer, samples, checks.
+"""The settings panel: dtype, mode, scheme, granularity, group size, observer, samples, checks,
+and the automatic fallback's target (:mod:`~mono_quant_gui.settings.target_fields`).
 
 Options that cannot be combined with the current choice are disabled with the
 engine's own reason as their tooltip, and the first such reason is shown
@@ -16,6 +17,8 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QS
 from mono_quant_core.config import QuantConfig, canonical_choice
 from mono_quant_core.errors import ConfigError
 from mono_quant_gui.settings import settings_rules as rules
+from mono_quant_gui.settings.target_fields import HELP as TARGET_HELP
+from mono_quant_gui.settings.target_fields import TargetFields
 
 _LABELS = {
     "dtype": "Data type",
@@ -83,6 +86,8 @@ class SettingsPanel(QWidget):
             "samples": self.samples,
             "min_output_sqnr_db": self.min_sqnr,
         }
+        self.target = TargetFields(self)
+        self.target.edited.connect(self._edited)
         self._labels: dict[str, QLabel] = {}
         for name in (
             "dtype",
@@ -100,6 +105,17 @@ class SettingsPanel(QWidget):
             self.widgets[name].setToolTip(_HELP[name])
             self._labels[name] = label
             form.addRow(label, self.widgets[name])
+        for key, text, widget in (
+            ("auto", "Auto", self.target.auto),
+            ("target", "Target", self.target.kind),
+            ("fallback", "Fallback", self.target.fallback),
+        ):
+            label = QLabel(text, objectName=f"{key}_label")
+            label.setToolTip(TARGET_HELP[key])
+            self._labels[key] = label
+            form.addRow(label, widget)
+            if key == "target":
+                form.addRow(self.target.value_label, self.target.value)
         self.note = QLabel(objectName="settings_note")
         self.note.setWordWrap(True)
         self.note.setTextFormat(Qt.TextFormat.PlainText)
@@ -118,6 +134,7 @@ class SettingsPanel(QWidget):
         values["samples"] = self.samples.value()
         sqnr = self.min_sqnr.value()
         values["min_output_sqnr_db"] = None if sqnr <= self.min_sqnr.minimum() else sqnr
+        values.update(self.target.values())
         return values
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -137,6 +154,7 @@ class SettingsPanel(QWidget):
                 self.samples.setValue(values["samples"])
             sqnr = values.get("min_output_sqnr_db")
             self.min_sqnr.setValue(float(sqnr) if isinstance(sqnr, (int, float)) else 0.0)
+            self.target.set_values(values)
         finally:
             self._updating = False
         self._edited()
@@ -155,15 +173,26 @@ class SettingsPanel(QWidget):
     def persistent_values(self) -> dict[str, Any]:
         """What the settings remember: :meth:`values`, with a mode still waiting for its folder."""
         values = self.values()
+        values.update(self.target.persistent_values())
         if self._wanted_mode is not None:
             values["mode"] = self._wanted_mode
         return values
+
+    def set_metric(self, reason: str | None) -> None:
+        """``reason``: why the open script offers no task metric (a metric drop is off then); None: it does."""
+        if self.target.set_metric(reason):
+            self._edited()
 
     def set_config(self, config: QuantConfig, samples: int | None = None) -> None:
         """Edit ``config`` (a job's, say): every field kept, those with a widget shown in it."""
         self._base = config
         values: dict[str, Any] = {name: getattr(config, name) for name in self.combos}
         values.update(group_size=config.group_size, min_output_sqnr_db=config.min_output_sqnr_db, samples=samples or 0)
+        values.update(
+            target_output_sqnr_db=config.target_output_sqnr_db,
+            target_metric_drop=config.target_metric_drop,
+            fallback=config.fallback,
+        )
         self.set_values(values)
 
     def config(self, layers: list[str] | None = None) -> QuantConfig:
@@ -215,6 +244,11 @@ class SettingsPanel(QWidget):
                 widget.setEnabled(reason is None)
                 self._labels[field].setEnabled(reason is None)
                 widget.setToolTip(reason or _HELP[field])
+            target_note = self.target.refresh(values["dtype"])
+            for key in ("target", "fallback"):
+                self._labels[key].setEnabled(self.target.auto.isChecked())
+            if target_note is not None:
+                notes.append(target_note)
             problem = self.problem()
             self.note.setText(problem or (notes[0] if notes else ""))
             self.note.setVisible(bool(self.note.text()))

@@ -11,6 +11,7 @@ from typing import Any
 
 from mono_quant_core.config import (
     DTYPES,
+    FALLBACKS,
     GRANULARITIES,
     MODES,
     OBSERVERS,
@@ -38,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     for name in ("dtype", "mode", "scheme", "granularity", "group_size", "observer", "on_failure")
 }
 DEFAULTS.update(samples=0, min_output_sqnr_db=None)
+DEFAULTS.update(target_output_sqnr_db=None, target_metric_drop=None, fallback=QuantConfig().fallback)
 
 NEEDS_FOLDER = "Static mode is available once a calibration folder is chosen (Ctrl+L, or drop one on the window)"
 
@@ -62,6 +64,17 @@ def reason_for_option(exc: ConfigError) -> str:
     """The engine's reason, said of an option the user has not chosen: the rule it broke
     (``int4 is weight-only``), not the message about a value the panel never took."""
     return exc.rule or exc.problem or str(exc)
+
+
+def fallback_problems(dtype: str) -> dict[str, str]:
+    """The fallbacks the engine refuses for ``dtype`` (one not wider than it), each with its rule."""
+    problems = {}
+    for option in FALLBACKS:
+        try:
+            QuantConfig(dtype=dtype, mode=_NEUTRAL["mode"], fallback=option)
+        except ConfigError as exc:
+            problems[option] = reason_for_option(exc)
+    return problems
 
 
 def settle(values: dict[str, Any], has_calibration: bool) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:

@@ -37,10 +37,14 @@ class Session:
     samples: int | None = None
     seed: int | None = None
     calibration: str | None = None
+    #: The task metric's function in the script (None: its ``evaluate`` when it defines one).
+    metric: str | None = None
     loaded: Any = None  # mono_quant_core LoadedModel
     rows: list[Any] | None = None  # ModuleRows of loaded.model
     result: Any = None  # QuantResult of the last finished run
     report: Any = None  # QuantReport on the dashboard: the last run's, also when its checks failed
+    #: The SensitivityReport on the Sensitivity pane (None: none, or no longer valid for these settings).
+    sensitivity: Any = None
     runs: list[Any] = field(default_factory=list)  # QuantResults of this model's runs, oldest first
     #: (script, checkpoint, entry, entry_kwargs) of the model on screen: what a failed or
     #: refused load goes back to.

@@ -54,8 +54,22 @@ class Actions(QObject):
         self.quantize = make(
             "quantize", "Quantize", "quantize", "Ctrl+R", "Quantize the ticked layers with these settings", "#2f8f46"
         )
+        self.analyze_sensitivity = make(
+            "analyze_sensitivity",
+            "Analyze Sensitivity",
+            "sensitivity",
+            "Ctrl+Shift+A",
+            "Quantize each ticked layer alone and measure what it costs the model's output",
+        )
         self.cancel = make("cancel", "Cancel", "cancel", "Esc", "Stop the running task", "#c0392b")
         self.save_as = make("save_as", "Save As…", "save", "Ctrl+S", "Save the quantized model as .safetensors or .pt")
+        self.export_layers = make(
+            "export_layers",
+            "Export Layer Table…",
+            None,
+            None,
+            "Write the per-layer results on screen (SQNR, sizes, kernels) as a CSV file",
+        )
         self.add_to_queue = make(
             "add_to_queue",
             "Add to Queue",
@@ -88,10 +102,11 @@ class Actions(QObject):
         file_menu.addMenu(self.recent_menu)
         file_menu.addSeparator()
         file_menu.addAction(self.save_as)
+        file_menu.addAction(self.export_layers)
         file_menu.addSeparator()
         file_menu.addAction(self.quit)
         run_menu = bar.addMenu("&Run")
-        run_menu.addActions([self.quantize, self.cancel])
+        run_menu.addActions([self.quantize, self.analyze_sensitivity, self.cancel])
         run_menu.addSeparator()
         run_menu.addAction(self.add_to_queue)
         demo_menu = bar.addMenu("&Demo")
@@ -112,7 +127,7 @@ class Actions(QObject):
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         toolbar.addActions([self.open_script, self.open_checkpoint, self.calibration])
         toolbar.addSeparator()
-        toolbar.addActions([self.quantize, self.cancel])
+        toolbar.addActions([self.quantize, self.analyze_sensitivity, self.cancel])
         toolbar.addSeparator()
         toolbar.addActions([self.save_as, self.add_to_queue])
         toolbar.addSeparator()

@@ -169,3 +169,12 @@ def confirm_quit(parent: QWidget, busy: str) -> bool:
         "Keep Working",
         default_yes=False,
     )
+
+
+CSV_FILTER = "CSV table (*.csv);;All files (*)"
+
+
+def ask_csv_path(parent: QWidget, suggested: str) -> str | None:
+    """Where to write the per-layer table (the dialog asks before replacing a file); None when cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, "Export layer table", suggested, CSV_FILTER)
+    return path or None

@@ -29,18 +29,24 @@ from mono_quant_gui import identity
 from mono_quant_gui.app import install_garbage_collector
 from mono_quant_gui.calibration.calibration_panel import CalibrationPanel
 from mono_quant_gui.dashboard.dashboard import Dashboard
+from mono_quant_gui.dashboard.histogram_control import Histograms
+from mono_quant_gui.dashboard.sensitivity_view import SensitivityView
 from mono_quant_gui.modules.module_panel import ModulePanel
 from mono_quant_gui.queue import QueueDock, QueueStore
 from mono_quant_gui.queue.queueing import Queueing
+from mono_quant_gui.run.analyzing import Analyzing
 from mono_quant_gui.run.run_status import RunStatus
 from mono_quant_gui.run.worker import Runner
 from mono_quant_gui.run.workflow import Running
+from mono_quant_gui.runs.run_list import RunList
+from mono_quant_gui.runs.runs_dock import RunsPanel
 from mono_quant_gui.settings.settings_panel import SettingsPanel
 from mono_quant_gui.settings.settings_store import STATE_VERSION, SettingsStore
 from mono_quant_gui.state.session import Session
 from mono_quant_gui.window import dialogs, help_menu
 from mono_quant_gui.window.actions import Actions
 from mono_quant_gui.window.drop import local_paths
+from mono_quant_gui.window.layer_export import export_layer_table
 from mono_quant_gui.window.log_view import LogView
 from mono_quant_gui.window.opening import Opening
 from mono_quant_gui.window.welcome import WelcomePage
@@ -82,6 +88,9 @@ class MainWindow(QMainWindow):
         self.opening = Opening(self)
         self.running = Running(self)
         self.queueing = Queueing(self)
+        self.analyzing = Analyzing(self)
+        self.histograms = Histograms(self)
+        self.run_list = RunList(self)
         self.commands = Actions(self)
         self._build_panes(queue_store)
         self.commands.build_toolbar(self)
@@ -142,6 +151,18 @@ class MainWindow(QMainWindow):
         self.queue_panel = QueueDock(queue_store)
         self.queue_dock = self._dock("Queue", "queue_dock", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.queue_dock)
+        self.runs_panel = RunsPanel()
+        self.runs_dock = self._dock("Runs", "runs_dock", self.runs_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.queue_dock, self.runs_dock)
+        self.sensitivity_view = SensitivityView(self.commands.analyze_sensitivity)
+        self.sensitivity_dock = self._dock(
+            "Sensitivity", "sensitivity_dock", self.sensitivity_view, Qt.DockWidgetArea.BottomDockWidgetArea
+        )
+        self.tabifyDockWidget(self.runs_dock, self.sensitivity_dock)
+        self.histogram_dock = self._dock(
+            "Histogram", "histogram_dock", self.histograms.view, Qt.DockWidgetArea.BottomDockWidgetArea
+        )
+        self.tabifyDockWidget(self.runs_dock, self.histogram_dock)
         self.log_dock.raise_()
         self.resizeDocks([self.module_dock, self.settings_dock], [530, 350], Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [170], Qt.Orientation.Vertical)
@@ -163,6 +184,7 @@ class MainWindow(QMainWindow):
         a.quantize.triggered.connect(self.running.start_quantize)
         a.cancel.triggered.connect(self.running.cancel)
         a.save_as.triggered.connect(self.running.save_as)
+        a.export_layers.triggered.connect(lambda: export_layer_table(self))
         a.quit.triggered.connect(self.close)
         a.clear_recent.triggered.connect(self.clear_recent)
         a.reset_layout.triggered.connect(lambda: self.restoreState(self._default_state, STATE_VERSION))
@@ -179,6 +201,7 @@ class MainWindow(QMainWindow):
             action.triggered.connect(lambda _=False, k=key: self.open_demo(k))
         self.settings_panel.changed.connect(self._settings_changed)
         self.modules.checks_changed.connect(self.update_actions)
+        self.modules.precision_chosen.connect(self.running.set_layer_precision)
         self.calibration_panel.clear_requested.connect(lambda: self.set_calibration_folder(None))
         self.calibration_panel.skip_changed.connect(lambda _skip: self.update_actions())
         self.dashboard.layer_clicked.connect(self.reveal_layer)
@@ -191,6 +214,9 @@ class MainWindow(QMainWindow):
         r.errored.connect(self.running.task_errored)
         r.cancelled.connect(self.running.task_cancelled)
         r.busy_changed.connect(lambda _busy: self.update_actions())
+        self.run_list.connect()
+        self.analyzing.connect()
+        self.histograms.connect(self.histogram_dock)
 
     # -- the window's verbs (menus, drops, the command line and tests call these) ----------------
     def choose_script(self) -> None:
@@ -334,6 +360,7 @@ class MainWindow(QMainWindow):
         s = self.session
         with contextlib.suppress(ConfigError):  # the panel's note says why; the last valid config stays
             s.config = self.settings_panel.config(s.config.layers)
+        self.running.show_precisions()
         samples = self.settings_panel.values()["samples"] or None
         if samples != s.samples:
             s.samples = samples

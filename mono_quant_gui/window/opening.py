@@ -169,6 +169,7 @@ class Opening:
             log.error("%s", exc)
             return
         log.info("opened the job %s", path)
+        self.w.session.metric = job.metric  # before the load, which looks for that metric
         self.open_script(job.script, job.checkpoint, job.entry, job.entry_kwargs or None, job)
         # After the model: the load previews the folder once, with the job's model; before
         # the settings, which offer static mode only once a folder is set.

@@ -120,13 +120,14 @@ def test_the_card_grid_puts_the_cards_in_one_row_when_there_is_room(qtbot):
     qtbot.addWidget(dash)
     dash.setCurrentWidget(dash.page)
     grid, least = dash.card_grid, max(card.minimumWidth() for card in dash.cards())
-    spacing = grid.spacing()
-    assert grid.columns(4 * least + 3 * spacing) == 4
-    assert grid.columns(4 * least + 3 * spacing - 1) == 2
-    assert grid.columns(2 * least + spacing - 1) == 2  # never one column: the plots keep their height
+    spacing, n = grid.spacing(), len(dash.cards())
+    half = (n + 1) // 2
+    assert grid.columns(n * least + (n - 1) * spacing) == n
+    assert grid.columns(n * least + (n - 1) * spacing - 1) == half
+    assert grid.columns(2 * least + spacing - 1) == half  # never one column: the plots keep their height
     row = max(card.sizeHint().height() for card in dash.cards())  # the calibration card has its bar
-    assert grid.heightForWidth(4 * least + 3 * spacing) == row
-    assert grid.heightForWidth(2 * least + spacing) == 2 * row + spacing
+    assert grid.heightForWidth(n * least + (n - 1) * spacing) == row
+    assert grid.heightForWidth(half * least + (half - 1) * spacing) == 2 * row + spacing
 
 
 # -- module names -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from PySide6.QtGui import QKeySequence
 from mono_quant_core import load_calibration, load_quantized
 from mono_quant_core.batches import as_call_args
 from mono_quant_gui.demo import demo
+from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.window import dialogs
 
 RUN_TIMEOUT = 60_000
@@ -37,7 +38,7 @@ def test_demo_untick_static_int8_save_and_reload(window, qtbot, tmp_path, monkey
     assert any(s.name == ticked[0] and s.reason == "not ticked in the layer list" for s in report.skipped)
     assert window.dashboard.sqnr_plot.bar_count() == len(report.layers)
     assert window.dashboard.calib_card.value.text() == str(report.calibration_samples)
-    assert tree.row_of(ticked[1], 5).data() in ("quantized", "low SQNR")
+    assert tree.row_of(ticked[1], tm.COL_STATUS).data() in ("quantized", "low SQNR")
     assert window.commands.save_as.isEnabled()
 
     target = tmp_path / "digits"  # no extension: the chosen filter's is added

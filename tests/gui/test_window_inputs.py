@@ -19,9 +19,11 @@ RUN_TIMEOUT = 60_000
 
 @pytest.fixture
 def user_demo(tmp_path):
-    """The CNN demo copied into a folder of the user's: script, checkpoint, calibration folder."""
+    """The CNN demo copied into a folder of the user's: script (with the held-out digits its evaluate()
+    reads), checkpoint, calibration folder."""
     example = demo("cnn")
     shutil.copy(example.script, tmp_path / "digits.py")
+    shutil.copy(example.script.with_name("heldout.safetensors"), tmp_path / "heldout.safetensors")
     shutil.copy(example.checkpoint, tmp_path / "digits-v2.safetensors")
     shutil.copytree(example.calibration, tmp_path / "calib")
     return tmp_path

@@ -30,7 +30,7 @@ def test_plan_and_phases_drive_the_calibration_card_and_the_time_left(window, qt
     n = plan.units("calibrate")
     assert n == window.session.result.report.calibration_samples > 0
     events = [e for e in items[1:] if isinstance(e, PhaseEvent)]
-    assert [e.phase for e in events if e.done == 0] == ["calibrate", "quantize", "validate"]
+    assert [e.phase for e in events if e.done == 0] == ["calibrate", "quantize", "validate", "metric"]
     calibrating = [c for e, c in zip(items[1:], cards[1:], strict=True) if e.phase == "calibrate"]
     assert calibrating[0] == (0, n) and calibrating[-1] == (n, n)
     # Once a unit was measured, the status bar says how long is left.
