@@ -170,6 +170,22 @@ def main(out: Path) -> None:
     second.confirm_quit_while_busy = False
     second.close()
 
+    # Reaching a target: the CNN demo, int4 per-tensor, no drop of its top-1 allowed.
+    from mono_quant_core import QuantConfig
+
+    window.open_demo("cnn")
+    wait(lambda: not window.runner.busy and window.session.loaded is not None)
+    coarse = QuantConfig(dtype="int4", mode="weight-only", granularity="per-tensor", scheme="asymmetric")
+    window.settings_panel.set_config(coarse.replace(target_metric_drop=0.0))
+    window.start_quantize()
+    wait(lambda: window.session.result is not None and not window.runner.busy)
+    window.modules.view.expandToDepth(2)
+    shot(window, "auto-target")
+    window.commands.analyze_sensitivity.trigger()
+    wait(lambda: not window.runner.busy and window.session.sensitivity is not None)
+    shot(window, "sensitivity")
+    window.settings_panel.set_config(QuantConfig())
+
     import torch
 
     folder = Path(tempfile.mkdtemp(prefix="mono-quant-large-"))
