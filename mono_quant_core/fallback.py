@@ -79,7 +79,7 @@ class _Search:
                 if to != FLOAT:
                     assignment[name] = self.bench.quantized(name, to)
             self.tried[m] = self.bench.evaluate(assignment)
-            self.stepper.step(f"tried {len([n for n, d in widened.items()])} layers widened")
+            self.stepper.step(f"tried {len(widened)} layers widened")
         return self.tried[m]
 
     def reaches(self, evaluation: Evaluation) -> bool:
@@ -264,7 +264,7 @@ def _finish(
         if layer.metric_drop is not None:
             why += f", metric drop {layer.metric_drop:.4g}"
         report.kept_for_accuracy.append({"name": name, "from": bench.layer_config(name).dtype, "to": to, "reason": why})
-    report.sensitivity = [s for s in sensitivity.to_dict()["layers"]]
+    report.sensitivity = list(sensitivity.to_dict()["layers"])
     final = Evaluation(report.output_sqnr_db, quantized_values)
     achieved_drop = bench.metric_drop(quantized_values)
     verified = search.reaches(final)

@@ -142,33 +142,20 @@ def quantize(
     """
     config = config or QuantConfig()
     config.validate()
+    options: dict[str, Any] = {
+        "progress": progress,
+        "cancel": cancel,
+        "on_layer": on_layer,
+        "on_phase": on_phase,
+        "validate": validate,
+        "source": source,
+        "metric": metric,
+    }
     if config.target_output_sqnr_db is not None or config.target_metric_drop is not None:
         from .fallback import quantize_to_target
 
-        return quantize_to_target(
-            model,
-            config,
-            _as_sequence(calibration),
-            metric=metric,
-            progress=progress,
-            cancel=cancel,
-            on_layer=on_layer,
-            on_phase=on_phase,
-            validate=validate,
-            source=source,
-        )
-    return run_quantize(
-        model,
-        config,
-        _as_sequence(calibration),
-        progress=progress,
-        cancel=cancel,
-        on_layer=on_layer,
-        on_phase=on_phase,
-        validate=validate,
-        source=source,
-        metric=metric,
-    )
+        return quantize_to_target(model, config, _as_sequence(calibration), **options)
+    return run_quantize(model, config, _as_sequence(calibration), **options)
 
 
 def layer_configs(model: nn.Module, config: QuantConfig, chosen: Sequence[str]) -> dict[str, QuantConfig | None]:

@@ -240,6 +240,27 @@ def preview_task(ctx: TaskContext, folder: str, model: Any, samples: int | None)
     return mq.preview_calibration(folder, model=model, samples=samples)
 
 
+def _metric_and_samples(
+    model: Any,
+    folder: str | None,
+    samples: int | None,
+    seed: int | None,
+    skip_unusable: bool,
+    script: str | None,
+    metric: str | None,
+) -> tuple[Any, Any]:
+    """The task metric (a MetricError names script and function) and the calibration samples of a run."""
+    import mono_quant_core as mq
+
+    chosen_metric = task_metric(script, metric) if script else None
+    calibration = (
+        mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
+        if folder
+        else None
+    )
+    return chosen_metric, calibration
+
+
 def quantize_task(
     ctx: TaskContext,
     model: Any,
@@ -258,13 +279,7 @@ def quantize_task(
     prepare_torch()
     import mono_quant_core as mq
 
-    chosen_metric = task_metric(script, metric) if script else None  # a MetricError names script and function
-
-    calibration = (
-        mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
-        if folder
-        else None
-    )
+    chosen_metric, calibration = _metric_and_samples(model, folder, samples, seed, skip_unusable, script, metric)
     try:
         return mq.quantize(
             model,
@@ -314,12 +329,7 @@ def sensitivity_task(
     prepare_torch()
     import mono_quant_core as mq
 
-    chosen_metric = task_metric(script, metric) if script else None
-    calibration = (
-        mq.load_calibration(folder, samples=samples, seed=seed, skip_unusable=skip_unusable, model=model)
-        if folder
-        else None
-    )
+    chosen_metric, calibration = _metric_and_samples(model, folder, samples, seed, skip_unusable, script, metric)
     return mq.analyze_sensitivity(
         model,
         config,
