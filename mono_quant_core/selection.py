@@ -26,9 +26,20 @@ from .errors import ConfigError
 from .modules.registry import replacement_for
 from .report import SkippedLayer
 
-# Parents that read a child's weight directly instead of calling the child:
-# replacing the child would be silently ignored or break the parent.
+# Parents that read a child's weight directly instead of calling the child: replacing the
+# child alone would be silently ignored or break the parent.  When the parent itself is
+# quantized its twin owns the child (MultiheadAttention's ``out_proj``).
 _WEIGHT_READERS = (nn.MultiheadAttention,)
+#: Types that select as another type in include_types / exclude_types.
+_SELECTS_AS = {"NonDynamicallyQuantizableLinear": "Linear"}
+_PART_OF = "part of the parent"
+_NORMS = (
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.RMSNorm,
+    nn.modules.batchnorm._NormBase,
+)
 
 
 @dataclass
@@ -62,24 +73,47 @@ def _first_match(patterns: list[str], name: str) -> str | None:
     return None
 
 
+def _parent_name(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
 def _blocked_by_parent(model: nn.Module) -> dict[str, str]:
     """Names of children whose weights a parent reads directly, with the reason."""
     blocked = {}
     for name, module in model.named_modules():
         if isinstance(module, _WEIGHT_READERS):
+            owner = type(module).__name__
+            if replacement_for(module) is not None:
+                reason = f"{_PART_OF} {owner}: quantized with it"
+            else:
+                reason = f"its weight is read directly by the parent {owner}"
             for child_name, _ in module.named_children():
-                full = f"{name}.{child_name}" if name else child_name
-                blocked[full] = f"its weight is read directly by the parent {type(module).__name__}"
+                blocked[f"{name}.{child_name}" if name else child_name] = reason
     return blocked
 
 
 def unsupported_reason(module: nn.Module, name: str, blocked: dict[str, str]) -> str | None:
-    """Why ``module`` cannot be quantized, or None when it can."""
+    """Why ``module`` cannot be quantized on its own, or None when it can."""
     if name in blocked:
         return blocked[name]
     if replacement_for(module) is None:
+        if isinstance(module, _NORMS):
+            return (
+                f"{type(module).__name__} has no quantized replacement (norm layers stay float: "
+                "few weights, and they set the scale of every activation after them)"
+            )
         return f"{type(module).__name__} has no quantized replacement; kept in float"
     return None
+
+
+def _covered(name: str, chosen: set[str]) -> bool:
+    """Whether an ancestor of ``name`` is chosen: its twin replaces the whole subtree."""
+    if not chosen or not name:
+        return False
+    if "" in chosen:
+        return True
+    parts = name.split(".")
+    return any(".".join(parts[:i]) in chosen for i in range(1, len(parts)))
 
 
 def _has_own_params(module: nn.Module) -> bool:
@@ -94,22 +128,34 @@ def select_layers(model: nn.Module, config: QuantConfig) -> Selection:
     explicit = None if config.layers is None else list(dict.fromkeys(config.layers))
     names = set()
     sel = Selection()
+    chosen: set[str] = set()
+    reasons: dict[str, str] = {}
     for name, module in model.named_modules():
         names.add(name)
         tname = type(module).__name__
         supported = replacement_for(module) is not None
+        if _covered(name, chosen):
+            continue  # inside a chosen layer: its twin quantizes it
         if not supported and not _has_own_params(module):
             continue  # containers and weightless layers (ReLU, Dropout) are not layers to report
         reason = unsupported_reason(module, name, blocked)
         if reason is not None:
+            parent_reason = reasons.get(_parent_name(name))
+            if reason.startswith(_PART_OF) and parent_reason is not None:
+                owner = type(model.get_submodule(_parent_name(name))).__name__
+                reason = f"{_PART_OF} {owner}, which stays float ({parent_reason})"
             sel.skipped.append(SkippedLayer(name, tname, reason))
+            reasons[name] = reason
             continue
         if explicit is not None:
             if name in explicit:
                 sel.chosen.append(name)
+                chosen.add(name)
             else:
                 sel.skipped.append(SkippedLayer(name, tname, "not ticked in the layer list"))
+                reasons[name] = "not ticked in the layer list"
             continue
+        tname = _SELECTS_AS.get(tname, tname)
         if include_types is not None and tname not in include_types:
             reason = f"type {tname} is not in include_types"
         elif tname in exclude_types:
@@ -120,8 +166,10 @@ def select_layers(model: nn.Module, config: QuantConfig) -> Selection:
             reason = f"excluded by pattern {pattern!r}"
         if reason is None:
             sel.chosen.append(name)
+            chosen.add(name)
         else:
-            sel.skipped.append(SkippedLayer(name, tname, reason))
+            sel.skipped.append(SkippedLayer(name, type(module).__name__, reason))
+            reasons[name] = reason
     if explicit is not None:
         unknown = [n for n in explicit if n not in names]
         if unknown:

@@ -4,13 +4,20 @@ The observed activation is the layer's first input — what static mode
 quantizes: the input of Linear / Conv, the sequence of LSTM / GRU (its
 ``PackedSequence.data`` when packed; the ``hx`` state is ignored).  Inputs
 that are not floating point (Embedding's indices) are not observed.
+
+``nn.MultiheadAttention`` quantizes four inputs, one per projection: query,
+key, value and the attention output entering ``out_proj``, which exists only
+inside its forward.  Its observer (:class:`ProjectionInputs`) has one part per
+projection; a forward hook runs the call's float attention again with the
+projections' inputs observed (one extra attention per call, during
+calibration only), and its range is four ranges, ``[4]`` tensors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -33,6 +40,42 @@ def first_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value
     return None
+
+
+class ProjectionInputs(Observer):
+    """The inputs of an attention's four projections (``modules.attention.PROJECTIONS`` order)."""
+
+    kind = "projection inputs"
+
+    def __init__(self, make: Callable[[], Observer]) -> None:
+        from ..modules.attention import PROJECTIONS
+
+        self.parts = [make() for _ in PROJECTIONS]
+
+    @property
+    def observed(self) -> bool:
+        return all(part.observed for part in self.parts)
+
+    def update(self, x: torch.Tensor) -> None:
+        raise CalibrationError("projection inputs: observed through observe(), one part per projection")
+
+    def observe(self, i: int, x: torch.Tensor) -> None:
+        if x.is_floating_point():
+            self.parts[i].update(x)
+
+    def min_max(self, qmin: int = -128, qmax: int = 127) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([4] lo, [4] hi)``: query, key, value, out_proj input."""
+        ranges = [part.min_max(qmin, qmax) for part in self.parts]
+        return torch.stack([lo.reshape(()) for lo, _ in ranges]), torch.stack([hi.reshape(()) for _, hi in ranges])
+
+
+def _observe_attention(observer: ProjectionInputs) -> Callable:
+    from ..modules.attention import observe_projection_inputs
+
+    def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        observe_projection_inputs(cast(nn.MultiheadAttention, module), args, kwargs, observer.observe)
+
+    return hook
 
 
 def _observe_into(observer: Observer) -> Callable:
@@ -59,11 +102,17 @@ def observed_inputs(
             modules[name] = model.get_submodule(name)
         except AttributeError:
             raise CalibrationError(f"layer_names: the model has no module named {name!r}") from None
-    observers = {name: make() for name in modules}
+    observers: dict[str, Observer] = {}
     handles = []
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_pre_hook(_observe_into(observers[name]), with_kwargs=True))
+            if isinstance(module, nn.MultiheadAttention):
+                attention = ProjectionInputs(make)
+                observers[name] = attention
+                handles.append(module.register_forward_hook(_observe_attention(attention), with_kwargs=True))
+            else:
+                observers[name] = make()
+                handles.append(module.register_forward_pre_hook(_observe_into(observers[name]), with_kwargs=True))
         yield observers
     finally:
         for handle in handles:

@@ -25,7 +25,8 @@ TensorPair = tuple[torch.Tensor, torch.Tensor]
 class CalibrationResult(dict[str, TensorPair]):
     """``{layer name: (scale, zero_point)}`` for every layer that saw a floating-point input.
 
-    Scales are 0-dim float32 tensors, zero points 0-dim int32 tensors, on the
+    Scales are 0-dim float32 tensors, zero points 0-dim int32 tensors (``[4]``
+    for a MultiheadAttention: query, key, value, out_proj input), on the
     model's device (per tensor, asymmetric, range [-128, 127]).  Also:
     ``unobserved`` — the named layers that never saw one (Embedding, or a
     layer the samples did not reach), in the order given; ``ranges`` —
@@ -55,8 +56,9 @@ def _forward(model: nn.Module, batch: Any, device: torch.device, name: str) -> N
 def _finish(observers: dict[str, Observer], samples: int) -> CalibrationResult:
     """qparams of every observed layer; one host sync to check that all ranges are finite."""
     ranges = {name: obs.min_max(ACT_QMIN, ACT_QMAX) for name, obs in observers.items() if obs.observed}
-    if ranges and not bool(torch.isfinite(torch.stack([v for r in ranges.values() for v in r])).all()):
-        bad = next(n for n, (lo, hi) in ranges.items() if not (torch.isfinite(lo) and torch.isfinite(hi)))
+    # An attention's range is one per projection input ([4] tensors), every other layer's one.
+    if ranges and not bool(torch.isfinite(torch.cat([v.reshape(-1) for r in ranges.values() for v in r])).all()):
+        bad = next(n for n, (lo, hi) in ranges.items() if not bool((torch.isfinite(lo) & torch.isfinite(hi)).all()))
         raise CalibrationError(f"{bad}: its calibration inputs contain NaN or Inf")
     qparams = {name: affine_qparams(lo, hi) for name, (lo, hi) in ranges.items()}
     unobserved = [name for name in observers if name not in ranges]

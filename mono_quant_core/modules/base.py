@@ -20,6 +20,7 @@ from ..errors import ConfigError, QuantizedFileError
 from ..tensor import (
     ACT_QMAX,
     ACT_QMIN,
+    QuantizedTensor,
     QuantSpec,
     activation_qparams,
     cast_dtype,
@@ -75,6 +76,10 @@ class QuantizedModule(nn.Module):
         #: ``{stem: (Σw², Σ(w−ŵ)²)}`` measured while quantizing (for the weight SQNR;
         #: empty for modules built from a file).
         self.weight_error_sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        #: How the weights were rounded (``rtn``, ``gptq``, ``hqq``) and whether bias correction
+        #: changed the bias: recorded in the file's layer record.
+        self.algorithm = "rtn"
+        self.bias_corrected = False
         self.kernel = PENDING
         self._kernel_key: tuple | None = None
         self._kernel_state: Any = None
@@ -139,6 +144,25 @@ class QuantizedModule(nn.Module):
         if qt.zero_point is not None:
             self.register_buffer(f"{stem}_zero_point", qt.zero_point)
 
+    def set_weight(self, stem: str, qt: QuantizedTensor, reference: torch.Tensor) -> None:
+        """Store ``qt`` (codes and qparams an algorithm chose, in the stored form of this layer's
+        spec) as weight ``stem``, in place of round-to-nearest's; ``reference``: the float weight
+        it approximates, for the weight SQNR."""
+        spec = self.spec
+        if spec is None:
+            raise ConfigError(f"{stem}: a {self.qdtype} cast has no codes to set")
+        shape = self.weight_shapes[stem]
+        if tuple(qt.data.shape) != tuple(stored_shape(shape, spec)) or qt.data.dtype != stored_dtype(spec):
+            raise ConfigError(f"{stem}: codes of shape {tuple(qt.data.shape)} do not fit a {shape} {spec.dtype} weight")
+        self.register_buffer(stem, qt.data)
+        self.register_buffer(f"{stem}_scale", qt.scale.to(torch.float32))
+        if not spec.symmetric:
+            if qt.zero_point is None:
+                raise ConfigError(f"{stem}: an asymmetric weight needs a zero point")
+            self.register_buffer(f"{stem}_zero_point", qt.zero_point.to(torch.int8))
+        self.weight_error_sums[stem] = sqnr_sums(reference.detach().float(), self.dequantized_weight(stem))
+        self._kernel_key = None
+
     def _take_weight_and_bias(self, module: nn.Module) -> Self:
         """Quantize ``module.weight``, keep its bias, add input qparams (Linear and Conv)."""
         weight, bias = _weight_and_bias(module)
@@ -153,6 +177,10 @@ class QuantizedModule(nn.Module):
         shape = tuple(weight.shape)
         self._check_shape("weight", shape, meta)
         self._empty_weight("weight", shape, weight.device)
+        if bias is None and meta.get("bias_corrected"):
+            # Bias correction gave the layer a bias its float module does not have.
+            width = int(getattr(module, "out_features", None) or getattr(module, "out_channels", 0) or shape[0])
+            bias = torch.empty(width, dtype=weight.dtype, device=weight.device)
         self._empty_float("bias", bias)
         self._init_input_qparams(weight.device)
         return self
@@ -227,7 +255,16 @@ class QuantizedModule(nn.Module):
         }
         if len(stems) > 1:
             meta["weights"] = {stem: list(shape) for stem, shape in self.weight_shapes.items()}
+        if self.algorithm != "rtn":
+            meta["algorithm"] = self.algorithm
+        if self.bias_corrected:
+            meta["bias_corrected"] = True
         return meta
+
+    def restore_notes(self, meta: dict[str, Any]) -> None:
+        """Take back what ``quant_meta`` recorded beyond the layout (a loaded layer re-saves the same record)."""
+        self.algorithm = str(meta.get("algorithm") or "rtn")
+        self.bias_corrected = bool(meta.get("bias_corrected", False))
 
     def dequantized_weight(self, stem: str = "weight", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """One weight back in float (``dtype``), from its stored form."""

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from torch import nn
 
+from .attention import QuantizedMultiheadAttention, QuantizedNonDynamicallyQuantizableLinear
 from .base import QuantizedModule
-from .conv import QuantizedConv1d, QuantizedConv2d, QuantizedConv3d
+from .conv import (
+    QuantizedConv1d,
+    QuantizedConv2d,
+    QuantizedConv3d,
+    QuantizedConvTranspose1d,
+    QuantizedConvTranspose2d,
+)
 from .embedding import QuantizedEmbedding
 from .linear import QuantizedLinear
 from .rnn import QuantizedGRU, QuantizedLSTM
@@ -21,6 +28,10 @@ REPLACEMENTS: dict[str, type[QuantizedModule]] = {
         QuantizedEmbedding,
         QuantizedLSTM,
         QuantizedGRU,
+        QuantizedMultiheadAttention,
+        QuantizedNonDynamicallyQuantizableLinear,
+        QuantizedConvTranspose1d,
+        QuantizedConvTranspose2d,
     )
 }
 
@@ -28,7 +39,8 @@ REPLACEMENTS: dict[str, type[QuantizedModule]] = {
 def replacement_for(module: nn.Module) -> type[QuantizedModule] | None:
     """The replacement class for ``module``'s exact type, or None.
 
-    Subclasses are not replaced: they may change ``forward`` or read the weight.
+    Subclasses are not replaced: they may change ``forward`` or read the weight.  torch's own
+    ``NonDynamicallyQuantizableLinear`` (a Linear in all but name) has a replacement of its own.
     """
     cls = REPLACEMENTS.get(type(module).__name__)
     if cls is None or type(module) is not cls.float_type:

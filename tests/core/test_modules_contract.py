@@ -39,6 +39,10 @@ def make_case(name: str):
         return nn.Conv2d(8, 16, 3, stride=2, padding=1, padding_mode="reflect"), torch.randn(2, 8, 12, 12, generator=g)
     if name == "Conv3d":
         return nn.Conv3d(4, 8, 3, padding=1, groups=2), torch.randn(2, 4, 5, 5, 5, generator=g)
+    if name == "ConvTranspose1d":
+        return nn.ConvTranspose1d(6, 16, 5, stride=2, padding=2, output_padding=1), torch.randn(2, 6, 30, generator=g)
+    if name == "ConvTranspose2d":
+        return nn.ConvTranspose2d(8, 16, 3, stride=2, padding=1, groups=2), torch.randn(2, 8, 12, 12, generator=g)
     if name == "Embedding":
         return nn.Embedding(60, 40, padding_idx=3), torch.randint(0, 60, (4, 9), generator=g)
     if name == "LSTM":
@@ -48,7 +52,7 @@ def make_case(name: str):
     raise KeyError(name)
 
 
-TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "LSTM", "GRU")
+TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "Embedding", "LSTM", "GRU")
 
 
 def run(module: nn.Module, x) -> list[torch.Tensor]:

@@ -28,25 +28,49 @@ def reasons(**kw):
 
 
 def test_default_chooses_every_supported_layer_at_any_depth():
-    assert chosen() == ["stack.0.0", "stack.0.1", "stack.1.0", "stack.1.1", "head"]
+    assert chosen() == ["stack.0.0", "stack.0.1", "stack.1.0", "stack.1.1", "attn", "head"]
 
 
 def test_unsupported_layers_are_skipped_with_reasons():
     r = reasons()
-    assert "no quantized replacement" in r["norm"]
-    assert "MultiheadAttention" in r["attn"]
-    assert "read directly by the parent MultiheadAttention" in r["attn.out_proj"]
+    assert "no quantized replacement (norm layers stay float" in r["norm"]
+    assert "attn" not in r and "attn.out_proj" not in r  # the attention's twin owns its out_proj
+    r = reasons(exclude=["attn"])
+    assert r["attn"] == "excluded by pattern 'attn'"
+    assert r["attn.out_proj"] == (
+        "part of the parent MultiheadAttention, which stays float (excluded by pattern 'attn')"
+    )
+
+
+def test_attention_subclass_blocks_its_out_proj():
+    class MyAttention(nn.MultiheadAttention):  # may read its weights its own way: not replaced
+        pass
+
+    model = nn.Sequential(MyAttention(4, 1), nn.Linear(4, 4))
+    sel = select_layers(model, QuantConfig())
+    assert sel.chosen == ["1"]
+    r = {s.name: s.reason for s in sel.skipped}
+    assert "no quantized replacement" in r["0"]
+    assert r["0.out_proj"] == "its weight is read directly by the parent MyAttention"
+
+
+def test_non_dynamically_quantizable_linear_selects_as_linear():
+    from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
+
+    model = nn.Sequential(NonDynamicallyQuantizableLinear(4, 4), nn.Conv1d(4, 4, 1))
+    assert select_layers(model, QuantConfig(include_types=["Linear"])).chosen == ["0"]
+    assert select_layers(model, QuantConfig(exclude_types=["Linear"])).chosen == ["1"]
 
 
 def test_include_and_exclude_types():
     assert chosen(include_types=["Conv1d"]) == ["stack.0.1", "stack.1.1"]
-    assert chosen(exclude_types=["nn.Conv1d"]) == ["stack.0.0", "stack.1.0", "head"]
+    assert chosen(exclude_types=["nn.Conv1d"]) == ["stack.0.0", "stack.1.0", "attn", "head"]
     assert reasons(include_types=["Conv1d"])["head"] == "type Linear is not in include_types"
 
 
 def test_globs_regexes_and_containers():
-    assert chosen(exclude=["stack.*.1"]) == ["stack.0.0", "stack.1.0", "head"]
-    assert chosen(exclude=["stack.1"]) == ["stack.0.0", "stack.0.1", "head"]  # a container excludes its subtree
+    assert chosen(exclude=["stack.*.1"]) == ["stack.0.0", "stack.1.0", "attn", "head"]
+    assert chosen(exclude=["stack.1"]) == ["stack.0.0", "stack.0.1", "attn", "head"]  # a container excludes its subtree
     assert chosen(include=[r"re:stack\.\d\.0"]) == ["stack.0.0", "stack.1.0"]
     assert chosen(include=["head"]) == ["head"]
     assert reasons(exclude=["head"])["head"] == "excluded by pattern 'head'"
@@ -75,5 +99,7 @@ def test_module_table_sums_and_flags():
     assert rows["stack.0.0"].quantizable and rows["stack.0.0"].is_leaf
     assert rows["stack.0.0"].parent == "stack.0"
     assert not rows["norm"].quantizable and "no quantized replacement" in rows["norm"].reason
+    assert rows["attn"].quantizable
     assert not rows["attn.out_proj"].quantizable
+    assert rows["attn.out_proj"].reason == "part of the parent MultiheadAttention: quantized with it"
     assert rows["head"].bytes == (4 * 2 + 2) * 4
