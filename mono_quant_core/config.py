@@ -25,6 +25,19 @@ GRANULARITIES = ("per-channel", "per-tensor", "per-group")
 OBSERVERS = ("minmax", "moving-average", "percentile", "histogram")
 HISTOGRAM_METHODS = ("mse", "entropy")
 ON_FAILURE = ("error", "warn", "ignore")
+#: How weights are rounded onto their grid (docs/quantization-math.md, "Algorithms"): round to
+#: nearest, GPTQ (Hessian-guided, needs calibration samples) or HQQ (data-free half-quadratic).
+ALGORITHMS = ("rtn", "gptq", "hqq")
+#: Every option of the algorithms, with its default: what the report records of a run.
+ALGORITHM_DEFAULTS: dict[str, Any] = {
+    "algorithm": "rtn",
+    "gptq_damp": 0.01,
+    "gptq_act_order": False,
+    "gptq_block_size": 128,
+    "hqq_iterations": 20,
+    "smoothquant_alpha": None,
+    "bias_correction": False,
+}
 #: What ``layer_overrides`` may set per layer.
 OVERRIDE_FIELDS = ("dtype", "mode", "scheme", "granularity", "group_size")
 #: The dtype value of ``layer_overrides`` that keeps a layer in float.
@@ -35,7 +48,19 @@ FALLBACKS = ("float", "int8", "fp16", "bf16")
 DTYPE_BITS = {"int4": 4, "int8": 8, "fp16": 16, "bf16": 16, FLOAT: 32}
 
 #: Layer types that have a quantized replacement (class names of ``torch.nn``).
-SUPPORTED_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "Embedding", "LSTM", "GRU")
+SUPPORTED_TYPES = (
+    "Linear",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "ConvTranspose1d",
+    "ConvTranspose2d",
+    "Embedding",
+    "LSTM",
+    "GRU",
+    "MultiheadAttention",
+    "NonDynamicallyQuantizableLinear",
+)
 
 _CHOICES = {
     "dtype": DTYPES,
@@ -46,6 +71,7 @@ _CHOICES = {
     "histogram_method": HISTOGRAM_METHODS,
     "on_failure": ON_FAILURE,
     "fallback": FALLBACKS,
+    "algorithm": ALGORITHMS,
 }
 
 
@@ -53,6 +79,10 @@ def _invalid(key: str, problem: str, rule: str | None = None) -> ConfigError:
     """The ConfigError ``key: problem`` with both kept as fields; ``rule`` (default: the problem)
     is what was broken, said without the value given."""
     return ConfigError(f"{key}: {problem}", key=key, problem=problem, rule=rule or problem)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def canonical_choice(value: Any) -> Any:
@@ -70,6 +100,47 @@ def is_cast_dtype(dtype: str) -> bool:
 def needs_calibration(dtype: str, mode: str) -> bool:
     """Whether a run with ``dtype`` and ``mode`` needs calibration data: static mode, unless a cast."""
     return canonical_choice(mode) == "static" and not is_cast_dtype(dtype)
+
+
+def algorithm_problem(option: str, dtype: str, mode: str, granularity: str = "per-channel") -> str | None:
+    """Why ``option`` (``gptq``, ``hqq``, ``smoothquant`` or ``bias_correction``) does not apply to
+    a run with these settings, said for a user; None when it applies.  The settings panel greys an
+    option out with this reason, and QuantConfig refuses the same combinations."""
+    dtype, mode, granularity = canonical_choice(dtype), canonical_choice(mode), canonical_choice(granularity)
+    if option == "gptq":
+        if dtype not in ("int8", "int4"):
+            return "GPTQ rounds int8 and int4 weights; casts have nothing to round"
+        if mode != "weight-only":
+            return "GPTQ needs mode weight-only"
+        if granularity == "per-tensor":
+            return "GPTQ needs per-channel or per-group scales"
+        return None
+    if option == "hqq":
+        if dtype not in ("int8", "int4"):
+            return "HQQ fits int8 and int4 scales; casts have none"
+        if granularity == "per-tensor":
+            return "HQQ needs per-channel or per-group scales"
+        return None
+    if option == "smoothquant":
+        if dtype != "int8" or mode not in ("static", "dynamic"):
+            return "SmoothQuant balances int8 activations: it needs int8 with mode static or dynamic"
+        return None
+    if option == "bias_correction":
+        if dtype not in ("int8", "int4") or mode not in ("weight-only", "static"):
+            return "bias correction needs int8 or int4 with mode weight-only or static"
+        return None
+    raise ValueError(f"unknown option {option!r}")
+
+
+def needs_samples(config: QuantConfig) -> bool:
+    """Whether a run with ``config`` needs calibration samples: static mode, GPTQ, SmoothQuant or
+    bias correction."""
+    return (
+        config.needs_calibration
+        or config.algorithm == "gptq"
+        or config.smoothquant_alpha is not None
+        or config.bias_correction
+    )
 
 
 # -- layer name patterns (QuantConfig.include / exclude) -----------------------------------------
@@ -158,6 +229,18 @@ class QuantConfig:
     #: The first rung a layer climbs to when the target needs it: ``float``, or a wider dtype
     #: (``int8``: int4 → int8 → float).
     fallback: str = "float"
+    #: How weights are rounded (ALGORITHMS); GPTQ's damping (a fraction of the mean Hessian
+    #: diagonal), column order by decreasing Hessian diagonal, and columns per lazy block update.
+    algorithm: str = "rtn"
+    gptq_damp: float = 0.01
+    gptq_act_order: bool = False
+    gptq_block_size: int = 128
+    #: HQQ: iterations of its half-quadratic solver (a fixed number: the result is deterministic).
+    hqq_iterations: int = 20
+    #: SmoothQuant migration strength in (0, 1] for int8 static/dynamic Linear layers; None: off.
+    smoothquant_alpha: float | None = None
+    #: Subtract each Conv/Linear output's mean quantization shift, measured on calibration samples.
+    bias_correction: bool = False
 
     def __post_init__(self) -> None:
         for name in _CHOICES:
@@ -199,7 +282,45 @@ class QuantConfig:
                 if not isinstance(t, str) or not t:
                     raise _invalid(name, f"{t!r} is not a layer type name")
         self._validate_targets()
+        self._validate_algorithms()
         self._validate_overrides()
+
+    def _validate_algorithms(self) -> None:
+        if self.algorithm != "rtn":
+            problem = algorithm_problem(self.algorithm, self.dtype, self.mode, self.granularity)
+            if problem is not None:
+                raise _invalid("algorithm", f"{self.algorithm}: {problem}", problem)
+        if not _is_number(self.gptq_damp) or not self.gptq_damp > 0:
+            raise _invalid("gptq_damp", f"{self.gptq_damp!r} must be a number > 0")
+        if not isinstance(self.gptq_act_order, bool):
+            raise _invalid("gptq_act_order", f"{self.gptq_act_order!r} must be true or false")
+        for name in ("gptq_block_size", "hqq_iterations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise _invalid(name, f"{value!r} must be an integer >= 1")
+        alpha = self.smoothquant_alpha
+        if alpha is not None:
+            if not _is_number(alpha) or not 0.0 < alpha <= 1.0:
+                raise _invalid("smoothquant_alpha", f"{alpha!r} must be in (0, 1], or None for off")
+            problem = algorithm_problem("smoothquant", self.dtype, self.mode, self.granularity)
+            if problem is not None:
+                raise _invalid("smoothquant_alpha", problem)
+        if not isinstance(self.bias_correction, bool):
+            raise _invalid("bias_correction", f"{self.bias_correction!r} must be true or false")
+        if self.bias_correction:
+            problem = algorithm_problem("bias_correction", self.dtype, self.mode, self.granularity)
+            if problem is not None:
+                raise _invalid("bias_correction", problem)
+
+    def algorithm_settings(self) -> dict[str, Any]:
+        """The algorithm options of this run that are not at their default, with ``algorithm``
+        always: what the report and the file record."""
+        settings = {"algorithm": self.algorithm}
+        for name, default in ALGORITHM_DEFAULTS.items():
+            value = getattr(self, name)
+            if name != "algorithm" and value != default:
+                settings[name] = value
+        return settings
 
     def _validate_targets(self) -> None:
         for name in ("target_output_sqnr_db", "target_metric_drop"):
@@ -249,6 +370,15 @@ class QuantConfig:
             changes["mode"] = "weight-only"  # int4 is weight-only: an override of the dtype alone means that
         if is_cast_dtype(changes.get("dtype", self.dtype)) and self.granularity == "per-group":
             changes.setdefault("granularity", "per-channel")  # a cast has no groups
+        dtype, mode = changes.get("dtype", self.dtype), changes.get("mode", self.mode)
+        granularity = changes.get("granularity", self.granularity)
+        # The run's algorithms apply to the layers they fit; a layer set otherwise is rounded to nearest.
+        if self.algorithm != "rtn" and algorithm_problem(self.algorithm, dtype, mode, granularity):
+            changes["algorithm"] = "rtn"
+        if self.smoothquant_alpha is not None and algorithm_problem("smoothquant", dtype, mode, granularity):
+            changes["smoothquant_alpha"] = None
+        if self.bias_correction and algorithm_problem("bias_correction", dtype, mode, granularity):
+            changes["bias_correction"] = False
         return dataclasses.replace(
             self, layer_overrides={}, target_output_sqnr_db=None, target_metric_drop=None, fallback=FLOAT, **changes
         )

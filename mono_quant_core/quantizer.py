@@ -17,9 +17,12 @@ import torch
 from torch import nn
 
 from . import validation
+from .algorithms import SMOOTH_PHASE, RunAlgorithms, smoothed_layers, uses_samples
 from .batches import as_call_args, move_batch
 from .config import QuantConfig
+from .coverage import weight_coverage
 from .errors import CalibrationError, ConfigError
+from .modules.attention import disable_fused_fast_paths
 from .modules.base import QuantizedModule
 from .modules.registry import replacement_for
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
@@ -154,6 +157,14 @@ def quantize(
     if config.target_output_sqnr_db is not None or config.target_metric_drop is not None:
         from .fallback import quantize_to_target
 
+        if config.smoothquant_alpha is not None:
+            # The search ranks and tries layers on the unsmoothed model's calibration.
+            raise ConfigError(
+                "smoothquant_alpha: SmoothQuant cannot be combined with a target accuracy yet; "
+                "set the target or SmoothQuant, not both",
+                key="smoothquant_alpha",
+            )
+
         return quantize_to_target(model, config, _as_sequence(calibration), **options)
     return run_quantize(model, config, _as_sequence(calibration), **options)
 
@@ -198,7 +209,10 @@ def run_quantize(
     static = any_static(configs)
     if static and len(samples) == 0:
         raise ConfigError("mode: static needs calibration samples (a calibration folder)")
-    calib_idx, val_idx, overlap = split_samples(len(samples), static)
+    sampled = uses_samples(configs)
+    if sampled and len(samples) == 0:
+        raise ConfigError(f"{sampled[0]}: needs calibration samples (a calibration folder)")
+    calib_idx, val_idx, overlap = split_samples(len(samples), static or bool(sampled))
     if not validate:
         val_idx = []
     task_metric = None
@@ -208,7 +222,6 @@ def run_quantize(
         task_metric = as_metric(metric)
 
     reference = shallow_clone(model).eval()  # float, with its own training flags
-    qmodel = shallow_clone(model).eval()
     report = QuantReport(
         dtype=config.dtype,
         mode=config.mode,
@@ -218,17 +231,37 @@ def run_quantize(
         calibration_samples=len(calib_idx),
         validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
+        algorithm=config.algorithm_settings(),
     )
     validation.record_skipped_calibration(report, samples)
     check_cancel(cancel)
     if prepared is None:
         plan = _plan(model, reference, chosen, samples, calib_idx, val_idx, validate, static, on_phase)
+        if smoothed_layers(configs):
+            first = plan.phases[0]  # calibration's unit time, when there is one, is a smoothing sample's too
+            unit_s = first.unit_seconds if first.phase == "calibrate" else 0.0
+            plan = RunPlan((PhasePlan(SMOOTH_PHASE, len(calib_idx), unit_s), *plan.phases))
         if task_metric is not None:  # its cost is the user's: measured by the run itself
             plan = RunPlan((*plan.phases, PhasePlan("metric", 2)))
         stepper = Stepper(plan, progress, cancel, on_phase)
     else:
         stepper = prepared.stepper
     stepper.check()
+    algorithms = RunAlgorithms(configs, _Subset(samples, calib_idx), stepper)
+    if algorithms.rebuilds_layers and prepared is not None:
+        prepared = Prepared(prepared.stepper, prepared.qparams, {}, prepared.float_metric)
+    work = algorithms.smooth(model)  # the float model whose layers are quantized
+    if algorithms.smoothing is not None:
+        report.warnings.extend(algorithms.smoothing.warnings)
+    if work is not model:
+        reference = shallow_clone(work).eval()
+    qmodel = shallow_clone(work).eval()
+    # torch's fused transformer paths read int8 codes in the quantized model (GPTQ runs it part
+    # quantized) and nested tensors meet hooked layers in the float one: both take the regular path.
+    every_name = names_by_module(work)
+    replaced = [alias for name in chosen for alias in every_name[id(get_submodule(work, name))]]
+    for clone in (reference, qmodel):
+        disable_fused_fast_paths(clone, replaced)
 
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if static:
@@ -249,15 +282,15 @@ def run_quantize(
     layer_modules: dict[str, QuantizedModule] = {}
     if prepared is None:
         stepper.begin("quantize", f"quantizing {len(chosen)} layers")
-    aliases = names_by_module(model)  # a layer reused under several names is replaced at each
+    aliases = names_by_module(work)  # a layer reused under several names is replaced at each
     for name in chosen:
         stepper.check()
-        float_module = get_submodule(model, name)
+        float_module = get_submodule(work, name)
         layer_config = effective_layer_config(configs[name], name, float_module, qparams, report)
         if prepared is not None and name in prepared.modules:
             qmodule = prepared.modules[name]
         else:
-            qmodule = build_layer(float_module, layer_config, qparams.get(name))
+            qmodule = algorithms.build(name, float_module, layer_config, qparams.get(name), reference, qmodel)
         if name:
             for alias in aliases[id(float_module)]:
                 set_submodule(qmodel, alias, qmodule)
@@ -265,6 +298,7 @@ def run_quantize(
             qmodel = qmodule.eval()
         layer_modules[name] = qmodule
         layer = _layer_report(name, float_module, qmodule, layer_config)
+        algorithms.describe(name, qmodule, layer)
         report.layers.append(layer)
         if on_layer is not None:
             on_layer(layer)
@@ -274,6 +308,7 @@ def run_quantize(
     report.original_bytes = state_bytes(model)
     report.quantized_bytes = state_bytes(qmodel)
     report.compression_ratio = report.original_bytes / report.quantized_bytes if report.quantized_bytes else None
+    report.coverage = weight_coverage(model, report.skipped, layer_modules)
     result = QuantResult(
         model=qmodel,
         report=report,
@@ -419,7 +454,8 @@ def _layer_report(name: str, float_module: nn.Module, qmodule: QuantizedModule, 
     sums = qmodule.weight_error_sums.values()
     sqnr = db_from_sums(float(sum(s for s, _ in sums)), float(sum(n for _, n in sums))) if sums else None
     meta = qmodule.quant_meta()
-    original = sum(p.numel() * p.element_size() for p in float_module.parameters(recurse=False))
+    # The whole subtree: an attention's twin holds its out_proj too.
+    original = sum(p.numel() * p.element_size() for p in float_module.parameters())
     return LayerReport(
         name=name,
         type=type(float_module).__name__,

@@ -74,6 +74,12 @@ class LayerReport:
     quantized_bytes: int = 0
     kernel: str | None = None
     status: str = "ok"  # ok | low-sqnr
+    #: How its weights were rounded: ``rtn``, ``gptq`` or ``hqq``.
+    algorithm: str = "rtn"
+    #: SmoothQuant: None (not smoothed), ``"folded into <name>"`` or ``"input scale"`` (stored in the layer).
+    smoothquant: str | None = None
+    #: Whether bias correction changed its bias.
+    bias_corrected: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LayerReport:
@@ -131,6 +137,11 @@ class QuantReport:
     accuracy_target: dict[str, Any] | None = None
     #: Per-layer sensitivity the fallback ranked by (most sensitive first), as SensitivityReport.to_dict()["layers"].
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
+    #: The run's algorithm and its options not at their default (QuantConfig.algorithm_settings()).
+    algorithm: dict[str, Any] = field(default_factory=lambda: {"algorithm": "rtn"})
+    #: Weight coverage: ``{"quantized_weight_bytes", "float_weight_bytes", "share", "float": [{"name",
+    #: "type", "bytes", "reason"}]}`` (weight bytes of the float model; see mono_quant_core.coverage).
+    coverage: dict[str, Any] = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerReport:
         for layer in self.layers:

@@ -267,6 +267,7 @@ class Workbench:
 
     def evaluate(self, assignment: dict[str, QuantizedModule]) -> Evaluation:
         """The model with the layers of ``assignment`` swapped in, against the float outputs."""
+        from .modules.attention import disable_fused_fast_paths
         from .structure import set_submodule
         from .validation import _run
 
@@ -277,6 +278,7 @@ class Workbench:
         try:
             for alias, name in swapped:
                 set_submodule(self.work, alias, assignment[name])
+            disable_fused_fast_paths(runnable)  # the fused transformer paths would read int8 codes
             acc = SqnrAccumulator()
             with torch.inference_mode():
                 for i in range(len(self.val)):

@@ -116,22 +116,31 @@ def validate(
     layer_acc = {name: SqnrAccumulator() for name in layer_modules}
     handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def layer_hook(name: str) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]:
+    def layer_hooks(name: str) -> tuple[Callable[..., None], Callable[..., None]]:
+        """A pre-hook run first, keeping the layer's arguments as called (the twin replaces the
+        layer and its pre-hooks, such as SmoothQuant's input scale), and the hook comparing."""
         qmodule = layer_modules[name]
+        called: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+        def keep(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            called.append((args, kwargs))
 
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+            args, kwargs = called.pop() if called else (args, kwargs)
             approx = qmodule(*args, **kwargs)
             for ref, q in zip(flat_tensors(output), flat_tensors(approx), strict=False):
                 layer_acc[name].add(ref, q)
 
-        return hook
+        return keep, hook
 
     outputs_equal, worst = True, 0.0
     try:
         for name in layer_modules:
             if name:
                 module = get_submodule(reference, name)
-                handles.append(module.register_forward_hook(layer_hook(name), with_kwargs=True))
+                keep, hook = layer_hooks(name)
+                handles.append(module.register_forward_pre_hook(keep, prepend=True, with_kwargs=True))
+                handles.append(module.register_forward_hook(hook, with_kwargs=True))
         with torch.inference_mode():
             for i in range(len(samples)):
                 stepper.check()

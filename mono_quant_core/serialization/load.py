@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import QuantizedFileError
+from ..modules.attention import disable_fused_fast_paths
 from ..modules.base import QuantizedModule
 from ..modules.registry import REPLACEMENTS
 from ..structure import get_submodule, set_submodule, shallow_clone
@@ -68,6 +69,7 @@ def _swap_layers(model: nn.Module, meta: dict[str, Any], path: str, origin: str)
         if qmodule is None:
             try:
                 qmodule = _replacement_class(record, path).from_meta(quant_meta_of(record), float_module)
+                qmodule.restore_notes(quant_meta_of(record))
             except QuantizedFileError as exc:
                 raise QuantizedFileError(
                     f"{path}: layer {name!r}: {exc}; the file was made from {_made_from(meta)}"
@@ -146,6 +148,7 @@ def assemble(
     _check_keys(model, tensors, meta, path, origin)
     model.load_state_dict(tensors, strict=True, assign=True)
     _retie(model, meta["aliases"])
+    disable_fused_fast_paths(model)  # torch's fused transformer paths would read the int8 codes
     return model.eval()
 
 
