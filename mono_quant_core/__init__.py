@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .sensitivity import LayerSensitivity as LayerSensitivity
     from .sensitivity import SensitivityReport as SensitivityReport
     from .sensitivity import analyze_sensitivity as analyze_sensitivity
+    from .serialization import compressed_tensors_problems as compressed_tensors_problems
     from .serialization import load_quantized as load_quantized
     from .serialization import open_quantized as open_quantized
     from .serialization import read_metadata as read_metadata
@@ -97,6 +98,7 @@ _EXPORTS = {
     "load_metric": "metrics",
     "Metric": "metrics",
     "save_quantized": "serialization",
+    "compressed_tensors_problems": "serialization",
     "load_quantized": "serialization",
     "open_quantized": "serialization",
     "read_metadata": "serialization",

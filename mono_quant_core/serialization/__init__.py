@@ -5,6 +5,7 @@ The layout is documented in docs/file-format.md.
 
 from __future__ import annotations
 
+from .compressed_tensors import compressed_tensors_problems
 from .dequantize import dequantize
 from .load import load_quantized
 from .metadata import FORMAT_VERSION
@@ -14,6 +15,7 @@ from .save import estimate_file_bytes, save_quantized
 
 __all__ = [
     "FORMAT_VERSION",
+    "compressed_tensors_problems",
     "dequantize",
     "estimate_file_bytes",
     "load_quantized",

@@ -120,15 +120,32 @@ def _write_safetensors(f: BinaryIO, meta: dict[str, Any], tensors: dict[str, tor
     f.write(header)
 
 
-def save_quantized(result: QuantResult, path: str | os.PathLike) -> int:
+#: ``save_quantized(format=...)``: the file formats and the compressed-tensors folder.
+SAVE_FORMATS = ("safetensors", "pt", "compressed-tensors")
+
+
+def save_quantized(
+    result: QuantResult, path: str | os.PathLike, format: str | None = None, max_shard_bytes: int | None = None
+) -> int:
     """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
+
+    ``format``: None (from the extension, as always), ``"safetensors"``, ``"pt"``, or
+    ``"compressed-tensors"``: a folder that transformers and vLLM load
+    (``compressed_tensors.save_compressed_tensors``; ``max_shard_bytes`` splits its weights
+    into shards, 5 GB by default).
 
     The metadata records a SHA-256 of every tensor and of itself (``content_hash``),
     which ``load_quantized`` checks.  Sets ``result.report.file_bytes``.  ``compression_ratio`` stays the
     in-memory ratio (original_bytes / quantized_bytes).
     """
     path = os.fspath(path)
-    fmt = file_format(path)
+    if format not in (None, *SAVE_FORMATS):
+        raise ConfigError(f"format: {format!r} is not allowed; choose one of {', '.join(SAVE_FORMATS)}")
+    if format == "compressed-tensors":
+        from .compressed_tensors import DEFAULT_MAX_SHARD_BYTES, save_compressed_tensors
+
+        return save_compressed_tensors(result, path, max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+    fmt = format or file_format(path)
     _refuse_inputs(path, result.source)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):

@@ -103,8 +103,9 @@ class Actions(QObject):
         file_menu.addSeparator()
         file_menu.addAction(self.save_as)
         file_menu.addAction(self.export_layers)
-        file_menu.addSeparator()
+        self.export_anchor = file_menu.addSeparator()  # File → Export goes here (export_actions.py)
         file_menu.addAction(self.quit)
+        self.file_menu = file_menu
         run_menu = bar.addMenu("&Run")
         run_menu.addActions([self.quantize, self.analyze_sensitivity, self.cancel])
         run_menu.addSeparator()

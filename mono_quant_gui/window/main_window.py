@@ -46,6 +46,7 @@ from mono_quant_gui.state.session import Session
 from mono_quant_gui.window import dialogs, help_menu
 from mono_quant_gui.window.actions import Actions
 from mono_quant_gui.window.drop import local_paths
+from mono_quant_gui.window.export_actions import Exporting
 from mono_quant_gui.window.layer_export import export_layer_table
 from mono_quant_gui.window.log_view import LogView
 from mono_quant_gui.window.opening import Opening
@@ -95,6 +96,8 @@ class MainWindow(QMainWindow):
         self._build_panes(queue_store)
         self.commands.build_toolbar(self)
         self.commands.build_menus(self, [d.toggleViewAction() for d in self.docks])
+        self.exporting = Exporting(self)
+        self.exporting.install(self.commands.file_menu, self.commands.export_anchor)
         self._build_status_bar()
         self._default_state = self.saveState(STATE_VERSION)
         self._layer_batch: list = []
