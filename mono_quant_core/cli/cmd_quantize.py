@@ -6,12 +6,20 @@ import argparse
 import os
 import sys
 
+from ..config import QuantConfig, needs_samples
 from ..errors import ConfigError
 from ..jobs import Job, run_job
 from ..jobs.schema import config_key, config_section
 from .arguments import add_debug
 from .progress_line import ProgressPrinter
-from .quant_flags import CONFIG_FLAGS, config_from_args, input_flags, quantization_flags, validation_flags
+from .quant_flags import (
+    CONFIG_FLAGS,
+    algorithm_flags,
+    config_from_args,
+    input_flags,
+    quantization_flags,
+    validation_flags,
+)
 from .results import print_warnings, quantize_summary
 
 EXAMPLES = """\
@@ -58,6 +66,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(command=run)
     input_flags(p)
     quantization_flags(p)
+    algorithm_flags(p)
     validation_flags(p)
     _output_flags(p)
     add_debug(p)
@@ -100,6 +109,11 @@ def job_from_args(args: argparse.Namespace) -> Job:
         raise ConfigError(
             "--mode static needs --calib DIR, a folder of calibration tensors to measure activation ranges on"
         )
+    if needs_samples(config) and not args.calib:
+        flag = next(
+            CONFIG_FLAGS[n] for n in ("algorithm", "smoothquant_alpha", "bias_correction") if _asks_samples(config, n)
+        )
+        raise ConfigError(f"{flag}: needs --calib DIR, calibration samples to run on", key=flag)
     for name in ("target_output_sqnr_db", "target_metric_drop"):
         if getattr(config, name) is not None and not args.calib:
             flag = CONFIG_FLAGS[name]
@@ -125,6 +139,15 @@ def job_from_args(args: argparse.Namespace) -> Job:
         if job_flag is None or exc.problem is None:
             raise
         raise ConfigError(f"{job_flag}: {exc.problem}", key=job_flag, problem=exc.problem) from None
+
+
+def _asks_samples(config: QuantConfig, name: str) -> bool:
+    """Whether the option ``name`` of ``config`` is one that runs on calibration samples."""
+    if name == "algorithm":
+        return config.algorithm == "gptq"
+    if name == "smoothquant_alpha":
+        return config.smoothquant_alpha is not None
+    return bool(config.bias_correction)
 
 
 def _absolute(path: str | None) -> str | None:

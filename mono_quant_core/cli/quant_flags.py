@@ -31,6 +31,13 @@ CONFIG_FLAGS = {
     "target_output_sqnr_db": "--target-sqnr",
     "target_metric_drop": "--target-metric-drop",
     "fallback": "--fallback",
+    "algorithm": "--algorithm",
+    "gptq_damp": "--gptq-damp",
+    "gptq_act_order": "--gptq-act-order",
+    "gptq_block_size": "--gptq-block-size",
+    "hqq_iterations": "--hqq-iterations",
+    "smoothquant_alpha": "--smoothquant-alpha",
+    "bias_correction": "--bias-correction",
 }
 
 
@@ -82,6 +89,46 @@ def quantization_flags(p: argparse.ArgumentParser) -> None:
         metavar="PATTERN:FIELD=VALUE[,...]",
         help=f"per-layer settings ({', '.join(cfg.OVERRIDE_FIELDS)}; dtype float keeps a layer float), "
         "e.g. 'head.*:dtype=int8'; repeatable, a later pattern wins, an exact name beats patterns",
+    )
+
+
+def algorithm_flags(p: argparse.ArgumentParser) -> None:
+    """How weights are rounded (``--algorithm``) and the options of each algorithm."""
+    algo = p.add_argument_group("algorithm")
+    algo.add_argument(
+        "--algorithm",
+        type=canonical,
+        choices=cfg.ALGORITHMS,
+        help="rtn: round to nearest (default); gptq: Hessian-guided rounding, needs --calib, slower; "
+        "hqq: data-free half-quadratic fit of the scales",
+    )
+    algo.add_argument(
+        "--gptq-damp",
+        type=float,
+        metavar="X",
+        help="GPTQ damping, a fraction of the mean Hessian diagonal (default 0.01)",
+    )
+    algo.add_argument(
+        "--gptq-act-order",
+        action="store_true",
+        default=None,
+        help="GPTQ: round columns in order of decreasing Hessian diagonal",
+    )
+    algo.add_argument(
+        "--gptq-block-size", type=positive_int, metavar="N", help="GPTQ columns per lazy update (default 128)"
+    )
+    algo.add_argument("--hqq-iterations", type=positive_int, metavar="N", help="HQQ solver iterations (default 20)")
+    algo.add_argument(
+        "--smoothquant-alpha",
+        type=float,
+        metavar="A",
+        help="SmoothQuant with migration strength A in (0, 1] (int8 static/dynamic; needs --calib)",
+    )
+    algo.add_argument(
+        "--bias-correction",
+        action="store_true",
+        default=None,
+        help="correct each layer's mean output shift, measured on --calib samples",
     )
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import QuantConfig
+from ..config import QuantConfig, needs_samples
 from ..errors import ConfigError
 from .schema import (
     JOB_FIELDS,
@@ -95,6 +95,11 @@ class Job:
                     "(tensors to measure activation ranges on); add one or choose "
                     "mode weight-only or dynamic",
                 )
+            if needs_samples(self.config):
+                key, what = _sample_user(self.config)
+                raise job_error(
+                    "quantization", key, f"{what} needs a calibration folder ([calibration] folder) of samples"
+                )
             for key in ("samples", "seed"):
                 if getattr(self, key) is not None:
                     raise job_error("calibration", key, "given without a calibration folder")
@@ -158,6 +163,16 @@ class Job:
 
     def replace(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
+
+
+def _sample_user(config: QuantConfig) -> tuple[str, str]:
+    """The ``[quantization]`` key whose option needs calibration samples, and the option said for a
+    user (static mode is refused before)."""
+    if config.algorithm == "gptq":
+        return "algorithm", "GPTQ"
+    if config.smoothquant_alpha is not None:
+        return "smoothquant_alpha", "SmoothQuant"
+    return "bias_correction", "bias correction"
 
 
 def _check_kind(section: str, key: str, value: Any) -> None:

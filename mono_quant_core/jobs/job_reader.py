@@ -31,6 +31,7 @@ _CHOICES = {
     "histogram_method": config_module.HISTOGRAM_METHODS,
     "on_failure": config_module.ON_FAILURE,
     "fallback": config_module.FALLBACKS,
+    "algorithm": config_module.ALGORITHMS,
 }
 _EXPECTED = {
     "path": "a string (a file or folder path)",

@@ -26,6 +26,13 @@ SECTIONS: dict[str, dict[str, str]] = {
         "histogram_bins": "integer",
         "histogram_method": "choice",
         "fallback": "choice",
+        "algorithm": "choice",
+        "gptq_damp": "float",
+        "gptq_act_order": "boolean",
+        "gptq_block_size": "integer",
+        "hqq_iterations": "integer",
+        "smoothquant_alpha": "float",
+        "bias_correction": "boolean",
         # Written last, as the table [quantization.overrides]: "pattern" = { field = value }.
         "overrides": "overrides",
     },

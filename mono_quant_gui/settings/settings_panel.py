@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QS
 from mono_quant_core.config import QuantConfig, canonical_choice
 from mono_quant_core.errors import ConfigError
 from mono_quant_gui.settings import settings_rules as rules
+from mono_quant_gui.settings.algorithm_fields import AlgorithmFields
 from mono_quant_gui.settings.target_fields import HELP as TARGET_HELP
 from mono_quant_gui.settings.target_fields import TargetFields
 
@@ -116,6 +117,19 @@ class SettingsPanel(QWidget):
             form.addRow(label, widget)
             if key == "target":
                 form.addRow(self.target.value_label, self.target.value)
+        self.algorithms = AlgorithmFields(self)
+        self.algorithms.edited.connect(self._edited)
+        heading = QLabel("Algorithm", objectName="algorithm_heading")
+        heading.setStyleSheet("font-weight: 600; margin-top: 8px;")
+        form.addRow(heading)
+        for key, text, widget in self.algorithms.rows():
+            if not text:
+                form.addRow(widget)
+                continue
+            label = QLabel(text, objectName=f"{key}_label")
+            label.setToolTip(widget.toolTip())
+            self._labels[key] = label
+            form.addRow(label, widget)
         self.note = QLabel(objectName="settings_note")
         self.note.setWordWrap(True)
         self.note.setTextFormat(Qt.TextFormat.PlainText)
@@ -135,6 +149,7 @@ class SettingsPanel(QWidget):
         sqnr = self.min_sqnr.value()
         values["min_output_sqnr_db"] = None if sqnr <= self.min_sqnr.minimum() else sqnr
         values.update(self.target.values())
+        values.update(self.algorithms.values())
         return values
 
     def set_values(self, values: dict[str, Any]) -> None:
@@ -155,6 +170,7 @@ class SettingsPanel(QWidget):
             sqnr = values.get("min_output_sqnr_db")
             self.min_sqnr.setValue(float(sqnr) if isinstance(sqnr, (int, float)) else 0.0)
             self.target.set_values(values)
+            self.algorithms.set_values(values)
         finally:
             self._updating = False
         self._edited()
@@ -174,6 +190,7 @@ class SettingsPanel(QWidget):
         """What the settings remember: :meth:`values`, with a mode still waiting for its folder."""
         values = self.values()
         values.update(self.target.persistent_values())
+        values.update(self.algorithms.persistent_values())
         if self._wanted_mode is not None:
             values["mode"] = self._wanted_mode
         return values
@@ -193,6 +210,7 @@ class SettingsPanel(QWidget):
             target_metric_drop=config.target_metric_drop,
             fallback=config.fallback,
         )
+        values.update(config.algorithm_settings())
         self.set_values(values)
 
     def config(self, layers: list[str] | None = None) -> QuantConfig:
@@ -249,6 +267,12 @@ class SettingsPanel(QWidget):
                 self._labels[key].setEnabled(self.target.auto.isChecked())
             if target_note is not None:
                 notes.append(target_note)
+            # A fallback of the algorithm is news the user did not ask for: it is said first.
+            notes[:0] = self.algorithms.refresh(
+                values["dtype"], values["mode"], values["granularity"], self._has_calibration
+            )
+            for key in ("gptq_damp", "gptq_act_order", "gptq_block_size", "hqq_iterations", "smoothquant_alpha"):
+                self._labels[key].setEnabled(self.algorithms.widget(key).isEnabled())
             problem = self.problem()
             self.note.setText(problem or (notes[0] if notes else ""))
             self.note.setVisible(bool(self.note.text()))
