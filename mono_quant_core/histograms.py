@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batches import as_call_args, move_batch, sample_name
+from .batches import call_model, sample_name
 from .calibration.hooks import first_input
-from .errors import CalibrationError, ConfigError, MonoQuantError
+from .errors import ConfigError
 from .modules.base import QuantizedModule
 from .progress import CancelLike, check_cancel
 from .structure import model_device
@@ -283,15 +283,7 @@ def _run_samples(
         with torch.inference_mode():
             for i in range(n):
                 check_cancel(cancel)  # before reading the sample: it may come from disk
-                args, kwargs = move_batch(*as_call_args(samples[i]), device)
-                try:
-                    model(*args, **kwargs)
-                except MonoQuantError:
-                    raise
-                except Exception as exc:  # re-raised with the sample named, the cause chained
-                    raise CalibrationError(
-                        f"{sample_name(samples, i)}: the model raised {type(exc).__name__}: {exc}"
-                    ) from exc
+                call_model(model, samples[i], device, sample_name(samples, i))
     finally:
         handle.remove()
         for module, flag in flags:

@@ -8,9 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..batches import as_call_args, move_batch, sample_name
+from ..batches import call_model, sample_name
 from ..calibration.hooks import first_input
-from ..errors import CalibrationError, MonoQuantError
 from ..progress import CancelLike, check_cancel
 from ..structure import get_submodule, model_device
 
@@ -39,16 +38,8 @@ def layer_inputs(
     try:
         for i in range(len(samples)):
             check_cancel(cancel)
-            args, kwargs = move_batch(*as_call_args(samples[i]), device)
             with torch.no_grad():
-                try:
-                    model(*args, **kwargs)
-                except MonoQuantError:
-                    raise
-                except Exception as exc:  # re-raised with the sample named, the cause chained
-                    raise CalibrationError(
-                        f"{sample_name(samples, i)}: the model raised {type(exc).__name__}: {exc}"
-                    ) from exc
+                call_model(model, samples[i], device, sample_name(samples, i))
             batch, seen[:] = list(seen), []
             yield from batch
     finally:

@@ -27,9 +27,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..batches import as_call_args, move_batch, sample_name
+from ..batches import call_model, sample_name
 from ..calibration.hooks import first_input
-from ..errors import CalibrationError, MonoQuantError
+from ..errors import CalibrationError
 from ..modules.base import QuantizedModule
 from ..modules.linear import QuantizedLinear
 from ..outputs import flat_tensors
@@ -126,14 +126,8 @@ def _input_ranges(
 
 def _forward(model: nn.Module, samples: Sequence[Any], i: int) -> Any:
     """``model`` on sample ``i`` under no_grad; an error names the sample (and its file)."""
-    args, kwargs = move_batch(*as_call_args(samples[i]), model_device(model))
     with torch.no_grad():
-        try:
-            return model(*args, **kwargs)
-        except MonoQuantError:
-            raise
-        except Exception as exc:  # re-raised with the sample named, the cause chained
-            raise CalibrationError(f"{sample_name(samples, i)}: the model raised {type(exc).__name__}: {exc}") from exc
+        return call_model(model, samples[i], model_device(model), sample_name(samples, i))
 
 
 def smoothing_factors(act_max: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:

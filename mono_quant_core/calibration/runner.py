@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sized
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..batches import as_call_args, move_batch, sample_name
+from ..batches import call_model, sample_name
 from ..config import QuantConfig
-from ..errors import CalibrationError, MonoQuantError
+from ..errors import CalibrationError
 from ..progress import CancelLike, ProgressFn, check_cancel
 from ..structure import model_device
 from ..tensor.activations import ACT_QMAX, ACT_QMIN
@@ -41,16 +40,6 @@ class CalibrationResult(dict[str, TensorPair]):
         self.unobserved = unobserved
         self.ranges = ranges
         self.samples = samples
-
-
-def _forward(model: nn.Module, batch: Any, device: torch.device, name: str) -> None:
-    args, kwargs = move_batch(*as_call_args(batch), device)
-    try:
-        model(*args, **kwargs)  # outputs of any type are dropped unseen
-    except MonoQuantError:
-        raise
-    except Exception as exc:  # re-raised with the sample named, the cause chained
-        raise CalibrationError(f"{name}: the model raised {type(exc).__name__}: {exc}") from exc
 
 
 def _finish(observers: dict[str, Observer], samples: int) -> CalibrationResult:
@@ -100,7 +89,7 @@ def calibrate(
                     batch = next(batches, _END)
                     if batch is _END:
                         break
-                    _forward(model, batch, device, sample_name(samples, done))
+                    call_model(model, batch, device, sample_name(samples, done))  # outputs are dropped unseen
                     done += 1
                     if progress is not None:
                         progress(done, max(n or 0, done), f"calibrating {done}/{n if n is not None else '?'}")
