@@ -9,12 +9,13 @@ twin and then rounds its weights with GPTQ or HQQ and corrects its bias.  Each l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from ..config import QuantConfig
+from ..modules.attention import QuantizedMultiheadAttention, as_linear, float_projections
 from ..modules.base import QuantizedModule
 from ..progress import Stepper
 from ..report import LayerReport
@@ -88,18 +89,20 @@ class RunAlgorithms:
         qmodule = build_layer(float_module, layer_config, qparams)
         if self.smoothing is not None:
             self.smoothing.apply(name, qmodule)
-        if qmodule.spec is not None:
-            if layer_config.algorithm == "gptq":
+        if qmodule.spec is not None and layer_config.algorithm != "rtn":
+            if isinstance(qmodule, QuantizedMultiheadAttention):
+                done = self._round_attention(name, qmodule, float_module, layer_config, qmodel)
+            elif layer_config.algorithm == "gptq":
                 from . import gptq
                 from .capture import layer_inputs
 
                 inputs = layer_inputs(qmodel, name, self.samples, self.stepper.cancel_token)
                 done = gptq.quantize_module(qmodule, float_module, inputs, layer_config)
-                qmodule.algorithm = "gptq" if done else "rtn"
-            elif layer_config.algorithm == "hqq":
+            else:
                 from . import hqq
 
-                qmodule.algorithm = "hqq" if hqq.quantize_module(qmodule, float_module, layer_config) else "rtn"
+                done = hqq.quantize_module(qmodule, float_module, layer_config)
+            qmodule.algorithm = layer_config.algorithm if done else "rtn"
         if layer_config.bias_correction:
             from . import bias_correction
             from .capture import layer_inputs
@@ -107,6 +110,39 @@ class RunAlgorithms:
             inputs = layer_inputs(reference, name, self.samples, self.stepper.cancel_token)
             qmodule.bias_corrected = bias_correction.correct(qmodule, float_module, inputs)
         return qmodule
+
+    def _round_attention(
+        self,
+        name: str,
+        qmodule: QuantizedMultiheadAttention,
+        float_module: nn.Module,
+        layer_config: QuantConfig,
+        qmodel: nn.Module,
+    ) -> bool:
+        """GPTQ or HQQ on each projection of an attention; whether every projection took it.
+
+        GPTQ keeps its sequential rule inside the layer: q/k/v see the attention's inputs in the
+        part-quantized model, and the output projection sees what the rounded q/k/v produce.
+        """
+        mha = cast(nn.MultiheadAttention, float_module)
+        floats = {n: as_linear(w, b) for n, (w, b) in float_projections(mha).items()}
+        if layer_config.algorithm == "hqq":
+            from . import hqq
+
+            return all([hqq.quantize_module(p, floats[n], layer_config) for n, p in qmodule.projections()])
+        from . import gptq
+        from .capture import projection_inputs
+
+        done = []
+        for n, projection in qmodule.projections():
+            rounded = {"q_proj", "k_proj", "v_proj"} if n == "out_proj" else set()
+
+            def project(which: str, x: torch.Tensor, rounded: set[str] = rounded) -> torch.Tensor:
+                return qmodule.project(which, x) if which in rounded else floats[which](x)
+
+            inputs = projection_inputs(qmodel, name, n, self.samples, project, self.stepper.cancel_token)
+            done.append(gptq.quantize_module(projection, floats[n], inputs, layer_config))
+        return all(done)
 
     def describe(self, name: str, qmodule: QuantizedModule, layer: LayerReport) -> None:
         """What the algorithms did to layer ``name``, into its report."""

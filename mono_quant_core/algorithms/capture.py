@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 
 from ..batches import call_model, sample_name
 from ..calibration.hooks import first_input
+from ..modules.attention import Project, attention_forward, bind_call
 from ..progress import CancelLike, check_cancel
 from ..structure import get_submodule, model_device
 
@@ -23,13 +24,59 @@ def layer_inputs(
     yields every call's input.  The hook is removed and training flags are put back whatever
     happens.  A sample the model fails on raises CalibrationError naming the sample (and its file).
     """
+
+    def first(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        x = first_input(args, kwargs)
+        return [] if x is None else [x.detach()]
+
+    return _captured(model, name, samples, cancel, first)
+
+
+def projection_inputs(
+    model: nn.Module,
+    name: str,
+    projection: str,
+    samples: Sequence[Any],
+    project: Project,
+    cancel: CancelLike | None = None,
+) -> Iterator[torch.Tensor]:
+    """The inputs projection ``projection`` (q_proj, k_proj, v_proj or out_proj) of attention
+    ``name`` (an ``nn.MultiheadAttention`` of ``model``) sees while ``model`` runs ``samples``.
+
+    Each call of the attention is replayed with ``project(name, x)`` as its projections, so the
+    output projection's inputs can come from already quantized q/k/v projections (GPTQ's
+    sequential rule inside one layer).  Same guarantees as :func:`layer_inputs`.
+    """
+    mha = get_submodule(model, name)
+
+    def replay(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        seen: list[torch.Tensor] = []
+
+        def record(which: str, x: torch.Tensor) -> torch.Tensor:
+            if which == projection:
+                seen.append(x.detach())
+            return project(which, x)
+
+        attention_forward(mha, record, **bind_call(args, kwargs))
+        return seen
+
+    return _captured(model, name, samples, cancel, replay)
+
+
+def _captured(
+    model: nn.Module,
+    name: str,
+    samples: Sequence[Any],
+    cancel: CancelLike | None,
+    take: Callable[[tuple, dict], list[torch.Tensor]],
+) -> Iterator[torch.Tensor]:
+    """What ``take(args, kwargs)`` returns for each call of layer ``name`` while ``model`` runs
+    ``samples`` one by one, yielded sample by sample."""
     module = get_submodule(model, name)
     seen: list[torch.Tensor] = []
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        x = first_input(args, kwargs)
-        if x is not None:
-            seen.append(x.detach())
+        seen.extend(take(args, kwargs))
 
     device = model_device(model)
     flags = [(m, m.training) for m in model.modules()]

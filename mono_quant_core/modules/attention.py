@@ -69,7 +69,7 @@ def float_projections(mha: nn.MultiheadAttention) -> dict[str, tuple[torch.Tenso
     }
 
 
-def _as_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+def as_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """An ``nn.Linear`` around ``weight`` and ``bias`` (their storage, not a copy)."""
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
     linear.weight = nn.Parameter(weight.detach(), requires_grad=weight.requires_grad)
@@ -327,7 +327,7 @@ class QuantizedMultiheadAttention(QuantizedModule):
         mha = cast(nn.MultiheadAttention, module)  # the registry replaces exactly nn.MultiheadAttention
         q = cls(mha, **cls._settings(config))
         for name, (w, b) in float_projections(mha).items():
-            q.add_module(name, QuantizedLinear.from_float(_as_linear(w, b), config))
+            q.add_module(name, QuantizedLinear.from_float(as_linear(w, b), config))
         q._store_float("bias_k", mha.bias_k)
         q._store_float("bias_v", mha.bias_v)
         return q
@@ -347,7 +347,7 @@ class QuantizedMultiheadAttention(QuantizedModule):
                     f"{tuple(w.shape)} in the model's MultiheadAttention"
                 )
             child_meta = {**layout, "type": "Linear", "shape": list(w.shape)}
-            q.add_module(name, QuantizedLinear.from_meta(child_meta, _as_linear(w, b)))
+            q.add_module(name, QuantizedLinear.from_meta(child_meta, as_linear(w, b)))
         q._empty_float("bias_k", mha.bias_k)
         q._empty_float("bias_v", mha.bias_v)
         return q
@@ -471,7 +471,8 @@ class QuantizedMultiheadAttention(QuantizedModule):
         return [f"{n}.{problem}" for n, p in self.projections() for problem in p.weight_range_problems()]
 
     # -- forward ---------------------------------------------------------------------------
-    def _project(self, name: str, x: torch.Tensor) -> torch.Tensor:
+    def project(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """Projection ``name`` (one of PROJECTIONS) applied to ``x``."""
         return cast(QuantizedLinear, self._modules[name])(x)
 
     def forward(
@@ -487,7 +488,7 @@ class QuantizedMultiheadAttention(QuantizedModule):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out = attention_forward(
             self,
-            self._project,
+            self.project,
             query,
             key,
             value,
