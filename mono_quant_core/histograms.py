@@ -27,6 +27,7 @@ from torch import nn
 from .batches import call_model, sample_name
 from .calibration.hooks import first_input
 from .errors import ConfigError
+from .modules.attention import float_projections
 from .modules.base import QuantizedModule
 from .progress import CancelLike, check_cancel
 from .structure import model_device
@@ -100,6 +101,8 @@ def layer_histograms(
         # A model opened from a mono-quant file: its float weights are gone.
         weights = [w.detach() for w in layer.dequantized_weights().values()]
         q = q or layer
+    elif isinstance(layer, nn.MultiheadAttention):  # its projections' weights (in_proj_weight is one)
+        weights = [w.detach() for w, _ in float_projections(layer).values()]
     else:
         weights = _float_weights(layer, list(q.weight_shapes) if q is not None else None)
     if not weights:
@@ -156,9 +159,9 @@ def _weight_grid(q: QuantizedModule | None, notes: list[str]) -> Ranges:
         notes.append(f"{q.qdtype} cast: no clipping range or grid")
         return None, None, None, ""
     los, his, scales, zps = [], [], [], []
-    for stem in q.weight_shapes:
-        scale = getattr(q, f"{stem}_scale").detach().to(torch.float64).reshape(-1)
-        zp = getattr(q, f"{stem}_zero_point", None)
+    for holder, stem in q.weight_holders():
+        scale = getattr(holder, f"{stem}_scale").detach().to(torch.float64).reshape(-1)
+        zp = getattr(holder, f"{stem}_zero_point", None)
         zp = torch.zeros_like(scale) if zp is None else zp.detach().to(torch.float64).reshape(-1)
         los.append(scale * (spec.qmin - zp))
         his.append(scale * (spec.qmax - zp))

@@ -467,6 +467,9 @@ class QuantizedMultiheadAttention(QuantizedModule):
         out["out_proj.weight"] = w["out_proj"]
         return out
 
+    def weight_holders(self) -> list[tuple[QuantizedModule, str]]:
+        return [(p, "weight") for _, p in self.projections()]
+
     def weight_range_problems(self) -> list[str]:
         return [f"{n}.{problem}" for n, p in self.projections() for problem in p.weight_range_problems()]
 

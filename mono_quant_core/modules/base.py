@@ -307,6 +307,11 @@ class QuantizedModule(nn.Module):
         """Float32 weights keyed by the float module's parameter names."""
         return {stem: self.dequantized_weight(stem) for stem in self.weight_shapes}
 
+    def weight_holders(self) -> list[tuple[QuantizedModule, str]]:
+        """``(module, stem)`` of every quantized weight of this layer: its own stems here; a layer
+        made of quantized children (attention) names theirs."""
+        return [(self, stem) for stem in self.weight_shapes]
+
     def float_tensor(self, name: str, dtype: torch.dtype) -> torch.Tensor | None:
         """A non-quantized parameter (bias) in ``dtype``, or None."""
         t = getattr(self, name)

@@ -143,6 +143,23 @@ def test_lstm_histograms_every_weight_matrix():
     assert embedding.activations is None and "no floating-point input" in embedding.note
 
 
+def test_attention_histograms_its_four_projections():
+    """An attention's weights are its projections' (in_proj_weight counts as q, k and v); bug:
+    'the layer has no weight to histogram'."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)).eval()
+    samples = [torch.randn(2, 5, 16) for _ in range(4)]
+    q_model = quantized(model, samples, mode="static")
+    h = layer_histograms(model, q_model, "0.self_attn", samples)
+    attention = model[0].self_attn
+    assert h.type == "MultiheadAttention" and h.dtype == "int8"
+    assert h.weights.total == attention.in_proj_weight.numel() + attention.out_proj.weight.numel()
+    assert len(h.weights.channel_ranges) == 3 * 16 + 16  # one per output channel of each projection
+    assert h.activations is not None and h.activations.clip is not None  # the query's calibrated range
+    reloaded = layer_histograms(q_model, None, "0.self_attn")  # a model from a file: dequantized weights
+    assert reloaded.weights.total == h.weights.total
+
+
 def test_unknown_layer_and_cancel():
     model, _ = make("mlp")
     with pytest.raises(ConfigError, match="no module named 'nope'"):
