@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from .report import SkippedLayer
+from .report import SkippedLayer, coverage_text
 
 
 def _inside(name: str, layers: set[str]) -> str | None:
@@ -86,11 +86,5 @@ def weight_coverage(model: nn.Module, skipped: Iterable[SkippedLayer], quantized
 
 def share_line(coverage: dict[str, Any]) -> str | None:
     """``"coverage: 98.7 % of weight bytes quantized (float: 3 LayerNorm, 1 Embedding)"`` or None."""
-    share = coverage.get("share") if coverage else None
-    if share is None:
-        return None
-    counts: dict[str, int] = {}
-    for row in coverage.get("float", []):
-        counts[row["type"]] = counts.get(row["type"], 0) + 1
-    listed = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    return f"coverage: {100 * share:.1f} % of weight bytes quantized" + (f" (float: {listed})" if listed else "")
+    text = coverage_text(coverage)
+    return None if text is None else f"coverage: {text}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .report import _decode_float, _encode, format_db, human_bytes
+from .config import describe_algorithm
+from .report import _decode_float, _encode, coverage_text, format_db, human_bytes
 
 _METRIC_KEYS = (
     "output_sqnr_db",
@@ -63,6 +64,8 @@ def inspect_file(path: str | os.PathLike, verify: bool = False) -> dict[str, Any
     for record in meta["layers"]:
         row = {k: record.get(k) for k in _LAYER_KEYS}
         row["output_sqnr_db"] = layer_output.get(record["name"])
+        row["algorithm"] = record.get("algorithm") or "rtn"
+        row["bias_corrected"] = bool(record.get("bias_corrected"))
         layers.append(row)
     return _encode(
         {
@@ -76,6 +79,8 @@ def inspect_file(path: str | os.PathLike, verify: bool = False) -> dict[str, Any
             "calibration": meta.get("calibration", {}),
             "layers": layers,
             "skipped": meta.get("skipped", []),
+            "algorithm": report.get("algorithm") or {"algorithm": "rtn"},
+            "coverage": report.get("coverage") or {},
             "sizes": {
                 "file_bytes": file_bytes,
                 "original_bytes": original,
@@ -153,6 +158,10 @@ def format_inspect(info: dict[str, Any]) -> str:
             f"calibration   {calib['method']}, {calib.get('samples')} samples"
             + (f" (files sha256 {sha[:16]}…)" if sha else "")
         )
+    lines.append(f"algorithm     {describe_algorithm(info.get('algorithm'))}")
+    coverage = coverage_text(info.get("coverage") or {})
+    if coverage:
+        lines.append(f"coverage      {coverage}")
     lines += [
         f"content hash  {_hash_line(info.get('content_hash') or {})}",
         f"sizes         float {human_bytes(sizes['original_bytes'])} → {human_bytes(sizes['quantized_bytes'])} "
@@ -175,7 +184,12 @@ def format_inspect(info: dict[str, Any]) -> str:
         ]
         for r in info["layers"]
     ]
-    lines += _table(["name", "type", "dtype", "granularity", "shape", "weight SQNR"], rows)
+    header = ["name", "type", "dtype", "granularity", "shape", "weight SQNR"]
+    if any(r.get("algorithm", "rtn") != "rtn" or r.get("bias_corrected") for r in info["layers"]):
+        header.append("algorithm")
+        for row, r in zip(rows, info["layers"], strict=True):
+            row.append(str(r.get("algorithm") or "rtn") + (" + bias corr." if r.get("bias_corrected") else ""))
+    lines += _table(header, rows)
     if info["skipped"]:
         lines += ["", f"skipped ({len(info['skipped'])})"]
         lines += _table(

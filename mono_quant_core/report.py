@@ -169,3 +169,16 @@ class QuantReport:
     @classmethod
     def from_json(cls, text: str) -> QuantReport:
         return cls.from_dict(json.loads(text))
+
+
+def coverage_text(coverage: dict[str, Any] | None) -> str | None:
+    """``98.7 % of weight bytes quantized (float: 3 LayerNorm, 1 Embedding)`` from a report's
+    ``coverage`` (None when it has none: an older file).  Free of torch, for every front end."""
+    share = coverage.get("share") if coverage else None
+    if share is None:
+        return None
+    counts: dict[str, int] = {}
+    for row in (coverage or {}).get("float", []):
+        counts[row["type"]] = counts.get(row["type"], 0) + 1
+    listed = ", ".join(f"{n} {t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{100 * share:.1f} % of weight bytes quantized" + (f" (float: {listed})" if listed else "")

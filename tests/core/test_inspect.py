@@ -131,3 +131,22 @@ def test_inspect_counts_layer_overrides_and_shows_each_layers_dtype(tmp_path):
     assert {r["name"]: r["dtype"] for r in info["layers"]} == {"features.0": "int8", "head": "fp16"}
     head = next(line for line in text.splitlines() if line.strip().startswith("head"))
     assert head.split()[:3] == ["head", "Linear", "fp16"]
+
+
+def test_inspect_shows_algorithm_coverage_and_each_layers_algorithm(tmp_path):
+    model, data = make("cnn")
+    config = QuantConfig(dtype="int4", mode="weight-only", algorithm="hqq", bias_correction=True)
+    result = quantize(model, config, calibration=data)
+    save_quantized(result, tmp_path / "hqq.safetensors")
+    info = inspect_file(tmp_path / "hqq.safetensors")
+    assert info["algorithm"]["algorithm"] == "hqq" and info["algorithm"]["bias_correction"] is True
+    assert info["coverage"]["share"] == pytest.approx(result.report.coverage["share"])
+    assert {r["name"]: (r["algorithm"], r["bias_corrected"]) for r in info["layers"]} == {
+        layer.name: (layer.algorithm, layer.bias_corrected) for layer in result.report.layers
+    }
+    text = format_inspect(info)
+    assert "algorithm     HQQ (20 iterations) + bias correction" in text
+    share = 100 * result.report.coverage["share"]
+    assert f"coverage      {share:.1f} % of weight bytes quantized" in text
+    row = next(line for line in text.splitlines() if line.strip().startswith("features.0"))
+    assert row.rstrip().endswith("hqq + bias corr.")
