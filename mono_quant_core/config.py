@@ -132,6 +132,34 @@ def algorithm_problem(option: str, dtype: str, mode: str, granularity: str = "pe
     raise ValueError(f"unknown option {option!r}")
 
 
+#: How each algorithm is named to a user.
+ALGORITHM_NAMES = {"rtn": "round to nearest", "gptq": "GPTQ", "hqq": "HQQ"}
+
+
+def describe_algorithm(settings: dict[str, Any] | None) -> str:
+    """``GPTQ (damp 0.01, act order) + SmoothQuant 0.5 + bias correction`` from a report's
+    ``algorithm`` dict (QuantConfig.algorithm_settings(); an old report has none: round to nearest).
+
+    Free of torch: the CLI's result line and the window's run summary both say it."""
+    settings = {**ALGORITHM_DEFAULTS, **(settings or {})}
+    name = str(settings["algorithm"])
+    options = []
+    if name == "gptq":
+        options.append(f"damp {settings['gptq_damp']:g}")
+        if settings["gptq_act_order"]:
+            options.append("act order")
+        if settings["gptq_block_size"] != ALGORITHM_DEFAULTS["gptq_block_size"]:
+            options.append(f"block {settings['gptq_block_size']}")
+    elif name == "hqq":
+        options.append(f"{settings['hqq_iterations']} iterations")
+    text = ALGORITHM_NAMES.get(name, name) + (f" ({', '.join(options)})" if options else "")
+    if settings["smoothquant_alpha"] is not None:
+        text += f" + SmoothQuant {settings['smoothquant_alpha']:g}"
+    if settings["bias_correction"]:
+        text += " + bias correction"
+    return text
+
+
 def needs_samples(config: QuantConfig) -> bool:
     """Whether a run with ``config`` needs calibration samples: static mode, GPTQ, SmoothQuant or
     bias correction."""

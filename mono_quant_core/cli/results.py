@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from ..config import describe_algorithm
 from ..jobs import JobOutcome
 from ..report import QuantReport, format_db, human_bytes
 
@@ -31,34 +32,6 @@ def quantize_summary(outcome: JobOutcome) -> str:
     coverage = share_line(report.coverage)
     extra = [algorithm_line(report.algorithm), *([coverage] if coverage else [])]
     return "\n".join([line, *extra, *metric_lines(report), *target_lines(report)])
-
-
-#: How each algorithm is named to a user.
-ALGORITHM_NAMES = {"rtn": "round to nearest", "gptq": "GPTQ", "hqq": "HQQ"}
-
-
-def describe_algorithm(settings: dict[str, Any] | None) -> str:
-    """``GPTQ (damp 0.01, act order) + SmoothQuant 0.5 + bias correction`` from a report's
-    ``algorithm`` dict (QuantConfig.algorithm_settings(); an old report has none: round to nearest)."""
-    from ..config import ALGORITHM_DEFAULTS
-
-    settings = {**ALGORITHM_DEFAULTS, **(settings or {})}
-    name = str(settings["algorithm"])
-    options = []
-    if name == "gptq":
-        options.append(f"damp {settings['gptq_damp']:g}")
-        if settings["gptq_act_order"]:
-            options.append("act order")
-        if settings["gptq_block_size"] != ALGORITHM_DEFAULTS["gptq_block_size"]:
-            options.append(f"block {settings['gptq_block_size']}")
-    elif name == "hqq":
-        options.append(f"{settings['hqq_iterations']} iterations")
-    text = ALGORITHM_NAMES.get(name, name) + (f" ({', '.join(options)})" if options else "")
-    if settings["smoothquant_alpha"] is not None:
-        text += f" + SmoothQuant {settings['smoothquant_alpha']:g}"
-    if settings["bias_correction"]:
-        text += " + bias correction"
-    return text
 
 
 def algorithm_line(settings: dict[str, Any] | None) -> str:
