@@ -131,3 +131,14 @@ class ContentHashError(QuantizedFileError):
         super().__init__(message)
         self.path = path
         self.tensor = tensor
+
+
+class ExportError(MonoQuantError):
+    """A quantized model cannot be written in a runtime's format (ONNX QDQ, ...).
+
+    ``layers`` names the layers at fault (empty when the problem is not one layer's).
+    """
+
+    def __init__(self, message: str, layers: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.layers = list(layers or [])

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import Cancelled, MonoQuantError, ValidationFailed
-from . import cmd_inspect, cmd_quantize, cmd_run, cmd_sensitivity
+from . import cmd_export, cmd_inspect, cmd_quantize, cmd_run, cmd_sensitivity
 from .arguments import ArgumentParser, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -23,6 +23,8 @@ examples:
   mono-quant sensitivity --script model.py --checkpoint ckpt.pt --calib calib/ --report sens.json
   mono-quant run job.toml other.toml
   mono-quant inspect model.int8.safetensors
+  mono-quant export model.int8.safetensors --script model.py --to onnx --example calib/x0.pt --out model.onnx
+  mono-quant export model.int8.safetensors --script model.py --to compressed-tensors --out model-ct/
 
 'mono-quant COMMAND --help' shows the flags and examples of each command.
 exit status: 0 success, 1 a job or validation failed, 2 bad usage or input
@@ -36,7 +38,7 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mono-quant {__version__}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    for command in (cmd_quantize, cmd_sensitivity, cmd_run, cmd_inspect):
+    for command in (cmd_quantize, cmd_sensitivity, cmd_run, cmd_inspect, cmd_export):
         command.add_parser(commands)
     return parser
 
