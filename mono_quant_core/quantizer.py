@@ -8,6 +8,7 @@ plus the quantized weights.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from .batches import as_call_args, move_batch
 from .config import QuantConfig
 from .coverage import weight_coverage
 from .errors import CalibrationError, ConfigError
+from .loading.lazy_model import declared_bytes, lazy_weights
 from .modules.attention import disable_fused_fast_paths
 from .modules.base import QuantizedModule
 from .modules.registry import replacement_for
@@ -39,6 +41,8 @@ HOLDOUT_EVERY = 5
 MAX_VALIDATION_SAMPLES = 32
 #: Fewer calibration samples than this earn a warning.
 MIN_CALIBRATION_SAMPLES = 16
+
+log = logging.getLogger("mono_quant_core")
 
 
 @dataclass
@@ -154,7 +158,14 @@ def quantize(
         "source": source,
         "metric": metric,
     }
-    if config.target_output_sqnr_db is not None or config.target_metric_drop is not None:
+    lazy = lazy_weights(model)
+    searching = config.target_output_sqnr_db is not None or config.target_metric_drop is not None
+    if lazy is not None and (searching or config.smoothquant_alpha is not None):
+        # The search and SmoothQuant rewrite or rerun the float model many times: they get it in memory.
+        log.info("a target accuracy or SmoothQuant needs the float model in memory: reading all its weights")
+        model = shallow_clone(model)
+        lazy.materialize(model)
+    if searching:
         from .fallback import quantize_to_target
 
         if config.smoothquant_alpha is not None:
@@ -203,6 +214,7 @@ def run_quantize(
 ) -> QuantResult:
     """:func:`quantize` for a given config, without the automatic fallback."""
     started = time.perf_counter()
+    lazy = lazy_weights(model)
     selection = select_layers(model, config)
     configs = layer_configs(model, config, selection.chosen)
     chosen = [name for name in selection.chosen if configs[name] is not None]
@@ -289,6 +301,9 @@ def run_quantize(
         layer_config = effective_layer_config(configs[name], name, float_module, qparams, report)
         if prepared is not None and name in prepared.modules:
             qmodule = prepared.modules[name]
+        elif lazy is not None:  # the layer's float weights are read for its build, released after
+            with lazy.onloaded(float_module, name):
+                qmodule = algorithms.build(name, float_module, layer_config, qparams.get(name), reference, qmodel)
         else:
             qmodule = algorithms.build(name, float_module, layer_config, qparams.get(name), reference, qmodel)
         if name:
@@ -305,7 +320,9 @@ def run_quantize(
         if prepared is None:
             stepper.step(f"quantized {name or type(float_module).__name__}")
 
-    report.original_bytes = state_bytes(model)
+    if lazy is not None:  # what stays float is read once, in the dtype the script declares
+        lazy.materialize(qmodel)
+    report.original_bytes = declared_bytes(model) if lazy is not None else state_bytes(model)
     report.quantized_bytes = state_bytes(qmodel)
     report.compression_ratio = report.original_bytes / report.quantized_bytes if report.quantized_bytes else None
     report.coverage = weight_coverage(model, report.skipped, layer_modules)

@@ -51,14 +51,21 @@ def run_job(
     check_cancel(cancel)
     _check_inputs(job)
     # Imported here so that job files can be read, and bad inputs reported, before torch loads.
-    from ..loading import load_calibration, load_model
+    from ..loading import load_calibration, open_model
     from ..quantizer import quantize
     from ..serialization import save_quantized
 
     tracker(0, 0, f"loading {os.path.basename(job.script)}")
-    model = load_model(
-        job.script, job.checkpoint, entry=job.entry, entry_kwargs=job.entry_kwargs or None, strict=job.strict
-    )
+    # Lazily: the float weights stay in the checkpoint and each layer's are read when it is
+    # quantized, so a model larger than memory quantizes (mono_quant_core.loading.lazy_model).
+    model = open_model(
+        job.script,
+        job.checkpoint,
+        entry=job.entry,
+        entry_kwargs=job.entry_kwargs or None,
+        strict=job.strict,
+        lazy=True,
+    ).model
     calibration = None
     if job.calibration_folder is not None:
         check_cancel(cancel)

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ScriptError
 from .checkpoint_files import CheckpointSource, checkpoint_sha256, open_checkpoint
 from .checkpoint_unwrap import choose_state_dict
 from .entries import build_entry, choose_entry, parse_entry_kwargs
 from .key_report import KeyReport
+from .lazy_model import LAZY_ATTR, LazyWeights, meta_parameters, params_on_meta
 from .script_import import import_script
 
 PathLike = str | os.PathLike
+log = logging.getLogger("mono_quant_core")
 
 
 @dataclass
@@ -27,6 +30,8 @@ class LoadedModel:
     model: nn.Module
     keys: KeyReport
     source: dict[str, Any]
+    #: Whether the model was built without its float weights (open_model's ``lazy``).
+    lazy: bool = False
 
 
 def load_model(
@@ -46,8 +51,16 @@ def open_model(
     entry: str | None = None,
     entry_kwargs: Mapping[str, Any] | str | None = None,
     strict: bool = True,
+    lazy: bool = False,
 ) -> LoadedModel:
-    """Like ``load_model``, also returning the ``KeyReport`` and the ``source`` record."""
+    """Like ``load_model``, also returning the ``KeyReport`` and the ``source`` record.
+
+    ``lazy``: build the model without its float weights, which stay in the checkpoint and are
+    read when the model runs or a layer is quantized (mono_quant_core.loading.lazy_model); the
+    model then takes next to no memory whatever its size.  When the script cannot be built so or
+    the checkpoint lacks a parameter, the model is loaded in memory as without ``lazy``, the log
+    says why and ``LoadedModel.lazy`` is False.
+    """
     script_path = Path(script).expanduser().resolve()
     kwargs = parse_entry_kwargs(entry_kwargs)
     module = import_script(script_path)
@@ -55,13 +68,19 @@ def open_model(
     # The checkpoint is opened (names and shapes only) before the model is
     # built, so an unreadable or unsafe file fails fast.
     opened = open_checkpoint(checkpoint) if checkpoint not in (None, "") else None
+    built_lazily = False
     try:
-        model = build_entry(module, script_path, name, kwargs)
-        keys = KeyReport()
-        if opened is not None:
-            keys = load_into(model, opened, strict, script_path.name)
+        model = None
+        if lazy and opened is not None:
+            model, keys = _open_lazily(module, script_path, name, kwargs, opened, strict)
+            built_lazily = model is not None
+        if model is None:
+            model = build_entry(module, script_path, name, kwargs)
+            keys = KeyReport()
+            if opened is not None:
+                keys = load_into(model, opened, strict, script_path.name)
     finally:
-        if opened is not None:
+        if opened is not None and not built_lazily:
             opened.close()
     model.eval()
     ckpt_path = opened.path if opened is not None else None
@@ -77,7 +96,47 @@ def open_model(
     # nn.Module.__setattr__ would be fine for a dict, but object's keeps it out
     # of any custom __setattr__ a user model may define.
     object.__setattr__(model, "_mono_quant_source", source)
-    return LoadedModel(model, keys, source)
+    return LoadedModel(model, keys, source, lazy=built_lazily)
+
+
+def _open_lazily(
+    module: Any, script_path: Path, name: str, kwargs: dict[str, Any], opened: CheckpointSource, strict: bool
+) -> tuple[nn.Module | None, KeyReport]:
+    """The model built with its parameters on ``meta`` and its checkpoint's buffers loaded, with
+    its LazyWeights; ``(None, KeyReport())`` when that cannot be (the reason is logged)."""
+    try:
+        with params_on_meta():
+            model = build_entry(module, script_path, name, kwargs)
+    except ScriptError as exc:
+        log.info("%s: building without weights failed (%s); loading the model in memory", script_path.name, exc)
+        return None, KeyReport()
+    entry, keys, pairs = choose_state_dict(opened.entries, model)
+    keys.checkpoint = opened.path.name
+    keys.wrapper = entry.label
+    keys.ignored_entries = list(entry.ignored)
+    model_name = dict(pairs)
+    by_model = {m: c for c, m in pairs}
+    names: dict[str, str] = {}
+    groups: dict[int, list[str]] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(p), []).append(n)
+    for tied in groups.values():
+        found = next((by_model[n] for n in tied if n in by_model), None)
+        if found is not None:
+            names.update(dict.fromkeys(tied, found))
+    absent = [n for n in meta_parameters(model) if n not in names]
+    if absent or not pairs or (strict and not keys.ok):
+        why = f"{len(absent)} parameters are not in the checkpoint" if absent else "the checkpoint does not fit"
+        log.info("%s: %s; loading the model in memory", opened.path.name, why)
+        return None, KeyReport()
+    buffers = {n for n, _ in model.named_buffers(remove_duplicate=False)}
+    wanted = [c for c, m in pairs if m in buffers]
+    for chunk in opened.read(entry, wanted) if wanted else ():
+        model.load_state_dict({model_name[c]: t for c, t in chunk.items()}, strict=False)
+    object.__setattr__(model, LAZY_ATTR, LazyWeights(opened, entry, model, names))
+    cast(LazyWeights, getattr(model, LAZY_ATTR)).stream(model)
+    log.info("%s: built without its float weights; they are read from %s as needed", script_path.name, opened.path.name)
+    return model, keys
 
 
 def load_checkpoint(model: nn.Module, checkpoint: PathLike, strict: bool = True) -> KeyReport:

@@ -23,6 +23,7 @@ import torch
 _MADV_DONTNEED = 4
 _PAGE = mmap.PAGESIZE
 _madvise = None
+_malloc_trim = None
 if sys.platform.startswith("linux"):
     try:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -31,6 +32,12 @@ if sys.platform.startswith("linux"):
         _madvise.restype = ctypes.c_int
     except (OSError, AttributeError):
         _madvise = None
+    try:
+        _malloc_trim = _libc.malloc_trim  # glibc only
+        _malloc_trim.argtypes = [ctypes.c_size_t]
+        _malloc_trim.restype = ctypes.c_int
+    except (NameError, AttributeError):
+        _malloc_trim = None
 
 
 def file_mappings(path: Path) -> list[tuple[int, int]]:
@@ -65,3 +72,14 @@ def release_pages(tensor: torch.Tensor, mappings: list[tuple[int, int]]) -> None
     hi = -(-(start + size) // _PAGE) * _PAGE
     if any(m_lo <= lo and hi <= m_hi for m_lo, m_hi in mappings):
         _madvise(lo, hi - lo, _MADV_DONTNEED)
+
+
+def trim_heap() -> None:
+    """Give the allocator's free memory back to the system (glibc ``malloc_trim``; elsewhere a no-op).
+
+    Streaming frees one layer's float weights after another; glibc's malloc raises its mmap
+    threshold after the first large free, so later layers come from the heap, between the
+    quantized codes that stay, and their freed memory would stay resident.  Trimming after each
+    layer returns those pages (``MADV_DONTNEED`` on free chunks inside the heap too)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)

@@ -38,7 +38,7 @@ def _made_from(meta: dict[str, Any]) -> str:
     return f"{script}{entry}{kwargs}"
 
 
-def _replacement_class(record: dict[str, Any], path: str) -> type[QuantizedModule]:
+def replacement_class(record: dict[str, Any], path: str) -> type[QuantizedModule]:
     cls = REPLACEMENTS.get(record["type"])
     if cls is None:
         raise QuantizedFileError(
@@ -68,7 +68,7 @@ def _swap_layers(model: nn.Module, meta: dict[str, Any], path: str, origin: str)
         qmodule = made.get(id(float_module))
         if qmodule is None:
             try:
-                qmodule = _replacement_class(record, path).from_meta(quant_meta_of(record), float_module)
+                qmodule = replacement_class(record, path).from_meta(quant_meta_of(record), float_module)
                 qmodule.restore_notes(quant_meta_of(record))
             except QuantizedFileError as exc:
                 raise QuantizedFileError(
