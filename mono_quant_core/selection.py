@@ -60,6 +60,9 @@ class ModuleRow:
     quantizable: bool
     reason: str | None
     is_leaf: bool
+    #: Parameter bytes of the subtree, each parameter once (a tied weight too): the weight bytes that
+    #: quantizing this layer covers (mono_quant_core.coverage; buffers are not weights).
+    weight_bytes: int = 0
 
 
 def _type_name(t: str) -> str:
@@ -211,6 +214,7 @@ def module_table(model: nn.Module) -> list[ModuleRow]:
                 quantizable=unsupported_reason(module, name, blocked) is None,
                 reason=reason,
                 is_leaf=is_leaf,
+                weight_bytes=sum(p.numel() * p.element_size() for p in module.parameters()),
             )
         )
     return rows

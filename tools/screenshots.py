@@ -5,7 +5,9 @@ Run under a virtual X server so fonts and styles are the real ones:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python tools/screenshots.py [OUT_DIR]
 
-Writes docs/screenshots/{empty,loaded,queue,mid-run,finished,quantized-file,large-model}.png.
+Writes docs/screenshots/{empty,loaded,queue,mid-run,finished,quantized-file,large-model}.png, and
+algorithm-settings.png (the Settings pane's Algorithm section, GPTQ on int4) and export-menu.png
+(File → Export after a run).  ``--new`` takes only those two (quicker, to check them).
 The mid-run shot pauses the worker inside its ``on_layer`` callback, so it
 always shows a run half done.  Settings and the queue are kept in a temporary
 folder.  Run ``python tools/build_user_guide.py`` afterwards: the bundled user
@@ -63,7 +65,55 @@ class LargeStack(nn.Module):
 '''
 
 
-def main(out: Path) -> None:
+def algorithm_and_export_shots(window, shot, wait, settle) -> None:
+    """algorithm-settings.png: the transformer demo at int4 weight-only, per-group, GPTQ chosen, the
+    Settings pane scrolled to its Algorithm section; export-menu.png: File → Export open after a run."""
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    panel = window.settings_panel
+    combos = panel.combos
+    combos["dtype"].setCurrentText("int4")
+    combos["mode"].setCurrentText("weight-only")
+    combos["granularity"].setCurrentText("per-group")
+    algorithm = panel.algorithms.algorithm
+    algorithm.setCurrentIndex(algorithm.findData("gptq"))
+    window.settings_dock.raise_()
+    # The Settings pane tall enough for the whole Algorithm section (the Calibration pane shorter).
+    docks = [window.settings_dock, window.calibration_dock]
+    heights = [d.height() for d in docks]
+    window.resizeDocks(docks, [sum(heights) - 200, 200], Qt.Orientation.Vertical)
+    scroll = window.settings_dock.widget()
+    assert isinstance(scroll, QScrollArea)
+    settle()
+    heading = panel.findChild(type(panel.note), "algorithm_heading")
+    scroll.verticalScrollBar().setValue(heading.mapTo(panel, heading.rect().topLeft()).y())
+    shot(window, "algorithm-settings")
+    window.resizeDocks(docks, heights, Qt.Orientation.Vertical)
+
+    window.start_quantize()
+    wait(lambda: window.session.result is not None and not window.runner.busy)
+    file_menu = window.commands.file_menu
+    bar = window.menuBar()
+    file_menu.popup(bar.mapToGlobal(bar.actionGeometry(file_menu.menuAction()).bottomLeft()))
+    settle()
+    export = window.exporting.menu
+    file_menu.setActiveAction(export.menuAction())
+    export.popup(file_menu.mapToGlobal(file_menu.actionGeometry(export.menuAction()).topRight() + QPoint(-4, 0)))
+    settle(500)
+    # Menus are windows of their own: grab the screen where the window is (a window grab leaves them out).
+    screen = QApplication.primaryScreen()
+    frame = window.frameGeometry()
+    image = screen.grabWindow(0, frame.x(), frame.y(), frame.width(), frame.height())
+    path = shot.out / "export-menu.png"
+    image.save(str(path))
+    print(f"wrote {path}")
+    export.hide()
+    file_menu.hide()
+    settle()
+
+
+def main(out: Path, new_only: bool = False) -> None:
     settings_dir = tempfile.mkdtemp(prefix="mono-quant-shots-")
     os.environ["XDG_CONFIG_HOME"] = settings_dir
     os.environ["XDG_DATA_HOME"] = os.path.join(settings_dir, "data")  # the queue's queue.json
@@ -100,9 +150,19 @@ def main(out: Path) -> None:
         window.grab().save(str(path))
         print(f"wrote {path}")
 
+    shot.out = out  # type: ignore[attr-defined]
+
     window = MainWindow()
     window.resize(*SIZE)
     window.show()
+    if new_only:
+        window.open_demo("transformer")
+        wait(lambda: not window.runner.busy)
+        window.modules.view.expandToDepth(2)
+        algorithm_and_export_shots(window, shot, wait, settle)
+        window.confirm_quit_while_busy = False
+        window.close()
+        return
     shot(window, "empty")
 
     window.open_demo("transformer")
@@ -203,9 +263,15 @@ def main(out: Path) -> None:
     wait(lambda: window.session.result is not None and not window.runner.busy)
     window.modules.select_layer("blocks.3.up")
     shot(window, "large-model")
+    window.settings_panel.set_config(QuantConfig())
+
+    window.open_demo("transformer")
+    wait(lambda: not window.runner.busy)
+    algorithm_and_export_shots(window, shot, wait, settle)
     window.confirm_quit_while_busy = False
     window.close()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "screenshots")
+    args = [a for a in sys.argv[1:] if a != "--new"]
+    main(Path(args[0]) if args else ROOT / "docs" / "screenshots", new_only="--new" in sys.argv[1:])

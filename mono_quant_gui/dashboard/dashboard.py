@@ -1,4 +1,5 @@
-"""The dashboard: headline figures, per-layer SQNR bars, sizes and calibration progress.
+"""The dashboard: headline figures (coverage and algorithm among them), per-layer SQNR bars, sizes
+and calibration progress.
 
 Before the first run it shows a hint instead of empty axes.  Layer results
 arrive in batches (the window coalesces ``layer_done`` bursts), and each
@@ -25,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mono_quant_core.config import ALGORITHM_NAMES
 from mono_quant_core.report import format_db
 from mono_quant_gui.dashboard.metric_card import (
     NO_METRIC,
@@ -36,9 +38,10 @@ from mono_quant_gui.dashboard.metric_card import (
 )
 from mono_quant_gui.dashboard.size_plot import SizePlot
 from mono_quant_gui.dashboard.sqnr_plot import SqnrPlot
+from mono_quant_gui.runs import run_text
 from mono_quant_gui.window import colors
 from mono_quant_gui.window.empty_state import EmptyState
-from mono_quant_gui.window.formatting import format_bytes
+from mono_quant_gui.window.formatting import format_bytes, format_share
 
 
 def output_verdict(report: Any) -> tuple[str, str | None]:
@@ -56,6 +59,31 @@ def output_verdict(report: Any) -> tuple[str, str | None]:
         n = report.validation_samples
         detail += f" · {n} held-out file{'s' if n != 1 else ''}"
     return detail, color
+
+
+def coverage_figures(report: Any) -> tuple[str, str]:
+    """The Coverage card's value and detail: ``98.3 %``, ``of weights, by GPTQ + SmoothQuant`` (the
+    share of the float model's weight bytes the quantized layers hold, and how they were rounded; the
+    options are in the tooltip: a card this narrow would cut them in the middle)."""
+    share = (report.coverage or {}).get("share")
+    value = "—" if share is None else format_share(share)
+    settings = report.algorithm or {}
+    name = str(settings.get("algorithm", "rtn"))
+    text = ALGORITHM_NAMES.get(name, name)
+    if settings.get("smoothquant_alpha") is not None:
+        text += " + SmoothQuant"
+    if settings.get("bias_correction"):
+        text += " + bias correction"
+    return value, f"of weights, by {text}"
+
+
+def coverage_tooltip(report: Any) -> str:
+    """The Coverage card's tooltip: the algorithm with its options, the coverage and what stayed float, why."""
+    lines = [f"Algorithm: {run_text.algorithm_text(report)}"]
+    coverage = run_text.coverage_text(report)
+    if coverage is not None:
+        lines += [f"Coverage: {coverage}", run_text.coverage_details(report)]
+    return "\n".join(lines)
 
 
 class CardText(QLabel):
@@ -151,7 +179,7 @@ class Card(QFrame):
         self.value = CardText("—", self.VALUE_STYLE)
         self.detail = CardText("", self.DETAIL_STYLE, lines=self.DETAIL_LINES, wrap=True)
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(4, 6, 4, 6)  # narrow: five cards share rows of three at 1280×800
+        layout.setContentsMargins(4, 6, 4, 6)  # narrow: six cards share rows of three at 1280×800
         layout.setSpacing(1)
         for w in (self.title, self.value, self.detail):
             layout.addWidget(w)
@@ -260,6 +288,7 @@ class Dashboard(QStackedWidget):
         self.output_card = Card("Output SQNR")
         self.size_card = Card("Size")
         self.layers_card = Card("Layers")
+        self.coverage_card = Card("Coverage")
         self.calib_card = Card("Calibration")
         self.metric_card = Card("Metric")
         self.calib_bar = QProgressBar(objectName="calibration_progress", textVisible=False, maximumHeight=6)
@@ -295,7 +324,14 @@ class Dashboard(QStackedWidget):
         self._done = 0
 
     def cards(self) -> tuple[Card, ...]:
-        return (self.output_card, self.metric_card, self.size_card, self.layers_card, self.calib_card)
+        return (
+            self.output_card,
+            self.metric_card,
+            self.size_card,
+            self.layers_card,
+            self.coverage_card,
+            self.calib_card,
+        )
 
     @staticmethod
     def _titled(title: str, body: QWidget, note: str) -> QWidget:
@@ -324,6 +360,7 @@ class Dashboard(QStackedWidget):
         self.begin_run([], 0, False, None)
         self.size_card.set("—", "no run yet")
         self.layers_card.set("—", "no run yet")
+        self.coverage_card.set("—", "no run yet")
         self.output_card.set("—", "no run yet")
         self.metric_card.set("—", "no run yet")
 
@@ -344,6 +381,8 @@ class Dashboard(QStackedWidget):
         self.metric_card.setToolTip(f"{metric}(model) of the model script" if metric else NO_METRIC_TIP)
         self.size_card.set(format_bytes(original_bytes), "float model")
         self.layers_card.set(f"0 / {len(names)}", "quantizing")
+        self.coverage_card.set("…", "measured after the last layer")
+        self.coverage_card.setToolTip("")
         self.calib_bar.setRange(0, 1)
         self.calib_bar.setValue(0)
         if static:
@@ -383,6 +422,8 @@ class Dashboard(QStackedWidget):
             f"{len(report.layers)}",
             f"quantized · {len(report.skipped)} kept in float" + (f" · {low} low SQNR" if low else ""),
         )
+        self.coverage_card.set(*coverage_figures(report))
+        self.coverage_card.setToolTip(coverage_tooltip(report))
         detail, color = output_verdict(report)
         target = sqnr_target(report)
         if target is not None and report.passed:
@@ -405,6 +446,7 @@ class Dashboard(QStackedWidget):
     def stopped(self, why: str) -> None:
         """A run ended without a result (cancelled or failed)."""
         self.layers_card.set(f"{self._done} / {self._n_layers}", why)
+        self.coverage_card.set("—", why)
         self.output_card.set("—", why)
         if self.metric_card.value.text() == "…":
             self.metric_card.set("—", why)

@@ -25,7 +25,7 @@ from mono_quant_gui.modules import precision
 from mono_quant_gui.modules import tree_model as tm
 from mono_quant_gui.window import colors
 from mono_quant_gui.window.empty_state import EmptyState
-from mono_quant_gui.window.formatting import format_bytes, format_count
+from mono_quant_gui.window.formatting import format_bytes, format_share
 
 ANY_TYPE = "Any type"
 SUMMARY_STYLE = "color: palette(placeholder-text);"
@@ -35,6 +35,7 @@ _WIDEST = {
     tm.COL_PARAMS: ("999.9 M",),
     tm.COL_BYTES: ("999.9 MiB",),
     tm.COL_PRECISION: ("float", "int8", "bf16"),
+    tm.COL_ALGORITHM: ("gptq+BC", "rtn+SQ"),
     tm.COL_SQNR: ("99.9 dB",),
     tm.COL_SENSITIVITY: ("99.9 dB",),
     tm.COL_STATUS: ("quantized", "low SQNR", "kept float"),
@@ -142,10 +143,13 @@ class ModulePanel(QStackedWidget):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
             header.resizeSection(col, self._text_width(col, _WIDEST.get(col, ("Sequential",))))
         self.view.setItemDelegateForColumn(tm.COL_TYPE, MiddleElideDelegate(self.view))
-        # Sensitivity has values only after an analysis: until then its room is the names'.  Params
+        # Sensitivity has values only after an analysis: until then its room is the names'; the same for
+        # Algorithm until a run used more than round to nearest.  Params
         # (Size says the same in bytes) starts hidden; the header's context menu shows any column.
         self.view.setColumnHidden(tm.COL_SENSITIVITY, True)
         self.view.setColumnHidden(tm.COL_PARAMS, True)
+        self.view.setColumnHidden(tm.COL_ALGORITHM, True)
+        self.model.algorithms_changed.connect(lambda shown: self.show_column(tm.COL_ALGORITHM, shown))
         header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         header.customContextMenuRequested.connect(self._column_menu)
         self.bar = SelectionBar()
@@ -334,14 +338,18 @@ class ModulePanel(QStackedWidget):
         self.summary.setStyleSheet(f"color: {colors.ERROR};")
 
     def _checks_changed(self) -> None:
-        rows = self.model.rows
-        ticked = set(self.model.checked_names())
-        quantizable = [r for r in rows if r.quantizable]
-        nbytes = sum(r.bytes for r in quantizable if r.name in ticked)
-        total = rows[0].params if rows else 0
         self.summary.setStyleSheet(SUMMARY_STYLE)
-        self.summary.setText(
-            f"{len(ticked)} of {len(quantizable)} layers ticked · {format_bytes(nbytes)} of weights"
-            f" · {format_count(total)} parameters in all"
-        )
+        self.summary.setText(selection_line(self.model.rows, set(self.model.checked_names())))
         self.checks_changed.emit()
+
+
+def selection_line(rows: list, ticked: set[str]) -> str:
+    """``Selected: 3 of 5 layers · 87.5 % of weight bytes (12.0 KiB)``: the ticked layers and the share
+    of the model's weight bytes they hold (each parameter once, as the report's coverage counts them)."""
+    quantizable = [r for r in rows if r.quantizable]
+    total = rows[0].weight_bytes if rows else 0
+    nbytes = sum(r.weight_bytes for r in quantizable if r.name in ticked)
+    text = f"Selected: {len(ticked)} of {len(quantizable)} layers"
+    if total:
+        text += f" · {format_share(nbytes / total)} of weight bytes ({format_bytes(nbytes)})"
+    return text

@@ -3,7 +3,8 @@
 Column 0 holds a checkbox for every module whose subtree contains a layer that
 can be quantized: a leaf is checked or not, a container is checked, unchecked
 or partially checked from its descendants, and ticking it ticks them all.
-The ticked names become ``QuantConfig.layers``.
+The ticked names become ``QuantConfig.layers``.  After a run, each layer shows its SQNR, status
+and how it was quantized (``gptq``, ``hqq+BC``, ``rtn+SQ``: see :func:`layer_algorithm`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,22 @@ from typing import Any
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QFont, QGuiApplication, QPalette
 
-from mono_quant_core.config import name_matcher
+from mono_quant_core.config import ALGORITHM_NAMES, name_matcher
 from mono_quant_core.report import format_db
 from mono_quant_gui.window.formatting import format_bytes, format_count
 
-COLUMNS = ("Module", "Type", "Params", "Size", "Precision", "SQNR", "Sensitivity", "Status")
-COL_NAME, COL_TYPE, COL_PARAMS, COL_BYTES, COL_PRECISION, COL_SQNR, COL_SENSITIVITY, COL_STATUS = range(len(COLUMNS))
+COLUMNS = ("Module", "Type", "Params", "Size", "Precision", "Algorithm", "SQNR", "Sensitivity", "Status")
+(
+    COL_NAME,
+    COL_TYPE,
+    COL_PARAMS,
+    COL_BYTES,
+    COL_PRECISION,
+    COL_ALGORITHM,
+    COL_SQNR,
+    COL_SENSITIVITY,
+    COL_STATUS,
+) = range(len(COLUMNS))
 #: Raw value for sorting (numbers sort as numbers).
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 #: The module's qualified name ("" for the whole model).
@@ -36,10 +47,40 @@ _QT_STATE = {
 }
 
 
+def layer_algorithm(layer: Any) -> str:
+    """``gptq``, ``hqq`` or ``rtn``, with ``+SQ`` when SmoothQuant smoothed its input and ``+BC`` when
+    bias correction changed its bias: how a LayerReport's layer was quantized."""
+    text = str(getattr(layer, "algorithm", "rtn") or "rtn")
+    if getattr(layer, "smoothquant", None):
+        text += "+SQ"
+    if getattr(layer, "bias_corrected", False):
+        text += "+BC"
+    return text
+
+
+def algorithm_tooltip(layer: Any) -> str:
+    """What :func:`layer_algorithm`'s short text means, in words."""
+    algorithm = str(getattr(layer, "algorithm", "rtn") or "rtn")
+    lines = [f"weights rounded by {ALGORITHM_NAMES.get(algorithm, algorithm)}"]
+    if getattr(layer, "smoothquant", None):
+        lines.append(f"SmoothQuant: {layer.smoothquant}")
+    if getattr(layer, "bias_corrected", False):
+        lines.append("bias corrected (its mean output shift subtracted)")
+    return "\n".join(lines)
+
+
+def uses_algorithms(layers: Iterable[Any]) -> bool:
+    """Whether any of these LayerReports was quantized other than by plain round to nearest."""
+    return any(layer_algorithm(layer) != "rtn" for layer in layers)
+
+
 class ModuleTreeModel(QAbstractItemModel):
     """The module hierarchy of the loaded model, its check states and, after a run, per-layer results."""
 
     checks_changed = Signal()
+    #: Whether the results shown now include a layer quantized other than by plain round to nearest
+    #: (emitted when that changes: the panel shows the Algorithm column then).
+    algorithms_changed = Signal(bool)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -67,6 +108,7 @@ class ModuleTreeModel(QAbstractItemModel):
             siblings.append(i)
         self._checked = [bool(r.quantizable) for r in self.rows]
         self._results: dict[str, Any] = {}
+        self._algorithms = False
         self._skipped: dict[str, str] = {}
         self._precisions: dict[str, str] = {}
         self._overridden: set[str] = set()
@@ -166,6 +208,16 @@ class ModuleTreeModel(QAbstractItemModel):
             self._results[layer.name] = layer
             names.append(layer.name)
         self._emit_rows(names)
+        self._set_algorithms(self._algorithms or uses_algorithms(self._results[n] for n in names))
+
+    def _set_algorithms(self, shown: bool) -> None:
+        if shown != self._algorithms:
+            self._algorithms = shown
+            self.algorithms_changed.emit(shown)
+
+    def shows_algorithms(self) -> bool:
+        """Whether a shown result was quantized other than by plain round to nearest."""
+        return self._algorithms
 
     def set_skipped(self, skipped: Iterable[Any]) -> None:
         """Mark layers the run left in float (SkippedLayers), with the reason as tooltip."""
@@ -202,6 +254,7 @@ class ModuleTreeModel(QAbstractItemModel):
             names = list(self._results) + list(self._skipped) + list(self._kept)
             self._results, self._skipped, self._kept = {}, {}, {}
             self._emit_rows(names)
+        self._set_algorithms(False)
 
     def clear_sensitivity(self) -> None:
         self.set_sensitivity([])
@@ -324,6 +377,8 @@ class ModuleTreeModel(QAbstractItemModel):
         layer = self._results.get(row.name)
         if col == COL_SQNR:
             return format_db(layer.weight_sqnr_db) if layer is not None else ""
+        if col == COL_ALGORITHM:
+            return layer_algorithm(layer) if layer is not None else ""
         kept = self._kept.get(row.name)
         if kept is not None:
             return "kept float" if kept["to"] == "float" else f"widened to {kept['to']}"
@@ -352,6 +407,8 @@ class ModuleTreeModel(QAbstractItemModel):
             return str(self._kept[row.name]["reason"])
         if col == COL_STATUS and row.name in self._skipped:
             return self._skipped[row.name]
+        if col == COL_ALGORITHM and row.name in self._results:
+            return algorithm_tooltip(self._results[row.name])
         if col == COL_PRECISION and row.quantizable:
             how = "set for this layer (right-click to change)" if row.name in self._overridden else "from Settings"
             return f"{self._precisions.get(row.name, '')}: {how}"

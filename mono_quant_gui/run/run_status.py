@@ -1,4 +1,4 @@
-"""The status bar's progress bar and ETA for the task in flight."""
+"""The status bar's progress bar, the phase under way and the ETA for the task in flight."""
 
 from __future__ import annotations
 
@@ -11,6 +11,22 @@ from mono_quant_gui.window.formatting import format_duration
 
 #: No ETA before this much of the work is done (early rates are noise).
 _MIN_FRACTION = 0.03
+#: How each phase the engine announces (mono_quant_core.progress.PhaseEvent.phase) is named in the
+#: status bar; a phase not listed shows its own name, capitalised.
+PHASE_LABELS = {
+    "smooth": "Smoothing",  # SmoothQuant measures activation ranges (before calibration)
+    "calibrate": "Calibrating",
+    "quantize": "Quantizing",
+    "validate": "Validating",
+    "metric": "Measuring the metric",
+    "search": "Finding layers to keep",  # the accuracy target's search
+    "sensitivity": "Measuring sensitivity",
+}
+
+
+def phase_label(phase: str) -> str:
+    """``Smoothing`` for ``smooth``: what the status bar says the run is doing."""
+    return PHASE_LABELS.get(phase, phase.replace("_", " ").capitalize())
 
 
 def estimate_eta(elapsed_s: float, done: int, total: int) -> float | None:
@@ -21,7 +37,7 @@ def estimate_eta(elapsed_s: float, done: int, total: int) -> float | None:
 
 
 class RunStatus(QWidget):
-    """A progress bar with the step message and an ETA; hidden when idle."""
+    """The phase under way, an ETA and a progress bar; hidden when idle."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -32,8 +48,14 @@ class RunStatus(QWidget):
         self.eta = QLabel()
         self.eta.setObjectName("run_eta")
         self.eta.setMinimumWidth(120)
+        self.phase = QLabel()
+        self.phase.setObjectName("run_phase")
+        self.phase.setStyleSheet("font-weight: 600;")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 6, 0)
+        layout.setSpacing(8)
+        layout.addStretch(1)  # the phase, the time left and the bar side by side, at the right
+        layout.addWidget(self.phase)
         layout.addWidget(self.eta)
         layout.addWidget(self.bar)
         self._started = 0.0
@@ -45,6 +67,7 @@ class RunStatus(QWidget):
         self._remaining = None
         self.bar.setRange(0, 0)
         self.eta.setText("")
+        self.phase.setText("")
         self.show()
 
     def set_plan(self, plan: RunPlan) -> None:
@@ -52,6 +75,7 @@ class RunStatus(QWidget):
         self._remaining = RemainingTime(plan)
 
     def update_phase(self, event: PhaseEvent) -> None:
+        self.phase.setText(phase_label(event.phase))
         if self._remaining is not None:
             self._show_eta(self._remaining.update(event))
 

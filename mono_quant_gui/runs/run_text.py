@@ -6,16 +6,17 @@ import json
 import math
 from typing import Any
 
-from mono_quant_core.config import is_cast_dtype
+from mono_quant_core.config import describe_algorithm, is_cast_dtype
 from mono_quant_core.report import format_db, human_bytes
-from mono_quant_gui.window.formatting import format_duration
+from mono_quant_gui.window.formatting import format_duration, format_share
 
 BETTER, WORSE, SAME = "better", "worse", "same"
 
 
 def settings_summary(report: Any) -> str:
-    """``int8 static · per-tensor · minmax · 2 overrides · auto · 1 kept for accuracy``: what a run
-    was asked to do, and how many layers the accuracy target kept float or widened."""
+    """``int8 static · per-tensor · minmax · GPTQ (damp 0.01) · 2 overrides · auto · 1 kept for
+    accuracy``: what a run was asked to do (its algorithm when not plain round to nearest), and how
+    many layers the accuracy target kept float or widened."""
     config = report.config or {}
     dtype, mode = config.get("dtype", report.dtype), config.get("mode", report.mode)
     parts = [f"{dtype} {mode}"]
@@ -24,6 +25,8 @@ def settings_summary(report: Any) -> str:
         parts.append(f"{granularity} {config.get('group_size')}" if granularity == "per-group" else granularity)
     if mode == "static" and config.get("observer"):
         parts.append(str(config["observer"]))
+    if (report.algorithm or {}) != {"algorithm": "rtn"}:
+        parts.append(describe_algorithm(report.algorithm))
     overrides = len(config.get("layer_overrides") or {})
     if overrides:
         parts.append(f"{overrides} override{'s' if overrides != 1 else ''}")
@@ -35,6 +38,40 @@ def settings_summary(report: Any) -> str:
     if kept:
         parts.append(f"{kept} kept for accuracy")
     return " · ".join(parts)
+
+
+def algorithm_text(report: Any) -> str:
+    """``GPTQ (damp 0.01) + SmoothQuant 0.5``: how the run rounded its weights, with its options."""
+    return describe_algorithm(report.algorithm)
+
+
+def coverage_text(report: Any) -> str | None:
+    """``99.9 % of weight bytes quantized``, or None for a report without coverage (an older one)."""
+    share = (report.coverage or {}).get("share")
+    return None if share is None else f"{format_share(share)} of weight bytes quantized"
+
+
+#: At most this many float modules are listed by :func:`coverage_details` (the rest are counted).
+MAX_FLOAT_LISTED = 12
+
+
+def coverage_details(report: Any) -> str:
+    """What stayed float and why, largest first: ``norm (LayerNorm, 1.0 KiB): no replacement``, one
+    line each, under the bytes quantized and kept float ("" without coverage)."""
+    coverage = report.coverage or {}
+    if coverage.get("share") is None:
+        return ""
+    quantized, kept = coverage.get("quantized_weight_bytes", 0), coverage.get("float_weight_bytes", 0)
+    lines = [f"{human_bytes(quantized)} of weights quantized, {human_bytes(kept)} kept float"]
+    rows = [row for row in coverage.get("float", []) if row.get("bytes")]
+    if rows:
+        lines.append("Stayed float:")
+    for row in rows[:MAX_FLOAT_LISTED]:
+        lines.append(f"  {row['name'] or '(the model)'} ({row['type']}, {human_bytes(row['bytes'])}): {row['reason']}")
+    if len(rows) > MAX_FLOAT_LISTED:
+        rest = rows[MAX_FLOAT_LISTED:]
+        lines.append(f"  and {len(rest)} more ({human_bytes(sum(r['bytes'] for r in rest))})")
+    return "\n".join(lines)
 
 
 def number(value: float | None) -> str:

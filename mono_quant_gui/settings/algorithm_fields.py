@@ -44,6 +44,12 @@ _SAMPLED = {"gptq": "GPTQ", "smoothquant": "SmoothQuant", "bias_correction": "Bi
 DEFAULT_ALPHA = 0.5
 
 
+def why_off(name: str, reason: str) -> str:
+    """``SmoothQuant needs calibration samples…``: the option's name before its reason, once (the
+    engine's reasons mostly name the option already: "GPTQ needs mode weight-only")."""
+    return reason if reason.lower().startswith(name.lower()) else f"{name} {reason}"
+
+
 class AlgorithmFields(QObject):
     """The widgets of the Algorithm rows; ``edited`` after each change the user makes."""
 
@@ -146,7 +152,7 @@ class AlgorithmFields(QObject):
             for row, key in enumerate(ALGORITHMS):
                 reason = problems.get(key)
                 model.item(row).setEnabled(reason is None)
-                model.item(row).setToolTip(f"{NAMES[key]} {reason}" if reason else EXPLAIN[key])
+                model.item(row).setToolTip(why_off(NAMES[key], reason) if reason else EXPLAIN[key])
             chosen = self.current()
             if problems.get(chosen):
                 if waiting.get(chosen):
@@ -163,11 +169,16 @@ class AlgorithmFields(QObject):
                     notes.append(f"{_SAMPLED[option]}: {reason}; off meanwhile")
                     box.setChecked(False)
                 box.setEnabled(reason is None)
-                box.setToolTip(f"{_SAMPLED[option]} {reason}" if reason else HELP[option])
+                box.setToolTip(why_off(_SAMPLED[option], reason) if reason else HELP[option])
             self._enable_options()
         finally:
             self._updating = False
         return notes
+
+    def off_reasons(self) -> list[str]:
+        """Why SmoothQuant and bias correction are off with these settings (their tooltips), for the
+        panel to say where it can be read without hovering."""
+        return [box.toolTip() for box in (self.smoothquant, self.bias_correction) if not box.isEnabled()]
 
     # -- internals ------------------------------------------------------------------------
     def _show(self, values: dict[str, Any]) -> None:

@@ -21,6 +21,16 @@ from mono_quant_gui.settings.algorithm_fields import AlgorithmFields
 from mono_quant_gui.settings.target_fields import HELP as TARGET_HELP
 from mono_quant_gui.settings.target_fields import TargetFields
 
+#: The labelled Algorithm rows: each label greys out with its field and carries its tooltip (the reason when off).
+ALGORITHM_ROWS = (
+    "gptq_damp",
+    "gptq_act_order",
+    "gptq_block_size",
+    "hqq_iterations",
+    "smoothquant",
+    "smoothquant_alpha",
+    "bias_correction",
+)
 _LABELS = {
     "dtype": "Data type",
     "mode": "Mode",
@@ -130,12 +140,20 @@ class SettingsPanel(QWidget):
             label.setToolTip(widget.toolTip())
             self._labels[key] = label
             form.addRow(label, widget)
+        # Why the options that are greyed out are off, readable without hovering over them.  Under the
+        # form, not a row of it: a second wrapped row spanning the form gets its height cut.
+        self.algorithm_off = QLabel()
+        self.algorithm_off.setObjectName("algorithm_off")
+        self.algorithm_off.setWordWrap(True)
+        self.algorithm_off.setTextFormat(Qt.TextFormat.PlainText)
+        self.algorithm_off.setStyleSheet("color: palette(placeholder-text);")
         self.note = QLabel(objectName="settings_note")
         self.note.setWordWrap(True)
         self.note.setTextFormat(Qt.TextFormat.PlainText)
         self.note.setStyleSheet("color: palette(placeholder-text);")
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.algorithm_off)
         layout.addWidget(self.note)
         layout.addStretch(1)
         self._refresh()
@@ -271,8 +289,13 @@ class SettingsPanel(QWidget):
             notes[:0] = self.algorithms.refresh(
                 values["dtype"], values["mode"], values["granularity"], self._has_calibration
             )
-            for key in ("gptq_damp", "gptq_act_order", "gptq_block_size", "hqq_iterations", "smoothquant_alpha"):
-                self._labels[key].setEnabled(self.algorithms.widget(key).isEnabled())
+            for key in ALGORITHM_ROWS:
+                widget = self.algorithms.widget(key)
+                self._labels[key].setEnabled(widget.isEnabled())
+                self._labels[key].setToolTip(widget.toolTip())
+            off = self.algorithms.off_reasons()
+            self.algorithm_off.setText("Off here: " + "; ".join(off) if off else "")
+            self.algorithm_off.setVisible(bool(off))
             problem = self.problem()
             self.note.setText(problem or (notes[0] if notes else ""))
             self.note.setVisible(bool(self.note.text()))

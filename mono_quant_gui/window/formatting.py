@@ -1,10 +1,10 @@
-"""How numbers read in the window: sizes, counts, durations."""
+"""How numbers read in the window: sizes, counts, shares, durations."""
 
 from __future__ import annotations
 
 from mono_quant_core.report import human_bytes as format_bytes  # one way to show sizes, app and CLI
 
-__all__ = ["format_bytes", "format_count", "format_duration"]
+__all__ = ["format_bytes", "format_count", "format_duration", "format_share"]
 
 
 def format_count(n: int) -> str:
@@ -26,3 +26,13 @@ def format_duration(seconds: float) -> str:
         return f"{minutes} min {seconds:02d} s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min"
+
+
+def format_share(share: float) -> str:
+    """``87.5 %`` of a share in [0, 1]; ``100 %`` and ``0 %`` only when exact (99.97 % reads
+    ``99.9 %``, not a misleading ``100.0 %``)."""
+    if share >= 1:
+        return "100 %"
+    if share <= 0:
+        return "0 %"
+    return f"{min(max(100 * share, 0.1), 99.9):.1f} %"

@@ -35,7 +35,7 @@ def test_options_follow_dtype_mode_and_calibration_with_reasons(panel):
     # int8 dynamic, no calibration folder: HQQ applies; GPTQ does not (mode) ; SmoothQuant waits for samples.
     assert algorithm_item(panel, "hqq").isEnabled()
     gptq = algorithm_item(panel, "gptq")
-    assert not gptq.isEnabled() and gptq.toolTip() == "GPTQ " + algorithm_problem("gptq", "int8", "dynamic")
+    assert not gptq.isEnabled() and gptq.toolTip() == algorithm_problem("gptq", "int8", "dynamic")
     assert not a.smoothquant.isEnabled() and a.smoothquant.toolTip() == "SmoothQuant " + NEEDS_SAMPLES
     panel.set_calibration_available(True)
     assert a.smoothquant.isEnabled() and a.smoothquant.toolTip().startswith("SmoothQuant:")

@@ -234,5 +234,5 @@ def test_a_pattern_that_matches_nothing_says_so(window, qtbot):
     panel.bar.type_combo.setCurrentIndex(0)
     with qtbot.waitSignal(panel.checks_changed):
         qtbot.mouseClick(panel.bar.clear_button, Qt.MouseButton.LeftButton)
-    assert panel.summary.text().startswith(f"{len(ticked) - 1} of {len(ticked)} layers ticked")
+    assert panel.summary.text().startswith(f"Selected: {len(ticked) - 1} of {len(ticked)} layers · ")
     assert colors.ERROR not in panel.summary.styleSheet()

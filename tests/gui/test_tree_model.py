@@ -35,15 +35,25 @@ def big_table(blocks: int) -> list[ModuleRow]:
     small = module_table(Net(blocks=1))
     by_name = {r.name: r for r in small}
     block, head, root, seq = by_name["blocks.0"], by_name["head"], by_name[""], by_name["blocks"]
-    seq = ModuleRow("blocks", "", seq.type, blocks * block.params, blocks * block.bytes, False, None, False)
-    root = ModuleRow("", None, root.type, seq.params + head.params, seq.bytes + head.bytes, False, None, False)
+    seq = ModuleRow(
+        "blocks", "", seq.type, blocks * block.params, blocks * block.bytes, False, None, False,
+        blocks * block.weight_bytes,
+    )  # fmt: skip
+    root = ModuleRow(
+        "", None, root.type, seq.params + head.params, seq.bytes + head.bytes, False, None, False,
+        seq.weight_bytes + head.weight_bytes,
+    )  # fmt: skip
     rows = [root, seq]
     for b in range(blocks):
         for r in small:
             if r.name.startswith("blocks.0"):
                 name = f"blocks.{b}" + r.name[len("blocks.0") :]
                 parent = r.parent if r.parent == "blocks" else f"blocks.{b}"
-                rows.append(ModuleRow(name, parent, r.type, r.params, r.bytes, r.quantizable, r.reason, r.is_leaf))
+                rows.append(
+                    ModuleRow(
+                        name, parent, r.type, r.params, r.bytes, r.quantizable, r.reason, r.is_leaf, r.weight_bytes
+                    )
+                )
     rows.append(by_name["head"])
     return rows
 
@@ -154,7 +164,7 @@ def test_bar_selects_and_clears_in_one_action_and_reports_bad_regex(qtbot):
     panel.bar.pattern.setText("blocks.0")
     qtbot.mouseClick(panel.bar.clear_button, Qt.MouseButton.LeftButton)
     assert panel.model.checked_names() == ["blocks.1.fc1", "blocks.1.fc2", "head"]
-    assert panel.summary.text().startswith("3 of 5 layers ticked")
+    assert panel.summary.text().startswith("Selected: 3 of 5 layers · ")
     panel.bar.pattern.setText("re:(")
     qtbot.mouseClick(panel.bar.select_button, Qt.MouseButton.LeftButton)
     assert "re:(" in panel.summary.text()
