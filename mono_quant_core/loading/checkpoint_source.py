@@ -65,6 +65,8 @@ class CheckpointSource:
     entries: list[CheckpointEntry]
     reader: Callable[[CheckpointEntry, list[str]], Chunk] | None
     release: Callable[[Chunk], None] | None = None
+    #: Whether the reader's tensors own their memory (not views of a mapped file) and may be kept.
+    owned: bool = False
 
     def read(self, entry: CheckpointEntry, names: list[str]) -> Iterator[Chunk]:
         """Yield the named tensors of ``entry`` in chunks of about ``CHUNK_BYTES``."""

@@ -96,15 +96,14 @@ class LazyWeights:
     def read(self, names: list[str]) -> dict[str, torch.Tensor]:
         """The checkpoint tensors of model parameters ``names``, each read once, owned (no mapping kept).
 
-        Copied out of the reader's tensors: safetensors hands out views of its memory map, whose
-        pages would otherwise stay mapped (resident) and, once the reader closed the file, are
-        not the tensor's to keep."""
+        A reader whose tensors are views of a mapped file (a ``.pt`` checkpoint) has them copied:
+        those pages are released after each chunk and are not the tensor's to keep."""
         wanted = list(dict.fromkeys(self.names[n] for n in names))
         out: dict[str, torch.Tensor] = {}
         for chunk in self.source.read(self.entry, wanted):
             for key, t in chunk.items():
                 self.bytes_read += t.numel() * t.element_size()
-                out[key] = torch.empty_like(t, memory_format=torch.contiguous_format).copy_(t)
+                out[key] = t if self.source.owned else torch.empty_like(t).copy_(t)
         return {n: out[self.names[n]] for n in names}
 
     def _fill(self, module: nn.Module, prefix: str, recurse: bool, memo: dict[str, torch.Tensor]) -> list:

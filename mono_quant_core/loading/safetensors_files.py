@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import sys
 from pathlib import Path
 
 import torch
@@ -83,24 +86,51 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
             raise refusal(file, "safetensors", marker)
     if not infos:
         raise CheckpointError(f"{path.name}: contains no tensors")
-    return CheckpointSource(path, [CheckpointEntry((), infos)], reader=lambda _entry, names: _read(where, names))
+    return CheckpointSource(
+        path, [CheckpointEntry((), infos)], reader=lambda _entry, names: _read(where, names), owned=True
+    )
 
 
 def _read(where: dict[str, Path], names: list[str]) -> Chunk:
+    """The named tensors, each read with plain file reads into memory of its own.
+
+    Not through safetensors' memory map: its tensors are views of pages that stay resident
+    while the file is open, so a copy of a large tensor would briefly cost twice its size, and
+    a view kept after the file closed is not the caller's to keep.  The header (already checked
+    by ``_open_files``) gives each tensor's dtype, shape and byte range.
+    """
     by_file: dict[Path, list[str]] = {}
     for name in names:
         by_file.setdefault(where[name], []).append(name)
     out: Chunk = {}
-    # One open per chunk: safetensors keeps every page it read mapped until
-    # the file is closed, which would hold the whole checkpoint resident.
     for file, in_file in by_file.items():
         try:
-            with safe_open(str(file), framework="pt", device="cpu") as f:
+            with open(file, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length))
                 for name in in_file:
-                    out[name] = f.get_tensor(name)
-        except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+                    out[name] = _read_tensor(f, 8 + length, header[name], file, name)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{file.name}: cannot read tensors: {exc}") from exc
     return out
+
+
+def _read_tensor(f: io.BufferedReader, base: int, info: dict, file: Path, name: str) -> torch.Tensor:
+    dtype = getattr(torch, _DTYPES.get(info["dtype"], str(info["dtype"]).lower()), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"tensor {name}: unsupported dtype {info['dtype']}")
+    begin, end = (int(v) for v in info["data_offsets"])
+    t = torch.empty([int(d) for d in info["shape"]], dtype=dtype)
+    if t.numel() * t.element_size() != end - begin:
+        raise ValueError(f"tensor {name}: {end - begin} bytes for shape {info['shape']} {info['dtype']}")
+    if end > begin:
+        f.seek(base + begin)
+        got = f.readinto(memoryview(t.view(-1).view(torch.uint8).numpy()))  # type: ignore[arg-type]
+        if got != end - begin:
+            raise ValueError(f"tensor {name}: the file ends after {got} of its {end - begin} bytes")
+    if sys.byteorder != "little":  # safetensors stores little-endian
+        t = t.view(-1).view(torch.uint8).view(-1, t.element_size()).flip(1).contiguous().view(dtype).view(t.shape)
+    return t
 
 
 def _nbytes(shape: tuple[int, ...], dtype: str) -> int:

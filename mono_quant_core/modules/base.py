@@ -24,7 +24,7 @@ from ..tensor import (
     QuantSpec,
     activation_qparams,
     cast_dtype,
-    decode,
+    code_range,
     dequantize_weight,
     dequantize_weight_into,
     fake_quantize,
@@ -334,8 +334,8 @@ class QuantizedModule(nn.Module):
                 if not bool(torch.isfinite(data).all()):
                     problems.append(f"{stem}: not finite after the {self.qdtype} cast (values beyond its range)")
                 continue
-            codes = decode(data, self.spec, shape)
-            if codes.numel() and (int(codes.min()) < self.spec.qmin or int(codes.max()) > self.spec.qmax):
+            codes = code_range(data, self.spec, shape)
+            if codes is not None and (codes[0] < self.spec.qmin or codes[1] > self.spec.qmax):
                 problems.append(f"{stem}: codes outside [{self.spec.qmin}, {self.spec.qmax}]")
             scale = getattr(self, f"{stem}_scale")
             if not bool((torch.isfinite(scale) & (scale > 0)).all()):

@@ -12,6 +12,7 @@ from .spec import INT4_SYMMETRIC_OFFSET, QuantSpec, qrange
 from .sqnr import db_from_sums, sqnr_db, sqnr_sums
 from .storage import (
     QuantizedTensor,
+    code_range,
     decode,
     dequantize_weight,
     dequantize_weight_into,
@@ -33,6 +34,7 @@ __all__ = [
     "activation_qparams",
     "cast_dtype",
     "choose_qparams",
+    "code_range",
     "db_from_sums",
     "decode",
     "dequantize",

@@ -71,6 +71,24 @@ def decode(data: torch.Tensor, spec: QuantSpec, shape: tuple[int, ...] | torch.S
 BLOCK_VALUES = 1 << 18
 
 
+def code_range(data: torch.Tensor, spec: QuantSpec, shape: tuple[int, ...] | torch.Size) -> tuple[int, int] | None:
+    """The smallest and largest code of stored ``data`` (None when empty), int4 unpacked block by
+    block of rows so that checking a large weight costs a block, not a decoded copy of it."""
+    if data.numel() == 0:
+        return None
+    if spec.dtype == "int8":
+        return int(data.min()), int(data.max())
+    offset = INT4_SYMMETRIC_OFFSET if spec.symmetric else 0
+    rows, n = int4_rows(shape)
+    packed = data.reshape(rows, -1)
+    step = max(1, BLOCK_VALUES // max(1, n))
+    lo, hi = 255, 0
+    for i in range(0, rows, step):
+        codes = unpack_int4(packed[i : i + step], n)
+        lo, hi = min(lo, int(codes.min())), max(hi, int(codes.max()))
+    return lo - offset, hi - offset
+
+
 def quantize_weight(w: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:
     """Min/max quantization of ``w`` into its stored form."""
     return quantize_weight_measured(w, spec, measure=False)[0]
