@@ -16,6 +16,7 @@ channel's grid is ``linspace(lo, hi, len(grid))`` of its range.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from torch import nn
 from .batches import call_model, sample_name
 from .calibration.hooks import first_input
 from .errors import ConfigError
+from .loading.lazy_model import lazy_weights
 from .modules.attention import float_projections
 from .modules.base import QuantizedModule
 from .progress import CancelLike, check_cancel
@@ -97,22 +99,13 @@ def layer_histograms(
     layer = _module(float_model, name, "float_model")
     twin = _module(quantized_model, name, "quantized_model") if quantized_model is not None else None
     q = twin if isinstance(twin, QuantizedModule) else None
-    if isinstance(layer, QuantizedModule):
-        # A model opened from a mono-quant file: its float weights are gone.
-        weights = [w.detach() for w in layer.dequantized_weights().values()]
-        q = q or layer
-    elif isinstance(layer, nn.MultiheadAttention):  # its projections' weights (in_proj_weight is one)
-        weights = [w.detach() for w, _ in float_projections(layer).values()]
-    else:
-        weights = _float_weights(layer, list(q.weight_shapes) if q is not None else None)
-    if not weights:
-        raise ConfigError(f"{name}: the layer has no weight to histogram", key="layer")
-    notes = []
-    if isinstance(layer, QuantizedModule):
-        notes.append("the float weights are not in the file: its dequantized weights are shown")
-    if q is None and quantized_model is not None:
-        notes.append("kept float: no clipping range or grid")
-    weight_hist = _histogram(weights, bins, *_weight_grid(q, notes))
+    if q is None and isinstance(layer, QuantizedModule):  # a model opened from a mono-quant file
+        q = layer
+    lazy = lazy_weights(float_model)  # a model built without its weights: this layer's are read
+    with lazy.onloaded(layer, name) if lazy is not None else contextlib.nullcontext():
+        weights, notes = _weights_of(layer, q, quantized_model, name)
+        weight_hist = _histogram(weights, bins, *_weight_grid(q, notes))
+    del weights
     check_cancel(cancel)
     activations = None
     if samples is not None:
@@ -130,6 +123,27 @@ def layer_histograms(
         activations=activations,
         note="; ".join(notes),
     )
+
+
+def _weights_of(
+    layer: nn.Module, q: QuantizedModule | None, quantized_model: nn.Module | None, name: str
+) -> tuple[list[torch.Tensor], list[str]]:
+    """The weights to count and the notes so far."""
+    if isinstance(layer, QuantizedModule):
+        # A model opened from a mono-quant file: its float weights are gone.
+        weights = [w.detach() for w in layer.dequantized_weights().values()]
+    elif isinstance(layer, nn.MultiheadAttention):  # its projections' weights (in_proj_weight is one)
+        weights = [w.detach() for w, _ in float_projections(layer).values()]
+    else:
+        weights = _float_weights(layer, list(q.weight_shapes) if q is not None else None)
+    if not weights:
+        raise ConfigError(f"{name}: the layer has no weight to histogram", key="layer")
+    notes = []
+    if isinstance(layer, QuantizedModule):
+        notes.append("the float weights are not in the file: its dequantized weights are shown")
+    if q is None and quantized_model is not None:
+        notes.append("kept float: no clipping range or grid")
+    return weights, notes
 
 
 def _module(model: nn.Module, name: str, role: str) -> nn.Module:

@@ -21,6 +21,8 @@ from .script_import import import_script
 
 PathLike = str | os.PathLike
 log = logging.getLogger("mono_quant_core")
+#: ``open_model(lazy="auto")`` builds lazily from checkpoints at least this large.
+LAZY_AUTO_BYTES = 512 << 20
 
 
 @dataclass
@@ -51,7 +53,7 @@ def open_model(
     entry: str | None = None,
     entry_kwargs: Mapping[str, Any] | str | None = None,
     strict: bool = True,
-    lazy: bool = False,
+    lazy: bool | str = False,
 ) -> LoadedModel:
     """Like ``load_model``, also returning the ``KeyReport`` and the ``source`` record.
 
@@ -59,7 +61,10 @@ def open_model(
     read when the model runs or a layer is quantized (mono_quant_core.loading.lazy_model); the
     model then takes next to no memory whatever its size.  When the script cannot be built so or
     the checkpoint lacks a parameter, the model is loaded in memory as without ``lazy``, the log
-    says why and ``LoadedModel.lazy`` is False.
+    says why and ``LoadedModel.lazy`` is False.  ``lazy="auto"`` (the CLI, job files and the
+    window): lazily when the checkpoint holds at least ``LAZY_AUTO_BYTES`` of tensors, so a model
+    that fits comfortably keeps its weights in memory and runs its many forwards (sensitivity,
+    validation) without reading them again.
     """
     script_path = Path(script).expanduser().resolve()
     kwargs = parse_entry_kwargs(entry_kwargs)
@@ -71,6 +76,8 @@ def open_model(
     built_lazily = False
     try:
         model = None
+        if lazy == "auto" and opened is not None:
+            lazy = max(sum(i.nbytes for i in e.infos.values()) for e in opened.entries) >= LAZY_AUTO_BYTES
         if lazy and opened is not None:
             model, keys = _open_lazily(module, script_path, name, kwargs, opened, strict)
             built_lazily = model is not None

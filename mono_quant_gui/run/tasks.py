@@ -126,7 +126,8 @@ def load_model_task(
     ctx.cancel.check()
     ctx.progress(0, 0, f"Running {Path(script).name}…")
     try:
-        loaded = mq.open_model(script, checkpoint, entry=entry, entry_kwargs=entry_kwargs, strict=False)
+        # A large checkpoint stays on disk: the tree comes from the model built without weights.
+        loaded = mq.open_model(script, checkpoint, entry=entry, entry_kwargs=entry_kwargs, strict=False, lazy="auto")
     except AmbiguousEntryError as exc:
         return LoadOutcome(script, checkpoint, candidates=list(exc.candidates))
     except QuantizedCheckpointError as exc:

@@ -258,3 +258,24 @@ def test_a_1gb_checkpoint_quantizes_from_the_cli_within_045gb(tmp_path):
     print(f"peak RSS over baseline {peak / 1e9:.3f} GB")
     assert peak <= 0.45e9, f"peak RSS over baseline {peak / 1e9:.2f} GB"
     assert out.stat().st_size < 0.3 * float_bytes
+
+
+def test_histograms_and_auto_threshold_on_a_lazy_model(files, monkeypatch):
+    from mono_quant_core import layer_histograms
+    from mono_quant_core.loading import model_loader
+
+    folder, script, samples = files
+    lazy = open_model(script, folder / "net.safetensors", entry="Net", lazy=True)
+    eager = open_model(script, folder / "net.safetensors", entry="Net")
+    q = quantize(eager.model, QuantConfig(mode="static"), calibration=samples).model
+    for name in ("blocks.0.1", "conv"):
+        a = layer_histograms(lazy.model, q, name, samples)
+        b = layer_histograms(eager.model, q, name, samples)
+        assert (a.weights.counts, a.weights.edges) == (b.weights.counts, b.weights.edges)
+        assert a.activations is not None and b.activations is not None
+        assert a.activations.counts == b.activations.counts
+    assert all(p.device.type == "meta" for p in lazy.model.parameters())
+    # "auto": lazily only from LAZY_AUTO_BYTES on.
+    assert not open_model(script, folder / "net.safetensors", entry="Net", lazy="auto").lazy
+    monkeypatch.setattr(model_loader, "LAZY_AUTO_BYTES", 1)
+    assert open_model(script, folder / "net.safetensors", entry="Net", lazy="auto").lazy
