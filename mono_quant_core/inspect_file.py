@@ -51,13 +51,14 @@ def inspect_file(path: str | os.PathLike, verify: bool = False) -> dict[str, Any
     ``verify`` reads every tensor and checks the content hash recorded in the
     file; a mismatch raises ``ContentHashError`` naming the file and the tensor.
     """
-    from .serialization.read import read_summary, read_verified
+    from .serialization.read import output_files, read_summary, read_verified, resolve
 
-    path = os.fspath(path)
+    path = resolve(path)  # a sharded output's folder, shard or name: its index
     fmt, meta, tensors = read_summary(path)
     checked = read_verified(path)[2] if verify else None
     report = meta.get("report") or {}
-    file_bytes = os.path.getsize(path)
+    files = output_files(path)
+    file_bytes = sum(os.path.getsize(f) for f in files)
     original = report.get("original_bytes")
     layer_output = {r.get("name"): r.get("output_sqnr_db") for r in report.get("layers", [])}
     layers = []
@@ -72,6 +73,7 @@ def inspect_file(path: str | os.PathLike, verify: bool = False) -> dict[str, Any
             "file": os.path.basename(path),
             "path": os.path.abspath(path),
             "format": fmt,
+            "shards": [os.path.basename(f) for f in files[1:]],
             "format_version": meta["format_version"],
             "versions": meta.get("versions", {}),
             "source": meta.get("source", {}),
@@ -146,8 +148,10 @@ def format_inspect(info: dict[str, Any]) -> str:
     calib = info.get("calibration") or {}
     db = lambda v: format_db(_decode_float(v))  # noqa: E731
     yes_no = lambda v: "—" if v is None else ("yes" if v else "NO")  # noqa: E731
+    shards = info.get("shards") or []
+    in_shards = f", {len(shards)} shards" if shards else ""
     lines = [
-        f"{info['file']}  ({info['format']}, mono-quant file format {info['format_version']})",
+        f"{info['file']}  ({info['format']}{in_shards}, mono-quant file format {info['format_version']})",
         f"written by    mono-quant {versions.get('mono_quant', '?')}, torch {versions.get('torch', '?')}",
         f"source        {_source_line(info.get('source') or {})}",
         f"config        {_config_line(info.get('config') or {})}",

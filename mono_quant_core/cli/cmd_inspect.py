@@ -30,7 +30,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Show the metadata, layers and sizes of a file written by mono-quant.",
     )
     p.set_defaults(command=run)
-    p.add_argument("file", metavar="FILE", help="a .safetensors or .pt file written by mono-quant")
+    p.add_argument(
+        "file", metavar="FILE", help="a .safetensors or .pt file written by mono-quant (or a sharded output's index)"
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument(
         "--verify",
@@ -42,7 +44,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Print what the file holds, as text or JSON."""
-    if not os.path.isfile(args.file):
+    from ..serialization.read import resolve
+
+    if not os.path.isfile(args.file) and resolve(args.file) == args.file:  # a sharded output's folder or name
         what = "is a folder, not a file" if os.path.isdir(args.file) else "no such file"
         raise QuantizedFileError(f"{args.file}: {what}")
     info = inspect_file(args.file, verify=args.verify)

@@ -50,6 +50,7 @@ JOB_FLAGS = {
     ("calibration", "skip_unusable"): "--skip-unusable",
     ("output", "path"): "--out",
     ("output", "report"): "--report",
+    ("output", "max_shard_size"): "--max-shard-size",
     ("validation", "metric"): "--metric",
     **{(config_section(name), config_key(name)): flag for name, flag in CONFIG_FLAGS.items()},
 }
@@ -75,6 +76,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _output_flags(p: argparse.ArgumentParser) -> None:
     out = p.add_argument_group("output")
     out.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .pt output file")
+    out.add_argument(
+        "--max-shard-size",
+        metavar="SIZE",
+        help="write a .safetensors output larger than SIZE (5GB, 500MB, 2GiB) as shards and an index "
+        "(default: one file)",
+    )
     out.add_argument("--report", metavar="FILE.json", help="write the report as JSON")
     out.add_argument("--save-job", metavar="FILE.toml", help="also write these settings as a job file")
     out.add_argument("--no-run", action="store_true", help="with --save-job: write the job, do not run it")
@@ -133,6 +140,7 @@ def job_from_args(args: argparse.Namespace) -> Job:
             skip_unusable=args.skip_unusable,
             report_path=_absolute(args.report),
             metric=args.metric,
+            max_shard_size=args.max_shard_size,
         )
     except ConfigError as exc:
         job_flag = JOB_FLAGS.get((exc.section or "", exc.key or ""))

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..config import QuantConfig, needs_samples
 from ..errors import ConfigError
+from ..sizes import parse_size
 from .schema import (
     JOB_FIELDS,
     OUTPUT_SUFFIXES,
@@ -49,9 +50,21 @@ class Job:
     #: The model script's task metric function (``[validation] metric``), run on the float and
     #: the quantized model; None: none, unless ``target_metric_drop`` needs one (then ``evaluate``).
     metric: str | None = None
+    #: ``[output] max_shard_size`` ("5GB", "512MiB", bytes): write a ``.safetensors`` output larger
+    #: than this as shards and an index (docs/file-format.md, "Sharded files"); None: one file.
+    max_shard_size: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("script", "output", "entry", "checkpoint", "calibration_folder", "report_path", "metric"):
+        for name in (
+            "script",
+            "output",
+            "entry",
+            "checkpoint",
+            "calibration_folder",
+            "report_path",
+            "metric",
+            "max_shard_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
@@ -109,8 +122,19 @@ class Job:
             raise job_error("calibration", "seed", f"{self.seed} must be an integer >= 0")
         if self.metric is not None and not self.metric.isidentifier():
             raise job_error("validation", "metric", f"{self.metric!r} is not the name of a function in the script")
+        self._check_shard_size()
         if self.report_path is not None and _same_path(self.report_path, self.output):
             raise job_error("output", "report", "is the output file itself; choose another file")
+
+    def _check_shard_size(self) -> None:
+        if self.max_shard_size is None:
+            return
+        try:
+            parse_size(self.max_shard_size, "max_shard_size")
+        except ConfigError as exc:
+            raise job_error("output", "max_shard_size", exc.problem or str(exc)) from None
+        if not self.output.lower().endswith(".safetensors"):
+            raise job_error("output", "max_shard_size", "only .safetensors outputs are written in shards")
 
     # -- writing ----------------------------------------------------------------
     def to_toml(self, relative_to: str | os.PathLike | None = None) -> str:

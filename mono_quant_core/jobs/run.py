@@ -54,6 +54,7 @@ def run_job(
     from ..loading import load_calibration, open_model
     from ..quantizer import quantize
     from ..serialization import save_quantized
+    from ..serialization.read import resolve
 
     tracker(0, 0, f"loading {os.path.basename(job.script)}")
     # Lazily: the float weights stay in the checkpoint and each layer's are read when it is
@@ -64,7 +65,7 @@ def run_job(
         entry=job.entry,
         entry_kwargs=job.entry_kwargs or None,
         strict=job.strict,
-        lazy=True,
+        lazy="auto",
     ).model
     calibration = None
     if job.calibration_folder is not None:
@@ -85,12 +86,12 @@ def run_job(
     del model, calibration
     check_cancel(cancel)
     tracker(tracker.total, tracker.total, f"saving {os.path.basename(job.output)}")
-    size = save_quantized(result, job.output)
+    size = save_quantized(result, job.output, max_shard_bytes=job.max_shard_size)
     if job.report_path is not None:
         write_text_atomic(job.report_path, result.report.to_json())
     return JobOutcome(
         job=job,
-        output=job.output,
+        output=resolve(job.output),  # a sharded output: its index
         file_bytes=size,
         report=result.report,
         report_path=job.report_path,

@@ -45,7 +45,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "target_metric_drop": "float",
         "metric": "string",
     },
-    "output": {"path": "path", "report": "path"},
+    "output": {"path": "path", "report": "path", "max_shard_size": "string"},
 }
 
 #: (section, key) -> Job attribute, for the keys that are not QuantConfig fields.
@@ -61,6 +61,7 @@ JOB_FIELDS: dict[tuple[str, str], str] = {
     ("calibration", "skip_unusable"): "skip_unusable",
     ("output", "path"): "output",
     ("output", "report"): "report_path",
+    ("output", "max_shard_size"): "max_shard_size",
     ("validation", "metric"): "metric",
 }
 

@@ -4,7 +4,10 @@
 ``model.safetensors.index.json`` above ``max_shard_bytes``), ``config.json`` with a
 ``quantization_config`` and ``mono_quant_export.json`` (what was written and which layers
 were kept float), into a temporary sibling folder that is renamed onto ``folder`` only
-when whole.
+when whole.  The weights are written shard by shard (``list_export``, ``_write_weights``):
+each shard's converted tensors (packed codes, float-kept layers' weights) are made just
+before it is written and dropped after, so the export holds at most one shard's worth of
+them beside the quantized model, never a second copy of the whole state dict.
 
 How each quantized layer maps (compressed-tensors 0.20, ``compressors/pack_quantized`` and
 ``naive_quantized``):
@@ -35,13 +38,14 @@ module's ``to_float()``) and listed in ``ignore`` and in ``mono_quant_export.jso
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +56,7 @@ from ..errors import ConfigError
 from ..modules.base import QuantizedModule
 from ..modules.linear import QuantizedLinear
 from ..tensor import decode
+from . import safetensors_file
 from .atomic import _new_file_mode, describe_os_error
 from .leftovers import host_id, process_exists, temp_prefix
 from .metadata import versions
@@ -306,24 +311,34 @@ def _linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear | QuantizedLinear)]
 
 
+def float_linear_names(name: str, module: nn.Module) -> list[str]:
+    """The layer ``name`` kept float and the Linears inside its float module (``to_float()``)."""
+    inner = [f"{name}.{sub}" if sub else name for sub, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return [name, *(n for n in inner if n != name)]
+
+
 def quantization_config(
-    model: nn.Module, plans: list[LayerPlan], floats: dict[str, nn.Module] | None = None
+    model: nn.Module,
+    plans: list[LayerPlan],
+    floats: dict[str, nn.Module] | None = None,
+    float_linears: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
     """The ``quantization_config`` of ``config.json`` (compressed-tensors' QuantizationConfig layout).
 
     ``ignore`` holds every Linear that is not exported quantized: the float ones, and those
     inside layers kept float (a float attention module's projections), so that a ``Linear``
     target never reaches them in the consumer's model."""
-    floats = float_modules(plans) if floats is None else floats
+    if float_linears is None:
+        floats = float_modules(plans) if floats is None else floats
+        float_linears = {name: float_linear_names(name, module) for name, module in floats.items()}
     exported = [p for p in plans if p.scheme is not None]
     schemes: dict[Any, list[str]] = {}
     for plan in exported:
         schemes.setdefault(plan.scheme, []).append(plan.name)
     exported_names = {p.name for p in exported}
     ignore = [n for n in _linear_names(model) if n not in exported_names]
-    for name, module in floats.items():
-        inner = [f"{name}.{sub}" if sub else name for sub, m in module.named_modules() if isinstance(m, nn.Linear)]
-        ignore += [n for n in (name, *inner) if n not in ignore]
+    for names in float_linears.values():
+        ignore += [n for n in names if n not in ignore]
     by_class = len(schemes) == 1
     groups: dict[str, Any] = {}
     for i, (scheme, names) in enumerate(schemes.items()):
@@ -377,8 +392,11 @@ def model_config(
     plans: list[LayerPlan],
     tensors: dict[str, torch.Tensor],
     floats: dict[str, nn.Module] | None = None,
+    float_linears: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """``config.json``: the source model's (copied) or a minimal one, with ``quantization_config``."""
+    """``config.json``: the source model's (copied) or a minimal one, with ``quantization_config``.
+
+    ``tensors`` may be on the meta device: only their dtypes are read."""
     config = _source_config(result)
     if config is None:
         config = {"architectures": [type(result.model).__name__]}
@@ -389,7 +407,7 @@ def model_config(
         config["dtype"] = dtype
         if "torch_dtype" in config:
             config["torch_dtype"] = dtype
-    config["quantization_config"] = quantization_config(result.model, plans, floats)
+    config["quantization_config"] = quantization_config(result.model, plans, floats, float_linears)
     return config
 
 
@@ -408,19 +426,92 @@ def shard(tensors: dict[str, torch.Tensor], max_shard_bytes: int) -> list[dict[s
     return shards
 
 
-def _write_weights(folder: str, tensors: dict[str, torch.Tensor], max_shard_bytes: int) -> list[str]:
-    from safetensors.torch import save_file
+@dataclass
+class ExportListing:
+    """What the export holds, known before any converted tensor is kept: each tensor's dtype and
+    shape (meta tensors), how to make each group of tensors (a layer's, or one tensor passed
+    through), and the Linears inside the layers kept float."""
 
-    shards = shard(tensors, max_shard_bytes)
+    specs: dict[str, torch.Tensor]
+    groups: list[tuple[list[str], Callable[[], dict[str, torch.Tensor]]]]
+    float_linears: dict[str, list[str]]
+
+
+def _layer_export(plan: LayerPlan) -> tuple[dict[str, torch.Tensor], nn.Module | None]:
+    """(the layer's export tensors by full name, its float module if kept float)."""
+    prefix = f"{plan.name}." if plan.name else ""
+    float_module = plan.module.to_float() if plan.scheme is None else None
+    if float_module is None:
+        local = _layer_tensors(plan)
+    else:
+        local = dict(float_module.state_dict())
+        if plan.module.cast_dtype is not None:
+            local = {k: v.to(plan.module.cast_dtype) for k, v in local.items()}  # casts stay fp16 / bf16
+    return {prefix + k: v.detach().cpu().contiguous() for k, v in local.items()}, float_module
+
+
+def _passed_through(key: str, t: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {key: t.detach().cpu().contiguous()}
+
+
+def _layer_tensors_of(plan: LayerPlan) -> dict[str, torch.Tensor]:
+    return _layer_export(plan)[0]
+
+
+def list_export(model: nn.Module, plans: list[LayerPlan]) -> ExportListing:
+    """The export's listing, making each layer's converted tensors once and dropping them at once
+    (so at most one layer's are alive); the order is ``export_tensors``'s."""
+    prefixes = tuple(f"{p.name}." for p in plans if p.name)
+    specs: dict[str, torch.Tensor] = {}
+    groups: list[tuple[list[str], Callable[[], dict[str, torch.Tensor]]]] = []
+    float_linears: dict[str, list[str]] = {}
+    for key, t in model.state_dict().items():
+        if not key.startswith(prefixes):
+            specs[key] = torch.empty(t.shape, dtype=t.dtype, device="meta")
+            groups.append(([key], functools.partial(_passed_through, key, t)))
+    for plan in plans:
+        made, float_module = _layer_export(plan)
+        specs.update((k, torch.empty(v.shape, dtype=v.dtype, device="meta")) for k, v in made.items())
+        groups.append((list(made), functools.partial(_layer_tensors_of, plan)))
+        if float_module is not None:
+            float_linears[plan.name] = float_linear_names(plan.name, float_module)
+        del made, float_module
+    return ExportListing(specs, groups, float_linears)
+
+
+def _shard_tensors(listing: ExportListing, names: list[str]) -> dict[str, torch.Tensor]:
+    """The tensors ``names`` (one shard), made from their groups now."""
+    wanted = set(names)
+    found: dict[str, torch.Tensor] = {}
+    for keys, make in listing.groups:
+        if wanted.intersection(keys):
+            found.update((k, v) for k, v in make().items() if k in wanted)
+    return {name: found[name] for name in names}
+
+
+def _write_shard(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    """One ``.safetensors`` file, as ``safetensors.torch.save_file(tensors, path, {"format": "pt"})``
+    writes it (our writer also accepts tensors that share memory)."""
+    header, ordered, _ = safetensors_file.layout(tensors, {"format": "pt"})
+    with open(path, "wb") as f:
+        safetensors_file.write(f, header, ordered)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_weights(folder: str, listing: ExportListing, max_shard_bytes: int) -> list[str]:
+    """Write the weights shard by shard: each shard's tensors are made just before it is written
+    and dropped after, so the export never holds more than one shard's converted tensors."""
+    shards = shard(listing.specs, max_shard_bytes)
     if len(shards) == 1:
-        save_file(shards[0], os.path.join(folder, WEIGHTS), metadata={"format": "pt"})
+        _write_shard(os.path.join(folder, WEIGHTS), _shard_tensors(listing, list(shards[0])))
         return [WEIGHTS]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map: dict[str, str] = {}
     for name, part in zip(names, shards, strict=True):
-        save_file(part, os.path.join(folder, name), metadata={"format": "pt"})
+        _write_shard(os.path.join(folder, name), _shard_tensors(listing, list(part)))
         weight_map.update(dict.fromkeys(part, name))
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    total = sum(t.numel() * t.element_size() for t in listing.specs.values())
     _write_json(os.path.join(folder, INDEX), {"metadata": {"total_size": total}, "weight_map": weight_map})
     return [*names, INDEX]
 
@@ -534,11 +625,10 @@ def save_compressed_tensors(
     if max_shard_bytes < 1:
         raise ConfigError(f"max_shard_bytes: {max_shard_bytes} must be positive")
     plans = plan_layers(result.model)
-    floats = float_modules(plans)
-    tensors = export_tensors(result.model, plans, floats)
-    config = model_config(result, plans, tensors, floats)
+    listing = list_export(result.model, plans)
+    config = model_config(result, plans, listing.specs, float_linears=listing.float_linears)
     with atomic_folder(path) as tmp:
-        files = _write_weights(tmp, tensors, max_shard_bytes)
+        files = _write_weights(tmp, listing, max_shard_bytes)
         _write_json(os.path.join(tmp, "config.json"), config)
         files.append("config.json")
         marker = {

@@ -8,7 +8,7 @@ another machine (a shared network folder), of a live process, and those of
 older mono-quant versions (``.<name>.<random>.tmp``, no pid) are removed only
 when nothing has written to them for a day, so a concurrent save's file is
 never touched.  Only names of exactly this pattern, for a ``.safetensors``,
-``.pt`` or ``.pth`` target, are considered.
+``.pt``, ``.pth`` or ``.safetensors.index.json`` target, are considered.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 
 #: A temporary file nobody has written to for this long is stale whatever its pid.
 STALE_S = 24 * 3600
-_TARGET = r"\.(?P<target>.+\.(?i:safetensors|pt|pth))"
+_TARGET = r"\.(?P<target>.+\.(?i:safetensors|pt|pth|safetensors\.index\.json))"
 _RANDOM = r"[a-z0-9_]{8}"  # tempfile.mkstemp's random part
 OWN = re.compile(rf"{_TARGET}\.mq-(?P<host>[0-9a-f]{{8}})-(?P<pid>[0-9]{{1,10}})-{_RANDOM}\.tmp")
 OLD = re.compile(rf"{_TARGET}\.{_RANDOM}\.tmp")

@@ -15,9 +15,8 @@ from ..modules.attention import disable_fused_fast_paths
 from ..modules.base import QuantizedModule
 from ..modules.registry import REPLACEMENTS
 from ..structure import get_submodule, set_submodule, shallow_clone
-from . import content_hash
 from .metadata import quant_meta_of
-from .read import read_file
+from .read import read_file, read_verified
 
 _MAX_LISTED = 8
 
@@ -214,6 +213,9 @@ def load_quantized(
 ) -> nn.Module:
     """A runnable quantized model from ``path``; the float architecture comes from ``script`` or ``model``.
 
+    ``path`` is a file, or a sharded output: its index, its folder, one of its shards, or the
+    name it was saved under (``read.resolve``; docs/file-format.md, "Sharded files").
+
     ``entry`` and ``entry_kwargs`` default to those recorded in the file.  A
     given ``model`` is never changed (the result is built on a shallow clone).
     ``verify`` checks the SHA-256 hashes the file records of its metadata and
@@ -222,9 +224,7 @@ def load_quantized(
     load without the check.
     """
     path = os.fspath(path)
-    meta, tensors = read_file(path)
-    if verify:
-        content_hash.verify(meta, tensors, path)
+    meta, tensors = read_verified(path)[:2] if verify else read_file(path)
     if model is not None:
         return assemble(shallow_clone(model), meta, tensors, path, "the given model")
     if script is None:

@@ -11,7 +11,7 @@ from ..config import QuantConfig
 from ..errors import QuantizedFileError
 from ..report import QuantReport
 from .load import load_quantized
-from .read import read_metadata
+from .read import output_bytes, read_metadata, resolve
 
 if TYPE_CHECKING:
     from ..quantizer import QuantResult
@@ -36,7 +36,7 @@ def open_quantized(
     """
     from ..quantizer import QuantResult
 
-    path = os.fspath(path)
+    path = resolve(path)  # a sharded output's folder, shard or name: its index
     qmodel = load_quantized(path, script, entry=entry, entry_kwargs=entry_kwargs, model=model, verify=verify)
     meta = read_metadata(path)
     try:
@@ -44,7 +44,7 @@ def open_quantized(
         config = QuantConfig.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise QuantizedFileError(f"{path}: its report or config cannot be read ({exc})") from exc
-    report.file_bytes = os.path.getsize(path)
+    report.file_bytes = output_bytes(path)
     source: dict[str, Any] = dict(meta.get("source") or {})
     if script is not None:
         source["script_path"] = os.path.abspath(os.fspath(script))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -11,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..modules.base import QuantizedModule
-from . import pt_file, safetensors_file
+from . import pt_file, safetensors_file, sharded
 from .atomic import atomic_write
 from .content_hash import add_content_hash
 from .file_tensors import file_tensors
@@ -70,15 +72,34 @@ def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, An
     }
 
 
-def _refuse_inputs(path: str, source: dict[str, Any] | None) -> None:
-    if os.path.isdir(path):
-        raise ConfigError(f"{path}: is a folder; give a file name ending in .safetensors or .pt")
-    if not os.path.exists(path):
-        return
+def _input_files(source: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(file, what) of the model's inputs: script, checkpoint, and a sharded checkpoint's shards."""
+    found = []
     for key, what in (("checkpoint_path", "input checkpoint"), ("script_path", "model script")):
         other = (source or {}).get(key)
-        if other and os.path.exists(other) and os.path.samefile(path, other):
-            raise ConfigError(f"{path}: is the {what}; refusing to overwrite it, choose another output file")
+        if other and os.path.isfile(other):
+            found.append((os.fspath(other), what))
+    checkpoint = (source or {}).get("checkpoint_path")
+    if checkpoint and os.fspath(checkpoint).lower().endswith(sharded.INDEX_SUFFIX) and os.path.isfile(checkpoint):
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            with open(checkpoint, encoding="utf-8") as f:
+                shards = set(json.load(f)["weight_map"].values())
+            folder = os.path.dirname(os.fspath(checkpoint))
+            found += [(os.path.join(folder, str(s)), "input checkpoint's shard") for s in sorted(shards)]
+    return found
+
+
+def _refuse_inputs(path: str, source: dict[str, Any] | None, targets: list[str] | None = None) -> None:
+    """Refuse to write over the model's script or checkpoint (``targets``: every file the save may write)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a folder; give a file name ending in .safetensors or .pt")
+    inputs = _input_files(source)
+    for target in targets or [path]:
+        if not os.path.exists(target):
+            continue
+        for other, what in inputs:
+            if os.path.exists(other) and os.path.samefile(target, other):
+                raise ConfigError(f"{target}: is the {what}; refusing to overwrite it, choose another output file")
 
 
 def estimate_file_bytes(result: QuantResult) -> int:
@@ -125,7 +146,10 @@ SAVE_FORMATS = ("safetensors", "pt", "compressed-tensors")
 
 
 def save_quantized(
-    result: QuantResult, path: str | os.PathLike, format: str | None = None, max_shard_bytes: int | None = None
+    result: QuantResult,
+    path: str | os.PathLike,
+    format: str | None = None,
+    max_shard_bytes: int | str | None = None,
 ) -> int:
     """Write ``result`` to ``path`` (``.safetensors``, ``.pt`` or ``.pth``); returns the bytes written.
 
@@ -134,6 +158,12 @@ def save_quantized(
     (``compressed_tensors.save_compressed_tensors``; ``max_shard_bytes`` splits its weights
     into shards, 5 GB by default).
 
+    ``max_shard_bytes`` (bytes, or a size such as ``"5GB"`` or ``"512MiB"``): a
+    ``.safetensors`` output whose tensors exceed it is written as shards
+    ``<name>-00001-of-0000N.safetensors`` plus ``<path>.index.json`` (``sharded.py``,
+    docs/file-format.md "Sharded files"); None (the default) writes one file whatever
+    the size.  Every read function opens the index, the folder, a shard, or ``path``.
+
     The metadata records a SHA-256 of every tensor and of itself (``content_hash``),
     which ``load_quantized`` checks.  Sets ``result.report.file_bytes``.  ``compression_ratio`` stays the
     in-memory ratio (original_bytes / quantized_bytes).
@@ -141,23 +171,35 @@ def save_quantized(
     path = os.fspath(path)
     if format not in (None, *SAVE_FORMATS):
         raise ConfigError(f"format: {format!r} is not allowed; choose one of {', '.join(SAVE_FORMATS)}")
+    shard_bytes = sharded.parse_size(max_shard_bytes)
     if format == "compressed-tensors":
         from .compressed_tensors import DEFAULT_MAX_SHARD_BYTES, save_compressed_tensors
 
-        return save_compressed_tensors(result, path, max_shard_bytes or DEFAULT_MAX_SHARD_BYTES)
+        return save_compressed_tensors(result, path, shard_bytes or DEFAULT_MAX_SHARD_BYTES)
     fmt = format or file_format(path)
+    if shard_bytes is not None and fmt != "safetensors":
+        raise ConfigError(f"{path}: max_shard_bytes: only .safetensors outputs are written in shards")
     _refuse_inputs(path, result.source)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ConfigError(f"{path}: the folder {folder} does not exist")
     tensors, aliases = file_tensors(result.model)
     meta = build_metadata(result, aliases)
+    count = 1 if shard_bytes is None else len(sharded.split(tensors, shard_bytes))
+    if shard_bytes is not None and count > 1:
+        targets = [os.path.join(folder, n) for n in sharded.shard_names(path, count)]
+        _refuse_inputs(path, result.source, [*targets, sharded.index_path(path)])
+        size = sum(os.path.getsize(p) for p in sharded.write_sharded(path, meta, tensors, shard_bytes))
+        result.report.file_bytes = size
+        return size
+    earlier = [p for p in sharded.earlier_output_files(path) if p != path]
     with atomic_write(path) as f:
         if fmt == "safetensors":
             _write_safetensors(f, meta, tensors)
         else:
             add_content_hash(meta, tensors)
             pt_file.write(f, tensors, dumps(meta))
+    sharded.remove_files(earlier)  # an earlier sharded output of this name: the new file replaces it
     size = os.path.getsize(path)
     result.report.file_bytes = size
     return size
