@@ -82,8 +82,8 @@ def _open_files(path: Path, files: list[Path]) -> CheckpointSource:
                     where[name] = file
         except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
             raise CheckpointError(f"{file.name}: not a readable checkpoint: {describe_damage(file, exc)}") from exc
-        if marker is not None:
-            raise refusal(file, "safetensors", marker)
+        if marker is not None:  # a sharded output is named by the index the user gave
+            raise refusal(path, "safetensors", marker)
     if not infos:
         raise CheckpointError(f"{path.name}: contains no tensors")
     return CheckpointSource(

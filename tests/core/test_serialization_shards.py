@@ -221,8 +221,11 @@ def test_inspect_and_open_a_sharded_output(script, saved, capsys):
 def test_shards_and_index_are_refused_as_float_checkpoints(script, saved):
     index, shards = saved
     for given in (index, shards[1]):
-        with pytest.raises(QuantizedCheckpointError, match=r": a mono-quant output \(int8, weight-only\), not a float"):
+        with pytest.raises(
+            QuantizedCheckpointError, match=r": a mono-quant output \(int8, weight-only\), not a float"
+        ) as caught:
             load_model(script, given, entry="build")
+        assert str(caught.value).startswith(f"{given.name}: ")  # the file the user gave, the index too
 
 
 def test_a_failed_save_leaves_the_earlier_output_unchanged(script, saved, monkeypatch):
