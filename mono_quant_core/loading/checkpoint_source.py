@@ -77,6 +77,7 @@ class CheckpointSource:
             yield chunk
             if self.release is not None:
                 self.release(chunk)
+            del chunk  # the next chunk is read with this one gone
 
     def close(self) -> None:
         """Drop every reference to the file's data."""

@@ -182,4 +182,5 @@ def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_la
             model.load_state_dict({model_name[c]: t for c, t in chunk.items()}, strict=False)
         except RuntimeError as exc:
             raise CheckpointError(f"{opened.path.name}: the model refused its tensors: {exc}") from exc
+        del chunk  # before the next chunk is read: one chunk in memory at a time
     return keys
