@@ -382,7 +382,8 @@ def effective_layer_config(
                 f"{name}: saw no floating-point input during calibration; "
                 "its weights are quantized, its activations stay float"
             )
-        return layer_config.replace(mode="weight-only")
+        # SmoothQuant balances activations: a weight-only layer has none to balance.
+        return layer_config.replace(mode="weight-only", smoothquant_alpha=None)
     return layer_config
 
 

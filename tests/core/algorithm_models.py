@@ -56,6 +56,42 @@ SENTENCES = [
     "The orchestra rehearsed the symphony for weeks.",
 ]
 CALIBRATION = 24
+#: More calibration sentences for GPTQ at its default damping (about 700 tokens with the first 24:
+#: enough rows for the 1536-input Hessians of the feed-forward output layers).
+MORE_CALIBRATION = [
+    "The harbour was crowded with fishing boats at dawn.",
+    "Our neighbours adopted a small grey kitten last spring.",
+    "The professor published a paper on protein folding.",
+    "Fresh snow covered the village roofs overnight.",
+    "The company hired two hundred engineers this quarter.",
+    "A thunderstorm cancelled the outdoor concert on Saturday.",
+    "He repaired the old radio with parts from a flea market.",
+    "The novel follows three sisters across four decades.",
+    "Solar panels on the school roof cut its electricity bill.",
+    "The bridge was closed for repairs until the end of May.",
+    "She learned to play the piano at the age of six.",
+    "The hospital opened a new wing for children.",
+    "Wolves were reintroduced to the national park in the nineties.",
+    "The printer ran out of ink in the middle of the exam.",
+    "Bees pollinate many of the crops we eat every day.",
+    "The city council voted to expand the bicycle lanes.",
+    "My brother collects stamps from every country he visits.",
+    "The spacecraft sent back images of Saturn's rings.",
+    "A local chef opened a restaurant serving Ethiopian food.",
+    "The marathon route passes the river and the old castle.",
+    "Scientists measured the melting rate of the glacier.",
+    "The library extended its opening hours during exams.",
+    "We planted tomatoes and basil on the balcony.",
+    "The court delayed its decision until next month.",
+    "An earthquake shook the coastal town early this morning.",
+    "The band released its first album after ten years together.",
+    "The farmer sold apples and cider at the weekly market.",
+    "Cloud storage makes it easy to share large files.",
+    "The students presented their robots at the science fair.",
+    "The lighthouse has guided ships along this coast for a century.",
+    "A rare comet will be visible in the night sky next week.",
+    "The airline introduced a new route to South America.",
+]
 
 
 def minilm():

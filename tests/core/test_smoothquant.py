@@ -231,3 +231,29 @@ def test_only_exact_linears_and_cancel(script):
     token.cancel()
     with pytest.raises(Cancelled):
         smooth(model, {"q": 0.5}, batches(3, 1), cancel=token)
+
+
+def test_a_static_layer_calibration_never_reached_is_not_smoothed():
+    """A static layer that saw no input (an embedding, or a Linear never called) becomes weight-only,
+    and SmoothQuant, which balances activations, is dropped for it; bug: ConfigError
+    'smoothquant_alpha ... needs int8 with mode static or dynamic' (all-MiniLM-L6-v2 int8 static)."""
+
+    class WithUnused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(20, 16)
+            self.norm = nn.LayerNorm(16)
+            self.fc = nn.Linear(16, 8)
+            self.unused = nn.Linear(16, 8)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.norm(self.embed(ids)))
+
+    torch.manual_seed(0)
+    model = WithUnused().eval()
+    samples = [torch.randint(0, 20, (4, 6)) for _ in range(20)]
+    result = quantize(model, QuantConfig(mode="static", smoothquant_alpha=0.5), calibration=samples)
+    layers = {layer.name: layer for layer in result.report.layers}
+    assert layers["unused"].mode == "weight-only" and layers["unused"].smoothquant is None
+    assert layers["fc"].mode == "static" and layers["fc"].smoothquant is not None
+    assert any("unused: saw no floating-point input" in w for w in result.report.warnings)
