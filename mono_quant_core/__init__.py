@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .compare import ReportComparison as ReportComparison
     from .compare import compare_reports as compare_reports
     from .config import QuantConfig as QuantConfig
+    from .devices import available_devices as available_devices
     from .errors import AmbiguousEntryError as AmbiguousEntryError
     from .errors import CalibrationError as CalibrationError
     from .errors import Cancelled as Cancelled
@@ -60,6 +61,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "QuantConfig": "config",
+    "available_devices": "devices",
     "compare_reports": "compare",
     "ReportComparison": "compare",
     "LayerDelta": "compare",

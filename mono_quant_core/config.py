@@ -39,6 +39,8 @@ ALGORITHM_DEFAULTS: dict[str, Any] = {
     "bias_correction": False,
 }
 #: What ``layer_overrides`` may set per layer.
+#: The devices a run may name (whether one is present is checked when the run starts).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 OVERRIDE_FIELDS = ("dtype", "mode", "scheme", "granularity", "group_size")
 #: The dtype value of ``layer_overrides`` that keeps a layer in float.
 FLOAT = "float"
@@ -269,6 +271,9 @@ class QuantConfig:
     smoothquant_alpha: float | None = None
     #: Subtract each Conv/Linear output's mean quantization shift, measured on calibration samples.
     bias_correction: bool = False
+    #: Where calibration, the algorithms and quantization compute: ``auto`` (the first CUDA device
+    #: when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` (mono_quant_core.devices).
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for name in _CHOICES:
@@ -309,6 +314,8 @@ class QuantConfig:
             for t in getattr(self, name) or []:
                 if not isinstance(t, str) or not t:
                     raise _invalid(name, f"{t!r} is not a layer type name")
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
+            raise _invalid("device", f"{self.device!r} is not a device; choose auto, cpu, cuda or cuda:N")
         self._validate_targets()
         self._validate_algorithms()
         self._validate_overrides()

@@ -8,6 +8,7 @@ plus the quantized weights.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +23,7 @@ from .algorithms import SMOOTH_PHASE, RunAlgorithms, smoothed_layers, uses_sampl
 from .batches import as_call_args, move_batch
 from .config import QuantConfig
 from .coverage import weight_coverage
+from .devices import resolve_device
 from .errors import CalibrationError, ConfigError
 from .loading.lazy_model import declared_bytes, lazy_weights
 from .modules.attention import disable_fused_fast_paths
@@ -198,7 +200,32 @@ def kept_float_by_override(model: nn.Module, configs: dict[str, QuantConfig | No
     ]
 
 
-def run_quantize(
+def run_quantize(model: nn.Module, config: QuantConfig, samples: Sequence[Any], **options: Any) -> QuantResult:
+    """:func:`quantize` for a given config, without the automatic fallback, on ``config.device``.
+
+    The computing model is the caller's own when it is already on that device, else a shallow
+    clone moved there (the caller's model is never moved); a model built without its weights
+    reads them onto the device for the run.  ``options``: those of :func:`_run_quantize`.
+    """
+    device = resolve_device(config.device)
+    lazy = lazy_weights(model)
+    if lazy is None:
+        if any(True for _ in itertools.chain(model.parameters(), model.buffers())) and model_device(model) != device:
+            model = shallow_clone(model).to(device)
+        result = _run_quantize(model, config, samples, device=device, **options)
+    else:
+        with lazy.reading_to(device):
+            if any(b.device != device for b in model.buffers()):
+                model = shallow_clone(model)  # its own buffer dicts: the caller's buffers stay
+                for module in model.modules():
+                    for key, buffer in module._buffers.items():
+                        if buffer is not None:
+                            module._buffers[key] = buffer.to(device)
+            result = _run_quantize(model, config, samples, device=device, **options)
+    return result
+
+
+def _run_quantize(
     model: nn.Module,
     config: QuantConfig,
     samples: Sequence[Any],
@@ -211,8 +238,10 @@ def run_quantize(
     source: dict[str, Any] | None = None,
     metric: Callable[[nn.Module], Any] | None = None,
     prepared: Prepared | None = None,
+    device: torch.device | None = None,
 ) -> QuantResult:
-    """:func:`quantize` for a given config, without the automatic fallback."""
+    """:func:`quantize` for a given config, without the automatic fallback (``device``: what the
+    report records as the run's device)."""
     started = time.perf_counter()
     lazy = lazy_weights(model)
     selection = select_layers(model, config)
@@ -244,6 +273,7 @@ def run_quantize(
         validation_samples=len(val_idx),
         calibration_method=config.observer if static else None,
         algorithm=config.algorithm_settings(),
+        device=None if device is None else str(device),
     )
     validation.record_skipped_calibration(report, samples)
     check_cancel(cancel)

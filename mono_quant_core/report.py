@@ -139,6 +139,8 @@ class QuantReport:
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
     #: The run's algorithm and its options not at their default (QuantConfig.algorithm_settings()).
     algorithm: dict[str, Any] = field(default_factory=lambda: {"algorithm": "rtn"})
+    #: The device the run computed on (``cpu``, ``cuda:0``; QuantConfig.device resolved).
+    device: str | None = None
     #: Weight coverage: ``{"quantized_weight_bytes", "float_weight_bytes", "share", "float": [{"name",
     #: "type", "bytes", "reason"}]}`` (weight bytes of the float model; see mono_quant_core.coverage).
     coverage: dict[str, Any] = field(default_factory=dict)

@@ -70,6 +70,9 @@ def _clone_tree(module: nn.Module, memo: dict[int, nn.Module]) -> nn.Module:
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer that has storage (the CPU for a model
     with none: a model built without its weights, whose weights are read onto the CPU)."""
+    lazy = model.__dict__.get("_mono_quant_lazy")  # loading.lazy_model.LAZY_ATTR
+    if lazy is not None:
+        return torch.device(lazy.device)
     tensors = itertools.chain(model.parameters(), model.buffers())
     first = next((t for t in tensors if t.device.type != "meta"), None)
     return first.device if first is not None else torch.device("cpu")

@@ -38,6 +38,7 @@ CONFIG_FLAGS = {
     "hqq_iterations": "--hqq-iterations",
     "smoothquant_alpha": "--smoothquant-alpha",
     "bias_correction": "--bias-correction",
+    "device": "--device",
 }
 
 
@@ -129,6 +130,12 @@ def algorithm_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="correct each layer's mean output shift, measured on --calib samples",
+    )
+    algo.add_argument(
+        "--device",
+        metavar="DEVICE",
+        help="where to compute: auto (a CUDA GPU when there is one, default), cpu, cuda or cuda:N; "
+        "the file is the same either way",
     )
 
 

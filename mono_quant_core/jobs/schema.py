@@ -33,6 +33,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "hqq_iterations": "integer",
         "smoothquant_alpha": "float",
         "bias_correction": "boolean",
+        "device": "string",
         # Written last, as the table [quantization.overrides]: "pattern" = { field = value }.
         "overrides": "overrides",
     },

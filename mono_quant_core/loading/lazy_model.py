@@ -88,6 +88,8 @@ class LazyWeights:
         self.entry = entry
         self.names = names
         self.bytes_read = 0  # checkpoint bytes read so far (a test counts them)
+        #: Where read weights go (a run on a GPU sets it for its duration: QuantConfig.device).
+        self.device = torch.device("cpu")
         self._prefix: dict[int, str] = {}
         for prefix, module in model.named_modules(remove_duplicate=False):
             self._prefix.setdefault(id(module), f"{prefix}." if prefix else "")
@@ -103,7 +105,7 @@ class LazyWeights:
         for chunk in self.source.read(self.entry, wanted):
             for key, t in chunk.items():
                 self.bytes_read += t.numel() * t.element_size()
-                out[key] = t if self.source.owned else torch.empty_like(t).copy_(t)
+                out[key] = (t if self.source.owned else torch.empty_like(t).copy_(t)).to(self.device)
         return {n: out[self.names[n]] for n in names}
 
     def _fill(self, module: nn.Module, prefix: str, recurse: bool, memo: dict[str, torch.Tensor]) -> list:
@@ -158,6 +160,15 @@ class LazyWeights:
         self._fill(model, "", recurse=True, memo=memo)
         stop_streaming(model)
         model.__dict__.pop(LAZY_ATTR, None)
+
+    @contextlib.contextmanager
+    def reading_to(self, device: torch.device) -> Iterator[None]:
+        """Inside: weights are read onto ``device``."""
+        before, self.device = self.device, device
+        try:
+            yield
+        finally:
+            self.device = before
 
     # -- streaming -------------------------------------------------------------------------------
     def stream(self, model: nn.Module) -> None:

@@ -85,6 +85,7 @@ class LoadOutcome:
     quantized_message: str | None = None  # ``checkpoint`` is a mono-quant output: why it was refused
     result: Any = None  # a mono-quant output opened as a quantized model (QuantResult)
     metric: str | None = None  # the task metric the script defines (its function's name), if any
+    devices: list[str] | None = None  # where a run can compute (QuantConfig.device): "cpu", "cuda:0", ...
 
 
 @dataclass
@@ -142,7 +143,13 @@ def load_model_task(
         found = None
     warm_engine()
     return LoadOutcome(
-        script, checkpoint, loaded=loaded, rows=rows, chosen=chosen, metric=None if found is None else found.name
+        script,
+        checkpoint,
+        loaded=loaded,
+        rows=rows,
+        chosen=chosen,
+        metric=None if found is None else found.name,
+        devices=mq.available_devices(),
     )
 
 

@@ -340,6 +340,8 @@ class Running:
         self.w.store.add_recent_model(outcome.script, outcome.checkpoint)
         self.w.rebuild_recent_menu()
         self.w.modules.set_rows(outcome.rows or [])
+        if outcome.devices is not None:
+            self.w.settings_panel.set_devices(outcome.devices)
         self.loaded_metric = outcome.metric
         self.w.settings_panel.set_metric(
             None

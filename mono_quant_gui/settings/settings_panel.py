@@ -56,6 +56,12 @@ _HELP = {
 }
 
 
+DEVICE_HELP = (
+    "Where calibration, the algorithms and quantization compute: auto is the first CUDA GPU; "
+    "the saved file is the same whatever the device"
+)
+
+
 class SettingsPanel(QWidget):
     """Quantization settings bound to QuantConfig; emits ``changed`` after every edit."""
 
@@ -97,6 +103,13 @@ class SettingsPanel(QWidget):
             "samples": self.samples,
             "min_output_sqnr_db": self.min_sqnr,
         }
+        # Where the run computes: a row only when this machine has a CUDA GPU (set_devices).
+        self.device = QComboBox(objectName="device")
+        self.device.addItem("auto")
+        self.device.setToolTip(DEVICE_HELP)
+        self.device.currentTextChanged.connect(self._edited)
+        self.device_label = QLabel("Device", objectName="device_label")
+        self.device_label.setToolTip(DEVICE_HELP)
         self.target = TargetFields(self)
         self.target.edited.connect(self._edited)
         self._labels: dict[str, QLabel] = {}
@@ -116,6 +129,9 @@ class SettingsPanel(QWidget):
             self.widgets[name].setToolTip(_HELP[name])
             self._labels[name] = label
             form.addRow(label, self.widgets[name])
+        form.addRow(self.device_label, self.device)
+        self.device_label.hide()
+        self.device.hide()
         for key, text, widget in (
             ("auto", "Auto", self.target.auto),
             ("target", "Target", self.target.kind),
@@ -168,7 +184,23 @@ class SettingsPanel(QWidget):
         values["min_output_sqnr_db"] = None if sqnr <= self.min_sqnr.minimum() else sqnr
         values.update(self.target.values())
         values.update(self.algorithms.values())
+        values["device"] = self.device.currentText()
         return values
+
+    def set_devices(self, devices: list[str]) -> None:
+        """The devices this machine offers (``available_devices()``: "cpu", "cuda:0", ...): the Device
+        row appears when there is more than the CPU, with "auto" (the first GPU) first."""
+        current = self.device.currentText()
+        self._updating = True
+        try:
+            self.device.clear()
+            self.device.addItems(["auto", *devices])
+            self.device.setCurrentText(current if current in ("auto", *devices) else "auto")
+        finally:
+            self._updating = False
+        shown = any(d != "cpu" for d in devices)
+        self.device_label.setVisible(shown)
+        self.device.setVisible(shown)
 
     def set_values(self, values: dict[str, Any]) -> None:
         """Apply saved values; unknown keys and impossible choices fall back to allowed ones
@@ -189,6 +221,9 @@ class SettingsPanel(QWidget):
             self.min_sqnr.setValue(float(sqnr) if isinstance(sqnr, (int, float)) else 0.0)
             self.target.set_values(values)
             self.algorithms.set_values(values)
+            device = values.get("device")
+            if isinstance(device, str) and self.device.findText(device) >= 0:
+                self.device.setCurrentText(device)
         finally:
             self._updating = False
         self._edited()
@@ -229,6 +264,7 @@ class SettingsPanel(QWidget):
             fallback=config.fallback,
         )
         values.update(config.algorithm_settings())
+        values["device"] = config.device
         self.set_values(values)
 
     def config(self, layers: list[str] | None = None) -> QuantConfig:
