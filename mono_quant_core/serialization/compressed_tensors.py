@@ -60,6 +60,7 @@ from . import safetensors_file
 from .atomic import _new_file_mode, describe_os_error
 from .leftovers import host_id, process_exists, temp_prefix
 from .metadata import versions
+from .sharded import split
 
 if TYPE_CHECKING:
     from ..quantizer import QuantResult
@@ -413,17 +414,9 @@ def model_config(
 
 # -- the folder ----------------------------------------------------------------------------
 def shard(tensors: dict[str, torch.Tensor], max_shard_bytes: int) -> list[dict[str, torch.Tensor]]:
-    """Tensors in order, split into shards of at most ``max_shard_bytes`` (a larger tensor alone)."""
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name, t in tensors.items():
-        n = t.numel() * t.element_size()
-        if shards[-1] and size + n > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = t
-        size += n
-    return shards
+    """Tensors in order, split into shards of at most ``max_shard_bytes`` (a larger tensor alone):
+    the same split as mono-quant's own sharded files."""
+    return split(tensors, max_shard_bytes)
 
 
 @dataclass
