@@ -91,15 +91,19 @@ def open_model(
             opened.close()
     model.eval()
     ckpt_path = opened.path if opened is not None else None
-    source = {
+    source: dict[str, Any] = {
         "script": script_path.name,
         "script_path": str(script_path),
         "entry": name,
         "entry_kwargs": kwargs,
         "checkpoint": ckpt_path.name if ckpt_path else None,
         "checkpoint_path": str(ckpt_path) if ckpt_path else None,
-        "checkpoint_sha256": checkpoint_sha256(ckpt_path) if ckpt_path else None,
+        # A lazily built model's checkpoint may be many GB: its hash is computed when a file that
+        # records it is written (serialization.metadata.source_record), not while it opens.
+        "checkpoint_sha256": checkpoint_sha256(ckpt_path) if ckpt_path and not built_lazily else None,
     }
+    if ckpt_path and built_lazily:
+        source["checkpoint_sha256_pending"] = True
     # nn.Module.__setattr__ would be fine for a dict, but object's keeps it out
     # of any custom __setattr__ a user model may define.
     object.__setattr__(model, "_mono_quant_source", source)

@@ -44,6 +44,12 @@ def versions() -> dict[str, str]:
 def source_record(source: dict[str, Any] | None) -> dict[str, Any]:
     """The portable part of ``QuantResult.source``: file names only, no absolute paths."""
     source = source or {}
+    if source.get("checkpoint_sha256_pending") and source.get("checkpoint_path"):
+        from ..loading.checkpoint_files import checkpoint_sha256
+
+        # Computed once, the first time a file records it (open_model(lazy=...) defers it).
+        source["checkpoint_sha256"] = checkpoint_sha256(source["checkpoint_path"])
+        source.pop("checkpoint_sha256_pending")
     record: dict[str, Any] = {key: source.get(key) for key in SOURCE_KEYS}
     for key in ("script", "checkpoint"):
         if record[key]:

@@ -279,3 +279,21 @@ def test_histograms_and_auto_threshold_on_a_lazy_model(files, monkeypatch):
     assert not open_model(script, folder / "net.safetensors", entry="Net", lazy="auto").lazy
     monkeypatch.setattr(model_loader, "LAZY_AUTO_BYTES", 1)
     assert open_model(script, folder / "net.safetensors", entry="Net", lazy="auto").lazy
+
+
+def test_the_checkpoint_hash_is_computed_when_a_file_records_it(files, tmp_path, monkeypatch):
+    """Opening a lazy model does not read the whole checkpoint for its SHA-256 (9 of the 10 s of
+    opening a 13.5 GB one); the saved file still records it, the same as the in-memory path's."""
+    from mono_quant_core.loading import checkpoint_files
+
+    folder, script, samples = files
+    calls: list[str] = []
+    real = checkpoint_files.checkpoint_sha256
+    monkeypatch.setattr(checkpoint_files, "checkpoint_sha256", lambda p: calls.append(str(p)) or real(p))
+    lazy = open_model(script, folder / "net.safetensors", entry="Net", lazy=True)
+    assert lazy.source["checkpoint_sha256"] is None and calls == []
+    result = quantize(lazy.model, QuantConfig(mode="weight-only"), calibration=samples)
+    save_quantized(result, tmp_path / "lazy.safetensors")
+    eager = open_model(script, folder / "net.safetensors", entry="Net")
+    recorded = read_metadata(tmp_path / "lazy.safetensors")["source"]["checkpoint_sha256"]
+    assert recorded == eager.source["checkpoint_sha256"] and len(calls) == 1  # once for the result
