@@ -30,6 +30,8 @@ class KeyReport:
     tied: list[str] = field(default_factory=list)
     dtype_changes: list[tuple[str, str, str]] = field(default_factory=list)
     ignored_entries: list[str] = field(default_factory=list)
+    #: The tensors were matched, not read: the model was built without its weights (open_model lazy).
+    deferred: bool = False
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,10 @@ class KeyReport:
         """A few lines for people: what was loaded, adapted, ignored and left out."""
         if self.checkpoint is None:
             return "no checkpoint: the weights are those the script set"
-        lines = [f"{self.checkpoint}: loaded {self.loaded} tensors"]
+        if self.deferred:
+            lines = [f"{self.checkpoint}: {self.loaded} tensors matched, read from the file as they are needed"]
+        else:
+            lines = [f"{self.checkpoint}: loaded {self.loaded} tensors"]
         if self.wrapper:
             lines.append(f"using checkpoint entry {self.wrapper!r}")
         if self.prefix_stripped:

@@ -125,6 +125,7 @@ def _open_lazily(
     keys.checkpoint = opened.path.name
     keys.wrapper = entry.label
     keys.ignored_entries = list(entry.ignored)
+    keys.deferred = True
     model_name = dict(pairs)
     by_model = {m: c for c, m in pairs}
     names: dict[str, str] = {}

@@ -94,6 +94,8 @@ def test_opening_lazily_reads_no_weight_and_runs_like_the_float_model(files):
     lazy = open_model(script, folder / "net.safetensors", entry="Net", lazy=True)
     eager = open_model(script, folder / "net.safetensors", entry="Net")
     assert lazy.lazy and not eager.lazy and lazy.keys.ok
+    assert lazy.keys.summary().startswith("net.safetensors: 26 tensors matched, read from the file as they are needed")
+    assert eager.keys.summary().startswith("net.safetensors: loaded 26 tensors")
     weights = lazy_weights(lazy.model)
     assert weights is not None and weights.bytes_read == 0
     assert all(p.device.type == "meta" for p in lazy.model.parameters())
