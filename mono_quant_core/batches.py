@@ -50,9 +50,10 @@ def sample_name(samples: object, i: int, role: str = "calibration") -> str:
     return f"{role} sample {i + 1}" + (f" ({name})" if name else "")
 
 
-def call_model(model: Any, batch: Any, device: torch.device | str, name: str) -> Any:
+def call_model(model: Any, batch: Any, device: torch.device | str, name: str, which: str = "the model") -> Any:
     """``model`` run on ``batch`` (moved to ``device``); any error but mono-quant's own is raised
-    again as a CalibrationError that names the sample (``name``: :func:`sample_name`)."""
+    again as a CalibrationError that names the sample (``name``: :func:`sample_name`) and the
+    model (``which``: "the quantized model", ...)."""
     from .errors import CalibrationError, MonoQuantError
 
     args, kwargs = move_batch(*as_call_args(batch), device)
@@ -61,4 +62,4 @@ def call_model(model: Any, batch: Any, device: torch.device | str, name: str) ->
     except MonoQuantError:
         raise
     except Exception as exc:  # re-raised with the sample named, the cause chained
-        raise CalibrationError(f"{name}: the model raised {type(exc).__name__}: {exc}") from exc
+        raise CalibrationError(f"{name}: {which} raised {type(exc).__name__}: {exc}") from exc

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .batches import as_call_args, move_batch, sample_name
+from .batches import call_model, sample_name
 from .config import QuantConfig
 from .errors import ConfigError
 from .modules.base import QuantizedModule
@@ -252,14 +252,11 @@ class Workbench:
     # -- measuring --------------------------------------------------------------------------
     def measure_reference(self) -> None:
         """The float outputs on the validation samples (and the float metric): the sensitivity phase's first unit."""
-        from .validation import _run
-
         outputs = []
         with torch.inference_mode():
             for i in range(len(self.val)):
                 self.stepper.check()
-                args, kwargs = move_batch(*as_call_args(self.val[i]), self.device)
-                out = _run(self.reference, args, kwargs, sample_name(self.val, i, "validation"), "the model")
+                out = call_model(self.reference, self.val[i], self.device, sample_name(self.val, i, "validation"))
                 outputs.append(flat_tensors(out))
         self._reference_outputs = outputs
         if self.metric is not None:
@@ -269,7 +266,6 @@ class Workbench:
         """The model with the layers of ``assignment`` swapped in, against the float outputs."""
         from .modules.attention import disable_fused_fast_paths
         from .structure import set_submodule
-        from .validation import _run
 
         runnable: nn.Module = self.work
         if "" in assignment:  # the whole model is one quantized layer
@@ -283,8 +279,8 @@ class Workbench:
             with torch.inference_mode():
                 for i in range(len(self.val)):
                     check_cancel(self.stepper.cancel_token)
-                    args, kwargs = move_batch(*as_call_args(self.val[i]), self.device)
-                    out = _run(runnable, args, kwargs, sample_name(self.val, i, "validation"), "the quantized model")
+                    name = sample_name(self.val, i, "validation")
+                    out = call_model(runnable, self.val[i], self.device, name, "the quantized model")
                     for ref, q in zip(self._reference_outputs[i], flat_tensors(out), strict=False):
                         acc.add(ref, q)
             metric = None

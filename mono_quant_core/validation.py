@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from .batches import as_call_args, move_batch, sample_name
-from .errors import CalibrationError, MonoQuantError, ValidationFailed
+from .batches import call_model, sample_name
+from .errors import ValidationFailed
 from .loading.lazy_model import lazy_weights
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import Stepper
@@ -35,16 +35,6 @@ def record_skipped_calibration(report: QuantReport, samples: object) -> None:
         report.warnings.append(
             f"left out {n} calibration file{'s' if n > 1 else ''} that cannot be used: {listed}{more}"
         )
-
-
-def _run(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], name: str, which: str) -> Any:
-    """``model(*args, **kwargs)``; an error it raises names the sample (and its file)."""
-    try:
-        return model(*args, **kwargs)
-    except MonoQuantError:
-        raise
-    except Exception as exc:  # re-raised with the sample named, the cause chained
-        raise CalibrationError(f"{name}: {which} raised {type(exc).__name__}: {exc}") from exc
 
 
 def round_trip_twin(result: QuantResult, reference: nn.Module) -> nn.Module:
@@ -191,14 +181,13 @@ def validate(
         with torch.inference_mode():
             for i in range(len(samples)):
                 stepper.check()
-                args, kwargs = move_batch(*as_call_args(samples[i]), device)
                 name = sample_name(samples, i, "validation")
-                ref_out = _run(reference, args, kwargs, name, "the model")
-                q_out = _run(result.model, args, kwargs, name, "the quantized model")
+                ref_out = call_model(reference, samples[i], device, name)
+                q_out = call_model(result.model, samples[i], device, name, "the quantized model")
                 for ref, q in zip(flat_tensors(ref_out), flat_tensors(q_out), strict=False):
                     output_acc.add(ref, q)
                 if twin is not None:
-                    twin_out = _run(twin, args, kwargs, name, "the quantized model rebuilt from its file")
+                    twin_out = call_model(twin, samples[i], device, name, "the quantized model rebuilt from its file")
                     equal, diff = _outputs_equal(q_out, twin_out)
                     outputs_equal &= equal
                     worst = max(worst, diff)

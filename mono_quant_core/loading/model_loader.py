@@ -121,10 +121,7 @@ def _open_lazily(
     except ScriptError as exc:
         log.info("%s: building without weights failed (%s); loading the model in memory", script_path.name, exc)
         return None, KeyReport()
-    entry, keys, pairs = choose_state_dict(opened.entries, model)
-    keys.checkpoint = opened.path.name
-    keys.wrapper = entry.label
-    keys.ignored_entries = list(entry.ignored)
+    entry, keys, pairs = _match(opened, model)
     keys.deferred = True
     model_name = dict(pairs)
     by_model = {m: c for c, m in pairs}
@@ -160,12 +157,19 @@ def load_checkpoint(model: nn.Module, checkpoint: PathLike, strict: bool = True)
         opened.close()
 
 
-def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_label: str) -> KeyReport:
-    """Choose the entry that fits the model, match names, enforce ``strict``, then copy chunk by chunk."""
+def _match(opened: CheckpointSource, model: nn.Module) -> tuple[Any, KeyReport, list[tuple[str, str]]]:
+    """The checkpoint entry that fits ``model``, its key report (naming the file and entry) and the
+    ``(checkpoint, model)`` name pairs."""
     entry, keys, pairs = choose_state_dict(opened.entries, model)
     keys.checkpoint = opened.path.name
     keys.wrapper = entry.label
     keys.ignored_entries = list(entry.ignored)
+    return entry, keys, pairs
+
+
+def load_into(model: nn.Module, opened: CheckpointSource, strict: bool, model_label: str) -> KeyReport:
+    """Choose the entry that fits the model, match names, enforce ``strict``, then copy chunk by chunk."""
+    entry, keys, pairs = _match(opened, model)
     if not pairs:
         raise CheckpointError(
             f"{opened.path.name}: none of its {len(entry.infos)} tensors fits the model from "
