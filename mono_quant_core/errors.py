@@ -142,3 +142,15 @@ class ExportError(MonoQuantError):
     def __init__(self, message: str, layers: list[str] | None = None) -> None:
         super().__init__(message)
         self.layers = list(layers or [])
+
+
+class ClusterError(MonoQuantError):
+    """A Ray cluster cannot be reached or used, or a job's worker died more often than retried.
+
+    ``address`` is the cluster's address as given (``local``, ``auto``, ``ray://host:port``);
+    the message starts with it and says the problem (mono_quant_core.cluster, docs/queue.md).
+    """
+
+    def __init__(self, message: str, address: str = "") -> None:
+        super().__init__(message)
+        self.address = address

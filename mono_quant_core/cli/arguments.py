@@ -56,3 +56,22 @@ def natural_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} must be >= 0")
     return value
+
+
+def add_ray(parser: argparse.ArgumentParser, what: str) -> argparse._ArgumentGroup:
+    """``--ray ADDRESS`` and ``--retries N``: run ``what`` on a Ray cluster (docs/queue.md)."""
+    group = parser.add_argument_group("Ray cluster (pip install 'mono-quant[cluster]')")
+    group.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help=f"run {what} on a Ray cluster: local (a private instance on this computer), auto "
+        "(the cluster this machine belongs to) or ray://host:port",
+    )
+    group.add_argument(
+        "--retries",
+        type=natural_int,
+        default=1,
+        metavar="N",
+        help="with --ray: run a task whose worker died again, up to N times (default 1)",
+    )
+    return group

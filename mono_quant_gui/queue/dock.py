@@ -2,11 +2,14 @@
 
 The pane owns the queue's store, model and runner.  The main window supplies
 jobs: it connects ``add_current_requested`` (and ``checkpoints_dropped``) and
-answers with :meth:`QueueDock.add_jobs` / :meth:`QueueDock.add_checkpoints`.
+answers with :meth:`QueueDock.add_jobs` / :meth:`QueueDock.add_checkpoints`;
+it also tells the pane where jobs run (:meth:`QueueDock.set_target`, from
+Preferences), which the line beside the buttons shows.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 from pathlib import Path
@@ -17,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QToolBar,
@@ -26,7 +30,7 @@ from PySide6.QtWidgets import (
 
 from mono_quant_core.errors import MonoQuantError
 from mono_quant_core.jobs import Job
-from mono_quant_gui.queue import file_dialogs
+from mono_quant_gui.queue import file_dialogs, remote
 from mono_quant_gui.queue.entry import RETRYABLE, RUNNING, STATUSES, QueueEntry
 from mono_quant_gui.queue.from_checkpoints import jobs_from_checkpoints
 from mono_quant_gui.queue.job_files import export_entries, read_job_files
@@ -34,6 +38,7 @@ from mono_quant_gui.queue.model import ID_ROLE, QueueModel
 from mono_quant_gui.queue.runner import QueueRunner
 from mono_quant_gui.queue.store import QueueStore, QueueStoreError
 from mono_quant_gui.queue.table import QueueTable
+from mono_quant_gui.queue.target import QueueTarget
 from mono_quant_gui.window.drop import local_paths
 from mono_quant_gui.window.empty_state import EmptyState
 from mono_quant_gui.window.icons import icon
@@ -52,16 +57,23 @@ class QueueDock(QWidget):
     with Add checkpoints…; it answers with ``add_checkpoints(paths,
     template_job)``), ``paths_dropped(paths)`` (whatever was dropped on the
     pane: the window's one drop router decides what each path is),
-    ``message(text)`` for the status bar.  ``restore_message`` says what happened when the saved queue
-    was read (None: nothing to report).
+    ``message(text)`` for the status bar, ``preferences_requested()`` (the "runs on" line was
+    clicked: the window opens Preferences).  ``restore_message`` says what happened when the saved
+    queue was read (None: nothing to report).  ``cluster_factory``: see :class:`QueueRunner`.
     """
 
     add_current_requested = Signal()
     checkpoints_dropped = Signal(list)
     paths_dropped = Signal(list)
     message = Signal(str)
+    preferences_requested = Signal()
 
-    def __init__(self, store: QueueStore | None = None, parent: QWidget | None = None):
+    def __init__(
+        self,
+        store: QueueStore | None = None,
+        parent: QWidget | None = None,
+        cluster_factory: remote.ClusterFactory | None = None,
+    ):
         super().__init__(parent)
         self.setObjectName("queue_panel")
         self.setAcceptDrops(True)
@@ -73,7 +85,9 @@ class QueueDock(QWidget):
             self.restore_message: str | None = f"{exc}; the queue will not be saved"
         else:
             self.restore_message = self.model.attach(self.store)
-        self.runner = QueueRunner(self.model, self)
+        self.runner = QueueRunner(self.model, self, cluster_factory)
+        #: What the "runs on" line adds after the target: the connected cluster's size, or a failure.
+        self._target_note = ""
         self.last_folder = str(Path.home())
         #: (entry id, text) of the job the details area last showed; None when it shows no job's details.
         self._details_shown: tuple[str, str] | None = None
@@ -117,7 +131,7 @@ class QueueDock(QWidget):
         self.remove_selected.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         self.retry_selected = make("retry", "Retry", "Queue the selected failed or cancelled jobs again")
         self.run_all = make("run_all", "Run all", "Run the queued jobs one after another in the background", "quantize")
-        self.stop = make("stop", "Stop", "Cancel the running job and run no more", "cancel")
+        self.stop = make("stop", "Stop", "Cancel the running jobs and run no more", "cancel")
 
     def _build(self) -> None:
         # A tool bar, not a row of buttons: in a narrow pane the last ones go to its » menu instead of
@@ -138,6 +152,24 @@ class QueueDock(QWidget):
             tools.addAction(action)
         self.tools = tools
         self.summary = QLabel(objectName="queue_summary")
+        # One line under the buttons, shown only while jobs go to a cluster (this computer, the
+        # default, needs no line); it never widens the pane: a long address is cut, the tooltip has it.
+        self.target_label = QLabel()
+        self.target_label.setObjectName("queue_target")
+        self.target_label.setTextFormat(Qt.TextFormat.RichText)
+        self.target_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.target_label.setContentsMargins(4, 0, 4, 2)
+        # Beside it, the counts (the buttons' row then keeps its width for the buttons: with several
+        # jobs running, "1 queued · 3 running · 2 done" would push Run all and Stop into the » menu).
+        self.cluster_summary = QLabel()
+        self.cluster_summary.setObjectName("queue_cluster_summary")
+        self.cluster_summary.setContentsMargins(4, 0, 4, 2)
+        self.target_row = QWidget()
+        self.target_row.setObjectName("queue_target_row")
+        row = QHBoxLayout(self.target_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.target_label, 1)
+        row.addWidget(self.cluster_summary)
         buttons = QHBoxLayout()
         buttons.setContentsMargins(0, 0, 0, 0)
         buttons.addWidget(tools, 1)
@@ -163,6 +195,7 @@ class QueueDock(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
+        layout.addWidget(self.target_row)
         layout.addWidget(self.pages, 1)
 
     def _connect(self) -> None:
@@ -180,11 +213,57 @@ class QueueDock(QWidget):
         m.problem.connect(self._report)
         self.table.selectionModel().selectionChanged.connect(self.update_state)
         self.runner.running_changed.connect(self.update_state)
+        self.runner.connected.connect(self._on_connected)
+        self.runner.connect_failed.connect(self._on_connect_failed)
+        self.runner.disconnected.connect(lambda: self._set_target_note(""))
+        self.target_label.linkActivated.connect(lambda _link: self.preferences_requested.emit())
         self.runner.errored.connect(
             lambda _id, message, _details: self.message.emit(
                 f"Queue job failed: {message.splitlines()[0] if message else ''}"
             )
         )
+
+    # -- where jobs run ---------------------------------------------------------------------
+    def set_target(self, target: QueueTarget) -> None:
+        """Run the next jobs on ``target`` (this computer or a Ray cluster); running ones finish where they are."""
+        if target != self.runner.target:
+            self._target_note = ""
+        self.runner.set_target(target)
+        self.update_state()
+
+    def _on_connected(self, info: object, concurrency: int) -> None:
+        self._set_target_note(
+            f"{remote.describe_info(info)}, {concurrency} job{'s' if concurrency != 1 else ''} at once"
+        )
+
+    def _on_connect_failed(self, text: str, details: str) -> None:
+        self._set_target_note("not connected")
+        self._report(text + (f"\n\n{details}" if details else ""))
+
+    def _set_target_note(self, note: str) -> None:
+        self._target_note = note
+        self.update_state()
+
+    def _update_target(self) -> None:
+        target = self.runner.target
+        address = target.cluster_address
+        self.target_row.setVisible(address is not None)
+        self.summary.setVisible(address is None)
+        self.cluster_summary.setText(self.summary.text())
+        if address is not None:
+            note = f": {self._target_note}" if self._target_note else ""
+            link = f'<a href="preferences">{html.escape(address)}</a>'
+            self.target_label.setText(f"Queued jobs run on the Ray cluster at {link}{html.escape(note)}")
+            self.target_label.setToolTip(
+                f"Queued jobs run on {target.describe()}{note}. Click the address to change it in Preferences."
+            )
+        else:
+            self.target_label.setText("")
+        if target.remote:
+            self.run_all.setToolTip(f"Run the queued jobs on {target.describe()}, several at once")
+        else:
+            self.run_all.setToolTip("Run the queued jobs one after another in the background")
+        self.run_all.setStatusTip(self.run_all.toolTip())
 
     # -- adding jobs ------------------------------------------------------------------------
     def add_jobs(self, jobs: list[Job], names: list[str | None] | None = None, announce: bool = True) -> list[str]:
@@ -262,7 +341,7 @@ class QueueDock(QWidget):
         """Remove these jobs (a running one stays: stop it first)."""
         removed = self.model.remove(ids)
         if len(removed) < len(set(ids)):
-            self.message.emit("The running job was kept: stop it first to remove it")
+            self.message.emit("Running jobs were kept: stop them first to remove them")
         return removed
 
     # -- state ------------------------------------------------------------------------------
@@ -294,6 +373,7 @@ class QueueDock(QWidget):
         self.stop.setEnabled(running)
         counts = self.model.counts()
         self.summary.setText(" · ".join(f"{counts[s]} {s}" for s in STATUSES if counts.get(s)))
+        self._update_target()
         self._show_details(selected[0] if len(selected) == 1 else None)
 
     def _show_details(self, entry: QueueEntry | None) -> None:
@@ -328,7 +408,8 @@ class QueueDock(QWidget):
             self.paths_dropped.emit(paths)
 
     def shutdown(self, timeout_ms: int = 10_000) -> bool:
-        """Stop the queue's thread (a running job is saved as queued) and release the queue file."""
+        """Stop the queue's threads (running jobs are saved as queued), disconnect from a cluster and
+        release the queue file."""
         stopped = self.runner.shutdown(timeout_ms)
         if self.store is not None:
             self.store.close()
@@ -346,6 +427,7 @@ def _details_text(e: QueueEntry) -> str:
         f"checkpoint  {job.checkpoint or '—'}",
         f"calibration {job.calibration_folder or '—'}",
         f"output      {job.output}",
+        *([f"host        {e.host}"] if e.host else []),
         f"settings    {job.config.dtype}, {job.config.mode}, {job.config.scheme}, {job.config.granularity}",
     ]
     if e.details:

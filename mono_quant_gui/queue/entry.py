@@ -20,7 +20,8 @@ _PATH_FIELDS = ("script", "checkpoint", "calibration_folder", "output", "report_
 
 @dataclass
 class QueueEntry:
-    """A queued job; ``progress`` is a percentage (0-100), ``details`` the traceback of a failure."""
+    """A queued job; ``progress`` is a percentage (0-100), ``details`` the traceback of a failure,
+    ``host`` where its last run ran (``this computer``, or a cluster node's name; empty before a run)."""
 
     job: Job
     name: str
@@ -28,6 +29,7 @@ class QueueEntry:
     message: str = ""
     details: str = ""
     progress: int = 0
+    host: str = ""
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 

@@ -22,8 +22,8 @@ from mono_quant_gui.window import colors
 
 log = logging.getLogger("mono_quant_gui.queue")
 
-COLUMNS = ("Name", "Checkpoint", "Output", "Status", "Progress", "Message")
-NAME, CHECKPOINT, OUTPUT, STATUS, PROGRESS, MESSAGE = range(len(COLUMNS))
+COLUMNS = ("Name", "Checkpoint", "Output", "Host", "Status", "Progress", "Message")
+NAME, CHECKPOINT, OUTPUT, HOST, STATUS, PROGRESS, MESSAGE = range(len(COLUMNS))
 MIME_TYPE = "application/x-mono-quant-queue-rows"
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 STATUS_ROLE = Qt.ItemDataRole.UserRole + 2
@@ -140,6 +140,14 @@ class QueueModel(QAbstractTableModel):
             entry.message = message
         self._changed(row)
 
+    def set_host(self, entry_id: str, host: str) -> None:
+        """Say where a job runs (saved with its next status change)."""
+        row = self.row_of(entry_id)
+        if row < 0:
+            return
+        self._entries[row].host = host
+        self._changed(row)
+
     def reset(self, ids: Iterable[str]) -> list[str]:
         """Put failed or cancelled jobs back in the queue; returns the ids reset."""
         done = []
@@ -147,7 +155,7 @@ class QueueModel(QAbstractTableModel):
             row = self.row_of(entry_id)
             if row >= 0 and self._entries[row].status in RETRYABLE:
                 entry = self._entries[row]
-                entry.status, entry.message, entry.details, entry.progress = QUEUED, "", "", 0
+                entry.status, entry.message, entry.details, entry.progress, entry.host = QUEUED, "", "", 0, ""
                 self._changed(row)
                 done.append(entry_id)
         if done:
@@ -276,6 +284,8 @@ def _display(e: QueueEntry, col: int) -> str:
         return Path(e.job.checkpoint).name if e.job.checkpoint else "—"
     if col == OUTPUT:
         return Path(e.job.output).name
+    if col == HOST:
+        return e.host
     if col == STATUS:
         return e.status
     if col == PROGRESS:
@@ -288,6 +298,8 @@ def _tooltip(e: QueueEntry, col: int) -> str:
         return e.job.checkpoint or "No checkpoint: the script's factory loads the weights"
     if col == OUTPUT:
         return e.job.output
+    if col == HOST:
+        return f"Ran on {e.host}" if e.host else "Not run yet"
     if e.message:
         return e.message
     return f"{e.name}: {e.job.config.dtype} {e.job.config.mode}, script {e.job.script}"

@@ -1,8 +1,9 @@
 """The queue on disk: ``queue.json`` in the user's data folder, rewritten atomically on every change.
 
 The file is ``{"format": "mono-quant-queue", "version": 1, "jobs": [...]}``; each
-job holds ``id``, ``name``, ``status``, ``message``, ``details`` and ``job``,
-the job file's TOML text with absolute paths.  A lock file next to it keeps a
+job holds ``id``, ``name``, ``status``, ``message``, ``details``, ``host`` (where
+it last ran; optional) and ``job``, the job file's TOML text with absolute paths.
+A job that was running, here or on a Ray cluster, comes back queued.  A lock file next to it keeps a
 second window of the application from overwriting the first one's queue.
 """
 
@@ -145,6 +146,7 @@ def _encode(entry: QueueEntry) -> dict[str, Any]:
         "status": entry.status,
         "message": entry.message,
         "details": entry.details,
+        "host": entry.host,
         "job": entry.job.to_toml(),
     }
 
@@ -183,7 +185,7 @@ def _entry(record: Any, base_dir: str, number: int) -> QueueEntry:
     where = f"job {number}"
     if not isinstance(record, dict):
         raise _Corrupt(f"{where}: not a JSON object")
-    fields = {key: record.get(key, "") for key in ("id", "name", "status", "message", "details", "job")}
+    fields = {key: record.get(key, "") for key in ("id", "name", "status", "message", "details", "host", "job")}
     for key, value in fields.items():
         if not isinstance(value, str):
             raise _Corrupt(f"{where}: {key} must be a string, got {value!r}")
@@ -196,9 +198,10 @@ def _entry(record: Any, base_dir: str, number: int) -> QueueEntry:
         status=fields["status"],
         message=fields["message"],
         details=fields["details"],
+        host=fields["host"],
         id=fields["id"] or uuid.uuid4().hex,
     )
-    if entry.status == RUNNING:
-        entry.status, entry.message, entry.details = QUEUED, INTERRUPTED, ""
+    if entry.status == RUNNING:  # here or on a cluster: it runs again from the start
+        entry.status, entry.message, entry.details, entry.host = QUEUED, INTERRUPTED, "", ""
     entry.progress = 100 if entry.status == DONE else 0
     return entry

@@ -7,13 +7,13 @@ from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QStyle, QTableView, QWidget
 
 from mono_quant_gui.queue.entry import STATUSES
-from mono_quant_gui.queue.model import CHECKPOINT, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
+from mono_quant_gui.queue.model import CHECKPOINT, HOST, MESSAGE, NAME, OUTPUT, PROGRESS, STATUS, QueueModel
 from mono_quant_gui.queue.progress_delegate import ProgressDelegate
 
 #: The widest a name or file column grows to fit its contents (longer ones are elided; the tooltip has them).
 MAX_FITTED_WIDTH = 280
-#: The columns that fit their contents.
-FITTED = (NAME, CHECKPOINT, OUTPUT)
+#: The columns that fit their contents (Host is empty until a job runs: only its header's width).
+FITTED = (NAME, CHECKPOINT, OUTPUT, HOST)
 #: The table is never shorter than this many rows (with its header and a horizontal scroll bar).
 MIN_ROWS = 5
 #: Added to a text's width: the cell's margins and a little air.

@@ -3,7 +3,9 @@
 Keys: ``recent/<kind>`` (lists of paths, newest first), ``window/geometry``,
 ``window/state`` (dock layout), ``quant/settings`` (the settings panel as
 JSON), ``paths/last_folder`` (where file dialogs open), ``paths/save_folder``
-(where the last Save As wrote).  Tests point QSettings at a temporary folder.
+(where the last Save As wrote), ``queue/remote``, ``queue/ray_address`` and
+``queue/concurrency`` (where the queue runs its jobs: Preferences → Queue).
+Tests point QSettings at a temporary folder.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from mono_quant_gui.queue.target import DEFAULT_ADDRESS, MAX_CONCURRENCY, QueueTarget
 
 RECENT_KINDS = ("script", "checkpoint", "calibration")
 MAX_RECENT = 10
@@ -103,6 +107,21 @@ class SettingsStore:
 
     def set_save_folder(self, path: str) -> None:
         self.qs.setValue("paths/save_folder", str(Path(path).parent))
+
+    def queue_target(self) -> QueueTarget:
+        """Where the queue runs jobs; this computer unless Preferences chose a Ray cluster."""
+        remote = str(self.qs.value("queue/remote", "false")).lower() in ("true", "1")
+        address = str(self.qs.value("queue/ray_address", DEFAULT_ADDRESS) or DEFAULT_ADDRESS).strip()
+        try:
+            concurrency = int(str(self.qs.value("queue/concurrency", 0)))
+        except ValueError:
+            concurrency = 0
+        return QueueTarget(remote, address or DEFAULT_ADDRESS, max(0, min(concurrency, MAX_CONCURRENCY)))
+
+    def save_queue_target(self, target: QueueTarget) -> None:
+        self.qs.setValue("queue/remote", target.remote)
+        self.qs.setValue("queue/ray_address", target.address.strip() or DEFAULT_ADDRESS)
+        self.qs.setValue("queue/concurrency", int(target.concurrency))
 
     def sync(self) -> None:
         self.qs.sync()

@@ -78,6 +78,14 @@ class Actions(QObject):
             "Queue a job with the open model, checkpoint, calibration folder, ticked layers "
             "and settings; the Queue pane runs it in the background",
         )
+        self.preferences = make(
+            "preferences",
+            "Preferences…",
+            None,
+            "Ctrl+,",
+            "Where the queue runs its jobs: this computer or a Ray cluster",
+        )
+        self.preferences.setMenuRole(QAction.MenuRole.PreferencesRole)
         self.quit = make("quit", "Quit", None, "Ctrl+Q", "Close mono-quant")
         self.quit.setMenuRole(QAction.MenuRole.QuitRole)
         self.clear_recent = make("clear_recent", "Clear Recent Files", None, None, "Forget the recent files")
@@ -104,6 +112,8 @@ class Actions(QObject):
         file_menu.addAction(self.save_as)
         file_menu.addAction(self.export_layers)
         self.export_anchor = file_menu.addSeparator()  # File → Export goes here (export_actions.py)
+        file_menu.addAction(self.preferences)
+        file_menu.addSeparator()
         file_menu.addAction(self.quit)
         self.file_menu = file_menu
         run_menu = bar.addMenu("&Run")

@@ -34,6 +34,7 @@ from mono_quant_gui.dashboard.sensitivity_view import SensitivityView
 from mono_quant_gui.modules.module_panel import ModulePanel
 from mono_quant_gui.queue import QueueDock, QueueStore
 from mono_quant_gui.queue.queueing import Queueing
+from mono_quant_gui.queue.target import QueueTarget
 from mono_quant_gui.run.analyzing import Analyzing
 from mono_quant_gui.run.run_status import RunStatus
 from mono_quant_gui.run.worker import Runner
@@ -50,6 +51,7 @@ from mono_quant_gui.window.export_actions import Exporting
 from mono_quant_gui.window.layer_export import export_layer_table
 from mono_quant_gui.window.log_view import LogView
 from mono_quant_gui.window.opening import Opening
+from mono_quant_gui.window.preferences import PreferencesDialog
 from mono_quant_gui.window.welcome import WelcomePage
 
 DEFAULT_SIZE = (1400, 900)
@@ -152,6 +154,7 @@ class MainWindow(QMainWindow):
         # The log first, so what the queue says while reading its file reaches it.
         self.log_view.attach("mono_quant_core", "mono_quant_gui")
         self.queue_panel = QueueDock(queue_store)
+        self.queue_panel.set_target(self.store.queue_target())
         self.queue_dock = self._dock("Queue", "queue_dock", self.queue_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
         self.tabifyDockWidget(self.log_dock, self.queue_dock)
         self.runs_panel = RunsPanel()
@@ -189,6 +192,7 @@ class MainWindow(QMainWindow):
         a.save_as.triggered.connect(self.running.save_as)
         a.export_layers.triggered.connect(lambda: export_layer_table(self))
         a.quit.triggered.connect(self.close)
+        a.preferences.triggered.connect(self.show_preferences)
         a.clear_recent.triggered.connect(self.clear_recent)
         a.reset_layout.triggered.connect(lambda: self.restoreState(self._default_state, STATE_VERSION))
         a.about.triggered.connect(self.show_about)
@@ -199,6 +203,7 @@ class MainWindow(QMainWindow):
         q.checkpoints_dropped.connect(self.queue_checkpoints)
         q.paths_dropped.connect(lambda paths: self.opening.route_drop(paths, into_queue=True))
         q.message.connect(self.statusBar().showMessage)
+        q.preferences_requested.connect(self.show_preferences)
         a.open_demo.triggered.connect(lambda: self.open_demo("cnn"))
         for key, action in a.demos.items():
             action.triggered.connect(lambda _=False, k=key: self.open_demo(k))
@@ -458,10 +463,31 @@ class MainWindow(QMainWindow):
         QApplication.instance().removeEventFilter(self)
         self._layer_timer.stop()
         self._preview_timer.stop()
-        self.queue_panel.shutdown()  # a running queue job is cancelled and saved as queued
+        preferences = getattr(self, "preferences_dialog", None)
+        if preferences is not None:
+            preferences.reject()  # stops its connection test's thread
+        self.queue_panel.shutdown()  # running queue jobs are cancelled and saved as queued
         self.runner.shutdown()
         self.log_view.detach()
         super().closeEvent(event)
+
+    # -- preferences ----------------------------------------------------------------------------
+    def show_preferences(self) -> PreferencesDialog:
+        """Open Preferences (not blocking); OK saves the queue's target and hands it to the Queue pane."""
+        dialog = PreferencesDialog(self.store.queue_target(), self)
+        dialog.accepted.connect(lambda: self.apply_queue_target(dialog.target()))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.finished.connect(lambda _result: setattr(self, "preferences_dialog", None))
+        dialog.open()
+        self.preferences_dialog: PreferencesDialog | None = dialog
+        return dialog
+
+    def apply_queue_target(self, target: QueueTarget) -> None:
+        """Remember where the queue runs jobs and run the next ones there."""
+        self.store.save_queue_target(target)
+        self.store.sync()
+        self.queue_panel.set_target(target)
+        self.statusBar().showMessage(f"Queued jobs now run on {target.describe()}")
 
     # -- help -----------------------------------------------------------------------------------
     def show_about(self) -> QMessageBox:

@@ -28,7 +28,7 @@ from mono_quant_gui.queue import (
     jobs_from_checkpoints,
     output_claims,
 )
-from mono_quant_gui.queue.model import MIME_TYPE, PROGRESS, STATUS, STATUS_ROLE
+from mono_quant_gui.queue.model import MESSAGE, MIME_TYPE, PROGRESS, STATUS, STATUS_ROLE
 from mono_quant_gui.queue.store import INTERRUPTED
 
 
@@ -191,8 +191,8 @@ def test_table_cells(data_home, stores):
     (entry_id,) = model.add_jobs([job(data_home, "a")])
     model.set_status(entry_id, FAILED, "a.pt: no such checkpoint\nmore lines", "tb", progress=12)
     row = [model.index(0, c).data() for c in range(model.columnCount())]
-    assert row == ["a.int8", "a.pt", "a.int8.safetensors", FAILED, "12 %", "a.pt: no such checkpoint"]
-    assert model.index(0, 5).data(Qt.ItemDataRole.ToolTipRole) == "a.pt: no such checkpoint\nmore lines"
+    assert row == ["a.int8", "a.pt", "a.int8.safetensors", "", FAILED, "12 %", "a.pt: no such checkpoint"]
+    assert model.index(0, MESSAGE).data(Qt.ItemDataRole.ToolTipRole) == "a.pt: no such checkpoint\nmore lines"
     assert model.index(0, 1).data(Qt.ItemDataRole.ToolTipRole) == str(data_home / "a.pt")
     assert model.index(0, STATUS).data(STATUS_ROLE) == FAILED
     model.set_status(entry_id, QUEUED)

@@ -18,6 +18,7 @@ from PySide6.QtCore import Qt
 from mono_quant_core.config import QuantConfig
 from mono_quant_core.jobs import Job, run_job
 from mono_quant_gui.queue import CANCELLED, DONE, FAILED, QUEUED, QueueDock, jobs_from_checkpoints, output_claims
+from mono_quant_gui.queue.model import MESSAGE
 
 RUN_TIMEOUT_MS = 60_000
 
@@ -93,7 +94,7 @@ def test_six_jobs_two_broken(dock, qtbot, tmp_path):
     assert entries[1].message == f"{tmp_path / 'missing.py'}: no such model script"
     assert "corrupt.pt" in entries[3].message and entries[3].details  # the traceback, for the details area
     assert entries[0].message.startswith("done in ") and "output SQNR" in entries[0].message
-    assert dock.model.index(1, 5).data(Qt.ItemDataRole.ToolTipRole) == entries[1].message
+    assert dock.model.index(1, MESSAGE).data(Qt.ItemDataRole.ToolTipRole) == entries[1].message
     dock.select_ids([ids[3]])
     assert entries[3].message in dock.details.toPlainText()
     with open(dock.store.path, encoding="utf-8") as f:
