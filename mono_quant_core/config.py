@@ -44,6 +44,9 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 OVERRIDE_FIELDS = ("dtype", "mode", "scheme", "granularity", "group_size")
 #: The dtype value of ``layer_overrides`` that keeps a layer in float.
 FLOAT = "float"
+#: ``QuantConfig.validation_samples`` by default: validation then costs about two float forward
+#: passes of each of these few samples on top of quantization (docs/architecture.md).
+DEFAULT_VALIDATION_SAMPLES = 8
 #: Rungs of the automatic fallback: ``fallback = "int8"`` widens a layer to int8 first, then to float.
 FALLBACKS = ("float", "int8", "fp16", "bf16")
 #: Bits each dtype keeps, to tell which is wider (float: 32).
@@ -249,6 +252,9 @@ class QuantConfig:
     histogram_method: str = "mse"
     # Layers below this weight or output SQNR get a warning in the report.
     warn_layer_sqnr_db: float = 20.0
+    #: Validation runs on at most this many samples: each costs one float and one quantized forward,
+    #: and the first two the save → load → run round trip too (docs/architecture.md, Validation).
+    validation_samples: int = DEFAULT_VALIDATION_SAMPLES
     #: Per-layer settings: ``{name or pattern: {field: value}}`` over OVERRIDE_FIELDS; dtype
     #: ``"float"`` keeps a layer float.  An exact name beats a pattern, a later pattern an earlier one.
     layer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -274,6 +280,9 @@ class QuantConfig:
     #: Where calibration, the algorithms and quantization compute: ``auto`` (the first CUDA device
     #: when there is one, else the CPU), ``cpu``, ``cuda`` or ``cuda:N`` (mono_quant_core.devices).
     device: str = "auto"
+    #: Fold each BatchNorm that reads only a convolution's output into that convolution before
+    #: quantizing (on a copy; the BatchNorm becomes an identity: mono_quant_core.folding).
+    fold_batchnorm: bool = False
 
     def __post_init__(self) -> None:
         for name in _CHOICES:
@@ -308,6 +317,9 @@ class QuantConfig:
             raise _invalid("percentile", f"{self.percentile!r} must be in (0, 100]")
         if not 0.0 < float(self.moving_average_constant) <= 1.0:
             raise _invalid("moving_average_constant", f"{self.moving_average_constant!r} must be in (0, 1]")
+        vs = self.validation_samples
+        if isinstance(vs, bool) or not isinstance(vs, int) or vs < 1:
+            raise _invalid("validation_samples", f"{vs!r} must be an integer >= 1")
         if int(self.histogram_bins) < 16:
             raise _invalid("histogram_bins", f"{self.histogram_bins!r} must be >= 16")
         for name in ("include_types", "exclude_types"):
@@ -316,6 +328,8 @@ class QuantConfig:
                     raise _invalid(name, f"{t!r} is not a layer type name")
         if not isinstance(self.device, str) or not DEVICE_PATTERN.fullmatch(self.device):
             raise _invalid("device", f"{self.device!r} is not a device; choose auto, cpu, cuda or cuda:N")
+        if not isinstance(self.fold_batchnorm, bool):
+            raise _invalid("fold_batchnorm", f"{self.fold_batchnorm!r} must be true or false")
         self._validate_targets()
         self._validate_algorithms()
         self._validate_overrides()

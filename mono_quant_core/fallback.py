@@ -26,6 +26,7 @@ from torch import nn
 from .config import FLOAT, QuantConfig
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, Stepper
 from .report import LayerReport, format_db
+from .sensitivity import MAX_SAMPLES as SENSITIVITY_SAMPLES
 from .sensitivity import Evaluation, SensitivityReport, Workbench
 
 
@@ -169,7 +170,8 @@ def quantize_to_target(
     from .selection import select_layers
 
     chosen = select_layers(model, config).chosen
-    _, bench_val_guess, _ = split_samples(len(samples), any_static(layer_configs(model, config, chosen)))
+    static = any_static(layer_configs(model, config, chosen))
+    _, bench_val_guess, _ = split_samples(len(samples), static, SENSITIVITY_SAMPLES)
 
     bench = Workbench(
         model,
@@ -235,14 +237,18 @@ def _finish(
     reached: bool,
 ) -> None:
     from . import validation
-    from .quantizer import _Subset, metric_entries
+    from .quantizer import _Subset, metric_entries, skipped_validation_samples
 
     report = result.report
     layer_modules = {name: bench.quantized(name, to) for name, to in _quantized_dtypes(bench, search, moves).items()}
     report.warnings.extend(w for w in bench.report.warnings if w not in report.warnings)
     bench.stepper.begin("validate", f"validating on {len(bench.val_idx)} samples")
-    validation.validate(result, bench.reference, layer_modules, _Subset(samples, bench.val_idx), bench.stepper)
+    val = _Subset(samples, bench.val_idx)  # the float outputs of the sensitivity pass are these samples'
+    validation.validate(result, bench.reference, layer_modules, val, bench.stepper, bench.float_references)
     report.validation_samples = len(bench.val_idx)
+    report.validation_samples_skipped = skipped_validation_samples(
+        len(samples), bench.calib_idx, bench.val_idx, bench.overlap
+    )
     if bench.metric is not None:
         bench.stepper.begin("metric", f"measuring {bench.metric.name}")
         float_values = bench.float_metric or bench.metric.evaluate(bench.reference, "on the float model")

@@ -116,6 +116,10 @@ class QuantReport:
     skipped: list[SkippedLayer] = field(default_factory=list)
     calibration_samples: int = 0
     validation_samples: int = 0
+    #: Samples set aside for validation but not run, past ``QuantConfig.validation_samples``.
+    validation_samples_skipped: int = 0
+    #: Validation samples the save → load → run round trip also ran on (at most 2).
+    round_trip_samples: int = 0
     calibration_method: str | None = None
     #: calibration files left out because they cannot be used: ``{"file", "reason"}`` each
     calibration_skipped: list[dict[str, str]] = field(default_factory=list)
@@ -144,6 +148,8 @@ class QuantReport:
     #: Weight coverage: ``{"quantized_weight_bytes", "float_weight_bytes", "share", "float": [{"name",
     #: "type", "bytes", "reason"}]}`` (weight bytes of the float model; see mono_quant_core.coverage).
     coverage: dict[str, Any] = field(default_factory=dict)
+    #: BatchNorms folded into the convolution before them (``fold_batchnorm``): ``{"name", "type", "into"}`` each.
+    folded_batchnorm: list[dict[str, str]] = field(default_factory=list)
 
     def layer(self, name: str) -> LayerReport:
         for layer in self.layers:

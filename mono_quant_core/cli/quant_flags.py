@@ -28,6 +28,7 @@ CONFIG_FLAGS = {
     "layer_overrides": "--override",
     "on_failure": "--on-failure",
     "min_output_sqnr_db": "--min-output-sqnr",
+    "validation_samples": "--validation-samples",
     "target_output_sqnr_db": "--target-sqnr",
     "target_metric_drop": "--target-metric-drop",
     "fallback": "--fallback",
@@ -39,6 +40,7 @@ CONFIG_FLAGS = {
     "smoothquant_alpha": "--smoothquant-alpha",
     "bias_correction": "--bias-correction",
     "device": "--device",
+    "fold_batchnorm": "--fold-batchnorm",
 }
 
 
@@ -137,6 +139,12 @@ def algorithm_flags(p: argparse.ArgumentParser) -> None:
         help="where to compute: auto (a CUDA GPU when there is one, default), cpu, cuda or cuda:N; "
         "the file is the same either way",
     )
+    algo.add_argument(
+        "--fold-batchnorm",
+        action="store_true",
+        default=None,
+        help="fold each BatchNorm that follows a convolution into it before quantizing",
+    )
 
 
 def metric_flag(p: argparse._ActionsContainer) -> None:
@@ -159,6 +167,14 @@ def validation_flags(p: argparse.ArgumentParser) -> None:
         type=float,
         metavar="DB",
         help="fail (see --on-failure) when the output SQNR is lower",
+    )
+    check.add_argument(
+        "--validation-samples",
+        dest="validation_samples",
+        type=positive_int,
+        metavar="N",
+        help=f"validate on at most N samples (default {cfg.DEFAULT_VALIDATION_SAMPLES}; each costs one float "
+        "and one quantized forward, the first two the file round trip too)",
     )
     metric_flag(check)
     check.add_argument(

@@ -34,6 +34,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "smoothquant_alpha": "float",
         "bias_correction": "boolean",
         "device": "string",
+        "fold_batchnorm": "boolean",
         # Written last, as the table [quantization.overrides]: "pattern" = { field = value }.
         "overrides": "overrides",
     },
@@ -42,6 +43,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "on_failure": "choice",
         "min_output_sqnr_db": "float",
         "warn_layer_sqnr_db": "float",
+        "validation_samples": "integer",
         "target_output_sqnr_db": "float",
         "target_metric_drop": "float",
         "metric": "string",

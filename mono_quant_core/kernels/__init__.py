@@ -1,4 +1,5 @@
-"""Kernel selection for quantized Linear: fbgemm dynamic int8, int8/int4 weight packs, dequantize fallback."""
+"""Kernel selection for quantized Linear (fbgemm dynamic int8, static int8 x int8 through oneDNN / fbgemm,
+int8/int4 weight packs, dequantize fallback) and static convolutions (oneDNN int8); see select.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,14 @@
 """QuantizedConv1d/2d/3d and QuantizedConvTranspose1d/2d: convolutions with quantized (or cast) weights.
 
-There is no int8 convolution kernel here: the weight is dequantized per call
-(a small cost next to the convolution itself, which reuses every weight
-across all output positions).  Dynamic mode rounds each batch of inputs to
-its own per-tensor int8 grid, static mode to the calibrated one, so the
+Static mode (calibrated input grid) runs Conv1d/2d/3d through an int8 kernel
+selected, packed and checked once at first forward (``kernels/qconv_static.py``,
+``kernels/select.py``): the input quantized with the calibrated grid, int8
+weights, int32 accumulation, a float output.  Where no kernel applies
+(asymmetric or per-group weights, other padding modes, no oneDNN) static mode
+and the other modes dequantize the weight per call (a small cost next to the
+convolution itself, which reuses every weight across all output positions).
+Dynamic mode rounds each sample of a batch to the int8 grid of its own range
+(``per_sample_fake_quantize``), static mode to the calibrated one, so the
 outputs match what an int8 runtime would compute.
 
 A transposed convolution's weight is laid out ``[in, out / groups, k...]``:
@@ -22,7 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import QuantConfig
-from .base import QuantizedModule
+from ..kernels.qconv_static import ConvKernel
+from ..kernels.select import select_conv_kernel
+from ..tensor import ACT_QMAX, ACT_QMIN
+from ..tensor.activations import activation_qparams_from_range
+from .base import PENDING, QuantizedModule
 
 _HYPER = (
     "in_channels",
@@ -102,6 +111,8 @@ class QuantizedConvNd(QuantizedModule):
         return m
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "static":
+            return self._forward_static(x)  # the int8 kernel (below, "static mode")
         self.kernel = "dequantize" if self.spec is not None else "upcast"
         x = self.quantize_input(x)
         w = self.dequantized_weight("weight", x.dtype)
@@ -117,6 +128,64 @@ class QuantizedConvNd(QuantizedModule):
             f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, {super().extra_repr()}"
         )
+
+    # -- dynamic mode: each sample on its own grid -----------------------------------------
+    def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Dynamic mode: each sample of a batch on the int8 grid of its own range
+        (:func:`per_sample_fake_quantize`); static and weight-only as every layer."""
+        if self.mode == "dynamic" and x.is_floating_point() and x.numel() and x.dim() == len(self.kernel_size) + 2:
+            return per_sample_fake_quantize(x)
+        return super().quantize_input(x)
+
+    # -- static mode: the packed int8 kernel (kernels/qconv_static.py) -------------------
+    def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
+        """The calibrated layer through the int8 kernel selected and packed at first forward,
+        or through the dequantized reference where none applies; the reference also serves an
+        empty or integer input and one autograd must differentiate through (the op has no backward)."""
+        one_off = not x.is_floating_point() or x.numel() == 0 or (x.requires_grad and torch.is_grad_enabled())
+        if not one_off:
+            kernel: ConvKernel | None
+            kernel, state = self._cached(lambda: select_conv_kernel(self))
+            if kernel is not None:
+                try:
+                    return kernel.run(state, x)
+                except RuntimeError:
+                    # The op refused this input: the reference from now on.
+                    self._kernel_state = (None, None)
+                    self.kernel = "dequantize"
+        elif self.kernel == PENDING:
+            self.kernel = "dequantize"
+        return self.static_reference(x)
+
+    def static_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The dequantized reference of static mode: the input on the calibrated grid, the weight
+        dequantized, a float convolution (what the int8 kernel must reproduce)."""
+        x = self.quantize_input(x)
+        w = self.dequantized_weight("weight", x.dtype)
+        b = self.float_tensor("bias", x.dtype)
+        conv = type(self).conv_fn
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            return conv(x, w, b, self.stride, self.zero_padding, self.dilation, self.groups)
+        return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
+def per_sample_fake_quantize(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (``[N, C, ...]``) with each sample rounded to the asymmetric int8 grid of its own
+    min/max (widened to contain 0) and back, in ``x``'s dtype.
+
+    One grid per batch would let the loudest sample set the step of every other one: a quiet
+    sample next to it keeps a few codes (docs/quantization-math.md, "Dynamic convolution inputs").
+    The grids factor out of the convolution sample by sample, so an int8 runtime computes the
+    same (one scale and zero point per sample).  With one sample this is the per-tensor grid of
+    ``tensor.activation_qparams`` and ``fake_quantize``, operation for operation.
+    """
+    flat = x.detach().reshape(x.shape[0], -1)
+    scale, zero_point = activation_qparams_from_range(torch.amin(flat, dim=1), torch.amax(flat, dim=1))
+    view = (-1,) + (1,) * (x.dim() - 1)
+    s, zp = scale.reshape(view), zero_point.reshape(view).to(torch.float32)
+    q = torch.div(x.to(torch.float32), s).round_().add_(zp).clamp_(ACT_QMIN, ACT_QMAX)
+    return q.sub_(zp).mul_(s).to(x.dtype)
 
 
 class QuantizedConv1d(QuantizedConvNd):

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import QuantizedFileError
+from ..folding import restore_folded
 from ..modules.attention import disable_fused_fast_paths
 from ..modules.base import QuantizedModule
 from ..modules.registry import REPLACEMENTS
@@ -143,6 +144,7 @@ def assemble(
         if kept not in tensors:
             raise QuantizedFileError(f"{path}: corrupt: alias {alias!r} points at missing tensor {kept!r}")
         tensors[alias] = tensors[kept]
+    restore_folded(float_model, meta.get("folded_batchnorm", []), path)  # folded BatchNorms: identities again
     model = _swap_layers(float_model, meta, path, origin)
     _check_keys(model, tensors, meta, path, origin)
     model.load_state_dict(tensors, strict=True, assign=True)

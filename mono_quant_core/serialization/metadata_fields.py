@@ -64,6 +64,14 @@ def _check_skipped(value: object, path: str) -> None:
             raise _bad(path, f"skipped[{i}]", "must be an object with string name, type and reason")
 
 
+def _check_folded(value: object, path: str) -> None:
+    if not isinstance(value, list):
+        raise _bad(path, "folded_batchnorm", "must be a list")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("name", "type", "into")):
+            raise _bad(path, f"folded_batchnorm[{i}]", "must be an object with string name, type and into")
+
+
 def _is_number(value: object) -> bool:
     """A JSON number, or an infinite/undefined figure written as a string (``"inf"``)."""
     if value is None or (isinstance(value, str) and value in ("inf", "-inf", "nan")):
@@ -121,6 +129,8 @@ def check_fields(meta: dict[str, Any], path: str) -> None:
     for key in ("method", "files_sha256"):
         if calibration.get(key) is not None and not isinstance(calibration[key], str):
             raise _bad(path, f"calibration.{key}", "must be a string or null")
+    if "folded_batchnorm" in meta:
+        _check_folded(meta["folded_batchnorm"], path)
     if "report" in meta:
         _check_report(meta["report"], path)
     if CONTENT_HASH in meta:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..folding import folded_records
 from ..modules.base import QuantizedModule
 from . import pt_file, safetensors_file, sharded
 from .atomic import atomic_write
@@ -56,7 +57,7 @@ def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, An
     report_dict = report.to_dict()
     # A file cannot know its own size when it is written; inspect reads it from disk.
     report_dict["file_bytes"] = report_dict["estimated_file_bytes"] = None
-    return {
+    meta = {
         "format_version": FORMAT_VERSION,
         "versions": versions(),
         "model_class": type(result.model).__name__,
@@ -70,6 +71,10 @@ def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, An
         "aliases": aliases,
         "report": report_dict,
     }
+    folded = folded_records(result.model)
+    if folded:  # BatchNorms folded into their convolution: identities when loaded (docs/file-format.md)
+        meta["folded_batchnorm"] = folded
+    return meta
 
 
 def _input_files(source: dict[str, Any] | None) -> list[tuple[str, str]]:

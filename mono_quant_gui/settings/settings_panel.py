@@ -12,7 +12,16 @@ from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QStandardItemModel
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from mono_quant_core.config import QuantConfig, canonical_choice
 from mono_quant_core.errors import ConfigError
@@ -59,6 +68,12 @@ _HELP = {
 DEVICE_HELP = (
     "Where calibration, the algorithms and quantization compute: auto is the first CUDA GPU; "
     "the saved file is the same whatever the device"
+)
+
+FOLD_BATCHNORM_HELP = (
+    "Fold each BatchNorm that reads only a convolution's output into that convolution before "
+    "quantizing: one rounding and no BatchNorm pass; your model is not changed and the file "
+    "loads into it as before"
 )
 
 
@@ -110,6 +125,10 @@ class SettingsPanel(QWidget):
         self.device.currentTextChanged.connect(self._edited)
         self.device_label = QLabel("Device", objectName="device_label")
         self.device_label.setToolTip(DEVICE_HELP)
+        self.fold_batchnorm = QCheckBox("fold into the convolution before it")
+        self.fold_batchnorm.setObjectName("fold_batchnorm")
+        self.fold_batchnorm.setToolTip(FOLD_BATCHNORM_HELP)
+        self.fold_batchnorm.toggled.connect(self._edited)
         self.target = TargetFields(self)
         self.target.edited.connect(self._edited)
         self._labels: dict[str, QLabel] = {}
@@ -132,6 +151,10 @@ class SettingsPanel(QWidget):
         form.addRow(self.device_label, self.device)
         self.device_label.hide()
         self.device.hide()
+        fold_label = QLabel("BatchNorm")
+        fold_label.setObjectName("fold_batchnorm_label")
+        fold_label.setToolTip(FOLD_BATCHNORM_HELP)
+        form.addRow(fold_label, self.fold_batchnorm)
         for key, text, widget in (
             ("auto", "Auto", self.target.auto),
             ("target", "Target", self.target.kind),
@@ -185,6 +208,7 @@ class SettingsPanel(QWidget):
         values.update(self.target.values())
         values.update(self.algorithms.values())
         values["device"] = self.device.currentText()
+        values["fold_batchnorm"] = self.fold_batchnorm.isChecked()
         return values
 
     def set_devices(self, devices: list[str]) -> None:
@@ -224,6 +248,8 @@ class SettingsPanel(QWidget):
             device = values.get("device")
             if isinstance(device, str) and self.device.findText(device) >= 0:
                 self.device.setCurrentText(device)
+            if isinstance(values.get("fold_batchnorm"), bool):
+                self.fold_batchnorm.setChecked(values["fold_batchnorm"])
         finally:
             self._updating = False
         self._edited()
@@ -265,6 +291,7 @@ class SettingsPanel(QWidget):
         )
         values.update(config.algorithm_settings())
         values["device"] = config.device
+        values["fold_batchnorm"] = config.fold_batchnorm
         self.set_values(values)
 
     def config(self, layers: list[str] | None = None) -> QuantConfig:

@@ -23,7 +23,7 @@ INT4 = dict(dtype="int4", mode="weight-only", granularity="per-group", group_siz
 CASES = [
     (dict(mode="dynamic"), 128, 64, "fbgemm-dynamic"),
     (dict(mode="weight-only"), 128, 64, "int8pack-bf16"),
-    (dict(mode="static"), 128, 64, "int8pack-bf16"),
+    (dict(mode="static"), 128, 64, "onednn-static"),
     (dict(mode="weight-only", granularity="per-group", group_size=32), 128, 64, "dequantize"),
     (dict(mode="weight-only"), 20, 64, "dequantize"),
     (INT4, 128, 64, "int4pack-bf16"),

@@ -119,8 +119,9 @@ def test_static_inputs_are_clamped_to_the_calibrated_range():
     q = QuantizedLinear.from_float(float_layer, QuantConfig(mode="static"))
     q.set_input_qparams(torch.tensor(1.0 / 255), torch.tensor(-128))  # grid covers [0, 1]
     clipped = torch.clamp(torch.round(x * 255) / 255, 0, 1)
-    ref = QuantizedLinear.from_float(float_layer, QuantConfig(mode="weight-only"))
-    assert torch.equal(q(x), ref(clipped))
+    # The int8 kernel against the dequantized weight on the clipped input (unclipped: about 0 dB).
+    reference = torch.nn.functional.linear(clipped, q.dequantized_weight(), float_layer.bias)
+    assert sqnr_db(reference, q(x).detach()) >= 60.0
 
 
 def test_from_meta_checks_shape_and_fields():

@@ -37,7 +37,7 @@ def run_events(mode: str, n: int):
     [
         ("static", 10, [("calibrate", 8), ("quantize", 2), ("validate", 3)]),  # every 5th held out, + round trip
         ("dynamic", 6, [("quantize", 2), ("validate", 7)]),
-        ("weight-only", 40, [("quantize", 2), ("validate", 33)]),  # at most 32 validation samples
+        ("weight-only", 40, [("quantize", 2), ("validate", 9)]),  # at most 8 validation samples (the default)
     ],
 )
 def test_plan_then_events_of_each_phase_in_order(mode, n, expect):

@@ -35,9 +35,10 @@ def test_int8_output_sqnr(name, mode, floor):
     model, samples = make(name)
     before = snapshot(model)
     result = quantize(model, QuantConfig(mode=mode), calibration=samples)
-    measured = output_sqnr(model, result.model, samples)
+    # The report's figure is over its validation samples (the first validation_samples), recomputed here.
+    assert result.report.validation_samples == min(len(samples), QuantConfig().validation_samples)
+    measured = output_sqnr(model, result.model, samples[: result.report.validation_samples])
     assert measured >= floor, f"{name} {mode}: {measured:.1f} dB < {floor} dB"
-    # The report's figure is over the same samples, recomputed independently here.
     assert result.report.output_sqnr_db == pytest.approx(measured, abs=1e-6)
     assert result.report.load_test_passed and result.report.weight_range_valid
     assert_unchanged(model, before)

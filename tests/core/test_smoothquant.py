@@ -124,8 +124,10 @@ def test_static_int8_gains_at_least_3_db(script):
     assert all(plain.report.layer(name).smoothquant is None for name in LINEARS)
     assert report.algorithm == {"algorithm": "rtn", "smoothquant_alpha": 0.5}
     assert report.load_test_passed and not report.failures
-    # Per-layer SQNR is measured on the layer's input as called (not divided twice).
-    assert min(report.layer(name).output_sqnr_db for name in LINEARS) >= 30.0
+    # Per-layer SQNR compares each layer's output in the quantized model with the float model's (the
+    # errors of the layers before it included), its input as called (not divided twice): measured
+    # 27.0-40.5 dB smoothed against 16.4-29.5 dB plain.
+    assert min(report.layer(name).output_sqnr_db for name in LINEARS) >= 25.0
     stored, folded = smoothed.model.fc2, smoothed.model.q
     assert stored.input_smoothing.shape == (128,) and not hasattr(folded, "input_smoothing")
     assert torch.equal(folded.smoothing_factors, smoothed.model.k.smoothing_factors)
