@@ -12,7 +12,9 @@ fresh process that records its own resident memory (baseline after imports, peak
 command) and reports wall time, peak RSS as a ratio to the checkpoint's size (target <= 0.3x
 for int4) and the peak over the baseline.  Last, for a few layers it quantizes the same float
 weights in memory (``quantize`` on that layer alone) and checks that the file holds exactly the
-same codes and scales.
+same codes and scales.  A third case, int8 static on 4 calibration samples of 32 tokens (one more
+for validation), runs block by block (``mono_quant_core/sequential.py``); its equality with the
+in-memory path is what ``tests/core/test_lazy_blocks.py`` checks, on models that fit in memory.
 
 Usage: ``python bench/bench_large.py [--cache DIR] [--blocks 32 --hidden 4096 --mlp 11008]``
 (smaller sizes for a quick run).
@@ -184,6 +186,18 @@ def generate(folder: Path, sizes: dict[str, int]) -> Path:
     return index
 
 
+def calibration(folder: Path, sizes: dict[str, int], samples: int = 5, tokens: int = 32) -> Path:
+    """A calibration folder of ``samples`` token-id files (``[1, tokens]``), made once."""
+    calib = folder / "calib"
+    if not calib.is_dir():
+        calib.mkdir()
+        g = torch.Generator().manual_seed(0)
+        for i in range(samples):
+            ids = torch.randint(0, sizes["vocab"], (1, tokens), generator=g)
+            save_file({"input_ids": ids}, str(calib / f"sample{i}.safetensors"))
+    return calib
+
+
 def run_cli(folder: Path, index: Path, out: Path, flags: list[str], sizes: dict[str, int]) -> dict[str, float]:
     """``mono-quant quantize`` in a fresh process: its peak RSS, baseline and wall time."""
     args = ["quantize", "--script", str(folder / "decoder.py"), "--checkpoint", str(index), *flags]
@@ -234,7 +248,7 @@ def main() -> None:
     parser.add_argument("--mlp", type=int, default=11008)
     parser.add_argument("--heads", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--only", choices=["int4", "int8"], help="run one of the two cases")
+    parser.add_argument("--only", choices=["int4", "int8", "int8-static"], help="run one of the cases")
     args = parser.parse_args()
     from mono_quant_core import QuantConfig
 
@@ -250,6 +264,8 @@ def main() -> None:
             QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=128),
         ),
         "int8": (["--dtype", "int8", "--mode", "weight-only"], QuantConfig(dtype="int8", mode="weight-only")),
+        # Block by block (sequential.py): each block read once for all calibration samples.
+        "int8-static": (["--dtype", "int8", "--mode", "static", "--calib", str(calibration(folder, sizes))], None),
     }
     last = sizes["blocks"] - 1
     checked = ["layers.0.self_attn.q_proj", f"layers.{last}.mlp.down_proj", "lm_head"]
@@ -259,7 +275,7 @@ def main() -> None:
             continue
         out = folder / f"out.{name}.safetensors"
         measured = run_cli(folder, index, out, flags, sizes)
-        same = same_as_in_memory(index, out, checked, config)
+        same = same_as_in_memory(index, out, checked, config) if config is not None else None
         rows.append((name, measured, out.stat().st_size, same))
         out.unlink()
     print()
@@ -269,10 +285,11 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     for name, m, size, same in rows:
+        case = name if "static" in name else f"{name} weight-only"
         print(
-            f"| {name} weight-only | {m['command_s']:.0f} s | {m['peak'] / 1e9:.2f} GB "
+            f"| {case} | {m['command_s']:.0f} s | {m['peak'] / 1e9:.2f} GB "
             f"| {m['peak'] / ckpt_bytes:.3f}x | {(m['peak'] - m['base']) / 1e9:.2f} GB | {size / 1e9:.2f} GB "
-            f"| {'yes' if same else 'NO'} |"
+            f"| {'n/a (tests)' if same is None else 'yes' if same else 'NO'} |"
         )
 
 

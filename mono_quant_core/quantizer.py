@@ -8,6 +8,7 @@ plus the quantized weights.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -21,10 +22,11 @@ from torch import nn
 from . import validation
 from .algorithms import SMOOTH_PHASE, RunAlgorithms, smoothed_layers, uses_samples
 from .batches import as_call_args, move_batch
-from .config import QuantConfig
+from .config import DEFAULT_VALIDATION_SAMPLES, QuantConfig
 from .coverage import weight_coverage
 from .devices import resolve_device
 from .errors import CalibrationError, ConfigError
+from .folding import fold_batchnorm, folded_records
 from .loading.lazy_model import declared_bytes, lazy_weights
 from .modules.attention import disable_fused_fast_paths
 from .modules.base import QuantizedModule
@@ -32,6 +34,7 @@ from .modules.registry import replacement_for
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
 from .report import LayerReport, QuantReport, SkippedLayer
 from .selection import select_layers
+from .sequential import BlockPlan, BlockViews, Staged, in_order, plan_blocks
 from .serialization.metadata import versions
 from .structure import get_submodule, model_device, names_by_module, set_submodule, shallow_clone
 from .tensor import db_from_sums
@@ -39,8 +42,8 @@ from .tensor_stats import state_bytes
 
 #: Calibration samples reserved for validation: every fifth one (static mode).
 HOLDOUT_EVERY = 5
-#: Validation runs on at most this many samples (each costs ~3 forward passes).
-MAX_VALIDATION_SAMPLES = 32
+#: Validation runs on at most this many samples unless a config says otherwise (QuantConfig.validation_samples).
+MAX_VALIDATION_SAMPLES = DEFAULT_VALIDATION_SAMPLES
 #: Fewer calibration samples than this earn a warning.
 MIN_CALIBRATION_SAMPLES = 16
 
@@ -58,22 +61,28 @@ class QuantResult:
     calibration_info: dict[str, Any] = field(default_factory=dict)
 
 
-def split_samples(n: int, static: bool) -> tuple[list[int], list[int], bool]:
-    """Indices for calibration and for validation, and whether they overlap.
+def split_samples(n: int, static: bool, limit: int = MAX_VALIDATION_SAMPLES) -> tuple[list[int], list[int], bool]:
+    """Indices for calibration and for validation (at most ``limit``), and whether they overlap.
 
     Static mode holds out every fifth sample (the last one when there are fewer
     than five); the other modes calibrate nothing and validate on all samples.
+    Samples past ``limit`` are neither (see :func:`skipped_validation_samples`).
     """
     indices = list(range(n))
     if not static:
-        return [], indices[:MAX_VALIDATION_SAMPLES], False
+        return [], indices[:limit], False
     if n == 0:
         return [], [], False
     if n == 1:
         return indices, indices, True
     held = [i for i in indices if i % HOLDOUT_EVERY == HOLDOUT_EVERY - 1] or [n - 1]
     calib = [i for i in indices if i not in set(held)]
-    return calib, held[:MAX_VALIDATION_SAMPLES], False
+    return calib, held[:limit], False
+
+
+def skipped_validation_samples(n: int, calib_idx: list[int], val_idx: list[int], overlap: bool) -> int:
+    """How many of ``n`` samples :func:`split_samples` set aside for validation but did not use."""
+    return 0 if overlap else max(0, n - len(calib_idx) - len(val_idx))
 
 
 class _Subset(Sequence[Any]):
@@ -160,6 +169,8 @@ def quantize(
         "source": source,
         "metric": metric,
     }
+    if config.fold_batchnorm:  # Conv→BatchNorm pairs folded on a copy, before anything measures the model
+        model = fold_batchnorm(model).model
     lazy = lazy_weights(model)
     searching = config.target_output_sqnr_db is not None or config.target_metric_drop is not None
     if lazy is not None and (searching or config.smoothquant_alpha is not None):
@@ -253,9 +264,10 @@ def _run_quantize(
     sampled = uses_samples(configs)
     if sampled and len(samples) == 0:
         raise ConfigError(f"{sampled[0]}: needs calibration samples (a calibration folder)")
-    calib_idx, val_idx, overlap = split_samples(len(samples), static or bool(sampled))
+    calib_idx, val_idx, overlap = split_samples(len(samples), static or bool(sampled), config.validation_samples)
+    skipped_val = skipped_validation_samples(len(samples), calib_idx, val_idx, overlap)
     if not validate:
-        val_idx = []
+        val_idx, skipped_val = [], 0
     task_metric = None
     if metric is not None:
         from .metrics import as_metric
@@ -271,9 +283,11 @@ def _run_quantize(
         versions=versions(),
         calibration_samples=len(calib_idx),
         validation_samples=len(val_idx),
+        validation_samples_skipped=skipped_val,
         calibration_method=config.observer if static else None,
         algorithm=config.algorithm_settings(),
         device=None if device is None else str(device),
+        folded_batchnorm=folded_records(model),  # what quantize() folded (fold_batchnorm)
     )
     validation.record_skipped_calibration(report, samples)
     check_cancel(cancel)
@@ -305,12 +319,23 @@ def _run_quantize(
     for clone in (reference, qmodel):
         disable_fused_fast_paths(clone, replaced)
 
+    # A lazily built model runs its calibration samples block by block when it can (sequential.py).
+    in_blocks = None
+    if lazy is not None and prepared is None and (static or sampled):
+        in_blocks = plan_blocks(reference, chosen, _Subset(samples, calib_idx), stepper.cancel_token)
+        if in_blocks is not None:
+            log.info(
+                "block by block: %d blocks (%s, ...), one read at a time", len(in_blocks.blocks), in_blocks.blocks[0]
+            )
+    float_chain = None
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     if static:
         if prepared is None:
             stepper.begin("calibrate", f"calibrating on {len(calib_idx)} samples")
             calibrated = [n for n in chosen if (c := configs[n]) is not None and c.needs_calibration]
-            qparams = _calibrate(reference, calibrated, _Subset(samples, calib_idx), config, stepper, report)
+            qparams, float_chain = _calibrate(
+                reference, calibrated, _Subset(samples, calib_idx), config, stepper, report, in_blocks
+            )
         else:
             qparams = prepared.qparams
         if overlap:
@@ -325,30 +350,39 @@ def _run_quantize(
     if prepared is None:
         stepper.begin("quantize", f"quantizing {len(chosen)} layers")
     aliases = names_by_module(work)  # a layer reused under several names is replaced at each
-    for name in chosen:
-        stepper.check()
-        float_module = get_submodule(work, name)
-        layer_config = effective_layer_config(configs[name], name, float_module, qparams, report)
-        if prepared is not None and name in prepared.modules:
-            qmodule = prepared.modules[name]
-        elif lazy is not None:  # the layer's float weights are read for its build, released after
-            with lazy.onloaded(float_module, name):
-                qmodule = algorithms.build(name, float_module, layer_config, qparams.get(name), reference, qmodel)
-        else:
-            qmodule = algorithms.build(name, float_module, layer_config, qparams.get(name), reference, qmodel)
-        if name:
-            for alias in aliases[id(float_module)]:
-                set_submodule(qmodel, alias, qmodule)
-        else:
-            qmodel = qmodule.eval()
-        layer_modules[name] = qmodule
-        layer = _layer_report(name, float_module, qmodule, layer_config)
-        algorithms.describe(name, qmodule, layer)
-        report.layers.append(layer)
-        if on_layer is not None:
-            on_layer(layer)
-        if prepared is None:
-            stepper.step(f"quantized {name or type(float_module).__name__}")
+    views = None
+    if in_blocks is not None and algorithms.captures_inputs and in_order(in_blocks, chosen):
+        views = BlockViews(
+            in_blocks, qmodel, reference, _Subset(samples, calib_idx), stepper.cancel_token, lazy, float_chain
+        )
+    try:
+        for name in chosen:
+            stepper.check()
+            float_module = get_submodule(work, name)
+            layer_config = effective_layer_config(configs[name], name, float_module, qparams, report)
+            if prepared is not None and name in prepared.modules:
+                qmodule = prepared.modules[name]
+            else:  # a lazy layer's float weights are read for its build, released after
+                with contextlib.nullcontext() if lazy is None else lazy.onloaded(float_module, name):
+                    qmodule = algorithms.build(
+                        name, float_module, layer_config, qparams.get(name), reference, qmodel, views
+                    )
+            if name:
+                for alias in aliases[id(float_module)]:
+                    set_submodule(qmodel, alias, qmodule)
+            else:
+                qmodel = qmodule.eval()
+            layer_modules[name] = qmodule
+            layer = _layer_report(name, float_module, qmodule, layer_config)
+            algorithms.describe(name, qmodule, layer)
+            report.layers.append(layer)
+            if on_layer is not None:
+                on_layer(layer)
+            if prepared is None:
+                stepper.step(f"quantized {name or type(float_module).__name__}")
+    finally:
+        if views is not None:
+            views.close()
 
     if lazy is not None:  # what stays float is read once, in the dtype the script declares
         lazy.materialize(qmodel)
@@ -431,11 +465,10 @@ def build_layer(
 
 #: Expected cost of one unit of each phase, in float forward passes of one sample:
 #: calibration runs the float model with observers; validation runs the float
-#: model, the quantized model, its file round-trip twin and each quantized layer
-#: again on the float layer's input (measured on the bundled demos and
-#: all-MiniLM-L6-v2, docs/benchmarks.md).
+#: model and the quantized model once per sample (per-layer SQNR in the same
+#: passes; the round trip's rebuilt layers on two samples), docs/benchmarks.md.
 CALIBRATE_FORWARDS = 1.1
-VALIDATE_FORWARDS = 4.0
+VALIDATE_FORWARDS = 2.0
 #: Seconds to quantize one weight element, before any layer was measured.
 QUANTIZE_SECONDS_PER_ELEMENT = 6e-9
 
@@ -487,14 +520,24 @@ def _calibrate(
     config: QuantConfig,
     stepper: Stepper,
     report: QuantReport,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    from .calibration.runner import calibrate
+    plan: BlockPlan | None = None,
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], Staged | None]:
+    """The calibrated layers' input qparams; block by block with ``plan`` (then also the float
+    blocks' outputs, which bias correction reuses)."""
+    from .calibration.runner import calibrate, calibrate_in_blocks
 
-    result = calibrate(reference, list(names), samples, config, stepper.span(), stepper.cancel_token)
+    chain = None
+    if plan is None:
+        result = calibrate(reference, list(names), samples, config, stepper.span(), stepper.cancel_token)
+    else:
+        driver = shallow_clone(reference)
+        result, chain = calibrate_in_blocks(
+            plan, driver, reference, list(names), samples, config, stepper.span(), stepper.cancel_token
+        )
     qparams = dict(result)
     if not qparams and any(type(get_submodule(reference, n)).__name__ != "Embedding" for n in names):
         raise CalibrationError("calibration observed no layer inputs: did the samples reach the model?")
-    return qparams
+    return qparams, chain
 
 
 def _layer_report(name: str, float_module: nn.Module, qmodule: QuantizedModule, config: QuantConfig) -> LayerReport:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,8 +27,9 @@ from .modules.base import QuantizedModule
 from .outputs import SqnrAccumulator, flat_tensors
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
 from .report import _decode_float, _encode
+from .validation import FloatReferences, LayerReferences, references_limit
 
-#: Sensitivity runs on at most this many validation samples (as validation does).
+#: Sensitivity runs on at most this many validation samples (validation: QuantConfig.validation_samples).
 MAX_SAMPLES = 32
 
 
@@ -104,6 +105,19 @@ class Evaluation:
     metric: dict[str, float] | None = None
 
 
+#: Evaluates each named layer quantized alone and yields ``(name, Evaluation)`` in any order:
+#: :func:`evaluate_each` here, or ``mono_quant_core.cluster``'s fan-out to Ray workers, which
+#: ships the workbench (``Workbench.__getstate__``) and calls ``evaluate`` there.
+EvaluateMany = Callable[["Workbench", list[str]], Iterator[tuple[str, Evaluation]]]
+
+
+def evaluate_each(bench: Workbench, names: list[str]) -> Iterator[tuple[str, Evaluation]]:
+    """The layers one after another in this process."""
+    for name in names:
+        bench.stepper.check()
+        yield name, bench.evaluate({name: bench.quantized(name)})
+
+
 def sensitivity_order(layers: Iterable[LayerSensitivity], by_metric: bool) -> list[LayerSensitivity]:
     """Most sensitive first: the largest metric drop (with a metric), else the lowest output SQNR."""
 
@@ -171,7 +185,7 @@ class Workbench:
         self.static = any_static(self.configs)
         if self.static and len(samples) == 0:
             raise ConfigError("mode: static needs calibration samples (a calibration folder)")
-        calib_idx, val_idx, overlap = split_samples(len(samples), self.static)
+        calib_idx, val_idx, overlap = split_samples(len(samples), self.static, MAX_SAMPLES)
         if not val_idx:
             raise ConfigError("sensitivity needs samples to run the model on (a calibration folder)")
         self.samples = samples
@@ -181,6 +195,7 @@ class Workbench:
         self.work = shallow_clone(model).eval()
         self.device = model_device(model)
         self.aliases = names_by_module(model)
+        self.alias_names = {n: list(self.aliases.get(id(get_submodule(model, n)), [])) for n in self.names}
         self.float_modules = {n: get_submodule(self.work, n) for n in self.names}
         self._float_of = {n: get_submodule(model, n) for n in self.names}
 
@@ -203,7 +218,7 @@ class Workbench:
         if self.static:
             self.stepper.begin("calibrate", f"calibrating on {len(calib_idx)} samples")
             calibrated = [n for n in self.names if (c := self.configs[n]) is not None and c.needs_calibration]
-            self.qparams = _calibrate(
+            self.qparams, _ = _calibrate(
                 self.reference, calibrated, _Subset(samples, calib_idx), config, self.stepper, self.report
             )
 
@@ -215,6 +230,7 @@ class Workbench:
             self.quantized(name)
             self.stepper.step(f"quantized {name or type(self._float_of[name]).__name__}")
         self._reference_outputs: list[list[torch.Tensor]] = []
+        self.float_references: FloatReferences | None = None
         self.float_metric: dict[str, float] | None = None
 
     # -- layers ---------------------------------------------------------------------------
@@ -251,14 +267,27 @@ class Workbench:
 
     # -- measuring --------------------------------------------------------------------------
     def measure_reference(self) -> None:
-        """The float outputs on the validation samples (and the float metric): the sensitivity phase's first unit."""
+        """The float outputs on the validation samples (and the float metric): the sensitivity phase's first unit.
+
+        The layers' float outputs are kept too (``float_references``), so that the final validation
+        of the automatic fallback does not run the float model again."""
         outputs = []
-        with torch.inference_mode():
-            for i in range(len(self.val)):
-                self.stepper.check()
-                out = call_model(self.reference, self.val[i], self.device, sample_name(self.val, i, "validation"))
-                outputs.append(flat_tensors(out))
+        layers = []
+        refs = LayerReferences(self.names, references_limit(len(self.val), len(self.names)))
+        handles = refs.record(self.reference)
+        try:
+            with torch.inference_mode():
+                for i in range(len(self.val)):
+                    self.stepper.check()
+                    refs.clear()
+                    out = call_model(self.reference, self.val[i], self.device, sample_name(self.val, i, "validation"))
+                    outputs.append(flat_tensors(out))
+                    layers.append(refs.calls)
+        finally:
+            for h in handles:
+                h.remove()
         self._reference_outputs = outputs
+        self.float_references = FloatReferences(outputs, layers)
         if self.metric is not None:
             self.float_metric = self.metric.evaluate(self.reference, "on the float model")
 
@@ -270,7 +299,7 @@ class Workbench:
         runnable: nn.Module = self.work
         if "" in assignment:  # the whole model is one quantized layer
             runnable = assignment[""]
-        swapped = [(alias, name) for name in assignment if name for alias in self.aliases[id(self._float_of[name])]]
+        swapped = [(alias, name) for name in assignment if name for alias in self.alias_names[name]]
         try:
             for alias, name in swapped:
                 set_submodule(self.work, alias, assignment[name])
@@ -278,7 +307,7 @@ class Workbench:
             acc = SqnrAccumulator()
             with torch.inference_mode():
                 for i in range(len(self.val)):
-                    check_cancel(self.stepper.cancel_token)
+                    check_cancel(None if self.stepper is None else self.stepper.cancel_token)
                     name = sample_name(self.val, i, "validation")
                     out = call_model(runnable, self.val[i], self.device, name, "the quantized model")
                     for ref, q in zip(self._reference_outputs[i], flat_tensors(out), strict=False):
@@ -302,16 +331,38 @@ class Workbench:
             return None
         return metric_drop(self.float_metric[key], values[key], self.metric.higher_is_better)
 
-    def analyze(self) -> SensitivityReport:
-        """Each layer quantized alone, then every layer quantized: the sensitivity phase."""
+    def __getstate__(self) -> dict[str, Any]:
+        """What ``evaluate`` needs on another machine (a Ray worker): the model being swapped, the
+        quantized layers, the validation samples and float outputs, the metric; no progress or callers."""
+        from .quantizer import _Subset
+
+        val = _Subset([self.val[i] for i in range(len(self.val))], list(range(len(self.val))))
+        if hasattr(self.val, "files"):
+            val.files = self.val.files
+        keep = ("config", "names", "metric", "work", "device", "float_modules", "alias_names", "float_metric")
+        state = {key: self.__dict__[key] for key in keep}
+        state.update(val=val, _reference_outputs=self._reference_outputs, stepper=None)
+        state["shipped_layers"] = {name: self.quantized(name) for name in self.names}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def analyze(self, evaluate_many: EvaluateMany | None = None) -> SensitivityReport:
+        """Each layer quantized alone, then every layer quantized: the sensitivity phase.
+
+        ``evaluate_many`` runs the per-layer evaluations (default: :func:`evaluate_each`, here).
+        """
         self.stepper.begin("sensitivity", f"measuring {len(self.names)} layers one at a time")
         self.measure_reference()
         self.stepper.step("measured the float model")
+        evaluations: dict[str, Evaluation] = {}
+        for name, evaluation in (evaluate_many or evaluate_each)(self, list(self.names)):
+            evaluations[name] = evaluation
+            self.stepper.step(f"measured {name or type(self._float_of[name]).__name__}")
         layers: list[LayerSensitivity] = []
         for name in self.names:
-            self.stepper.check()
-            qmodule = self.quantized(name)
-            evaluation = self.evaluate({name: qmodule})
+            evaluation = evaluations[name]
             first = None if evaluation.metric is None else next(iter(evaluation.metric.values()), None)
             layers.append(
                 LayerSensitivity(
@@ -324,7 +375,6 @@ class Workbench:
                     metric_drop=self.metric_drop(evaluation.metric),
                 )
             )
-            self.stepper.step(f"measured {name or type(self._float_of[name]).__name__}")
         float_metric = None if self.float_metric is None else next(iter(self.float_metric.values()), None)
         return SensitivityReport(
             layers=sensitivity_order(layers, by_metric=self.metric is not None),
@@ -349,6 +399,7 @@ def analyze_sensitivity(
     progress: ProgressFn | None = None,
     cancel: CancelLike | None = None,
     on_phase: PhaseFn | None = None,
+    evaluate_many: EvaluateMany | None = None,
 ) -> SensitivityReport:
     """For every selected layer, the output SQNR (and metric drop) with only that layer quantized.
 
@@ -358,7 +409,9 @@ def analyze_sensitivity(
     counts calibration samples, layers quantized and layers measured;
     ``on_phase`` gets a :class:`RunPlan` with the phases ``calibrate`` (static),
     ``quantize`` and ``sensitivity``.  ``cancel`` is checked between samples,
-    also within a layer.  The caller's model is not changed.
+    also within a layer.  The caller's model is not changed.  ``evaluate_many`` runs the
+    per-layer evaluations elsewhere (``mono_quant_core.cluster.sensitivity_on``), with the
+    same results.
     """
     from .quantizer import _as_sequence
 
@@ -373,7 +426,7 @@ def analyze_sensitivity(
         lambda plan: Stepper(plan, progress, cancel, on_phase),
         timed=on_phase is not None,
     )
-    report = bench.analyze()
+    report = bench.analyze(evaluate_many)
     evaluation = bench.evaluate({name: bench.quantized(name) for name in bench.names})
     report.all_quantized_output_sqnr_db = evaluation.output_sqnr_db
     report.elapsed_s = time.perf_counter() - bench.started

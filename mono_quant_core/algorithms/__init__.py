@@ -19,6 +19,7 @@ from ..modules.attention import QuantizedMultiheadAttention, as_linear, float_pr
 from ..modules.base import QuantizedModule
 from ..progress import Stepper
 from ..report import LayerReport
+from ..sequential import BlockViews, View
 
 #: The phase SmoothQuant's activation ranges are measured in (one unit per calibration sample).
 SMOOTH_PHASE = "smooth"
@@ -59,6 +60,11 @@ class RunAlgorithms:
             for c in self.configs.values()
         )
 
+    @property
+    def captures_inputs(self) -> bool:
+        """Whether some layer's build runs the calibration samples (GPTQ, bias correction)."""
+        return any(c is not None and (c.algorithm == "gptq" or c.bias_correction) for c in self.configs.values())
+
     def smooth(self, model: nn.Module) -> nn.Module:
         """The float model to quantize: ``model`` itself, or a smoothed shallow clone (SmoothQuant)."""
         alphas = smoothed_layers(self.configs)
@@ -78,12 +84,20 @@ class RunAlgorithms:
         qparams: tuple[torch.Tensor, torch.Tensor] | None,
         reference: nn.Module,
         qmodel: nn.Module,
+        blocks: BlockViews | None = None,
     ) -> QuantizedModule:
         """The quantized twin of layer ``name``: built, rounded by its algorithm, bias corrected.
 
         ``qmodel`` holds the layers before this one already quantized (GPTQ sees their outputs);
-        ``reference`` is the float model (bias correction measures on its inputs).
+        ``reference`` is the float model (bias correction measures on its inputs).  With
+        ``blocks`` (a run going block by block), a layer inside a block sees its inputs through
+        a replay of its block rather than the whole model.
         """
+
+        def view(model: nn.Module, quantized: bool) -> View:
+            found = blocks.view(name, quantized) if blocks is not None else None
+            return found if found is not None else (model, name, self.samples)
+
         from ..quantizer import build_layer
 
         qmodule = build_layer(float_module, layer_config, qparams)
@@ -91,12 +105,12 @@ class RunAlgorithms:
             self.smoothing.apply(name, qmodule)
         if qmodule.spec is not None and layer_config.algorithm != "rtn":
             if isinstance(qmodule, QuantizedMultiheadAttention):
-                done = self._round_attention(name, qmodule, float_module, layer_config, qmodel)
+                done = self._round_attention(qmodule, float_module, layer_config, view(qmodel, True))
             elif layer_config.algorithm == "gptq":
                 from . import gptq
                 from .capture import layer_inputs
 
-                inputs = layer_inputs(qmodel, name, self.samples, self.stepper.cancel_token)
+                inputs = layer_inputs(*view(qmodel, True), self.stepper.cancel_token)
                 done = gptq.quantize_module(qmodule, float_module, inputs, layer_config)
             else:
                 from . import hqq
@@ -107,17 +121,16 @@ class RunAlgorithms:
             from . import bias_correction
             from .capture import layer_inputs
 
-            inputs = layer_inputs(reference, name, self.samples, self.stepper.cancel_token)
+            inputs = layer_inputs(*view(reference, False), self.stepper.cancel_token)
             qmodule.bias_corrected = bias_correction.correct(qmodule, float_module, inputs)
         return qmodule
 
     def _round_attention(
         self,
-        name: str,
         qmodule: QuantizedMultiheadAttention,
         float_module: nn.Module,
         layer_config: QuantConfig,
-        qmodel: nn.Module,
+        where: View,
     ) -> bool:
         """GPTQ or HQQ on each projection of an attention; whether every projection took it.
 
@@ -140,7 +153,8 @@ class RunAlgorithms:
             def project(which: str, x: torch.Tensor, rounded: set[str] = rounded) -> torch.Tensor:
                 return qmodule.project(which, x) if which in rounded else floats[which](x)
 
-            inputs = projection_inputs(qmodel, name, n, self.samples, project, self.stepper.cancel_token)
+            model, name, samples = where
+            inputs = projection_inputs(model, name, n, samples, project, self.stepper.cancel_token)
             done.append(gptq.quantize_module(projection, floats[n], inputs, layer_config))
         return all(done)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sized
+from collections.abc import Iterable, Mapping, Sequence, Sized
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,8 +11,10 @@ from torch import nn
 from ..batches import call_model, sample_name
 from ..config import QuantConfig
 from ..errors import CalibrationError
+from ..loading.lazy_model import lazy_weights
 from ..progress import CancelLike, ProgressFn, check_cancel
-from ..structure import model_device
+from ..sequential import BlockPlan, Staged, onloaded
+from ..structure import get_submodule, model_device
 from ..tensor.activations import ACT_QMAX, ACT_QMIN
 from .base import Observer, affine_qparams
 from .hooks import observed_inputs
@@ -103,3 +106,49 @@ def calibrate(
 
 
 _END = object()
+
+
+def calibrate_in_blocks(
+    plan: BlockPlan,
+    driver: nn.Module,
+    model: nn.Module,
+    layer_names: list[str],
+    samples: Sequence[Any],
+    config: QuantConfig,
+    progress: ProgressFn | None = None,
+    cancel: CancelLike | None = None,
+) -> tuple[CalibrationResult, Staged]:
+    """:func:`calibrate`, block by block (:mod:`mono_quant_core.sequential`): the same qparams.
+
+    ``model`` carries the observers and runs each block (read from the checkpoint while it
+    runs, when the model is built lazily); ``driver``, another float clone of it without
+    observers, runs the model's first stages to capture each block's inputs.  Also returns the
+    float blocks' recorded outputs (a :class:`Staged` over ``model``), which bias correction
+    reuses.
+    """
+    lazy = lazy_weights(model)
+    n, blocks = len(samples), plan.blocks
+    total = n * (len(blocks) + 1)
+    flags = [(m, m.training) for m in [*model.modules(), *driver.modules()]]
+    model.eval()
+    driver.eval()
+    try:
+        with observed_inputs(model, layer_names, lambda: make_observer(config)) as observers:
+            inputs = Staged(driver, plan, samples, cancel, lazy)
+            for i, name in enumerate(blocks):
+                calls = inputs.capture(i)
+                with onloaded(lazy, model, name):
+                    inputs.finish(get_submodule(model, name), i, calls)
+                if progress is not None:
+                    progress(n * (i + 1), total, f"calibrating block {i + 1}/{len(blocks)}")
+            # The layers outside the blocks: the whole model once, every block answered.
+            staged = Staged(model, plan, samples, cancel, lazy)
+            staged.outputs = inputs.outputs
+            staged.final()
+            if progress is not None:
+                progress(total, total, f"calibrated on {n} samples")
+        with torch.no_grad():
+            return _finish(observers, n), staged
+    finally:
+        for module, flag in flags:
+            module.training = flag

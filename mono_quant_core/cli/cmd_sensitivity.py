@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..jobs.run import check_sources, resolve_metric
 from ..jobs.text_files import write_text_atomic
 from ..report import format_db
-from .arguments import add_debug
+from .arguments import add_debug, add_ray
 from .progress_line import ProgressPrinter
 from .quant_flags import config_from_args, input_flags, metric_flag, quantization_flags
 
@@ -25,6 +25,7 @@ examples:
       --mode static --report sens.json
   mono-quant sensitivity --script model.py --calib calib/ --dtype int4 --mode weight-only \\
       --granularity per-group --group-size 64 --override 'head.*:dtype=float'
+  mono-quant sensitivity --script model.py --checkpoint ckpt.pt --calib calib/ --ray local
 
 The table lists the most sensitive layer first: the largest metric drop with --metric, else the
 lowest output SQNR with only that layer quantized.
@@ -47,6 +48,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check = p.add_argument_group("measuring")
     metric_flag(check)
     check.add_argument("--report", metavar="FILE.json", help="write the sensitivity report as JSON")
+    add_ray(p, "the per-layer evaluations (the same results as here)")
     add_debug(p)
 
 
@@ -77,7 +79,25 @@ def run(args: argparse.Namespace) -> int:
             calib, samples=args.samples, seed=args.seed, skip_unusable=args.skip_unusable, model=model
         )
         metric = resolve_metric(script, args.metric, needed=False)
-        report = analyze_sensitivity(model, config, samples, metric=cast(Any, metric), progress=printer)
+        cluster = None
+        if args.ray is not None:
+            from ..cluster import RayCluster, sensitivity_on
+
+            cluster = RayCluster(args.ray, retries=args.retries)
+            printer(0, 0, f"connecting to the Ray cluster at {args.ray}")
+            cluster.connect()
+        try:
+            report = analyze_sensitivity(
+                model,
+                config,
+                samples,
+                metric=cast(Any, metric),
+                progress=printer,
+                evaluate_many=None if cluster is None else sensitivity_on(cluster),
+            )
+        finally:
+            if cluster is not None:
+                cluster.close()
     finally:
         printer.finish()
     if report_path is not None:
