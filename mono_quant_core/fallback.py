@@ -242,13 +242,19 @@ def _finish(
     report = result.report
     layer_modules = {name: bench.quantized(name, to) for name, to in _quantized_dtypes(bench, search, moves).items()}
     report.warnings.extend(w for w in bench.report.warnings if w not in report.warnings)
-    bench.stepper.begin("validate", f"validating on {len(bench.val_idx)} samples")
-    val = _Subset(samples, bench.val_idx)  # the float outputs of the sensitivity pass are these samples'
-    validation.validate(result, bench.reference, layer_modules, val, bench.stepper, bench.float_references)
-    report.validation_samples = len(bench.val_idx)
-    report.validation_samples_skipped = skipped_validation_samples(
-        len(samples), bench.calib_idx, bench.val_idx, bench.overlap
-    )
+    from .validation import FloatReferences
+
+    # The float outputs of the sensitivity pass are these samples' (the first of them: the
+    # validation budget of the config).
+    val_idx = bench.val_idx[: result.config.validation_samples]
+    references = bench.float_references
+    if references is not None:
+        references = FloatReferences(references.outputs[: len(val_idx)], references.layers[: len(val_idx)])
+    bench.stepper.begin("validate", f"validating on {len(val_idx)} samples")
+    validation.validate(result, bench.reference, layer_modules, _Subset(samples, val_idx), bench.stepper, references)
+    report.validation_samples = len(val_idx)
+    skipped = skipped_validation_samples(len(samples), bench.calib_idx, val_idx, bench.overlap)
+    report.validation_samples_skipped = skipped
     if bench.metric is not None:
         bench.stepper.begin("metric", f"measuring {bench.metric.name}")
         float_values = bench.float_metric or bench.metric.evaluate(bench.reference, "on the float model")

@@ -418,6 +418,10 @@ def analyze_sensitivity(
     config = config or QuantConfig()
     config.validate()
     samples = _as_sequence(calibration)
+    if config.fold_batchnorm:  # as quantize() does: the figures describe the model it writes
+        from .folding import fold_batchnorm
+
+        model = fold_batchnorm(model).model
     bench = Workbench(
         model,
         config,

@@ -39,6 +39,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .batches import call_model, sample_name
+from .errors import Cancelled
 from .loading.lazy_model import LazyWeights
 from .progress import CancelLike, check_cancel
 from .structure import get_submodule, model_device, names_by_module
@@ -62,7 +63,25 @@ class _Call:
     kwargs: dict[str, Any]
 
 
-class _Answer(nn.Module):
+class _StandIn(nn.Module):
+    """Takes a module's place for one pass; attributes it lacks are the replaced module's (a
+    forward that reads ``self.layers[0].attention_type`` or a tied weight still finds them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.__dict__["replaced"] = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            replaced = self.__dict__.get("replaced")
+            if replaced is None:
+                raise
+            return getattr(replaced, name)
+
+
+class _Answer(_StandIn):
     """Stands in for a finished block: returns its recorded output for the current sample."""
 
     def __init__(self) -> None:
@@ -73,7 +92,7 @@ class _Answer(nn.Module):
         return self.value
 
 
-class _Capture(nn.Module):
+class _Capture(_StandIn):
     """Stands in for the block whose inputs are wanted: records them and stops the pass."""
 
     def __init__(self) -> None:
@@ -114,6 +133,7 @@ def _swapped(model: nn.Module, names: Sequence[str], stand_ins: Sequence[nn.Modu
         parent_name, _, leaf = name.rpartition(".")
         parent = get_submodule(model, parent_name)
         parents.append((parent, leaf, parent._modules[leaf]))
+        stand_in.__dict__["replaced"] = parent._modules[leaf]
         parent._modules[leaf] = stand_in
     try:
         yield
@@ -355,7 +375,14 @@ def plan_blocks(
     plan, calls, outputs, final = reason
     staged = Staged(model, plan, samples, cancel)
     for i in range(len(blocks) + 1):  # every stage replayed from the recorded outputs sees what the full pass saw
-        seen = staged.run(0, i, answers=outputs)
+        try:
+            seen = staged.run(0, i, answers=outputs)
+        except (Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # e.g. the forward reads an attribute of a block it cannot have
+            where = blocks[i] if i < len(blocks) else "the model's output"
+            log.info("block by block: replaying the stages up to %s failed (%s); not splitting", where, exc)
+            return None
         want = calls[i] if i < len(blocks) else final
         if not _equal(seen if i == len(blocks) else (seen.args, seen.kwargs), want):
             where = blocks[i] if i < len(blocks) else "the model's output"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 
 from ..errors import ConfigError, MonoQuantError
 from ..jobs import load_job, run_job
+from ..progress import CancelToken
 from .arguments import add_debug, add_ray, positive_int
 from .progress_line import ProgressPrinter
 from .results import JobRow, print_warnings, summary_table
@@ -82,7 +83,7 @@ def _run_on_cluster(args: argparse.Namespace) -> list[JobRow]:
     cluster = RayCluster(args.ray, retries=args.retries, concurrency=args.concurrency)
     try:
         info = cluster.connect()
-        workers = cluster.default_concurrency()
+        workers = _concurrency(cluster, args.jobs)
         print(
             f"mono-quant: Ray cluster at {args.ray}: {info.nodes} node(s), {info.cpus:g} CPUs, {info.gpus:g} GPUs; "
             f"running {min(workers, len(args.jobs))} job(s) at a time",
@@ -91,14 +92,38 @@ def _run_on_cluster(args: argparse.Namespace) -> list[JobRow]:
         lock = threading.Lock()
         count = len(args.jobs)
 
+        cancel = CancelToken()  # Ctrl-C: the running remote jobs are cancelled, the waiting ones dropped
+
         def one(item: tuple[int, str]) -> JobRow:
             index, path = item
-            return _run_one(path, index, count, args.debug, cluster=cluster, lock=lock, plain=workers > 1)
+            return _run_one(
+                path, index, count, args.debug, cluster=cluster, lock=lock, plain=workers > 1, cancel=cancel
+            )
 
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mono-quant-job") as pool:
-            return list(pool.map(one, enumerate(args.jobs)))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mono-quant-job")
+        try:
+            futures = [pool.submit(one, item) for item in enumerate(args.jobs)]
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:
+            cancel.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
     finally:
         cluster.close()
+
+
+def _concurrency(cluster: RayCluster, paths: list[str]) -> int:
+    """Jobs at once: ``--concurrency``, else what the cluster's free CPUs (GPUs for CUDA jobs) allow
+    for the most demanding job (a job file that does not load fails in its own row later)."""
+    jobs = []
+    for path in paths:
+        try:
+            jobs.append(load_job(path))
+        except Exception:
+            continue
+    return min((cluster.default_concurrency(job) for job in jobs), default=cluster.default_concurrency())
 
 
 def _run_one(
@@ -110,6 +135,7 @@ def _run_one(
     cluster: RayCluster | None = None,
     lock: threading.Lock | None = None,
     plain: bool = False,
+    cancel: CancelToken | None = None,
 ) -> JobRow:
     """Run one job file (on ``cluster`` when given); every error of that job (even a bug) becomes its row,
     not the end of the batch.  ``plain``: progress as lines, not a redrawn bar (jobs run at once)."""
@@ -121,7 +147,8 @@ def _run_one(
         job = load_job(path)
         printer(0, 0, f"job {index + 1} of {count}")
         if cluster is not None:
-            outcome = cluster.run_job(job, progress=printer, on_event=_event_printer(path, printer, stream))
+            events = _event_printer(path, printer, stream)
+            outcome = cluster.run_job(job, progress=printer, cancel=cancel, on_event=events)
         else:
             outcome = run_job(job, progress=printer)
     except Exception as exc:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modules.base import QuantizedModule
-from ..modules.conv import QuantizedConvNd, QuantizedConvTransposeNd
+from ..modules.conv import QuantizedConvNd, QuantizedConvTransposeNd, per_sample_fake_quantize
 from ..modules.embedding import QuantizedEmbedding
 from ..modules.linear import QuantizedLinear
 from ..tensor import decode
@@ -90,6 +90,11 @@ class ExportActivation(nn.Module):
     def __init__(self, q: QuantizedModule) -> None:
         super().__init__()
         self.mode = "weight-only" if q.cast_dtype is not None else q.mode
+        # A dynamic convolution rounds each sample on its own grid (per_sample_fake_quantize):
+        # exported as those same operations (ReduceMin/Max, Div, Round, Clip...), so a runtime
+        # computes what mono-quant does at every batch size (DynamicQuantizeLinear has one grid).
+        self.per_sample = self.mode == "dynamic" and isinstance(q, QuantizedConvNd) and q.per_sample_inputs
+        self.rank = len(q.kernel_size) + 2 if isinstance(q, QuantizedConvNd) else 0
         if self.mode == "static":
             self.register_buffer("scale", q.input_scale.detach().to(torch.float32).reshape(()).clone())
             self.register_buffer("zero_point", q.input_zero_point.detach().to(torch.int8).reshape(()).clone())
@@ -100,6 +105,8 @@ class ExportActivation(nn.Module):
         xf = x.to(torch.float32)  # ONNX quantizes float32 with float32 scales (a no-op for float32 inputs)
         if self.mode == "static":
             y = cast(torch.Tensor, QuantizeDequantize.apply(xf, self.scale, self.zero_point))
+        elif self.per_sample and x.dim() == self.rank:
+            y = per_sample_fake_quantize(xf)
         else:
             y = cast(torch.Tensor, DynamicQuantizeDequantize.apply(xf))
         return y if y.dtype == x.dtype else y.to(x.dtype)

@@ -130,10 +130,19 @@ class QuantizedConvNd(QuantizedModule):
         )
 
     # -- dynamic mode: each sample on its own grid -----------------------------------------
+    #: Dynamic mode rounds each sample on its own grid (the export twin follows this flag).
+    per_sample_inputs = True
+
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamic mode: each sample of a batch on the int8 grid of its own range
         (:func:`per_sample_fake_quantize`); static and weight-only as every layer."""
-        if self.mode == "dynamic" and x.is_floating_point() and x.numel() and x.dim() == len(self.kernel_size) + 2:
+        if (
+            self.mode == "dynamic"
+            and self.per_sample_inputs
+            and x.is_floating_point()
+            and x.numel()
+            and x.dim() == len(self.kernel_size) + 2
+        ):
             return per_sample_fake_quantize(x)
         return super().quantize_input(x)
 
@@ -141,8 +150,14 @@ class QuantizedConvNd(QuantizedModule):
     def _forward_static(self, x: torch.Tensor) -> torch.Tensor:
         """The calibrated layer through the int8 kernel selected and packed at first forward,
         or through the dequantized reference where none applies; the reference also serves an
-        empty or integer input and one autograd must differentiate through (the op has no backward)."""
-        one_off = not x.is_floating_point() or x.numel() == 0 or (x.requires_grad and torch.is_grad_enabled())
+        empty, integer or unbatched input and one autograd must differentiate through (the op has
+        no backward): for that call only, the kernel stays for the next."""
+        one_off = (
+            not x.is_floating_point()
+            or x.numel() == 0
+            or x.dim() != len(self.kernel_size) + 2
+            or (x.requires_grad and torch.is_grad_enabled())
+        )
         if not one_off:
             kernel: ConvKernel | None
             kernel, state = self._cached(lambda: select_conv_kernel(self))

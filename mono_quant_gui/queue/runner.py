@@ -349,6 +349,10 @@ class QueueRunner(QObject):
             return
         self._connecting = None
         self._connection, self._connected_to = connection, wanted
+        if self._wanted(self.target) != wanted and not self._remote_jobs():  # the setting changed meanwhile
+            self._disconnect()
+            self._pump()
+            return
         log.info(
             "queue: connected to the Ray cluster at %s: %s; %d job(s) at once",
             wanted[0],

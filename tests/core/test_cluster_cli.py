@@ -82,3 +82,53 @@ def test_sensitivity_with_ray_reports_what_the_local_run_reports(tmp_path, capsy
     local_report = json.loads((tmp_path / "local.json").read_text())
     assert ray_report.pop("elapsed_s") > 0 and local_report.pop("elapsed_s") > 0
     assert ray_report == local_report
+
+
+def test_ctrl_c_cancels_the_running_remote_jobs_at_once(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during ``run --ray`` cancels the jobs running on the cluster (it waited for them)."""
+    import signal
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import mono_quant_core.cluster as cluster_module
+    from mono_quant_core.errors import Cancelled
+
+    seen: list[bool] = []
+
+    class Fake:
+        def __init__(self, address, *, retries=1, concurrency=None):
+            self.concurrency = concurrency
+
+        def connect(self, timeout_s: float = 15.0):
+            return SimpleNamespace(nodes=1, cpus=2.0, gpus=0.0)
+
+        def default_concurrency(self, job=None) -> int:
+            return 2
+
+        def run_job(self, job, progress=None, cancel=None, on_event=None):
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if cancel is not None and cancel.is_set():
+                    seen.append(True)
+                    raise Cancelled("cancelled by the user")
+                time.sleep(0.01)
+            seen.append(False)
+            raise AssertionError("never cancelled")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cluster_module, "RayCluster", Fake)
+    root = write_project(tmp_path / "p", MODEL)
+    files = []
+    for i in range(3):
+        make_job(root, f"out{i}.safetensors").save(root / f"job{i}.toml")
+        files.append(str(root / f"job{i}.toml"))
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # what Ctrl-C sends
+    started = time.monotonic()
+    code = main(["run", "--ray", "local", *files])
+    assert time.monotonic() - started < 5
+    assert code != 0
+    assert seen == [True, True]  # both running jobs cancelled; the third never started
+    assert not any((root / f"out{i}.safetensors").exists() for i in range(3))

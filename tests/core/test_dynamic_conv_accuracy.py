@@ -126,3 +126,27 @@ def test_unbatched_and_half_inputs() -> None:
     xh = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(4)).half()
     assert per_sample_fake_quantize(xh).dtype == torch.float16
     assert q2.quantize_input(xh).dtype == torch.float16
+
+
+def test_the_onnx_export_rounds_each_sample_as_the_model_does(tmp_path) -> None:
+    """An exported dynamic convolution computes what the quantized layer does with a loud and a
+    quiet sample in one batch (one DynamicQuantizeLinear grid would drown the quiet one)."""
+    import onnxruntime as ort
+
+    from mono_quant_core.export.onnx_qdq import export_onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3)).eval()
+    g = torch.Generator().manual_seed(1)
+    calibration = [torch.randn(2, 3, 12, 12, generator=g) for _ in range(4)]
+    result = quantize(model, QuantConfig(mode="dynamic"), calibration=calibration, validate=False)
+    x = torch.cat([torch.randn(1, 3, 12, 12, generator=g) * 50, torch.randn(1, 3, 12, 12, generator=g) * 0.1])
+    path = tmp_path / "dynamic.onnx"
+    export_onnx(result, calibration[0], path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.inference_mode():
+        ours = result.model(x)
+    quiet = torch.from_numpy(onnx_out)[1]
+    assert sqnr_db(ours[1], quiet) >= 60.0  # the same rounding, float arithmetic apart
+    assert sqnr_db(ours[0], torch.from_numpy(onnx_out)[0]) >= 60.0

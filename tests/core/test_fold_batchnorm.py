@@ -217,3 +217,19 @@ def test_config_cli_and_job_file_set_it(tmp_path: Path) -> None:
     args = build_parser().parse_args(["quantize", "--script", "m.py", "--out", "o.safetensors"])
     assert config_from_args(args).fold_batchnorm is False
     assert json.loads(json.dumps(QuantConfig(fold_batchnorm=True).to_dict()))["fold_batchnorm"] is True
+
+
+def test_sensitivity_measures_the_folded_model_when_asked() -> None:
+    """analyze_sensitivity with fold_batchnorm describes the model quantize writes: the same
+    figures as on the model folded beforehand (it measured the unfolded model before)."""
+    from mono_quant_core import analyze_sensitivity
+
+    model = ConvBnNet().eval()
+    samples = _images(10)
+    config = QuantConfig(mode="static", granularity="per-tensor")
+    asked = analyze_sensitivity(model, config.replace(fold_batchnorm=True), samples)
+    prefolded = analyze_sensitivity(fold_batchnorm(model).model, config, samples)
+    unfolded = analyze_sensitivity(model, config, samples)
+    figures = [(r.name, r.output_sqnr_db) for r in asked.layers]
+    assert figures == [(r.name, r.output_sqnr_db) for r in prefolded.layers if r.name in dict(figures)]
+    assert figures != [(r.name, r.output_sqnr_db) for r in unfolded.layers if r.name in dict(figures)]

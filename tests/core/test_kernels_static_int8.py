@@ -320,3 +320,17 @@ def test_small_batches_take_fbgemm_after_it_agrees_with_onednn(monkeypatch):
         _, state = q._kernel_state
         assert state.small is False and q.kernel == "onednn-static"
         assert sqnr_db(reference[:1], one) >= AGREEMENT_DB
+
+
+def test_an_unbatched_input_runs_the_reference_once_and_keeps_the_kernel():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
+    x = torch.randn(2, 8, 12, 12, generator=gen(1))
+    q = static_layer(QuantizedConv2d, conv, x)
+    with torch.inference_mode():
+        q(x)
+        assert q.kernel == "onednn-qconv"
+        single = q(x[0])  # [C, H, W]: the op wants a batch; the reference answers this call
+        assert torch.equal(single, q.static_reference(x[0]))
+        q(x)
+    assert q.kernel == "onednn-qconv"

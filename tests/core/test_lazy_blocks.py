@@ -69,6 +69,21 @@ class Between(nn.Module):  # a quantized layer runs between two blocks
         return x
 
 
+class ReadsBlocks(nn.Module):  # the forward reads attributes of its blocks and of an outside module
+    def __init__(self, width=16):
+        super().__init__()
+        self.embed = nn.Linear(width, width)
+        self.blocks = blocks(width)
+        for block in self.blocks:
+            block.gain = 0.5
+
+    def forward(self, x):
+        x = self.embed(x) * self.embed.out_features / 16
+        for block in self.blocks:
+            x = x + block(x) * self.blocks[0].gain
+        return x
+
+
 class Counting(nn.Module):  # the glue between blocks keeps state: replaying a stage sees other inputs
     def __init__(self, width=16):
         super().__init__()
@@ -221,4 +236,20 @@ def test_minilm_static_block_by_block_equals_the_in_memory_run(caplog):
         assert ("block by block: 6 blocks (encoder.layer.0" in caplog.text) == lazy
         states[lazy] = result.model.state_dict()
     assert list(states[True]) == list(states[False])
+    assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))
+
+
+def test_a_forward_that_reads_its_blocks_attributes_still_splits(tmp_path, caplog):
+    """Blocks and early modules answered from their outputs still show the replaced module's
+    attributes (``self.blocks[0].gain``, ``self.embed.out_features``), as the in-memory run."""
+    script, checkpoint = _write(tmp_path, NOT_CHAINED, "ReadsBlocks")
+    samples = [torch.randn(2, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    states = {}
+    for lazy in (True, False):
+        with caplog.at_level(logging.INFO, logger="mono_quant_core"):
+            caplog.clear()
+            loaded = open_model(script, checkpoint, entry="ReadsBlocks", lazy=lazy)
+            result = quantize(loaded.model, QuantConfig(mode="static"), calibration=samples, validate=False)
+        assert ("block by block: 3 blocks" in caplog.text) == lazy
+        states[lazy] = result.model.state_dict()
     assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))

@@ -333,3 +333,18 @@ def test_validation_holds_no_second_copy_of_the_quantized_weights():
         peaks[case] = json.loads(out.stdout.strip().splitlines()[-1])["peak"]
     assert 0.2 < peaks["unvalidated"] < 0.45, peaks  # the int8 weights themselves are 0.25x
     assert peaks["validated"] <= peaks["unvalidated"] + 0.1, peaks
+
+
+def test_a_target_run_validates_within_the_budget_too():
+    """``validation_samples`` bounds the final validation of a target run as of a plain one
+    (it took the sensitivity pass's 32 samples, whatever the budget)."""
+    log: list[str] = []
+    torch.manual_seed(0)
+    model = Counted(log).eval()
+    config = QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=16, validation_samples=2)
+    plain = quantize(model, config, calibration=data(12))
+    assert plain.report.validation_samples == 2
+    target = quantize(model, config.replace(target_output_sqnr_db=99.0, fallback="int8"), calibration=data(12))
+    assert target.report.accuracy_target is not None
+    assert target.report.validation_samples == 2 and target.report.validation_samples_skipped == 10
+    assert target.report.load_test_passed, target.report.failures

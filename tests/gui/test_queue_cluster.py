@@ -206,6 +206,42 @@ def test_switching_back_to_this_computer_runs_the_next_jobs_here(dock, qtbot, tm
     assert factory.last.jobs == 1 and len(factory.made) == 1  # not sent to the cluster
 
 
+def test_switching_to_this_computer_while_connecting_lets_the_connection_go(data_home, qtbot, tmp_path):
+    """A connection that arrives after the user chose this computer again is closed, not kept."""
+    entered = threading.Event()
+    release = threading.Event()
+
+    class Slow(Factory):
+        def __call__(self, address, concurrency):
+            cluster = super().__call__(address, concurrency)
+            plain = cluster.connect
+
+            def connect(timeout_s: float = 15.0):
+                entered.set()
+                release.wait(5)
+                return plain(timeout_s)
+
+            cluster.connect = connect
+            return cluster
+
+    slow = Slow()
+    panel = QueueDock(cluster_factory=slow)
+    qtbot.addWidget(panel)
+    try:
+        panel.set_target(CLUSTER)
+        (entry,) = queue_jobs(panel, tmp_path, 1)
+        panel.run_all.trigger()
+        assert entered.wait(RUN_TIMEOUT_MS / 1000)
+        panel.set_target(LOCAL)
+        qtbot.waitUntil(lambda: panel.model.find(entry).status == DONE, timeout=RUN_TIMEOUT_MS)  # run here
+        release.set()
+        qtbot.waitUntil(lambda: slow.last.closed, timeout=5_000)
+        assert panel.runner.connection is None and slow.last.jobs == 0
+    finally:
+        release.set()
+        assert panel.shutdown()
+
+
 def test_remote_jobs_running_when_the_app_dies_come_back_queued(dock, qtbot, tmp_path, factory):
     dock.set_target(CLUSTER)
     ids = queue_jobs(dock, tmp_path, 2)
