@@ -353,6 +353,8 @@ class _QuantizedHooks:
     ) -> None:
         self.refs, self.layer_acc, self.check = refs, layer_acc, check
         self.round_trip = False
+        #: Release each layer's packed kernel after its call (a model built lazily: larger than memory).
+        self.release = False
         self._done: set[str] = set()
         self._called: dict[str, list[tuple[tuple[Any, ...], dict[str, Any]]]] = {}
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -383,6 +385,9 @@ class _QuantizedHooks:
                 self._done.add(name)
                 self._called.pop(name, None)
                 self.check.run(name, args, kwargs, output)
+            release = getattr(module, "release_kernel", None) if self.release else None
+            if callable(release):
+                release()
 
         return compare
 
@@ -424,6 +429,11 @@ def validate(
         references = None  # computed on other samples: not these figures
     handles = refs.record(reference) if references is None else []
     hooks = _QuantizedHooks(result.model, refs, layer_acc, check)
+    # A model too large for memory: the kernels' packs (a copy of each layer's codes) would add
+    # up to a second quantized model over the pass; each is dropped after its layer ran.
+    from .loading.lazy_model import lazy_weights
+
+    hooks.release = lazy_weights(reference) is not None
     round_trip_samples = 0
     try:
         with torch.inference_mode():

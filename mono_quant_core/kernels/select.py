@@ -11,6 +11,7 @@ exactly the values they compute with.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -78,9 +79,10 @@ def _agrees(kernel: LinearKernel, state: Any, module: QuantizedLinear) -> bool:
     return y.shape == reference.shape and sqnr_db(reference, y) >= kernel.probe_min_sqnr_db
 
 
-def select_linear_kernel(module: QuantizedLinear) -> tuple[str, tuple[LinearKernel, object]]:
-    """``(name, (kernel, state))`` of the first kernel that is available, applies, packs and agrees."""
-    for kernel in LINEAR_KERNELS[:-2]:
+def _first_agreeing(kernels: Sequence[Any], module: Any, agrees: Callable[[Any, Any, Any], bool]) -> tuple | None:
+    """``(kernel, state)`` of the first of ``kernels`` that applies to ``module``, is available,
+    packs and agrees with the module's reference on a probe; None when none does."""
+    for kernel in kernels:
         if not kernel.supports(module):
             continue
         try:
@@ -89,11 +91,19 @@ def select_linear_kernel(module: QuantizedLinear) -> tuple[str, tuple[LinearKern
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 state = kernel.pack(module)
-            if not _agrees(kernel, state, module):
-                continue
+                if not agrees(kernel, state, module):
+                    continue
         except _REFUSALS:
             continue  # an op missing or refusing this layer: try the next kernel
-        return kernel.name, (kernel, state)
+        return kernel, state
+    return None
+
+
+def select_linear_kernel(module: QuantizedLinear) -> tuple[str, tuple[LinearKernel, object]]:
+    """``(name, (kernel, state))`` of the first kernel that is available, applies, packs and agrees."""
+    found = _first_agreeing(LINEAR_KERNELS[:-2], module, _agrees)
+    if found is not None:
+        return found[0].name, found
     kernel = fallback_for(module)
     return kernel.name, (kernel, kernel.pack(module))
 
@@ -115,18 +125,7 @@ def select_conv_kernel(module: QuantizedConvNd) -> tuple[str, tuple[ConvKernel |
     """``(name, (kernel, state))`` of the first packed convolution kernel that is available,
     applies, packs and agrees; ``("dequantize", (None, None))`` (the module's dequantized
     reference) when none does."""
-    for kernel in CONV_KERNELS:
-        if not kernel.supports(module):
-            continue
-        try:
-            if not kernel.available():
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                state = kernel.pack(module)
-                if not _conv_agrees(kernel, state, module):
-                    continue
-        except _REFUSALS:
-            continue
-        return kernel.name, (kernel, state)
+    found = _first_agreeing(CONV_KERNELS, module, _conv_agrees)
+    if found is not None:
+        return found[0].name, found
     return DEQUANTIZE.name, (None, None)

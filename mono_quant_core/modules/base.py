@@ -370,12 +370,27 @@ class QuantizedModule(nn.Module):
         return tuple((t.data_ptr(), _version(t), t.device) for t in tensors)
 
     def _cached(self, build: Callable[[], tuple[str, Any]]) -> Any:
-        """Kernel state built by ``build() -> (name, state)``, rebuilt when any tensor changed."""
+        """Kernel state built by ``build() -> (name, state)``, rebuilt when any tensor changed;
+        after :meth:`release_kernel` the kernel chosen before is packed again, without its probe."""
         key = self._state_key()
         if key != self._kernel_key:
-            self.kernel, self._kernel_state = build()
+            released = self.__dict__.pop("_released_kernel", None)
+            if released is not None and released[0] == key:
+                _, self.kernel, kernel = released
+                self._kernel_state = (kernel, kernel.pack(self))
+            else:
+                self.kernel, self._kernel_state = build()
             self._kernel_key = key
         return self._kernel_state
+
+    def release_kernel(self) -> None:
+        """Drop the kernel's packed weights (a copy of the codes in the kernel's layout): the next
+        forward packs them again with the same kernel.  Validation of a model larger than memory
+        releases each layer's after its call, so that the packs never add up to a second model."""
+        state = self._kernel_state
+        if isinstance(state, tuple) and len(state) == 2 and state[0] is not None and self._kernel_key is not None:
+            self.__dict__["_released_kernel"] = (self._kernel_key, self.kernel, state[0])
+        self._kernel_key, self._kernel_state = None, None
 
     def _fixed_dtype_names(self) -> set[str]:
         names = {f"{stem}_scale" for stem in self.weight_shapes} | {"input_scale"}

@@ -114,14 +114,7 @@ class QuantizedConvNd(QuantizedModule):
         if self.mode == "static":
             return self._forward_static(x)  # the int8 kernel (below, "static mode")
         self.kernel = "dequantize" if self.spec is not None else "upcast"
-        x = self.quantize_input(x)
-        w = self.dequantized_weight("weight", x.dtype)
-        b = self.float_tensor("bias", x.dtype)
-        conv = type(self).conv_fn
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return conv(x, w, b, self.stride, self.zero_padding, self.dilation, self.groups)
-        return conv(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        return self.dequantized_forward(x)
 
     def extra_repr(self) -> str:
         return (
@@ -175,6 +168,10 @@ class QuantizedConvNd(QuantizedModule):
     def static_reference(self, x: torch.Tensor) -> torch.Tensor:
         """The dequantized reference of static mode: the input on the calibrated grid, the weight
         dequantized, a float convolution (what the int8 kernel must reproduce)."""
+        return self.dequantized_forward(x)
+
+    def dequantized_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The input rounded as the mode rounds it, the weight dequantized, a float convolution."""
         x = self.quantize_input(x)
         w = self.dequantized_weight("weight", x.dtype)
         b = self.float_tensor("bias", x.dtype)
