@@ -125,7 +125,7 @@ class SettingsPanel(QWidget):
         self.device.currentTextChanged.connect(self._edited)
         self.device_label = QLabel("Device", objectName="device_label")
         self.device_label.setToolTip(DEVICE_HELP)
-        self.fold_batchnorm = QCheckBox("fold into the convolution before it")
+        self.fold_batchnorm = QCheckBox("fold into convolutions")
         self.fold_batchnorm.setObjectName("fold_batchnorm")
         self.fold_batchnorm.setToolTip(FOLD_BATCHNORM_HELP)
         self.fold_batchnorm.toggled.connect(self._edited)
