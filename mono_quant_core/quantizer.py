@@ -325,7 +325,10 @@ def _run_quantize(
         in_blocks = plan_blocks(reference, chosen, _Subset(samples, calib_idx), stepper.cancel_token)
         if in_blocks is not None:
             log.info(
-                "block by block: %d blocks (%s, ...), one read at a time", len(in_blocks.blocks), in_blocks.blocks[0]
+                "block by block: %d blocks (%s, ...), one read at a time%s",
+                len(in_blocks.blocks),
+                in_blocks.blocks[0],
+                "; each feeds the next, only the last one's outputs kept" if in_blocks.chain else "",
             )
     float_chain = None
     qparams: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -352,9 +355,10 @@ def _run_quantize(
     aliases = names_by_module(work)  # a layer reused under several names is replaced at each
     views = None
     if in_blocks is not None and algorithms.captures_inputs and in_order(in_blocks, chosen):
-        views = BlockViews(
-            in_blocks, qmodel, reference, _Subset(samples, calib_idx), stepper.cancel_token, lazy, float_chain
-        )
+        # A chain keeps only its last block's outputs: bias correction runs its own float chain then.
+        floats = None if in_blocks.chain else float_chain
+        calibration = _Subset(samples, calib_idx)
+        views = BlockViews(in_blocks, qmodel, reference, calibration, stepper.cancel_token, lazy, floats)
     try:
         for name in chosen:
             stepper.check()

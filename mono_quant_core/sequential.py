@@ -13,9 +13,13 @@ work runs block by block instead, as llm-compressor's sequential pipeline does:
 2. block ``i`` is read from the checkpoint, run (calibrated, or its layers solved and quantized)
    on those inputs, its outputs recorded, and released.
 
-So the float model is never held: one block's weights at a time, plus every block's outputs
-for the calibration samples (``samples × blocks × activation bytes``).  The layers outside the
-blocks (an embedding, a head) run in one pass with every block answered from its outputs.
+So the float model is never held: one block's weights at a time, plus the blocks' outputs for
+the calibration samples.  In a *chain* (each block called with the previous block's output
+first and the previous block's other arguments, as a transformers model's layers are) the next
+block's inputs are made from the last one's outputs without running the model again, and only
+the last block's outputs are kept (``samples × activation bytes``); otherwise every block's
+(``samples × blocks × activation bytes``).  The layers outside the blocks (an embedding, a
+head) run in one pass with every block answered from its outputs.
 
 Whether a model can be split so is checked, not assumed (:func:`plan_blocks`): the first
 sample runs through the whole model, each block must run exactly once and in order, and every
@@ -125,6 +129,29 @@ def _equal(a: Any, b: Any) -> bool:
     return True
 
 
+def _hidden(output: Any) -> Any:
+    """What a block hands the next one: its output, or the first element of a tuple/list output."""
+    return output[0] if isinstance(output, (tuple, list)) and output else output
+
+
+def _follows(before: Any, output: Any, args: tuple, kwargs: dict) -> bool:
+    """Whether a block called with ``(args, kwargs)`` gets the previous block's output (the very
+    object) first and the previous block's other arguments (the same objects) after."""
+    if before is None or not args:
+        return False
+    prev_args, prev_kwargs = before
+    if args[0] is not _hidden(output) or len(args) != len(prev_args) or list(kwargs) != list(prev_kwargs):
+        return False
+    return all(a is b for a, b in zip(args[1:], prev_args[1:], strict=True)) and all(
+        kwargs[k] is prev_kwargs[k] for k in kwargs
+    )
+
+
+def _next_call(call: _Call, output: Any) -> _Call:
+    """The next block's call in a chain: this block's output first, its other arguments after."""
+    return _Call((_hidden(output), *call.args[1:]), call.kwargs)
+
+
 @contextlib.contextmanager
 def _swapped(model: nn.Module, names: Sequence[str], stand_ins: Sequence[nn.Module]) -> Iterator[None]:
     """Inside: the modules at ``names`` are replaced by ``stand_ins`` (put back whatever happens)."""
@@ -156,6 +183,10 @@ class BlockPlan:
     #: before the first block: their output depends on the sample alone, so it is recorded once
     outside: list[str] = field(default_factory=list)
     early: list[str] = field(default_factory=list)
+    #: each block's first argument is the previous block's output (its first element when a
+    #: tuple), its other arguments the previous block's own: no stage needs re-running, and only
+    #: the last finished block's outputs are kept
+    chain: bool = False
 
     def block_of(self, name: str) -> int | None:
         found = self.inside.get(name)
@@ -221,6 +252,8 @@ class Staged:
         self.outputs: list[list[Any]] = []
         #: ``early[s]``: the outputs of ``plan.early`` on sample s
         self.early: dict[int, list[Any]] = {}
+        #: in a chain: the calls of the last finished block (its outputs are the next one's inputs)
+        self._last_calls: list[_Call] | None = None
 
     def run(self, s: int, upto: int, answers: Sequence[Any] | None = None) -> Any:
         """Sample ``s`` through the model, blocks before ``upto`` answered (from ``answers`` if
@@ -231,7 +264,13 @@ class Staged:
         stand_ins: list[nn.Module] = []
         for j in range(upto):
             names.append(self.blocks[j])
-            stand_ins.append(_answer(answers[j] if answers is not None else self.outputs[j][s]))
+            if answers is not None:
+                value = answers[j]
+            elif self.plan.chain:  # only the last block's output reaches past the blocks
+                value = self.outputs[upto - 1][s]
+            else:
+                value = self.outputs[j][s]
+            stand_ins.append(_answer(value))
         capture = _Capture()
         if upto < len(self.blocks):
             names.append(self.blocks[upto])
@@ -269,6 +308,8 @@ class Staged:
 
     def capture(self, i: int) -> list[_Call]:
         """The inputs of block ``i`` for every sample."""
+        if self.plan.chain and i > 0 and self._last_calls is not None and len(self.outputs) == i:
+            return [_next_call(c, o) for c, o in zip(self._last_calls, self.outputs[i - 1], strict=True)]
         if all(s in self.early for s in range(len(self.samples))):
             return [self.run(s, i) for s in range(len(self.samples))]
         with self.outside_held():
@@ -284,6 +325,10 @@ class Staged:
         its outputs; the block is done."""
         assert len(self.outputs) == i, "blocks are finished in order"
         self.outputs.append(run_block(block, inputs, self.samples, self.cancel))
+        if self.plan.chain:  # the earlier blocks' outputs are never needed again
+            self._last_calls = list(inputs)
+            if i > 0:
+                self.outputs[i - 1] = []
 
 
 def _record(into: dict[str, Any], name: str, _module: nn.Module, _args: Any, output: Any) -> None:
@@ -404,13 +449,20 @@ def _check_order(
     handles = []
     index = {b: i for i, b in enumerate(blocks)}
 
+    chained = [True]
+    previous: list[Any] = [None, None]  # the last block's raw (args, kwargs) and output
+
     def on_block(i: int) -> tuple[Any, Any]:
         def before(_m: nn.Module, args: tuple, kwargs: dict) -> None:
             order.append(("block", blocks[i]))
             calls[i] = _detached((args, kwargs))
+            if i > 0:
+                chained[0] = chained[0] and _follows(previous[0], previous[1], args, kwargs)
+            previous[0] = (args, kwargs)
 
         def after(_m: nn.Module, _args: tuple, _kwargs: dict, out: Any) -> None:
             outputs[i] = _detached(out)
+            previous[1] = out
 
         return before, after
 
@@ -462,6 +514,7 @@ def _check_order(
         after=[n for n in outside if n not in before_names],
         outside=groups,
         early=[n for n in groups if n in early_groups and group_calls.count(n) == 1],
+        chain=chained[0],
     )
     return plan, calls, outputs, final
 

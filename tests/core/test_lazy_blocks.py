@@ -84,6 +84,31 @@ class ReadsBlocks(nn.Module):  # the forward reads attributes of its blocks and 
         return x
 
 
+class Residual(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, width)
+
+    def forward(self, x, scale):
+        return x + self.fc(self.norm(x)) * scale
+
+
+class Chained(nn.Module):  # each block's output is the next one's input: a chain (only the last outputs kept)
+    def __init__(self, width=16):
+        super().__init__()
+        self.embed = nn.Linear(width, width)
+        self.blocks = nn.ModuleList(Residual(width) for _ in range(4))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        x = self.embed(x)
+        scale = torch.ones(())
+        for block in self.blocks:
+            x = block(x, scale)
+        return self.head(x)
+
+
 class Counting(nn.Module):  # the glue between blocks keeps state: replaying a stage sees other inputs
     def __init__(self, width=16):
         super().__init__()
@@ -143,6 +168,7 @@ def test_block_by_block_equals_the_in_memory_run(net, tmp_path, caplog, mode):
             _, result = _quantize(script, checkpoint, "Net", MODES[mode], samples, lazy)
         assert result.report.load_test_passed, result.report.failures
         assert ("block by block: 3 blocks" in caplog.text) == lazy
+        assert "each feeds the next" not in caplog.text  # x = x + block(x): the sum, not the output
         path = tmp_path / f"{lazy}.safetensors"
         save_quantized(result, path)
         files[lazy] = (load_file(path), result.report)
@@ -234,6 +260,8 @@ def test_minilm_static_block_by_block_equals_the_in_memory_run(caplog):
             loaded = open_model(script, MODEL_DIR / "model.safetensors", lazy=lazy)
             result = quantize(loaded.model, QuantConfig(mode="static"), calibration=data, validate=False)
         assert ("block by block: 6 blocks (encoder.layer.0" in caplog.text) == lazy
+        # BertLayer hands its hidden states straight to the next: only the last outputs are kept
+        assert ("each feeds the next, only the last one's outputs kept" in caplog.text) == lazy
         states[lazy] = result.model.state_dict()
     assert list(states[True]) == list(states[False])
     assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))
@@ -287,3 +315,33 @@ def test_validating_a_lazy_model_never_holds_every_layers_pack(net, monkeypatch)
     assert {m.kernel for m in layers} == kernels
     packed = [m for m in layers if m.kernel in ("onednn-static", "onednn-qconv")]
     assert len(packed) == 8 and all(m._kernel_state is not None for m in packed)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_chain_of_blocks_keeps_one_blocks_outputs_and_equals_the_in_memory_run(tmp_path, caplog, monkeypatch, mode):
+    import mono_quant_core.sequential as sequential
+
+    script, checkpoint = _write(tmp_path, NOT_CHAINED, "Chained")
+    samples = [torch.randn(2, 16, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+    kept: list[int] = []
+    finish = sequential.Staged.finish
+
+    def counting(self, block, i, inputs):
+        finish(self, block, i, inputs)
+        kept.append(sum(1 for outputs in self.outputs if outputs))
+
+    monkeypatch.setattr(sequential.Staged, "finish", counting)
+    states = {}
+    for lazy in (True, False):
+        with caplog.at_level(logging.INFO, logger="mono_quant_core"):
+            caplog.clear()
+            loaded = open_model(script, checkpoint, entry="Chained", lazy=lazy)
+            result = quantize(loaded.model, MODES[mode], calibration=samples)
+        assert result.report.load_test_passed, result.report.failures
+        assert (
+            "block by block: 4 blocks (blocks.0, ...), one read at a time; each feeds the next" in caplog.text
+        ) == lazy
+        states[lazy] = result.model.state_dict()
+    assert kept and max(kept) == 1  # one block's outputs at a time
+    assert list(states[True]) == list(states[False])
+    assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))
