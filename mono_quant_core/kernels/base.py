@@ -67,6 +67,23 @@ def on_cpu(module: QuantizedLinear) -> bool:
     return module.weight.device.type == "cpu"
 
 
+def static_int8_weight(module: Any) -> bool:
+    """What every static int8 kernel needs of a layer: static mode, a symmetric int8 weight per
+    tensor or per output channel, on the CPU, on a CPU whose int8 products cannot saturate."""
+    from .fbgemm_dynamic import reduce_range_needed
+
+    spec = module.spec
+    return (
+        spec is not None
+        and module.mode == "static"
+        and spec.dtype == "int8"
+        and spec.symmetric
+        and (spec.granularity == "per-tensor" or (spec.granularity == "per-channel" and spec.axis == 0))
+        and module.weight.device.type == "cpu"
+        and not reduce_range_needed()
+    )
+
+
 def weight_qparams(module: QuantizedLinear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The ``weight_scale`` and ``weight_zero_point`` buffers (None: symmetric)."""
     # Buffers registered by _store_weight / _empty_weight; nn.Module.__getattr__ is typed Tensor | Module.
@@ -107,13 +124,31 @@ def input_qparams_uint8(module: Any) -> tuple[float, int]:
 def uint8_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """``clamp(round(x / scale) + zero_point, 0, 255)`` as a plain uint8 tensor in ``x``'s layout.
 
-    torch's per-tensor quantization is one vectorized pass; its result (a
-    deprecated quantized tensor, used only here) is read as plain uint8 codes
-    through its own storage: ``int_repr()`` would copy them, a pass that cost
-    4x the quantization itself at ResNet shapes.
+    The fast way is torch's per-tensor quantization, one vectorized pass, read as plain uint8
+    codes through its own storage (``int_repr()`` would copy them, a pass that cost 4x the
+    quantization itself at ResNet shapes).  torch has deprecated its quantized tensors, so that
+    call is confined here and optional: where it is missing or refuses, the codes come from the
+    project's own rounding (:func:`mono_quant_core.tensor.affine.float_codes`, a few passes).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = torch.quantize_per_tensor(x.to(torch.float32), scale, zero_point, torch.quint8)
-    codes = torch.empty(0, dtype=torch.uint8, device=q.device)
-    return codes.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+    quantize = getattr(torch, "quantize_per_tensor", None)
+    if quantize is not None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the deprecation notice: this use is deliberate
+                q = quantize(x.to(torch.float32), scale, zero_point, torch.quint8)
+            codes = torch.empty(0, dtype=torch.uint8, device=q.device)
+            return codes.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+        except (RuntimeError, NotImplementedError):
+            pass
+    return _rounded_codes(x, scale, zero_point)
+
+
+def _rounded_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """:func:`uint8_codes` without torch's quantized tensors: the signed int8 grid of the file
+    (zero point - 128) rounded as the dequantized reference rounds it, shifted to ``[0, 255]``."""
+    from ..tensor.activations import ACT_SPEC
+    from ..tensor.affine import float_codes
+
+    s = torch.tensor(scale, dtype=torch.float32, device=x.device)
+    zp = torch.tensor(zero_point - 128, dtype=torch.float32, device=x.device)
+    return float_codes(x.to(torch.float32), s, zp, ACT_SPEC).add_(128).to(torch.uint8)

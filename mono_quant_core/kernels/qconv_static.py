@@ -26,8 +26,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from .base import aligned, input_qparams_uint8, uint8_codes
-from .fbgemm_dynamic import reduce_range_needed
+from .base import aligned, input_qparams_uint8, static_int8_weight, uint8_codes
 
 if TYPE_CHECKING:
     from ..modules.conv import QuantizedConvNd
@@ -90,19 +89,12 @@ class OnednnStaticConv(ConvKernel):
         )
 
     def supports(self, module: QuantizedConvNd) -> bool:
-        spec = module.spec
         return (
-            spec is not None
-            and module.mode == "static"
-            and spec.dtype == "int8"
-            and spec.symmetric
-            and (spec.granularity == "per-tensor" or (spec.granularity == "per-channel" and spec.axis == 0))
+            static_int8_weight(module)
             and not hasattr(module, "output_padding")  # transposed convolutions: not this op
             and module.padding_mode == "zeros"
             and not isinstance(module.padding, str)
             and _spatial_rank(module) in (1, 2, 3)
-            and module.weight.device.type == "cpu"
-            and not reduce_range_needed()
         )
 
     def pack(self, module: QuantizedConvNd) -> ConvState:

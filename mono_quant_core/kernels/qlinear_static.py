@@ -28,33 +28,18 @@ from .base import (
     aligned,
     float_bias,
     input_qparams_uint8,
-    on_cpu,
     per_channel,
+    static_int8_weight,
     uint8_codes,
     weight_qparams,
 )
-from .fbgemm_dynamic import _prepack, reduce_range_needed
+from .fbgemm_dynamic import _prepack
 
 if TYPE_CHECKING:
     from ..modules.linear import QuantizedLinear
 
     #: fbgemm: packed weight, input scale, uint8 input zero point.
     FbgemmState = tuple[torch.ScriptObject, float, int]
-
-
-def static_int8_applies(module: QuantizedLinear) -> bool:
-    """Static int8 with a symmetric per-channel / per-tensor weight on CPU, on a CPU whose int8
-    products cannot saturate."""
-    spec = module.spec
-    return (
-        spec is not None
-        and module.mode == "static"
-        and spec.dtype == "int8"
-        and spec.symmetric
-        and spec.granularity in ("per-channel", "per-tensor")
-        and on_cpu(module)
-        and not reduce_range_needed()
-    )
 
 
 class FbgemmStatic(LinearKernel):
@@ -72,7 +57,7 @@ class FbgemmStatic(LinearKernel):
         )
 
     def supports(self, module: QuantizedLinear) -> bool:
-        return static_int8_applies(module)
+        return static_int8_weight(module)
 
     def pack(self, module: QuantizedLinear) -> FbgemmState:
         if torch.backends.quantized.engine not in ("fbgemm", "x86"):
@@ -130,7 +115,7 @@ class OnednnStatic(LinearKernel):
         )
 
     def supports(self, module: QuantizedLinear) -> bool:
-        return static_int8_applies(module)
+        return static_int8_weight(module)
 
     def pack(self, module: QuantizedLinear) -> OnednnState:
         scale, zero_point = input_qparams_uint8(module)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from test_jobs import MODEL_SCRIPT
 
 from mono_quant_core.cluster import ClusterError, ClusterInfo, RayCluster, check_cluster
 from mono_quant_core.config import QuantConfig
@@ -26,24 +27,9 @@ from mono_quant_core.errors import Cancelled, ScriptError
 from mono_quant_core.jobs import Job, run_job
 from mono_quant_core.progress import CancelToken
 
-MODEL = """\
-from torch import nn
-
-
-class Net(nn.Module):
-    def __init__(self, width=16):
-        super().__init__()
-        self.fc1 = nn.Linear(16, width)
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(width, 4)
-
-    def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
-
-
-def build_model(width=16):
-    return Net(width)
-
+MODEL = (
+    MODEL_SCRIPT
+    + """
 
 def evaluate(model):
     # A task metric: agreement with a fixed labelling of fixed inputs.
@@ -53,6 +39,7 @@ def evaluate(model):
     with torch.no_grad():
         return float((model(x).argmax(1) == (x[:, :4].argmax(1))).float().mean())
 """
+)
 
 #: Kills its own worker process the first time it is imported (a marker file remembers).
 KILL_ONCE = """\

@@ -36,6 +36,14 @@ def static_layer(cls, float_layer, x, **config):
     return q
 
 
+def calibrated_conv(size: int = 10):
+    """A Conv2d(8, 16, 3), an input batch ``[2, 8, size, size]`` and its static twin calibrated on it."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
+    x = torch.randn(2, 8, size, size, generator=gen(1))
+    return conv, x, static_layer(QuantizedConv2d, conv, x)
+
+
 CONVS = [
     (QuantizedConv1d, lambda: nn.Conv1d(8, 16, 3, padding=1), (2, 8, 20)),
     (QuantizedConv1d, lambda: nn.Conv1d(8, 16, 5, stride=2, dilation=2, groups=4), (2, 8, 30)),
@@ -96,10 +104,7 @@ def test_the_conv_weight_is_packed_once_and_repacked_when_the_grid_changes(monke
     packs = []
     real = qconv_static.OnednnStaticConv.pack
     monkeypatch.setattr(qconv_static.OnednnStaticConv, "pack", lambda self, m: packs.append(1) or real(self, m))
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 10, 10, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    _conv, x, q = calibrated_conv(10)
     with torch.inference_mode():
         first = q(x)
         for _ in range(3):
@@ -112,10 +117,7 @@ def test_the_conv_weight_is_packed_once_and_repacked_when_the_grid_changes(monke
 
 def test_conv_falls_back_when_the_op_is_missing(monkeypatch):
     monkeypatch.setattr(OnednnStaticConv, "available", lambda self: False)
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 10, 10, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    _conv, x, q = calibrated_conv(10)
     with torch.inference_mode():
         y = q(x)
         assert torch.equal(y, q.static_reference(x))
@@ -129,10 +131,7 @@ def test_conv_kernel_that_disagrees_is_rejected_by_the_probe(monkeypatch):
         return {d: (lambda *a, op=op: op(*a).flip(1)) for d, op in real().items()}
 
     monkeypatch.setattr(qconv_static, "_ops", wrong_ops)
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 10, 10, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    conv, x, q = calibrated_conv(10)
     with torch.inference_mode():
         y = q(x)
     assert q.kernel == "dequantize"
@@ -140,10 +139,7 @@ def test_conv_kernel_that_disagrees_is_rejected_by_the_probe(monkeypatch):
 
 
 def test_conv_kernel_failing_at_run_falls_back_for_good(monkeypatch):
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 10, 10, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    _conv, x, q = calibrated_conv(10)
     with torch.inference_mode():
         q(x)
         assert q.kernel == "onednn-qconv"
@@ -158,10 +154,7 @@ def test_conv_kernel_failing_at_run_falls_back_for_good(monkeypatch):
 
 
 def test_conv_inputs_the_op_does_not_serve():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 10, 10, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    _conv, x, q = calibrated_conv(10)
     assert q(torch.randn(0, 8, 10, 10)).shape == (0, 16, 10, 10)
     # An input autograd must differentiate through: the dequantized reference (the op has no
     # backward), this once; the kernel stays chosen.
@@ -323,10 +316,7 @@ def test_small_batches_take_fbgemm_after_it_agrees_with_onednn(monkeypatch):
 
 
 def test_an_unbatched_input_runs_the_reference_once_and_keeps_the_kernel():
-    torch.manual_seed(0)
-    conv = nn.Conv2d(8, 16, 3, padding=1).eval()
-    x = torch.randn(2, 8, 12, 12, generator=gen(1))
-    q = static_layer(QuantizedConv2d, conv, x)
+    _conv, x, q = calibrated_conv(12)
     with torch.inference_mode():
         q(x)
         assert q.kernel == "onednn-qconv"
@@ -334,3 +324,25 @@ def test_an_unbatched_input_runs_the_reference_once_and_keeps_the_kernel():
         assert torch.equal(single, q.static_reference(x[0]))
         q(x)
     assert q.kernel == "onednn-qconv"
+
+
+def test_without_torchs_quantized_tensors_the_kernels_round_the_same_codes(monkeypatch):
+    """torch has deprecated ``quantize_per_tensor``: where it is gone the input codes come from
+    the project's own rounding, the same codes, and the int8 kernels still run and agree."""
+    from mono_quant_core.kernels.base import uint8_codes
+
+    x = torch.randn(2, 8, 12, 12, generator=gen(3)).contiguous(memory_format=torch.channels_last) * 3
+    fast = uint8_codes(x, 0.05, 131)
+    torch.manual_seed(0)
+    conv, linear = nn.Conv2d(8, 16, 3, padding=1).eval(), nn.Linear(32, 16).eval()
+    xl = torch.randn(8, 32, generator=gen(4))
+    monkeypatch.delattr(torch, "quantize_per_tensor")
+    slow = uint8_codes(x, 0.05, 131)
+    assert slow.dtype == torch.uint8 and torch.equal(slow, fast)
+    assert slow.is_contiguous(memory_format=torch.channels_last)
+    q_conv, q_linear = static_layer(QuantizedConv2d, conv, x), static_layer(QuantizedLinear, linear, xl)
+    with torch.inference_mode():
+        y_conv, y_linear = q_conv(x), q_linear(xl)
+        assert sqnr_db(q_conv.static_reference(x), y_conv) >= AGREEMENT_DB
+    assert q_conv.kernel == "onednn-qconv" and q_linear.kernel in ("onednn-static", "fbgemm-static")
+    assert sqnr_db(conv(x).detach(), y_conv) >= FLOAT_DB and sqnr_db(linear(xl).detach(), y_linear) >= FLOAT_DB
