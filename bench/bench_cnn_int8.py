@@ -30,8 +30,6 @@ Usage: ``python bench/bench_cnn_int8.py [--quick] [--stat min] [--only resnet|wi
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import statistics
 import sys
 import time
@@ -40,7 +38,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 #: Seconds of timing per case and batch (at least 3 calls each).
 BUDGET_S = 1.0
@@ -113,41 +110,18 @@ def randomize_batchnorm(model: nn.Module, seed: int) -> nn.Module:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every Conv2d → BatchNorm2d pair folded into one Conv2d (BN → Identity)."""
-    import copy
+    """``model`` with its Conv → BatchNorm pairs folded (mono-quant's own folding, on a copy)."""
+    from mono_quant_core.folding import fold_batchnorm as fold
 
-    model = copy.deepcopy(model)
-
-    def visit(parent: nn.Module) -> None:
-        names = list(parent._modules)
-        for a, b in itertools.pairwise(names):
-            conv, bn = parent._modules[a], parent._modules[b]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                parent._modules[a] = fuse_conv_bn_eval(conv, bn)
-                parent._modules[b] = nn.Identity()
-        for child in parent.children():
-            visit(child)
-
-    visit(model)
-    return model.eval()
+    return fold(model).model.eval()
 
 
 # -- quantized variants -----------------------------------------------------------------
-def has_fold_option() -> bool:
-    from mono_quant_core import QuantConfig
-
-    return "fold_batchnorm" in {f.name for f in dataclasses.fields(QuantConfig)}
-
-
 def mono_static(model: nn.Module, calibration: list[torch.Tensor], **extra: object) -> nn.Module:
     from mono_quant_core import QuantConfig, quantize
 
-    if has_fold_option():
-        config = QuantConfig(mode="static", fold_batchnorm=True, **extra)  # type: ignore[call-arg]
-        return quantize(model, config, calibration=calibration, validate=False).model
-    return quantize(
-        fold_batchnorm(model), QuantConfig(mode="static", **extra), calibration=calibration, validate=False
-    ).model
+    config = QuantConfig(mode="static", fold_batchnorm=True, **extra)  # type: ignore[arg-type]
+    return quantize(model, config, calibration=calibration, validate=False).model
 
 
 def ao_static(model: nn.Module, calibration: list[torch.Tensor]) -> nn.Module:
@@ -174,8 +148,9 @@ def mono_dynamic(model: nn.Module) -> nn.Module:
 
 # -- measuring --------------------------------------------------------------------------------
 def sqnr(reference: torch.Tensor, y: torch.Tensor) -> float:
-    err = (reference.double() - y.double()).square().sum()
-    return float("inf") if err == 0 else float(10 * torch.log10(reference.double().square().sum() / err))
+    from mono_quant_core.tensor import sqnr_db
+
+    return float(sqnr_db(reference, y))
 
 
 def kernels_of(model: nn.Module) -> str:
@@ -286,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     budget = 0.05 if args.quick else BUDGET_S
     parts = args.only or ["resnet", "wide", "linear"]
     start = time.perf_counter()
-    folding = "QuantConfig(fold_batchnorm=True)" if has_fold_option() else "fuse_conv_bn_eval before quantize"
+    folding = "QuantConfig(fold_batchnorm=True)"
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.stat} of the timed rounds, "
         f"quantized engine for torch.ao: x86; mono-quant BatchNorm folding: {folding}"

@@ -8,7 +8,6 @@ plus the quantized weights.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import time
@@ -34,7 +33,7 @@ from .modules.registry import replacement_for
 from .progress import CancelLike, PhaseFn, PhasePlan, ProgressFn, RunPlan, Stepper, check_cancel
 from .report import LayerReport, QuantReport, SkippedLayer
 from .selection import select_layers
-from .sequential import BlockPlan, BlockViews, Staged, in_order, plan_blocks
+from .sequential import BlockPlan, BlockViews, Staged, in_order, onloaded, plan_blocks
 from .serialization.metadata import versions
 from .structure import get_submodule, model_device, names_by_module, set_submodule, shallow_clone
 from .tensor import db_from_sums
@@ -169,15 +168,19 @@ def quantize(
         "source": source,
         "metric": metric,
     }
-    if config.fold_batchnorm:  # Conv→BatchNorm pairs folded on a copy, before anything measures the model
-        model = fold_batchnorm(model).model
     lazy = lazy_weights(model)
     searching = config.target_output_sqnr_db is not None or config.target_metric_drop is not None
-    if lazy is not None and (searching or config.smoothquant_alpha is not None):
-        # The search and SmoothQuant rewrite or rerun the float model many times: they get it in memory.
-        log.info("a target accuracy or SmoothQuant needs the float model in memory: reading all its weights")
+    if lazy is not None and (searching or config.smoothquant_alpha is not None or config.fold_batchnorm):
+        # The search and SmoothQuant rerun or rewrite the float model many times, folding rewrites
+        # its convolutions' weights: they get it in memory.
+        log.info(
+            "a target accuracy, SmoothQuant or BatchNorm folding needs the float model in memory: "
+            "reading all its weights"
+        )
         model = shallow_clone(model)
         lazy.materialize(model)
+    if config.fold_batchnorm:  # Conv→BatchNorm pairs folded on a copy, before anything measures the model
+        model = fold_batchnorm(model).model
     if searching:
         from .fallback import quantize_to_target
 
@@ -359,6 +362,7 @@ def _run_quantize(
         floats = None if in_blocks.chain else float_chain
         calibration = _Subset(samples, calib_idx)
         views = BlockViews(in_blocks, qmodel, reference, calibration, stepper.cancel_token, lazy, floats)
+    float_chain = None  # the recorded float outputs: the views hold them if they need them
     try:
         for name in chosen:
             stepper.check()
@@ -367,7 +371,7 @@ def _run_quantize(
             if prepared is not None and name in prepared.modules:
                 qmodule = prepared.modules[name]
             else:  # a lazy layer's float weights are read for its build, released after
-                with contextlib.nullcontext() if lazy is None else lazy.onloaded(float_module, name):
+                with onloaded(lazy, work, name):
                     qmodule = algorithms.build(
                         name, float_module, layer_config, qparams.get(name), reference, qmodel, views
                     )

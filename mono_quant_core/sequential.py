@@ -315,10 +315,12 @@ class Staged:
         with self.outside_held():
             return [self.run(s, i) for s in range(len(self.samples))]
 
-    def final(self) -> list[Any]:
-        """The model's output on every sample, every block answered (the layers after them run)."""
+    def run_outside(self) -> None:
+        """Every sample once, every block answered: the layers after the blocks run (their
+        observers see them); the model's outputs are dropped (an LLM's logits are large)."""
         with self.outside_held():
-            return [self.run(s, len(self.blocks)) for s in range(len(self.samples))]
+            for s in range(len(self.samples)):
+                self.run(s, len(self.blocks))
 
     def finish(self, block: nn.Module, i: int, inputs: Sequence[_Call]) -> None:
         """Runs block ``i`` (``block``: its module, quantized or not) on its inputs and records
@@ -435,6 +437,9 @@ def plan_blocks(
                 "block by block: %s differs when the blocks before it are replayed; running the whole model", where
             )
             return None
+    if plan.chain:  # every block answered with the last one's output: the layers after see the same
+        last = [outputs[-1]] * len(blocks)
+        plan.chain = _equal(staged.run(0, len(blocks), answers=last), final)
     return plan
 
 

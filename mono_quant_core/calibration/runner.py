@@ -144,7 +144,7 @@ def calibrate_in_blocks(
             # The layers outside the blocks: the whole model once, every block answered.
             staged = Staged(model, plan, samples, cancel, lazy)
             staged.outputs = inputs.outputs
-            staged.final()
+            staged.run_outside()
             if progress is not None:
                 progress(total, total, f"calibrated on {n} samples")
         with torch.no_grad():

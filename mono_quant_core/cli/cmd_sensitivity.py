@@ -13,7 +13,7 @@ from ..jobs.text_files import write_text_atomic
 from ..report import format_db
 from .arguments import add_debug, add_ray
 from .progress_line import ProgressPrinter
-from .quant_flags import config_from_args, input_flags, metric_flag, quantization_flags
+from .quant_flags import config_from_args, fold_flag, input_flags, metric_flag, quantization_flags
 
 if TYPE_CHECKING:
     from ..sensitivity import SensitivityReport
@@ -45,6 +45,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(command=run)
     input_flags(p)
     quantization_flags(p)
+    fold_flag(p)
     check = p.add_argument_group("measuring")
     metric_flag(check)
     check.add_argument("--report", metavar="FILE.json", help="write the sensitivity report as JSON")

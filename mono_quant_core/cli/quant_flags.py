@@ -139,7 +139,12 @@ def algorithm_flags(p: argparse.ArgumentParser) -> None:
         help="where to compute: auto (a CUDA GPU when there is one, default), cpu, cuda or cuda:N; "
         "the file is the same either way",
     )
-    algo.add_argument(
+    fold_flag(algo)
+
+
+def fold_flag(p: argparse._ActionsContainer) -> None:
+    """``--fold-batchnorm`` (quantize, and sensitivity, which must measure the model quantize writes)."""
+    p.add_argument(
         "--fold-batchnorm",
         action="store_true",
         default=None,

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -209,6 +210,7 @@ def check_cluster(address: str, timeout_s: float = 10.0) -> ClusterInfo:
         return known
     if address == LOCAL:
         return _local_info()
+    deadline = time.monotonic() + timeout_s  # one limit for the probe and the child together
     probe(address, timeout_s)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": os.environ.get("RAY_USAGE_STATS_ENABLED", "0")}
     try:
@@ -216,7 +218,7 @@ def check_cluster(address: str, timeout_s: float = 10.0) -> ClusterInfo:
             [sys.executable, "-c", _CHILD, address, NAMESPACE],
             capture_output=True,
             text=True,
-            timeout=timeout_s,
+            timeout=max(0.1, deadline - time.monotonic()),
             env=env,
             check=False,
         )

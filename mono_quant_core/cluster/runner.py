@@ -316,13 +316,10 @@ class RayCluster:
     def _write(self, job: Job, done: remote.Done, elapsed_s: float) -> JobOutcome:
         """The output files, written atomically beside ``job.output`` (the main file or index last)."""
         from ..jobs.text_files import write_text_atomic
-        from ..serialization.atomic import atomic_write
         from ..serialization.read import resolve
+        from ..serialization.sharded import write_file_set
 
-        folder = os.path.dirname(os.path.abspath(job.output))
-        for name in sorted(done.files, key=lambda n: n == done.main_file):
-            with atomic_write(os.path.join(folder, name)) as f:
-                f.write(done.files[name])
+        write_file_set(job.output, done.files, done.main_file)
         if job.report_path is not None and done.report_text is not None:
             write_text_atomic(job.report_path, done.report_text)
         return JobOutcome(
@@ -339,7 +336,7 @@ def _import_writers() -> None:
     """Import what ``run_job`` uses on the caller's side once, on one thread: two job threads importing
     the serialization package for the first time at once can see it half initialised."""
     from ..jobs import run, text_files  # noqa: F401
-    from ..serialization import atomic, read  # noqa: F401
+    from ..serialization import read, sharded  # noqa: F401
 
 
 def _resources(job: Job | None) -> tuple[float, float]:

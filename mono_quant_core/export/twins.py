@@ -93,7 +93,7 @@ class ExportActivation(nn.Module):
         # A dynamic convolution rounds each sample on its own grid (per_sample_fake_quantize):
         # exported as those same operations (ReduceMin/Max, Div, Round, Clip...), so a runtime
         # computes what mono-quant does at every batch size (DynamicQuantizeLinear has one grid).
-        self.per_sample = self.mode == "dynamic" and isinstance(q, QuantizedConvNd) and q.per_sample_inputs
+        self.per_sample = self.mode == "dynamic" and isinstance(q, QuantizedConvNd)
         self.rank = len(q.kernel_size) + 2 if isinstance(q, QuantizedConvNd) else 0
         if self.mode == "static":
             self.register_buffer("scale", q.input_scale.detach().to(torch.float32).reshape(()).clone())

@@ -45,8 +45,6 @@ LINEAR_KERNELS: tuple[LinearKernel, ...] = (
 )
 #: Packed convolution kernels in order of preference; without one, the module's dequantized reference.
 CONV_KERNELS: tuple[ConvKernel, ...] = (OnednnStaticConv(),)
-#: The default agreement threshold (each kernel's ``probe_min_sqnr_db``).
-PROBE_MIN_SQNR_DB = LinearKernel.probe_min_sqnr_db
 _PROBE_ROWS = 16
 #: Spatial size of a convolution probe beyond the kernel's reach.
 _PROBE_SPATIAL = 5

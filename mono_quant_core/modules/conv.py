@@ -123,19 +123,11 @@ class QuantizedConvNd(QuantizedModule):
         )
 
     # -- dynamic mode: each sample on its own grid -----------------------------------------
-    #: Dynamic mode rounds each sample on its own grid (the export twin follows this flag).
-    per_sample_inputs = True
 
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """Dynamic mode: each sample of a batch on the int8 grid of its own range
         (:func:`per_sample_fake_quantize`); static and weight-only as every layer."""
-        if (
-            self.mode == "dynamic"
-            and self.per_sample_inputs
-            and x.is_floating_point()
-            and x.numel()
-            and x.dim() == len(self.kernel_size) + 2
-        ):
+        if self.mode == "dynamic" and x.is_floating_point() and x.numel() and x.dim() == len(self.kernel_size) + 2:
             return per_sample_fake_quantize(x)
         return super().quantize_input(x)
 

@@ -50,8 +50,9 @@ def quantized_layers(model: nn.Module) -> list[tuple[str, QuantizedModule]]:
     return found
 
 
-def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, Any]:
-    """The ``mono_quant`` metadata of ``result`` (see docs/file-format.md)."""
+def build_metadata(result: QuantResult, aliases: dict[str, str], with_source: bool = True) -> dict[str, Any]:
+    """The ``mono_quant`` metadata of ``result`` (see docs/file-format.md).  ``with_source=False``
+    leaves the inputs' record empty (validation's round trip: no checkpoint hash is computed)."""
     report = result.report
     sqnr = {layer.name: layer.weight_sqnr_db for layer in report.layers}
     report_dict = report.to_dict()
@@ -67,7 +68,7 @@ def build_metadata(result: QuantResult, aliases: dict[str, str]) -> dict[str, An
         ],
         "skipped": [{"name": s.name, "type": s.type, "reason": s.reason} for s in report.skipped],
         "calibration": dict(result.calibration_info or {}),
-        "source": source_record(result.source),
+        "source": source_record(result.source if with_source else None),
         "aliases": aliases,
         "report": report_dict,
     }

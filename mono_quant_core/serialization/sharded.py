@@ -198,6 +198,32 @@ def write_sharded(path: str, meta: dict[str, Any], tensors: dict[str, torch.Tens
     return written
 
 
+def write_file_set(path: str, blobs: dict[str, bytes], last: str) -> list[str]:
+    """Files already encoded elsewhere (a job run on a cluster worker) written as the output at
+    ``path``: ``blobs`` maps file names in ``path``'s folder to their bytes, ``last`` (the main
+    file or the index) is renamed in last.  All or none are renamed in, and an earlier output at
+    ``path`` whose files the new set does not overwrite is removed, as :func:`write_sharded` does.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    earlier = earlier_output_files(path)
+    remove_leftovers(folder)
+    files = _TempFiles(folder)
+    try:
+        for name in sorted(blobs, key=lambda n: n == last):
+            with files.create(os.path.join(folder, name)) as f:
+                f.write(blobs[name])
+        files.commit()
+    except OSError as exc:
+        files.discard()
+        raise write_error(path, exc) from exc
+    except BaseException:
+        files.discard()
+        raise
+    written = [os.path.join(folder, name) for name in blobs]
+    remove_files([f for f in earlier if f not in written])
+    return written
+
+
 def earlier_output_files(path: str) -> list[str]:
     """The files of a mono-quant output already saved under ``path`` (index first), else []."""
     found: list[str] = []

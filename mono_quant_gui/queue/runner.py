@@ -344,12 +344,18 @@ class QueueRunner(QObject):
         )
 
     def _on_connected(self, wanted: tuple[str, int], connection: remote.Connection) -> None:
-        if self._connecting != wanted:  # shut down meanwhile
-            connection.cluster.close()
+        if self._connecting != wanted:  # shut down meanwhile: let it go off the GUI thread
+            self._control_worker().submit(
+                Task(
+                    "queue-disconnect",
+                    "Disconnecting from the Ray cluster",
+                    partial(remote.close_task, cluster=connection.cluster),
+                )
+            )
             return
         self._connecting = None
         self._connection, self._connected_to = connection, wanted
-        if self._wanted(self.target) != wanted and not self._remote_jobs():  # the setting changed meanwhile
+        if self._wanted(self.target) != wanted:  # the setting changed meanwhile (no remote job ran)
             self._disconnect()
             self._pump()
             return
@@ -365,7 +371,11 @@ class QueueRunner(QObject):
     def _on_connect_failed(self, address: str, message: str, details: str) -> None:
         if self._connecting is None:
             return
-        self._connecting = None
+        attempt, self._connecting = self._connecting, None
+        if self._wanted(self.target) != attempt:  # the user chose another target meanwhile: its run goes on
+            log.info("queue: the connection to %s failed after the setting changed: %s", address, message)
+            self._pump()
+            return
         self._active = False
         # The engine's ClusterError starts with the address; a bug's message names the task, and the address.
         where = "" if message.startswith(address) else f" at {address}"

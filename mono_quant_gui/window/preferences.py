@@ -160,7 +160,9 @@ class PreferencesDialog(QDialog):
             return
         address = self.address.text().strip() or DEFAULT_ADDRESS
         if self._checker is None:
-            self._checker = Runner(self)
+            # Owned by the window, not the dialog: a test still running when the dialog closes
+            # ends on its own, and the window stops it when it closes.
+            self._checker = Runner(self.parent() or self)
         self._show_result(None, f"Connecting to {address}…")
         self._checker.submit(
             Task(
@@ -174,11 +176,13 @@ class PreferencesDialog(QDialog):
         self._update()
 
     def _checked(self, address: str, info: object) -> None:
-        self._show_result(True, f"Connected to {address}: {remote.describe_info(info)}")
+        if self._checker is not None:  # not after the dialog closed
+            self._show_result(True, f"Connected to {address}: {remote.describe_info(info)}")
 
     def _failed(self, message: str) -> None:
         # The engine's ClusterError starts with the address; other failures name it in their title.
-        self._show_result(False, f"Could not connect: {message}")
+        if self._checker is not None:
+            self._show_result(False, f"Could not connect: {message}")
 
     def _show_result(self, ok: bool | None, text: str) -> None:
         color = {True: colors.OK, False: colors.ERROR}.get(ok) if ok is not None else None
@@ -191,6 +195,12 @@ class PreferencesDialog(QDialog):
             self.checked.emit(ok, text)
 
     def _stop_checker(self, *_args: object) -> None:
-        if self._checker is not None:
-            self._checker.shutdown(int(remote.CHECK_TIMEOUT_S * 1000) + 5_000)
-            self._checker = None
+        """On close: never wait for a test still running (the GUI thread would freeze for it);
+        its answer is dropped and its thread stopped once it ends (or when the window closes)."""
+        checker, self._checker = self._checker, None
+        if checker is None:
+            return
+        if checker.current is None:
+            checker.shutdown(1_000)
+        else:
+            checker.busy_changed.connect(lambda busy: None if busy else checker.shutdown(1_000))

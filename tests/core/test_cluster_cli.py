@@ -128,7 +128,7 @@ def test_ctrl_c_cancels_the_running_remote_jobs_at_once(tmp_path, monkeypatch, c
     threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # what Ctrl-C sends
     started = time.monotonic()
     code = main(["run", "--ray", "local", *files])
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # the fake jobs wait 30 s for the cancel
     assert code != 0
     assert seen == [True, True]  # both running jobs cancelled; the third never started
     assert not any((root / f"out{i}.safetensors").exists() for i in range(3))

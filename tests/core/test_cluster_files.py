@@ -73,3 +73,35 @@ def test_shipped_files_are_written_under_the_same_names(tmp_path):
     contents[first.path] = contents[first.path] + b"\n"
     with pytest.raises(OSError, match="do not match the file's SHA-256"):
         files.materialize(man, contents, str(tmp_path / "again"))
+
+
+def test_a_remote_output_replaces_an_earlier_one_whole(tmp_path):
+    """Files a worker wrote come back as one set: an earlier single-file output at the same path
+    is removed when a sharded one arrives (its stale file would be read instead), and a failure
+    leaves the earlier output as it was."""
+    import torch
+    from torch import nn
+
+    from mono_quant_core import QuantConfig, load_quantized, quantize, save_quantized
+    from mono_quant_core.serialization.read import resolve
+
+    out = tmp_path / "model.safetensors"
+    old = quantize(nn.Linear(8, 8), QuantConfig(mode="weight-only"), validate=False)
+    save_quantized(old, out)
+    torch.manual_seed(1)
+    new = quantize(nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)), QuantConfig(), validate=False)
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    save_quantized(new, elsewhere / "model.safetensors", max_shard_bytes=4096)
+    blobs = {p.name: p.read_bytes() for p in elsewhere.iterdir()}
+    assert len(blobs) > 2 and "model.safetensors" not in blobs
+    from mono_quant_core.cluster.remote import Done
+    from mono_quant_core.cluster.runner import RayCluster
+
+    job = make_job(tmp_path, "model.safetensors")
+    done = Done(blobs, "model.safetensors.index.json", sum(map(len, blobs.values())), new.report, None, "node")
+    outcome = RayCluster("local")._write(job, done, 0.0)  # what a finished remote job does here
+    assert sorted(os.listdir(tmp_path)) == sorted([*blobs, "worker"])  # the old single file is gone
+    assert outcome.output == resolve(str(out)) and outcome.output.endswith(".index.json")
+    reloaded = load_quantized(str(out), model=nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)))
+    assert torch.equal(reloaded.state_dict()["0.weight"], new.model.state_dict()["0.weight"])

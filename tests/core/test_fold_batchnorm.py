@@ -217,6 +217,9 @@ def test_config_cli_and_job_file_set_it(tmp_path: Path) -> None:
     args = build_parser().parse_args(["quantize", "--script", "m.py", "--out", "o.safetensors"])
     assert config_from_args(args).fold_batchnorm is False
     assert json.loads(json.dumps(QuantConfig(fold_batchnorm=True).to_dict()))["fold_batchnorm"] is True
+    # sensitivity measures the model quantize writes: it takes the flag too
+    args = build_parser().parse_args(["sensitivity", "--script", "m.py", "--calib", "c", "--fold-batchnorm"])
+    assert config_from_args(args).fold_batchnorm is True
 
 
 def test_sensitivity_measures_the_folded_model_when_asked() -> None:
@@ -233,3 +236,44 @@ def test_sensitivity_measures_the_folded_model_when_asked() -> None:
     figures = [(r.name, r.output_sqnr_db) for r in asked.layers]
     assert figures == [(r.name, r.output_sqnr_db) for r in prefolded.layers if r.name in dict(figures)]
     assert figures != [(r.name, r.output_sqnr_db) for r in unfolded.layers if r.name in dict(figures)]
+
+
+LAZY_CNN = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.bn(self.conv(x)).mean((2, 3)))
+"""
+
+
+def test_a_lazily_opened_model_is_folded_too(tmp_path: Path) -> None:
+    """Folding rewrites the convolutions' weights: a model opened without its weights is read
+    into memory first (as for SmoothQuant) instead of silently not folding."""
+    from safetensors.torch import save_file
+
+    from mono_quant_core import open_model
+
+    script = tmp_path / "net.py"
+    script.write_text(LAZY_CNN)
+    namespace: dict = {}
+    exec(compile(LAZY_CNN, str(script), "exec"), namespace)
+    torch.manual_seed(0)
+    model = namespace["Net"]().eval()
+    model.bn.running_mean.normal_()
+    model.bn.running_var.uniform_(0.5, 2.0)
+    save_file(model.state_dict(), tmp_path / "net.safetensors")
+    states = {}
+    for lazy in (True, False):
+        loaded = open_model(script, tmp_path / "net.safetensors", entry="Net", lazy=lazy)
+        result = quantize(loaded.model, QuantConfig(mode="static", fold_batchnorm=True), _images(6))
+        assert [(f["name"], f["into"]) for f in result.report.folded_batchnorm] == [("bn", "conv")]
+        states[lazy] = result.model.state_dict()
+    assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))

@@ -109,6 +109,20 @@ class Chained(nn.Module):  # each block's output is the next one's input: a chai
         return self.head(x)
 
 
+class AllHidden(nn.Module):  # a chain whose head reads every block's output: not only the last one's
+    def __init__(self, width=16):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(width, width)) for _ in range(3))
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        hidden = []
+        for block in self.blocks:
+            x = block(x)
+            hidden.append(x)
+        return self.head(torch.stack(hidden).mean(0))
+
+
 class Counting(nn.Module):  # the glue between blocks keeps state: replaying a stage sees other inputs
     def __init__(self, width=16):
         super().__init__()
@@ -344,4 +358,20 @@ def test_a_chain_of_blocks_keeps_one_blocks_outputs_and_equals_the_in_memory_run
         states[lazy] = result.model.state_dict()
     assert kept and max(kept) == 1  # one block's outputs at a time
     assert list(states[True]) == list(states[False])
+    assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))
+
+
+def test_a_chain_whose_later_layers_read_every_block_keeps_every_blocks_outputs(tmp_path, caplog):
+    script, checkpoint = _write(tmp_path, NOT_CHAINED, "AllHidden")
+    samples = [torch.randn(2, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    states = {}
+    for lazy in (True, False):
+        with caplog.at_level(logging.INFO, logger="mono_quant_core"):
+            caplog.clear()
+            loaded = open_model(script, checkpoint, entry="AllHidden", lazy=lazy)
+            states[lazy] = quantize(
+                loaded.model, QuantConfig(mode="static"), samples, validate=False
+            ).model.state_dict()
+        assert ("block by block: 3 blocks" in caplog.text) == lazy
+        assert "each feeds the next" not in caplog.text  # the head reads all three outputs
     assert all(torch.equal(v, states[False][k]) for k, v in states[True].items() if isinstance(v, torch.Tensor))

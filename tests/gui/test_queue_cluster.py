@@ -206,8 +206,10 @@ def test_switching_back_to_this_computer_runs_the_next_jobs_here(dock, qtbot, tm
     assert factory.last.jobs == 1 and len(factory.made) == 1  # not sent to the cluster
 
 
-def test_switching_to_this_computer_while_connecting_lets_the_connection_go(data_home, qtbot, tmp_path):
-    """A connection that arrives after the user chose this computer again is closed, not kept."""
+@pytest.mark.parametrize("fail", [None, "cannot reach head.example:10001: Connection refused"])
+def test_switching_to_this_computer_while_connecting_lets_the_connection_go(data_home, qtbot, tmp_path, fail):
+    """A connection that arrives after the user chose this computer again is closed, not kept; one
+    that fails then neither stops the local run nor reports a cluster error."""
     entered = threading.Event()
     release = threading.Event()
 
@@ -224,7 +226,7 @@ def test_switching_to_this_computer_while_connecting_lets_the_connection_go(data
             cluster.connect = connect
             return cluster
 
-    slow = Slow()
+    slow = Slow(fail=fail)
     panel = QueueDock(cluster_factory=slow)
     qtbot.addWidget(panel)
     try:
@@ -232,11 +234,17 @@ def test_switching_to_this_computer_while_connecting_lets_the_connection_go(data
         (entry,) = queue_jobs(panel, tmp_path, 1)
         panel.run_all.trigger()
         assert entered.wait(RUN_TIMEOUT_MS / 1000)
+        failures: list[str] = []
+        panel.runner.connect_failed.connect(lambda text, _details: failures.append(text))
         panel.set_target(LOCAL)
+        (tmp_path / "more").mkdir()
+        (more,) = queue_jobs(panel, tmp_path / "more", 1)
         qtbot.waitUntil(lambda: panel.model.find(entry).status == DONE, timeout=RUN_TIMEOUT_MS)  # run here
         release.set()
-        qtbot.waitUntil(lambda: slow.last.closed, timeout=5_000)
-        assert panel.runner.connection is None and slow.last.jobs == 0
+        if fail is None:
+            qtbot.waitUntil(lambda: slow.last.closed, timeout=5_000)
+        qtbot.waitUntil(lambda: panel.model.find(more).status == DONE, timeout=RUN_TIMEOUT_MS)
+        assert panel.runner.connection is None and slow.last.jobs == 0 and failures == []
     finally:
         release.set()
         assert panel.shutdown()
@@ -318,6 +326,34 @@ def test_test_connection_shows_the_cluster_or_the_error(window, qtbot, address, 
     assert answer.args[0] is ok and time.monotonic() - started < 10
     assert dialog.result_text.startswith(expected), dialog.result_text
     assert dialog.test.isEnabled() and dialog.result_label.isVisible()
+
+
+def test_closing_preferences_during_a_test_does_not_wait_for_it(window, qtbot, monkeypatch):
+    """Cancel while Test connection runs: the dialog closes at once (the GUI thread never waits
+    for the cluster), and the answer that comes later lands nowhere."""
+    import time
+
+    import mono_quant_core.cluster as cluster
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_check(address, timeout_s=10.0):
+        entered.set()
+        release.wait(10)
+        raise ClusterError(f"{address}: no answer", address)
+
+    monkeypatch.setattr(cluster, "check_cluster", slow_check)
+    dialog = window.show_preferences()
+    dialog.cluster.setChecked(True)
+    dialog.address.setText("ray://head.example:10001")
+    dialog.test.click()
+    assert entered.wait(5)
+    started = time.monotonic()
+    dialog.reject()
+    assert time.monotonic() - started < 5.0  # it waited for the test (10 s here) before
+    release.set()
+    qtbot.waitUntil(lambda: window.preferences_dialog is None, timeout=5_000)
+    qtbot.wait(300)  # the late answer is dropped (no error from a deleted dialog)
 
 
 def test_ray_stays_off_the_start_path(tmp_path):

@@ -135,7 +135,7 @@ def test_stop_cancels_the_running_remote_jobs_within_seconds(dock, qtbot, tmp_pa
     stopped_at = time.monotonic()
     with qtbot.waitSignal(dock.runner.running_changed, timeout=10_000, check_params_cb=lambda r: not r):
         dock.stop.trigger()
-    assert time.monotonic() - stopped_at < 6
+    assert time.monotonic() - stopped_at < 8  # the jobs run 10 s
     assert statuses(dock) == [CANCELLED, CANCELLED, QUEUED]
     # No output, partial or whole, at the output path, nor a temporary file beside it.
     assert not [n for n in os.listdir(tmp_path) if any(os.path.basename(j.output) in n for j in jobs)]
