@@ -223,7 +223,10 @@ def test_a_killed_worker_is_retried_and_the_job_succeeds(cluster, tmp_path):
     assert (root / "killed-once").exists()
     retries = [text for kind, text in events if kind == "retry"]
     assert len(retries) == 1 and "died" in retries[0]
-    assert [kind for kind, _ in events].count("host") == 2  # the first worker, then the second
+    kinds = [kind for kind, _ in events]
+    # The second worker's host arrives after the retry (the first one's may not: it can die before
+    # its "host" event is delivered).
+    assert "host" in kinds[kinds.index("retry") :]
     local = run_job(make_job(root, "local.safetensors", "dies_once.py"))  # the marker exists: no kill now
     assert_same_output(outcome.output, local.output)
 
