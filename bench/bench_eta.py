@@ -95,6 +95,20 @@ def cases():
     yield "all-MiniLM-L6-v2, int8 static (40 samples)", bert, QuantConfig(mode="static"), batches
     yield "all-MiniLM-L6-v2, int8 dynamic", bert, QuantConfig(mode="dynamic"), batches
     yield "all-MiniLM-L6-v2, bf16", bert, QuantConfig(dtype="bf16"), batches
+    # Longer runs, where a time-left figure matters: 160 samples (128 calibrate, 32 validate).
+    for _ in range(120):
+        ids = torch.randint(1000, 30000, (4, 64), generator=gen)
+        ids[:, 0] = 101
+        batches.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    long = {"validation_samples": 32}
+    yield "all-MiniLM-L6-v2, int8 static (160 samples)", bert, QuantConfig(mode="static", **long), batches
+    yield "all-MiniLM-L6-v2, int8 dynamic (32 validated)", bert, QuantConfig(mode="dynamic", **long), batches
+    yield (
+        "all-MiniLM-L6-v2, int4 GPTQ (160 samples)",
+        bert,
+        QuantConfig(dtype="int4", mode="weight-only", granularity="per-group", group_size=32, algorithm="gptq", **long),
+        batches,
+    )
 
 
 def main() -> None:

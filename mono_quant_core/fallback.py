@@ -157,11 +157,11 @@ def quantize_to_target(
         raise ConfigError("a target accuracy needs validation (validate=True)", key="target_output_sqnr_db")
 
     def extra(layers: int, pass_s: float) -> tuple[PhasePlan, ...]:
-        from .quantizer import VALIDATE_FORWARDS
+        from .quantizer import VALIDATE_FORWARDS, validate_plan
 
         per_sample = pass_s / max(len(bench_val_guess), 1)
         phases = [PhasePlan("search", search_units(layers * 2), pass_s)]
-        phases.append(PhasePlan("validate", len(bench_val_guess) + 1, VALIDATE_FORWARDS * per_sample))
+        phases.append(validate_plan(len(bench_val_guess), VALIDATE_FORWARDS * per_sample))
         if metric is not None:
             phases.append(PhasePlan("metric", 2))
         return tuple(phases)

@@ -36,11 +36,20 @@ class PhaseEvent:
 
 @dataclass(frozen=True)
 class PhasePlan:
-    """One phase of a run: ``units`` steps, each expected to take ``unit_seconds`` (0: unknown)."""
+    """One phase of a run: ``units`` steps, each expected to take ``unit_seconds`` (0: unknown).
+
+    ``warmup``: the phase's leading units that carry its one-off work (the first file read,
+    kernel packing, validation's round trip through the file format); they are left out of
+    the phase's measured rate.  ``per_forward``: ``unit_seconds`` comes from a forward pass
+    timed on this machine at the start of the run, so how the measured units of such phases
+    compare with it says how far off the plan's forward counts are (the quantize phase's
+    expectation is a per-element constant and says nothing of the forwards)."""
 
     phase: str
     units: int
     unit_seconds: float = 0.0
+    warmup: int = 1
+    per_forward: bool = True
 
 
 @dataclass(frozen=True)
@@ -175,14 +184,14 @@ class Stepper:
 class RemainingTime:
     """Seconds left in a run, from its :class:`RunPlan` and the phase events so far.
 
-    Each phase's units are weighed by their measured cost: a phase under way
-    by its own rate so far, leaving out its first unit (which carries the
-    phase's one-off work: reading the first file, packing kernels,
-    validation's file round trip), so by the plan until a second unit is done;
-    a phase not started yet by
-    the plan's expected unit time, scaled by how the run's measured phases
-    compared with their expectations (a machine twice as slow is twice as
-    slow everywhere).  ``clock`` is injectable for tests.
+    Each phase's units are weighed by their measured cost.  A phase under way is timed by its
+    own recent rate (its latest half of units) once a unit after its ``warmup`` units is done
+    (the warm-up units carry the phase's one-off work: reading the first file, packing
+    kernels, validation's file round trip); until then its remaining units take the plan's
+    time.  The plan's times are scaled by how the run's measured forward-pass phases
+    compared with their expectations (a forward that costs a quarter more than planned does
+    so in every phase); the quantize phase, planned from a per-element constant, sets no
+    scale for the others.  ``clock`` is injectable for tests.
     """
 
     def __init__(self, plan: RunPlan, clock: Callable[[], float] = time.perf_counter) -> None:
@@ -191,7 +200,8 @@ class RemainingTime:
         self._started: dict[str, float] = {}
         self._done: dict[str, int] = {}
         self._elapsed: dict[str, float] = {}
-        self._first: dict[str, float] = {}  # seconds of each phase's first unit
+        self._warm: dict[str, float] = {}  # seconds of each phase's warm-up units
+        self._marks: dict[str, list[tuple[int, float]]] = {}  # (units done, seconds) after the warm-up
         self._current = ""
 
     def update(self, event: PhaseEvent) -> float | None:
@@ -205,16 +215,52 @@ class RemainingTime:
             self._started[event.phase] = now
         self._done[event.phase] = event.done
         self._elapsed[event.phase] = now - self._started[event.phase]
-        if event.done >= 1 and event.phase not in self._first:
-            self._first[event.phase] = self._elapsed[event.phase]
+        warmup = self._warmup(event.phase)
+        if event.done >= warmup and event.phase not in self._warm:
+            self._warm[event.phase] = self._elapsed[event.phase]
+        if event.done >= warmup:
+            marks = self._marks.setdefault(event.phase, [])
+            if not marks or event.done > marks[-1][0]:
+                marks.append((event.done, self._elapsed[event.phase]))
         return self.remaining()
 
-    def _rate(self, phase: str, done: int) -> float:
-        """Seconds per unit of a phase under way (its first unit left out once there are two)."""
-        elapsed, first = self._elapsed[phase], self._first.get(phase)
-        if done >= 2 and first is not None:
-            return (elapsed - first) / (done - 1)
-        return elapsed / done
+    def _recent_rate(self, phase: str, done: int) -> float | None:
+        """Seconds per unit over the latest half of the phase's steady units (at least one), or None.
+
+        Units of one phase differ (the embeddings before the transformer blocks, small layers
+        before large ones): the recent ones say more of those to come than the phase's start."""
+        warmup = self._warmup(phase)
+        marks = self._marks.get(phase, [])
+        if done <= warmup or not marks:
+            return None
+        since = done - max(1, (done - warmup + 1) // 2)
+        start = next(((d, t) for d, t in reversed(marks) if d <= since), marks[0])
+        if start[0] >= done:
+            return None
+        return (self._elapsed[phase] - start[1]) / (done - start[0])
+
+    def _warmup(self, phase: str) -> int:
+        p = next((p for p in self.plan.phases if p.phase == phase), None)
+        return 0 if p is None else max(0, min(p.warmup, p.units - 1))
+
+    def _steady(self, phase: str, done: int) -> tuple[int, float]:
+        """Units done after the phase's warm-up, and their seconds."""
+        warmup = self._warmup(phase)
+        if done > warmup and phase in self._warm:
+            return done - warmup, self._elapsed[phase] - self._warm[phase]
+        return 0, 0.0
+
+    def _speed(self, measured: list[tuple[PhasePlan, int, float]]) -> float:
+        """Measured / planned time of the forward-pass phases (>1: slower than planned); 1 when unknown.
+
+        Steady units decide where there are any (warm-up units carry one-off work); before, a
+        phase whose warm-up is its first unit alone (a calibration sample and the first file read)."""
+        timed = [(p, d, s) for p, d, s in measured if p.per_forward and p.unit_seconds > 0]
+        steady = [(p, *self._steady(p.phase, d)) for p, d, _ in timed]
+        steady = [(p, d, s) for p, d, s in steady if d > 0]
+        basis = steady or [(p, d, s) for p, d, s in timed if p.warmup <= 1]
+        expected = sum(p.unit_seconds * d for p, d, _ in basis)
+        return sum(s for _, _, s in basis) / expected if expected > 0 else 1.0
 
     def remaining(self) -> float | None:
         measured = [
@@ -224,26 +270,21 @@ class RemainingTime:
         ]
         if not measured:
             return None
-        expected = sum(p.unit_seconds * done for p, done, _ in measured)
-        actual = sum(seconds for _, _, seconds in measured)
-        speed = actual / expected if expected > 0 else 1.0  # >1: slower than expected
+        speed = self._speed(measured)
         left = 0.0
         for p in self.plan.phases:
             done = self._done.get(p.phase, 0)
             todo = max(p.units - done, 0)
             if not todo:
                 continue
-            if done >= 2 and p.phase in self._elapsed:
-                left += todo * self._rate(p.phase, done)
-            elif done == 1 and p.unit_seconds > 0:
-                # One unit says little (it carried the one-off work): the plan's time, or that unit's
-                # when it took longer (the plan knows the float model, not the quantized kernels).
-                left += todo * max(p.unit_seconds * speed, self._rate(p.phase, done))
-            elif done > 0 and p.phase in self._elapsed:
-                left += todo * self._rate(p.phase, done)
+            rate = self._recent_rate(p.phase, done) if p.phase in self._elapsed else None
+            if rate is not None:
+                left += todo * rate
             elif p.unit_seconds > 0:
                 left += todo * p.unit_seconds * speed
-            else:  # no expectation: as long per unit as the run so far
+            elif done > 0:  # no expectation: as long per unit as this phase so far
+                left += todo * self._elapsed[p.phase] / done
+            else:  # no expectation, not started: as long per unit as the run so far
                 units_done = sum(d for _, d, _ in measured)
-                left += todo * actual / units_done
+                left += todo * sum(s for _, _, s in measured) / units_done
         return left

@@ -502,11 +502,20 @@ def _plan(
     if static:
         phases.append(PhasePlan("calibrate", len(calib_idx), CALIBRATE_FORWARDS * forward_s))
     per_layer = QUANTIZE_SECONDS_PER_ELEMENT * elements / len(chosen) if chosen else 0.0
-    phases.append(PhasePlan("quantize", len(chosen), per_layer))
+    phases.append(PhasePlan("quantize", len(chosen), per_layer, per_forward=False))
     if validate:
-        # The first unit is the round trip through the file format, about one forward.
-        phases.append(PhasePlan("validate", len(val_idx) + 1, VALIDATE_FORWARDS * forward_s))
+        phases.append(validate_plan(len(val_idx), VALIDATE_FORWARDS * forward_s))
     return RunPlan(tuple(phases))
+
+
+def validate_plan(samples: int, unit_seconds: float) -> PhasePlan:
+    """Validation's phase: writing the file format (its first unit), then one unit per sample.
+
+    The first :data:`~.validation.ROUND_TRIP_SAMPLES` samples also run the layers rebuilt from
+    the file, and the first quantized forward packs the kernels: with the first unit, the warm-up."""
+    from .validation import ROUND_TRIP_SAMPLES
+
+    return PhasePlan("validate", samples + 1, unit_seconds, warmup=1 + min(ROUND_TRIP_SAMPLES, samples))
 
 
 def _timed_forward(model: nn.Module, batch: Any) -> float:

@@ -206,7 +206,14 @@ class Workbench:
         phases: list[PhasePlan] = []
         if self.static:
             phases.append(PhasePlan("calibrate", len(calib_idx), CALIBRATE_FORWARDS * forward_s))
-        phases.append(PhasePlan("quantize", len(self.names), QUANTIZE_SECONDS_PER_ELEMENT * elements / len(self.names)))
+        phases.append(
+            PhasePlan(
+                "quantize",
+                len(self.names),
+                QUANTIZE_SECONDS_PER_ELEMENT * elements / len(self.names),
+                per_forward=False,
+            )
+        )
         # The first unit: the float outputs (and the float metric); then one forward pass per layer.
         phases.append(PhasePlan("sensitivity", len(self.names) + 1, forward_s * len(self.val_idx)))
         phases.extend(extra_phases(len(self.names), forward_s * len(self.val_idx)))

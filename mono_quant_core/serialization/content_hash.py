@@ -31,7 +31,7 @@ _HEX = re.compile(r"[0-9a-f]{64}")
 #: Placeholder digest: same length as a real one, for exact size estimates without hashing.
 PLACEHOLDER = "0" * 64
 #: Below this many bytes in all, hashing stays on the calling thread.
-_PARALLEL_BYTES = 64 << 20
+_PARALLEL_BYTES = 8 << 20
 _CODES = {dtype: code for code, dtype in TORCH_DTYPES.items()}
 
 

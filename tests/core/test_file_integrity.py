@@ -129,6 +129,22 @@ def test_every_tensor_and_the_metadata_are_hashed(result, tmp_path, ext):
     assert field["metadata"] == expected
 
 
+def test_tensors_hashed_on_threads_get_the_serial_digests(monkeypatch):
+    """Above ``_PARALLEL_BYTES`` the digests come from a thread pool, in the tensors' order."""
+    from mono_quant_core.serialization import content_hash
+
+    g = torch.Generator().manual_seed(3)
+    tensors = [torch.randint(-128, 128, (n, 1024), generator=g, dtype=torch.int8) for n in (6000, 7, 3000, 1)]
+    assert sum(t.numel() for t in tensors) > content_hash._PARALLEL_BYTES
+    used = []
+    real_pool = content_hash.ThreadPoolExecutor
+    monkeypatch.setattr(content_hash, "ThreadPoolExecutor", lambda **kw: used.append(kw) or real_pool(**kw))
+    monkeypatch.setattr(content_hash.os, "cpu_count", lambda: 2)
+    digests = content_hash._digests(tensors)
+    assert used and used[0]["max_workers"] == 2
+    assert digests == [hashlib.sha256(t.numpy().tobytes()).hexdigest() for t in tensors]
+
+
 def test_a_safetensors_save_is_byte_for_byte_what_safetensors_writes(result, tmp_path):
     """The data section is written first (hashed meanwhile), the header over its place last."""
     from safetensors.torch import save

@@ -146,3 +146,47 @@ def test_a_phases_first_unit_carries_its_one_off_work_and_is_left_out_of_its_rat
     for done in range(2, 6):
         now[0] += 1.0  # then 1 s a unit
         assert estimate.update(PhaseEvent("validate", done, 6)) == pytest.approx(6 - done)
+
+
+def test_the_quantize_phase_sets_no_scale_for_the_forward_passes():
+    """Quantizing layers 5x faster than its per-element constant says nothing of the forwards."""
+    plan = RunPlan((PhasePlan("quantize", 10, 0.5, per_forward=False), PhasePlan("validate", 5, 1.0)))
+    now = [0.0]
+    estimate = RemainingTime(plan, clock=lambda: now[0])
+    estimate.update(PhaseEvent("quantize", 0, 10))
+    for done in range(1, 6):
+        now[0] += 0.1
+        left = estimate.update(PhaseEvent("quantize", done, 10))
+    assert left == pytest.approx(5 * 0.1 + 5 * 1.0)
+
+
+def test_validation_warms_up_over_the_file_and_its_round_trip_samples():
+    """Validation's units: the file format (quick), the first sample (kernels packed, layers rebuilt),
+    the second (layers rebuilt), then plain samples: none of the first three sets the rate."""
+    from mono_quant_core.quantizer import validate_plan
+    from mono_quant_core.validation import ROUND_TRIP_SAMPLES
+
+    plan = RunPlan((validate_plan(6, 1.0),))
+    assert plan.phases[0].units == 7 and plan.phases[0].warmup == 1 + ROUND_TRIP_SAMPLES == 3
+    now = [0.0]
+    estimate = RemainingTime(plan, clock=lambda: now[0])
+    estimate.update(PhaseEvent("validate", 0, 7))
+    for done, cost in ((1, 0.1), (2, 4.0), (3, 1.5)):
+        now[0] += cost
+        left = estimate.update(PhaseEvent("validate", done, 7))
+        assert left == pytest.approx((7 - done) * 1.0)  # the plan's time until a plain sample is measured
+    for done in range(4, 7):
+        now[0] += 1.2  # plain samples: 1.2 s each, measured
+        assert estimate.update(PhaseEvent("validate", done, 7)) == pytest.approx((7 - done) * 1.2)
+
+
+def test_a_phase_is_timed_by_its_recent_units():
+    """Cheap units first (embeddings), then dear ones (blocks): the latest half of the units decides."""
+    plan = RunPlan((PhasePlan("quantize", 10, 0.5, per_forward=False),))
+    now = [0.0]
+    estimate = RemainingTime(plan, clock=lambda: now[0])
+    estimate.update(PhaseEvent("quantize", 0, 10))
+    for done in range(1, 7):
+        now[0] += 0.1 if done <= 3 else 1.0
+        left = estimate.update(PhaseEvent("quantize", done, 10))
+    assert left == pytest.approx(4 * 1.0)
