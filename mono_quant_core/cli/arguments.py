@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
+from ..errors import ConfigError
+
 
 class UsageError(Exception):
     """A command line argparse rejected; ``prog`` names the command for the --help hint."""
@@ -70,8 +72,15 @@ def add_ray(parser: argparse.ArgumentParser, what: str) -> argparse._ArgumentGro
     group.add_argument(
         "--retries",
         type=natural_int,
-        default=1,
+        default=None,
         metavar="N",
         help="with --ray: run a task whose worker died again, up to N times (default 1)",
     )
     return group
+
+
+def ray_retries(args: argparse.Namespace) -> int:
+    """``--retries`` (1 when not given); refused without ``--ray``, where it would do nothing."""
+    if args.ray is None and args.retries is not None:
+        raise ConfigError("--retries: retries tasks on a Ray cluster; give --ray ADDRESS too", key="--retries")
+    return 1 if args.retries is None else int(args.retries)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TextIO, cast
 from ..errors import ConfigError, MonoQuantError
 from ..jobs import load_job, run_job
 from ..progress import CancelToken
-from .arguments import add_debug, add_ray, positive_int
+from .arguments import add_debug, add_ray, positive_int, ray_retries
 from .progress_line import ProgressPrinter
 from .results import JobRow, print_warnings, summary_table
 
@@ -61,8 +61,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run every job, print the summary; 1 when any job failed."""
+    retries = ray_retries(args)
     if args.ray is not None:
-        rows = _run_on_cluster(args)
+        rows = _run_on_cluster(args, retries)
     elif args.concurrency is not None:
         raise ConfigError(
             "--concurrency: runs jobs at once on a Ray cluster; give --ray ADDRESS too", key="--concurrency"
@@ -76,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(row.status == "done" for row in rows) else 1
 
 
-def _run_on_cluster(args: argparse.Namespace) -> list[JobRow]:
+def _run_on_cluster(args: argparse.Namespace, retries: int) -> list[JobRow]:
     """The jobs on the cluster at ``--ray``, ``--concurrency`` at a time; rows in the order given."""
     from ..cluster import RayCluster
 
-    cluster = RayCluster(args.ray, retries=args.retries, concurrency=args.concurrency)
+    cluster = RayCluster(args.ray, retries=retries, concurrency=args.concurrency)
     try:
         info = cluster.connect()
         workers = _concurrency(cluster, args.jobs)

@@ -11,7 +11,7 @@ from ..errors import ConfigError
 from ..jobs.run import check_sources, resolve_metric
 from ..jobs.text_files import write_text_atomic
 from ..report import format_db
-from .arguments import add_debug, add_ray
+from .arguments import add_debug, add_ray, ray_retries
 from .progress_line import ProgressPrinter
 from .quant_flags import config_from_args, fold_flag, input_flags, metric_flag, quantization_flags
 
@@ -56,6 +56,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """Load the model and samples, measure every layer, print the table, write the report if asked."""
     config = config_from_args(args)
+    retries = ray_retries(args)
     if not args.calib:
         raise ConfigError("--calib: sensitivity needs a folder of samples to run the model on", key="--calib")
     script, checkpoint, calib = (_absolute(p) for p in (args.script, args.checkpoint, args.calib))
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ray is not None:
             from ..cluster import RayCluster, sensitivity_on
 
-            cluster = RayCluster(args.ray, retries=args.retries)
+            cluster = RayCluster(args.ray, retries=retries)
             printer(0, 0, f"connecting to the Ray cluster at {args.ray}")
             cluster.connect()
         try:

@@ -12,8 +12,8 @@ atomically on the caller's side.
 from __future__ import annotations
 
 from ..errors import ClusterError
-from .connection import ClusterInfo, check_cluster
+from .connection import ClusterInfo, check_address, check_cluster
 from .runner import RayCluster
 from .sweep import sensitivity_on
 
-__all__ = ["ClusterError", "ClusterInfo", "RayCluster", "check_cluster", "sensitivity_on"]
+__all__ = ["ClusterError", "ClusterInfo", "RayCluster", "check_address", "check_cluster", "sensitivity_on"]

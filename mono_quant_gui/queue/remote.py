@@ -87,6 +87,17 @@ def close_task(_ctx: TaskContext, cluster: Cluster) -> None:
     cluster.close()
 
 
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is not a Ray address (the engine's rule), or None when it is one."""
+    from mono_quant_core.cluster import ClusterError, check_address
+
+    try:
+        check_address(address)
+    except ClusterError as exc:
+        return str(exc)
+    return None
+
+
 def check_task(_ctx: TaskContext, address: str) -> Any:
     """Preferences' Test connection: the ``ClusterInfo`` of ``address``, or the engine's ClusterError."""
     from mono_quant_core.cluster import check_cluster

@@ -147,6 +147,17 @@ class PreferencesDialog(QDialog):
             concurrency=self.concurrency.value(),
         )
 
+    def accept(self) -> None:
+        """OK: only with an address the cluster side can use; otherwise the dialog stays open and says why."""
+        target = self.target()
+        problem = remote.address_problem(target.address) if target.remote else None
+        if problem is not None:
+            self._show_result(False, problem, announce=False)
+            self.address.setFocus()
+            self.address.selectAll()
+            return
+        super().accept()
+
     def _update(self) -> None:
         remote_on = self.cluster.isChecked()
         self.address.setEnabled(remote_on)
@@ -184,14 +195,14 @@ class PreferencesDialog(QDialog):
         if self._checker is not None:
             self._show_result(False, f"Could not connect: {message}")
 
-    def _show_result(self, ok: bool | None, text: str) -> None:
+    def _show_result(self, ok: bool | None, text: str, announce: bool = True) -> None:
         color = {True: colors.OK, False: colors.ERROR}.get(ok) if ok is not None else None
         mark = {True: "✓ ", False: "✗ "}.get(ok, "") if ok is not None else ""
         self.result_text = mark + text
         body = html.escape(self.result_text).replace("\n", "<br>")
         self.result_label.setText(f'<span style="color:{color}">{body}</span>' if color else body)
         self._update()
-        if ok is not None:
+        if ok is not None and announce:  # a test's answer (not OK's refusal of an address)
             self.checked.emit(ok, text)
 
     def _stop_checker(self, *_args: object) -> None:

@@ -132,3 +132,16 @@ def test_ctrl_c_cancels_the_running_remote_jobs_at_once(tmp_path, monkeypatch, c
     assert code != 0
     assert seen == [True, True]  # both running jobs cancelled; the third never started
     assert not any((root / f"out{i}.safetensors").exists() for i in range(3))
+
+
+def test_retries_without_ray_is_refused_not_ignored(tmp_path, capsys):
+    """``--retries`` only means something on a cluster: without ``--ray`` it is an error naming both."""
+    write_project(tmp_path)
+    make_job(tmp_path, "a.safetensors").save(tmp_path / "a.toml")
+    for argv in (
+        ["run", "--retries", "2", str(tmp_path / "a.toml")],
+        ["sensitivity", "--script", str(tmp_path / "model.py"), "--calib", str(tmp_path / "calib"), "--retries", "0"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "--retries" in err and "--ray" in err, err

@@ -384,3 +384,21 @@ def test_ray_stays_off_the_start_path(tmp_path):
     done = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["ray://head:10001", "False", "False"]
+
+
+def test_preferences_refuse_an_address_that_is_not_one_and_keep_the_setting(window, qtbot):
+    from mono_quant_gui.settings.settings_store import SettingsStore
+
+    before = SettingsStore().queue_target()
+    dialog = window.show_preferences()
+    dialog.cluster.setChecked(True)
+    dialog.address.setText("head.example")  # no port: not a Ray address
+    with qtbot.assertNotEmitted(dialog.checked):  # no connection test ran
+        dialog.accept()
+    assert dialog.isVisible() and dialog.result() != dialog.DialogCode.Accepted
+    assert "'head.example': not a Ray address" in dialog.result_text and dialog.result_text.startswith("✗ ")
+    assert SettingsStore().queue_target() == before and window.queue_panel.runner.target == before
+    dialog.address.setText("head.example:6379")  # now one: OK takes it
+    dialog.accept()
+    assert not dialog.isVisible()
+    assert SettingsStore().queue_target() == QueueTarget(remote=True, address="head.example:6379", concurrency=0)
