@@ -18,6 +18,7 @@ delivered on the GUI thread.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable
@@ -143,8 +144,17 @@ class QueueRunner(QObject):
     def set_target(self, target: QueueTarget) -> None:
         """Run the next jobs on ``target``; running jobs finish where they are."""
         self.target = target
-        if self._connection is not None and self._wanted(target) != self._connected_to and not self._remote_jobs():
-            self._disconnect()
+        wanted, connection = self._wanted(target), self._connection
+        if connection is not None and wanted != self._connected_to:
+            same_address = wanted is not None and self._connected_to is not None and wanted[0] == self._connected_to[0]
+            if wanted is not None and wanted[1] > 0 and same_address:
+                # Only the number of jobs at once changed: the connection stays (a local Ray
+                # instance is not restarted); running jobs go on, the next ones follow the new count.
+                self._connection = dataclasses.replace(connection, concurrency=wanted[1])
+                self._connected_to = wanted
+                self.connected.emit(connection.info, wanted[1])
+            elif not self._remote_jobs():
+                self._disconnect()
         if self._active:
             self._pump()
 

@@ -402,3 +402,28 @@ def test_preferences_refuse_an_address_that_is_not_one_and_keep_the_setting(wind
     dialog.accept()
     assert not dialog.isVisible()
     assert SettingsStore().queue_target() == QueueTarget(remote=True, address="head.example:6379", concurrency=0)
+
+
+def test_changing_only_the_jobs_at_once_keeps_the_connection(dock, qtbot, tmp_path, factory):
+    """A new count of jobs at once for the same address: no reconnect (a local Ray is not restarted)."""
+    dock.set_target(CLUSTER)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    ids = queue_jobs(dock, tmp_path / "first", 2)
+    dock.run_all.trigger()
+    qtbot.waitUntil(lambda: bool(factory.made), timeout=RUN_TIMEOUT_MS)
+    cluster = factory.last
+    with qtbot.waitSignal(dock.runner.running_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda r: not r):
+        cluster.gate.set()
+    assert statuses(dock) == [DONE, DONE]
+    cluster.gate.clear()
+    dock.set_target(QueueTarget(remote=True, address=CLUSTER.address, concurrency=3))
+    assert dock.runner.connection is not None and not cluster.closed and len(factory.made) == 1
+    assert "3 jobs at once" in dock.target_label.text()
+    more = queue_jobs(dock, tmp_path / "second", 3)
+    dock.run_all.trigger()
+    wait_held(qtbot, cluster, 3)  # three at once on the same connection
+    assert [dock.model.find(i).status for i in more] == [RUNNING] * 3
+    with qtbot.waitSignal(dock.runner.running_changed, timeout=RUN_TIMEOUT_MS, check_params_cb=lambda r: not r):
+        cluster.gate.set()
+    assert cluster.most == 3 and cluster.jobs == 5 and len(factory.made) == 1 and ids
