@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..jobs import Job
+from ..progress import CancelLike, check_cancel
 
 ROLES = ("script", "checkpoint", "calibration")
 _CHUNK = 1 << 20
@@ -53,8 +54,10 @@ _hashes: dict[tuple[str, int, int], str] = {}
 _hash_lock = threading.Lock()
 
 
-def sha256_of(path: str) -> str:
-    """The file's SHA-256, remembered per (path, size, mtime) so twelve jobs on one checkpoint hash it once."""
+def sha256_of(path: str, cancel: CancelLike | None = None) -> str:
+    """The file's SHA-256, remembered per (path, size, mtime) so twelve jobs on one checkpoint hash it once.
+
+    ``cancel`` is checked between blocks (a 14 GB checkpoint takes a while): Cancelled when set."""
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     with _hash_lock:
@@ -64,6 +67,7 @@ def sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
+            check_cancel(cancel)
             digest.update(block)
     value = digest.hexdigest()
     with _hash_lock:
@@ -71,8 +75,8 @@ def sha256_of(path: str) -> str:
     return value
 
 
-def manifest(job: Job) -> Manifest:
-    """The files ``job`` reads, found on the caller's side."""
+def manifest(job: Job, cancel: CancelLike | None = None) -> Manifest:
+    """The files ``job`` reads, found on the caller's side (``cancel``: checked while hashing them)."""
     files: list[InputFile] = []
     roots: list[tuple[str, str]] = []
     script = os.path.abspath(job.script)
@@ -80,23 +84,27 @@ def manifest(job: Job) -> Manifest:
     folder = os.path.dirname(script)
     neighbours = sorted(n for n in os.listdir(folder) if n.endswith(".py") and os.path.isfile(os.path.join(folder, n)))
     for name in [os.path.basename(script), *(n for n in neighbours if n != os.path.basename(script))]:
-        files.append(_entry("script", os.path.join(folder, name), name))
+        files.append(_entry("script", os.path.join(folder, name), name, cancel))
     if job.checkpoint is not None:
         checkpoint = os.path.abspath(job.checkpoint)
         roots.append(("checkpoint", checkpoint))
-        files += _tree("checkpoint", checkpoint) if os.path.isdir(checkpoint) else _checkpoint_files(checkpoint)
+        files += (
+            _tree("checkpoint", checkpoint, cancel)
+            if os.path.isdir(checkpoint)
+            else _checkpoint_files(checkpoint, cancel)
+        )
     if job.calibration_folder is not None:
         calibration = os.path.abspath(job.calibration_folder)
         roots.append(("calibration", calibration))
-        files += _tree("calibration", calibration)
+        files += _tree("calibration", calibration, cancel)
     return Manifest(tuple(files), tuple(roots))
 
 
-def _entry(role: str, path: str, relative: str) -> InputFile:
-    return InputFile(role, path, relative.replace(os.sep, "/"), os.path.getsize(path), sha256_of(path))
+def _entry(role: str, path: str, relative: str, cancel: CancelLike | None) -> InputFile:
+    return InputFile(role, path, relative.replace(os.sep, "/"), os.path.getsize(path), sha256_of(path, cancel))
 
 
-def _tree(role: str, root: str) -> list[InputFile]:
+def _tree(role: str, root: str, cancel: CancelLike | None) -> list[InputFile]:
     """Every file under the folder ``root``, named ``<root's name>/<path inside>``."""
     base = os.path.dirname(root.rstrip(os.sep))
     found = []
@@ -105,13 +113,13 @@ def _tree(role: str, root: str) -> list[InputFile]:
         for name in sorted(names):
             path = os.path.join(folder, name)
             if os.path.isfile(path):
-                found.append(_entry(role, path, os.path.relpath(path, base)))
+                found.append(_entry(role, path, os.path.relpath(path, base), cancel))
     return found
 
 
-def _checkpoint_files(path: str) -> list[InputFile]:
+def _checkpoint_files(path: str, cancel: CancelLike | None) -> list[InputFile]:
     """A checkpoint file, and a sharded checkpoint's shards beside its index."""
-    files = [_entry("checkpoint", path, os.path.basename(path))]
+    files = [_entry("checkpoint", path, os.path.basename(path), cancel)]
     if path.lower().endswith(".index.json"):
         try:
             with open(path, encoding="utf-8") as f:
@@ -120,7 +128,9 @@ def _checkpoint_files(path: str) -> list[InputFile]:
             return files  # run_job reports the broken index as a local run does
         folder = os.path.dirname(path)
         files += [
-            _entry("checkpoint", os.path.join(folder, s), s) for s in shards if os.path.isfile(os.path.join(folder, s))
+            _entry("checkpoint", os.path.join(folder, s), s, cancel)
+            for s in shards
+            if os.path.isfile(os.path.join(folder, s))
         ]
     return files
 

@@ -187,13 +187,13 @@ class RayCluster:
         check_cancel(cancel)
         _check_inputs(job)  # the caller's files and output folder, before any remote work
         ray = self._ray()
-        man = files.manifest(job)
-        shipped: dict[str, Any] | None = self._ship(ray, man) if self.ship_files else None
+        man = files.manifest(job, cancel)
+        shipped: dict[str, Any] | None = self._ship(ray, man, cancel) if self.ship_files else None
         try:
             result = self._attempts(ray, job, man, shipped, progress, cancel, on_event)
             if isinstance(result, remote.NeedFiles):
                 _say(on_event, "log", f"inputs: the worker does not see {result.missing[0]}; shipping the inputs")
-                shipped = self._ship(ray, man)
+                shipped = self._ship(ray, man, cancel)
                 result = self._attempts(ray, job, man, shipped, progress, cancel, on_event)
         finally:
             if shipped is not None:
@@ -290,16 +290,25 @@ class RayCluster:
                 _say(on_event, kind, str(payload))
 
     # -- files --------------------------------------------------------------------------
-    def _ship(self, ray: ModuleType, man: files.Manifest) -> dict[str, Any]:
-        """Every input's bytes in the object store (each file once while jobs use it): path -> ref."""
+    def _ship(self, ray: ModuleType, man: files.Manifest, cancel: CancelLike | None = None) -> dict[str, Any]:
+        """Every input's bytes in the object store (each file once while jobs use it): path -> ref.
+
+        ``cancel`` is checked between files; a cancelled or failed shipping lets go of what it put."""
         refs = {}
-        with self._lock:
+        taken: list[files.InputFile] = []
+        try:
             for f in man.files:
+                check_cancel(cancel)
                 key = (f.path, f.size, f.sha256)
-                if key not in self._shipped:
-                    self._shipped[key] = ray.put(files.read_bytes(f.path))
-                self._shipped_users[key] = self._shipped_users.get(key, 0) + 1
-                refs[f.path] = self._shipped[key]
+                with self._lock:
+                    if key not in self._shipped:
+                        self._shipped[key] = ray.put(files.read_bytes(f.path))
+                    self._shipped_users[key] = self._shipped_users.get(key, 0) + 1
+                    refs[f.path] = self._shipped[key]
+                taken.append(f)
+        except BaseException:
+            self._unship(files.Manifest(tuple(taken), man.roots))
+            raise
         return refs
 
     def _unship(self, man: files.Manifest) -> None:

@@ -105,3 +105,63 @@ def test_a_remote_output_replaces_an_earlier_one_whole(tmp_path):
     assert outcome.output == resolve(str(out)) and outcome.output.endswith(".index.json")
     reloaded = load_quantized(str(out), model=nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64)))
     assert torch.equal(reloaded.state_dict()["0.weight"], new.model.state_dict()["0.weight"])
+
+
+class CancelAfter:
+    """A cancel token that turns set after ``n`` checks (the first checks pass)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0
+
+
+def test_hashing_a_large_input_stops_at_cancel(tmp_path, monkeypatch):
+    from mono_quant_core.errors import Cancelled
+
+    root = write_project(tmp_path)
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(64 * 1024) * 16)
+    monkeypatch.setattr(files, "_CHUNK", 64 * 1024)
+    reads = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        f = real_open(path, *args, **kwargs)
+        if os.fspath(path) == str(big):
+            real_read = f.read
+            f.read = lambda n=-1: reads.append(n) or real_read(n)
+        return f
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    with pytest.raises(Cancelled):
+        files.sha256_of(str(big), CancelAfter(3))
+    assert len(reads) == 4  # three blocks hashed, the fourth read sees the cancel: not 16
+    assert (str(big), 16 * 64 * 1024) not in {(k[0], k[1]) for k in files._hashes}  # nothing remembered
+    job = make_job(root, "out.safetensors")
+    with pytest.raises(Cancelled):
+        files.manifest(job, CancelAfter(0))
+
+
+def test_a_cancelled_run_stops_before_shipping_and_lets_go_of_what_it_put(tmp_path, monkeypatch):
+    from mono_quant_core.cluster import RayCluster
+    from mono_quant_core.errors import Cancelled
+
+    root = write_project(tmp_path)
+    put = []
+
+    class FakeRay:
+        def put(self, data):
+            put.append(len(data))
+            return object()
+
+    cluster = RayCluster("local", ship_files=True)
+    monkeypatch.setattr(cluster, "_ray", lambda: FakeRay())
+    job = make_job(root, "out.safetensors")
+    assert len(files.manifest(job).files) > 3  # hashed now: remembered, the run's manifest checks nothing
+    with pytest.raises(Cancelled):
+        cluster.run_job(job, cancel=CancelAfter(1 + 2))  # run_job's own check, then two files shipped
+    assert len(put) == 2  # stopped at the third file, before any task was submitted
+    assert cluster._shipped_users == {} and cluster._shipped == {}  # let go of the two it put
