@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # the names __getattr__ loads, for type checkers ("X as X": r
     from .histograms import Histogram as Histogram
     from .histograms import LayerHistograms as LayerHistograms
     from .histograms import layer_histograms as layer_histograms
+    from .int8_graph import Int8Report as Int8Report
+    from .int8_graph import optimize_int8 as optimize_int8
     from .layer_csv import report_csv as report_csv
     from .loading import list_entries as list_entries
     from .loading import load_calibration as load_calibration
@@ -105,6 +107,8 @@ _EXPORTS = {
     "open_quantized": "serialization",
     "read_metadata": "serialization",
     "dequantize": "serialization",
+    "optimize_int8": "int8_graph",
+    "Int8Report": "int8_graph",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]
