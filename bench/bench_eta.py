@@ -49,11 +49,17 @@ def record(model, config, calibration) -> tuple[RunPlan, list[tuple[float, Phase
     return plan[0], [(t - started, e, d, n) for t, e, d, n in events], end - started
 
 
-def score(plan, events, wall) -> tuple[float, float, float, float]:
-    """(worst low, worst high) of estimate/actual for the phase estimate and the flat one, after 20 %."""
+def shown_right(left: float, actual: float) -> bool:
+    """Whether the status bar's text is right: within 30 %, or "less than a second left" when it is."""
+    return (left < 1 and actual < 1) or 0.7 <= left / actual <= 1.3
+
+
+def score(plan, events, wall) -> tuple[float, float, float, float, float]:
+    """(worst low, worst high) of estimate/actual for the phase estimate and the flat one, after 20 %,
+    and the share of those events where the window's text ("about N s left") is right."""
     clock = [0.0]
     estimate = RemainingTime(plan, clock=lambda: clock[0])
-    ratios, flat = [], []
+    ratios, flat, shown = [], [], []
     for t, event, done, total in events:
         clock[0] = t
         left = estimate.update(event)
@@ -62,9 +68,10 @@ def score(plan, events, wall) -> tuple[float, float, float, float]:
             continue  # before 20 %, and the last few percent (a ratio of tiny numbers)
         if left is not None:
             ratios.append(left / actual)
+            shown.append(shown_right(left, actual))
         if done and total:
             flat.append((t / done * (total - done)) / actual)
-    return min(ratios), max(ratios), min(flat or [0]), max(flat or [0])
+    return min(ratios), max(ratios), min(flat or [0]), max(flat or [0]), sum(shown) / len(shown)
 
 
 def cases():
@@ -113,12 +120,12 @@ def cases():
 
 def main() -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
-    print(f"{'case':46} {'wall s':>7}  {'phase estimate/actual':>22}  {'flat estimate/actual':>21}")
+    print(f"{'case':46} {'wall s':>7}  {'phase estimate/actual':>22}  {'flat estimate/actual':>21}  {'text right':>10}")
     for name, model, config, calibration in cases():
         quantize(model, config, calibration)  # warm-up: kernels, allocator, file cache
         plan, events, wall = record(model, config, calibration)
-        lo, hi, flo, fhi = score(plan, events, wall)
-        print(f"{name:46} {wall:7.2f}  {lo:9.2f} .. {hi:<9.2f}  {flo:9.2f} .. {fhi:<9.2f}")
+        lo, hi, flo, fhi, right = score(plan, events, wall)
+        print(f"{name:46} {wall:7.2f}  {lo:9.2f} .. {hi:<9.2f}  {flo:9.2f} .. {fhi:<9.2f}  {right:9.0%}")
 
 
 if __name__ == "__main__":
