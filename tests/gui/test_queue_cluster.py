@@ -111,8 +111,18 @@ def queue_jobs(dock, tmp_path, n: int) -> list[str]:
 
 
 def wait_held(qtbot, cluster: FakeCluster, n: int) -> None:
-    for _ in range(n):
-        assert cluster.held.acquire(timeout=RUN_TIMEOUT_MS / 1000), "a remote job never started"
+    """Wait, with the event loop running, until ``n`` remote jobs wait at the gate.
+
+    Blocking the GUI thread here deadlocked when the connection's answer was still queued for
+    it (the jobs are submitted only once it is handled): seen in CI."""
+    held = [0]
+
+    def enough() -> bool:
+        while held[0] < n and cluster.held.acquire(blocking=False):
+            held[0] += 1
+        return held[0] >= n
+
+    qtbot.waitUntil(enough, timeout=RUN_TIMEOUT_MS)
 
 
 def cell(dock, entry_id: str, column: int) -> str:
