@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ValidationFailed
-from .kernels.base import uint8_codes
+from .kernels.base import plain_codes, quint8_view, uint8_codes
 from .kernels.qconv_static import OnednnStaticConv
 from .kernels.qlinear_static import OnednnState, OnednnStatic
 from .kernels.select import select_conv_kernel, select_linear_kernel
@@ -113,21 +113,16 @@ class _Region:
         self.dtype = x.dtype
 
 
-def _as_quint8(codes: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """``codes`` seen as a torch quint8 tensor of ``grid`` (the same storage, no copy)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch's deprecation notice of quantized tensors: this use is deliberate
-        q = torch._empty_affine_quantized([0], scale=grid.scale, zero_point=grid.zero_point, dtype=torch.quint8)
-        return q.set_(codes.untyped_storage(), codes.storage_offset(), codes.size(), codes.stride())
-
-
 def _dequantize(codes: torch.Tensor, grid: Grid) -> torch.Tensor:
     """``(codes - zero_point) * scale`` in float32: one vectorized pass through torch's quantized
-    tensors where they exist, else two."""
-    try:
-        return _as_quint8(codes, grid).dequantize()
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return (codes.to(torch.float32) - grid.zero_point) * grid.scale
+    tensors where they exist (``kernels.base.quint8_view``), else two."""
+    q = quint8_view(codes, grid.scale, grid.zero_point)
+    if q is not None:
+        try:
+            return q.dequantize()
+        except (RuntimeError, NotImplementedError):
+            pass
+    return (codes.to(torch.float32) - grid.zero_point) * grid.scale
 
 
 def _to_layout(codes: torch.Tensor) -> torch.Tensor:
@@ -189,15 +184,10 @@ class Int8Conv(_Int8Node):
     def _conv(self, codes: torch.Tensor) -> torch.Tensor:
         packed, ws, zeros, bias, geometry, op, scale, zero_point = self.state
         attr = "relu" if self.relu else "none"
-        if self.out is None:
-            return cast(
-                torch.Tensor,
-                op(codes, scale, zero_point, packed, ws, zeros, bias, *geometry, 1.0, 0, torch.float32, attr, [], ""),
-            )
-        s, zp = self.out.scale, self.out.zero_point
+        out = self.out
+        s, zp, dtype = (1.0, 0, torch.float32) if out is None else (out.scale, out.zero_point, torch.uint8)
         return cast(
-            torch.Tensor,
-            op(codes, scale, zero_point, packed, ws, zeros, bias, *geometry, s, zp, torch.uint8, attr, [], ""),
+            torch.Tensor, op(codes, scale, zero_point, packed, ws, zeros, bias, *geometry, s, zp, dtype, attr, [], "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -386,14 +376,15 @@ class CodesPool(nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # torch's deprecation notice of quantized tensors
-                y = self.pool(_as_quint8(x, self.grid), *args, **kwargs)
-            codes = torch.empty(0, dtype=torch.uint8, device=y.device)
-            return codes.set_(y.untyped_storage(), y.storage_offset(), y.size(), y.stride())
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return _to_layout(self.pool(x.contiguous(), *args, **kwargs))
+        q = quint8_view(x, self.grid.scale, self.grid.zero_point)
+        if q is not None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch's deprecation notice of quantized tensors
+                    return plain_codes(self.pool(q, *args, **kwargs))
+            except (RuntimeError, NotImplementedError):
+                pass
+        return _to_layout(self.pool(x.contiguous(), *args, **kwargs))
 
 
 # -- the rewrite ---------------------------------------------------------------------------

@@ -513,9 +513,8 @@ def validate_plan(samples: int, unit_seconds: float) -> PhasePlan:
 
     The first :data:`~.validation.ROUND_TRIP_SAMPLES` samples also run the layers rebuilt from
     the file, and the first quantized forward packs the kernels: with the first unit, the warm-up."""
-    from .validation import ROUND_TRIP_SAMPLES
-
-    return PhasePlan("validate", samples + 1, unit_seconds, warmup=1 + min(ROUND_TRIP_SAMPLES, samples))
+    warmup = 1 + min(validation.ROUND_TRIP_SAMPLES, samples)
+    return PhasePlan("validate", samples + 1, unit_seconds, warmup=warmup)
 
 
 def _timed_forward(model: nn.Module, batch: Any) -> float:

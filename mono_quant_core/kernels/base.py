@@ -136,11 +136,32 @@ def uint8_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the deprecation notice: this use is deliberate
                 q = quantize(x.to(torch.float32), scale, zero_point, torch.quint8)
-            codes = torch.empty(0, dtype=torch.uint8, device=q.device)
-            return codes.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+            return plain_codes(q)
         except (RuntimeError, NotImplementedError):
             pass
     return _rounded_codes(x, scale, zero_point)
+
+
+def plain_codes(q: torch.Tensor) -> torch.Tensor:
+    """The codes of torch quint8 tensor ``q`` as a plain uint8 tensor over the same storage (no copy)."""
+    codes = torch.empty(0, dtype=torch.uint8, device=q.device)
+    return codes.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+
+
+def quint8_view(codes: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor | None:
+    """uint8 ``codes`` seen as a torch quint8 tensor of ``(scale, zero_point)`` over the same storage,
+    for torch's quantized ops (dequantize, max-pooling of channels-last codes); None where torch
+    lacks its deprecated quantized tensors or refuses, so that callers take their plain path."""
+    make = getattr(torch, "_empty_affine_quantized", None)
+    if make is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice: this use is deliberate
+            q = make([0], scale=scale, zero_point=zero_point, dtype=torch.quint8, device=codes.device)
+            return q.set_(codes.untyped_storage(), codes.storage_offset(), codes.size(), codes.stride())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def _rounded_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:

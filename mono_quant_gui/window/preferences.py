@@ -97,6 +97,7 @@ class PreferencesDialog(QDialog):
         self.hint.setWordWrap(True)
         self.hint.setIndent(self.style().pixelMetric(self.style().PixelMetric.PM_ExclusiveIndicatorWidth) + 8)
         self.hint.setEnabled(False)  # drawn in the palette's disabled (grey) text
+        self.hint.setMinimumHeight(self.hint.sizeHint().height())  # never squeezed by a long answer below
         self.result_label = _named(QLabel(), "connection_result")
         self.result_label.setWordWrap(True)
         self.result_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -201,6 +202,8 @@ class PreferencesDialog(QDialog):
         self.result_text = mark + text
         body = html.escape(self.result_text).replace("\n", "<br>")
         self.result_label.setText(f'<span style="color:{color}">{body}</span>' if color else body)
+        # A longer answer must not squeeze the address hint: the dialog grows to fit.
+        self.resize(self.size().expandedTo(self.minimumSizeHint()))
         self._update()
         if ok is not None and announce:  # a test's answer (not OK's refusal of an address)
             self.checked.emit(ok, text)

@@ -346,3 +346,17 @@ def test_without_torchs_quantized_tensors_the_kernels_round_the_same_codes(monke
         assert sqnr_db(q_conv.static_reference(x), y_conv) >= AGREEMENT_DB
     assert q_conv.kernel == "onednn-qconv" and q_linear.kernel in ("onednn-static", "fbgemm-static")
     assert sqnr_db(conv(x).detach(), y_conv) >= FLOAT_DB and sqnr_db(linear(xl).detach(), y_linear) >= FLOAT_DB
+
+
+def test_quint8_view_shares_the_codes_and_is_none_without_quantized_tensors(monkeypatch):
+    """The one place the engine makes a torch quint8 tensor; callers fall back when it gives None."""
+    from mono_quant_core.kernels.base import plain_codes, quint8_view
+
+    codes = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    q = quint8_view(codes, 0.05, 7)
+    assert q is not None and q.data_ptr() == codes.data_ptr()
+    assert torch.equal(q.dequantize(), (codes.to(torch.float32) - 7) * 0.05)
+    back = plain_codes(q)
+    assert back.dtype == torch.uint8 and back.data_ptr() == codes.data_ptr() and torch.equal(back, codes)
+    monkeypatch.delattr(torch, "_empty_affine_quantized")
+    assert quint8_view(codes, 0.05, 7) is None

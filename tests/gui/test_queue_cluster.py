@@ -407,6 +407,7 @@ def test_preferences_refuse_an_address_that_is_not_one_and_keep_the_setting(wind
         dialog.accept()
     assert dialog.isVisible() and dialog.result() != dialog.DialogCode.Accepted
     assert "'head.example': not a Ray address" in dialog.result_text and dialog.result_text.startswith("✗ ")
+    qtbot.waitUntil(lambda: dialog.hint.height() >= dialog.hint.sizeHint().height())  # the answer squeezes nothing
     assert SettingsStore().queue_target() == before and window.queue_panel.runner.target == before
     dialog.address.setText("head.example:6379")  # now one: OK takes it
     dialog.accept()
