@@ -30,6 +30,9 @@ class LinearKernel:
     probe_min_sqnr_db = 25.0
     #: Rows of the probe input.
     probe_rows = 3
+    #: The packed state holds the layer's codes and :meth:`unpack` gives them back exactly, so
+    #: that the layer need not keep its own copy beside the pack.
+    holds_codes = False
 
     def available(self) -> bool:
         """True when the ops this kernel needs exist in this torch build."""
@@ -45,6 +48,10 @@ class LinearKernel:
 
     def run(self, state: Any, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def unpack(self, state: Any) -> torch.Tensor:
+        """The layer's codes, exactly as packed (only for a kernel that :attr:`holds_codes`)."""
+        raise NotImplementedError(f"{self.name} does not hold the codes")
 
 
 #: Bytes of alignment that torch's CPU allocator gives every new tensor.
@@ -142,9 +149,10 @@ def uint8_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     return _rounded_codes(x, scale, zero_point)
 
 
-def plain_codes(q: torch.Tensor) -> torch.Tensor:
-    """The codes of torch quint8 tensor ``q`` as a plain uint8 tensor over the same storage (no copy)."""
-    codes = torch.empty(0, dtype=torch.uint8, device=q.device)
+def plain_codes(q: torch.Tensor, dtype: torch.dtype = torch.uint8) -> torch.Tensor:
+    """The codes of torch quint8 (qint8: ``dtype=torch.int8``) tensor ``q`` as a plain tensor over
+    the same storage (no copy)."""
+    codes = torch.empty(0, dtype=dtype, device=q.device)
     return codes.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
 
 

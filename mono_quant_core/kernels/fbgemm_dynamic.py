@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import LinearKernel, float_bias, on_cpu, per_channel, weight_qparams
+from .base import LinearKernel, float_bias, on_cpu, per_channel, plain_codes, weight_qparams
 
 if TYPE_CHECKING:
     from ..modules.linear import QuantizedLinear
@@ -24,8 +24,24 @@ def _prepack(
 ) -> torch.ScriptObject:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_point.long(), 0)
+        qweight = _qint8_view(q, scale.double(), zero_point.long())
+        if qweight is None:
+            qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_point.long(), 0)
         return torch.ops.quantized.linear_prepack(qweight, bias)
+
+
+def _qint8_view(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor | None:
+    """Contiguous int8 codes ``q`` seen as a per-channel qint8 tensor over the same storage (the
+    packing op reads it once; a copy would be one more layer of codes at the peak), or None where
+    torch refuses (the caller copies)."""
+    make = getattr(torch, "_empty_per_channel_affine_quantized", None)
+    if make is None or not q.is_contiguous():
+        return None
+    try:
+        view = make([0], scales=scale, zero_points=zero_point, axis=0, dtype=torch.qint8, device=q.device)
+        return view.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 @functools.cache
@@ -49,9 +65,37 @@ def reduce_range_needed() -> bool:
     return not torch.allclose(y, exact, rtol=1e-3, atol=1.0)
 
 
+def _unpack(packed: torch.ScriptObject) -> torch.Tensor:
+    """The int8 codes of a pack, read back from fbgemm's layout (a new plain int8 tensor)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qweight, _ = torch.ops.quantized.linear_unpack(packed)
+        return plain_codes(qweight, torch.int8)
+
+
+@functools.cache
+def unpack_exact() -> bool:
+    """Whether this torch gives a pack's codes back exactly (its layout, zero points and a
+    ragged shape included), checked once per process; without it a layer keeps its own codes."""
+    if not hasattr(torch.ops.quantized, "linear_unpack"):
+        return False
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(-128, 128, (37, 75), generator=g, dtype=torch.int8)
+    zero_point = torch.randint(-8, 8, (37,), generator=g, dtype=torch.int8)
+    try:
+        codes = _unpack(_prepack(q, torch.rand(37, generator=g) + 0.01, zero_point, None))
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return False
+    return codes.dtype == torch.int8 and codes.shape == q.shape and torch.equal(codes, q)
+
+
 class FbgemmDynamic(LinearKernel):
     name = "fbgemm-dynamic"
     quantizes_input = True
+
+    @property
+    def holds_codes(self) -> bool:  # type: ignore[override]
+        return unpack_exact()
 
     def available(self) -> bool:
         ops = torch.ops.quantized
@@ -88,3 +132,6 @@ class FbgemmDynamic(LinearKernel):
         packed, reduce_range = state
         y = torch.ops.quantized.linear_dynamic(x.to(torch.float32).contiguous(), packed, reduce_range)
         return y if y.dtype == x.dtype else y.to(x.dtype)
+
+    def unpack(self, state: tuple[torch.ScriptObject, bool]) -> torch.Tensor:
+        return _unpack(state[0])

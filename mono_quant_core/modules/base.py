@@ -9,7 +9,10 @@ int4, or fp16/bf16 for the cast modes), ``<stem>_scale`` (float32) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar, Self, cast
 
 import torch
@@ -37,6 +40,26 @@ from ..tensor import (
 
 #: ``kernel`` before the first forward.
 PENDING = "pending"
+#: ``__dict__`` key: the stem whose codes only the kernel's pack holds (its buffer is None meanwhile).
+_IN_PACK = "_codes_in_pack"
+#: ``__dict__`` key: set while validation re-packs and releases this layer's kernel at every call.
+_REPACKING = "_repacking"
+
+
+#: Inside :func:`layout_only`.
+_LAYOUT_ONLY: ContextVar[bool] = ContextVar("mono_quant_layout_only", default=False)
+
+
+@contextmanager
+def layout_only() -> Iterator[None]:
+    """State dicts taken inside give codes that only a kernel's pack holds as uninitialised tensors
+    of their shape and dtype, not unpacked: for sizes and file layouts, which never read the data
+    (the size estimate at the end of validation would otherwise unpack the whole model at once)."""
+    token = _LAYOUT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _LAYOUT_ONLY.reset(token)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -44,6 +67,31 @@ def _version(t: torch.Tensor) -> int:
         return t._version
     except RuntimeError:  # inference tensors have no version counter
         return -1
+
+
+def _refs_of_a_dict_value() -> int:
+    """What ``sys.getrefcount(d[k])`` says of a value that only dict ``d`` holds (the count is
+    the interpreter's own business: measured, not assumed)."""
+    d = {"k": object()}
+    return sys.getrefcount(d["k"])
+
+
+_DICT_ONLY_REFS = _refs_of_a_dict_value()
+
+
+def _owns_storage(store: dict[str, Any], name: str) -> bool:
+    """Whether freeing ``store[name]`` frees its bytes: no other Python reference to the tensor,
+    not a view, no other tensor over its storage."""
+    if sys.getrefcount(store[name]) > _DICT_ONLY_REFS:
+        return False
+    t = store[name]
+    if t._base is not None:
+        return False
+    storage = t.untyped_storage()
+    if storage.nbytes() != t.numel() * t.element_size():
+        return False
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    return use_count is None or use_count(storage._cdata) <= 2  # the tensor's and ``storage``'s
 
 
 def _weight_and_bias(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -268,7 +316,7 @@ class QuantizedModule(nn.Module):
 
     def dequantized_weight(self, stem: str = "weight", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """One weight back in float (``dtype``), from its stored form."""
-        data = getattr(self, stem)
+        data = self.stored(stem)
         if self.spec is None:
             return data.to(dtype)
         w = dequantize_weight(
@@ -329,7 +377,7 @@ class QuantizedModule(nn.Module):
         """Empty when every code is inside its range and every scale is finite and positive."""
         problems = []
         for stem, shape in self.weight_shapes.items():
-            data = getattr(self, stem)
+            data = self.stored(stem)
             if self.spec is None:
                 if not bool(torch.isfinite(data).all()):
                     problems.append(f"{stem}: not finite after the {self.qdtype} cast (values beyond its range)")
@@ -378,6 +426,7 @@ class QuantizedModule(nn.Module):
             if released is not None and released[0] == key:
                 _, self.kernel, kernel = released
                 self._kernel_state = (kernel, kernel.pack(self))
+                self.__dict__[_REPACKING] = True
             else:
                 self.kernel, self._kernel_state = build()
             self._kernel_key = key
@@ -387,10 +436,91 @@ class QuantizedModule(nn.Module):
         """Drop the kernel's packed weights (a copy of the codes in the kernel's layout): the next
         forward packs them again with the same kernel.  Validation of a model larger than memory
         releases each layer's after its call, so that the packs never add up to a second model."""
+        self._restore_codes()
         state = self._kernel_state
         if isinstance(state, tuple) and len(state) == 2 and state[0] is not None and self._kernel_key is not None:
             self.__dict__["_released_kernel"] = (self._kernel_key, self.kernel, state[0])
         self._kernel_key, self._kernel_state = None, None
+
+    # -- codes held by the kernel's pack alone ---------------------------------------------
+    # fbgemm's dynamic int8 pack is a full copy of a Linear's codes in its own layout, from which
+    # ``unpack`` gives them back exactly.  Once a forward has packed them the layer lets the pack
+    # hold them alone (its buffer is None) and brings them back from it whenever anything reads
+    # the buffer, saves, copies, moves or loads the layer: a dynamic int8 model that has run costs
+    # its int8 bytes once, not twice (docs/architecture.md, "Kernels").
+    def _drop_codes(self, stem: str) -> None:
+        """Free buffer ``stem`` when the current kernel state holds its codes and nothing else
+        references them (a tied or viewed buffer stays: dropping it would free nothing)."""
+        if self._buffers.get(stem) is None or self.__dict__.get(_REPACKING) or not _owns_storage(self._buffers, stem):
+            return
+        valid = self._kernel_key is not None and self._kernel_key == self._state_key()
+        self._buffers[stem] = None
+        self.__dict__[_IN_PACK] = stem
+        if valid:
+            self._kernel_key = self._state_key()
+
+    def _packed_codes(self) -> tuple[str, torch.Tensor] | None:
+        """``(stem, codes)`` unpacked from the kernel state when a buffer was dropped, else None."""
+        stem = self.__dict__.get(_IN_PACK)
+        if stem is None:
+            return None
+        if self._buffers.get(stem) is not None:  # assigned since: the pack no longer speaks for it
+            del self.__dict__[_IN_PACK]
+            return None
+        if _LAYOUT_ONLY.get() and self.spec is not None:
+            shape = stored_shape(self.weight_shapes[stem], self.spec)
+            return stem, torch.empty(shape, dtype=stored_dtype(self.spec), device=self._kernel_device())
+        kernel, state = self._kernel_state
+        with torch.inference_mode(False), torch.no_grad():
+            return stem, kernel.unpack(state)
+
+    def _kernel_device(self) -> torch.device:
+        scale = self._buffers.get("weight_scale")
+        return scale.device if scale is not None else torch.device("cpu")
+
+    def stored(self, stem: str) -> torch.Tensor:
+        """Weight ``stem`` as stored (codes, or the cast weight), for reading once: codes that only
+        the kernel's pack holds are unpacked for the caller and not put back into the layer (a
+        pass over a whole model, such as its histograms, would otherwise hold every layer's
+        codes again beside its pack)."""
+        if self._buffers.get(stem) is None and self.__dict__.get(_IN_PACK) == stem:
+            found = self._packed_codes()
+            if found is not None:
+                return found[1]
+        return cast(torch.Tensor, getattr(self, stem))
+
+    def _restore_codes(self) -> None:
+        """Put dropped codes back into their buffer (the kernel state stays valid for them)."""
+        found = self._packed_codes()
+        if found is None:
+            return
+        stem, codes = found
+        valid = self._kernel_key is not None and self._kernel_key == self._state_key()
+        self._buffers[stem] = codes
+        del self.__dict__[_IN_PACK]
+        if valid:
+            self._kernel_key = self._state_key()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == self.__dict__.get(_IN_PACK):
+            self._restore_codes()
+        return super().__getattr__(name)
+
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        found = self._packed_codes()
+        if found is None:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        stem, codes = found
+        self._buffers[stem] = codes  # in its own slot, so that the keys keep their order
+        try:
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+        finally:
+            self._buffers[stem] = None
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        self._restore_codes()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _fixed_dtype_names(self) -> set[str]:
         names = {f"{stem}_scale" for stem in self.weight_shapes} | {"input_scale"}
@@ -402,6 +532,7 @@ class QuantizedModule(nn.Module):
         # Scales stay float32 and cast weights keep their dtype under .half() /
         # .to(dtype): only their device follows.  They are taken out of the dicts
         # so that super()._apply never converts them (no rounding, no copy).
+        self._restore_codes()
         fixed = self._fixed_dtype_names()
         # Tensors and Parameters: dict is invariant, so one value type for both stores is Any.
         stores: tuple[dict[str, Any], ...] = (self._buffers, self._parameters)
@@ -430,10 +561,12 @@ class QuantizedModule(nn.Module):
         return self
 
     def __getstate__(self) -> dict[str, Any]:
+        self._restore_codes()  # a copy or pickle takes the codes (and copy.copy the buffer dict)
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
         state = dict(state)
         state["_kernel_key"], state["_kernel_state"] = None, None
         state["kernel"] = PENDING
+        state.pop(_REPACKING, None)
         return state
 
     def extra_repr(self) -> str:

@@ -107,7 +107,10 @@ class QuantizedLinear(QuantizedModule):
         kernel: LinearKernel
         kernel, state = self._cached(lambda: select_linear_kernel(self))
         try:
-            return self._run(kernel, state, x)
+            y = self._run(kernel, state, x)
+            if kernel.holds_codes:
+                self._drop_codes("weight")  # the pack holds them: one copy of the int8 bytes
+            return y
         except RuntimeError:
             fallback = fallback_for(self)
             if kernel is fallback or x.shape[-1] != self.in_features:

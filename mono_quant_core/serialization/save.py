@@ -13,7 +13,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..folding import folded_records
-from ..modules.base import QuantizedModule
+from ..modules.base import QuantizedModule, layout_only
 from . import pt_file, safetensors_file, sharded
 from .atomic import atomic_write
 from .content_hash import add_content_hash
@@ -110,7 +110,8 @@ def _refuse_inputs(path: str, source: dict[str, Any] | None, targets: list[str] 
 
 def estimate_file_bytes(result: QuantResult) -> int:
     """The exact size of the ``.safetensors`` file ``save_quantized`` would write now."""
-    tensors, aliases = file_tensors(result.model)
+    with layout_only():  # shapes and dtypes only: codes held by a kernel's pack stay there
+        tensors, aliases = file_tensors(result.model)
     meta = build_metadata(result, aliases)
     add_content_hash(meta, tensors, hash_data=False)  # placeholder digests have the real digests' length
     return safetensors_file.layout(tensors, {METADATA_KEY: dumps(meta)})[2]
