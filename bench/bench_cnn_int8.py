@@ -15,8 +15,9 @@ interleaved round by round (machine load hits all alike), median reported:
   ``torch.nn.utils.fusion.fuse_conv_bn_eval`` first (the line above the table
   says which);
 - ``mono-quant static int8 + optimize_int8``: the same quantized model rewritten by
-  ``mono_quant_core.optimize_int8`` (uint8 activations between int8 layers, ReLU and residual
-  adds fused into the convolutions; the model and its file unchanged);
+  ``mono_quant_core.optimize_int8`` on one calibration batch (uint8 activations between int8
+  layers, ReLU and residual adds fused into the convolutions, outputs that only pools or a
+  shortcut read on their own grids calibrated on that batch; the model and its file unchanged);
 - ``torch.ao static``: FX graph mode ``prepare_fx`` / ``convert_fx`` with the
   default x86 qconfig mapping (it folds BatchNorm itself, fuses Conv+ReLU and
   add+ReLU, and keeps activations quint8 between layers), calibrated alike.
@@ -234,6 +235,8 @@ def cnn_table(name: str, build: Callable[[], nn.Module], size: int, budget: floa
     ratios = ", ".join(f"batch {b}: {times[b][ao] / times[b][OPTIMIZED]:.2f}x" for b in CNN_BATCHES)
     report = getattr(models[OPTIMIZED], "int8_report", None)
     fused = "" if report is None else f"; {report.uint8_edges} uint8 edges, fused {report.fused}"
+    if report is not None and getattr(report, "output_grids", None):
+        fused += f", own output grids for {', '.join(report.output_grids)}"
     print(f"mono-quant static + optimize_int8 speed / torch.ao static speed: {ratios}{fused}")
 
 

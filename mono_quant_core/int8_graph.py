@@ -19,11 +19,19 @@ the model and its file stay as they are:
 - a residual ``conv(x) + shortcut`` (+ ReLU) runs as the convolution with
   oneDNN's "sum" post-op (the ReLU fused after it): uint8 out on the next
   layer's grid where the shortcut is uint8 (its own grid: the one its other
-  consumers read), else float32 out.  A shortcut whose grid is not known (a
-  convolution feeding only the add) stays float32; the add's output is then
-  quantized once for its consumers.  This rounds the shortcut to its 8-bit
-  grid, which the unrewritten model does not (the one extra rounding; as
-  ``torch.ao``'s quantized add);
+  consumers read, or its own, below), else float32 out.  A float shortcut
+  stays float32; the add's output is then quantized once for its consumers.
+  This rounds the shortcut to its 8-bit grid, which the unrewritten model does
+  not (as ``torch.ao``'s quantized add);
+- an int8 layer (or fused add) whose output no consumer's grid describes, as
+  only average pools read it (through ReLU, max-pooling, views: a CNN's last
+  convolution before its global pool) or only a fused add as its shortcut (a
+  downsampling convolution), gets its own output grid: min/max of that output
+  on the example inputs (the engine's default activation observer), unless
+  ``output_grids=False``.  Average pools then run on codes with float output
+  (the exact average of the grid's values), the shortcut arrives as codes.
+  The other extra 8-bit rounding, of a value the unrewritten model keeps float
+  (``torch.ao`` rounds there too), checked below like everything else;
 - everything else stays float, and values leave the int8 region as float32 in
   the layout the unrewritten model gives them (a contiguous input gives
   contiguous outputs).
@@ -50,6 +58,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration.observers import MinMaxObserver
 from .errors import ValidationFailed
 from .kernels.base import plain_codes, quint8_view, uint8_codes
 from .kernels.qconv_static import OnednnStaticConv
@@ -59,6 +68,7 @@ from .modules.base import QuantizedModule
 from .modules.conv import QuantizedConv1d, QuantizedConv2d, QuantizedConv3d, QuantizedConvNd
 from .modules.linear import QuantizedLinear
 from .tensor import sqnr_db
+from .tensor.activations import activation_qparams_from_range
 
 #: Output SQNR (dB) the rewritten model must keep against the unrewritten one on the example inputs.
 MIN_SQNR_DB = 30.0
@@ -79,13 +89,16 @@ class Int8Report:
     """What :func:`optimize_int8` did: ``layers`` maps each rewritten layer to ``"<in> -> <out>"``
     (``uint8`` or ``float32``, plus its fused post-ops), ``uint8_edges`` counts the graph edges that
     carry uint8 codes, ``fused`` the fusions by kind, ``reasons`` what was left as it was and why,
-    ``sqnr_db`` the lowest output SQNR against the unrewritten model on the example inputs."""
+    ``sqnr_db`` the lowest output SQNR against the unrewritten model on the example inputs,
+    ``output_grids`` the layers whose output grid was calibrated on the example inputs (their
+    output no consumer's grid describes: only average pools read it, or a fused add as its shortcut)."""
 
     layers: dict[str, str] = field(default_factory=dict)
     uint8_edges: int = 0
     fused: dict[str, int] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
     sqnr_db: float = math.inf
+    output_grids: dict[str, Grid] = field(default_factory=dict)
 
     def count(self, kind: str) -> None:
         self.fused[kind] = self.fused.get(kind, 0) + 1
@@ -125,11 +138,20 @@ def _dequantize(codes: torch.Tensor, grid: Grid) -> torch.Tensor:
     return (codes.to(torch.float32) - grid.zero_point) * grid.scale
 
 
-def _to_layout(codes: torch.Tensor) -> torch.Tensor:
-    layout = _CHANNELS_LAST.get(codes.dim())
-    if layout is not None and not codes.is_contiguous(memory_format=layout):
-        return codes.contiguous(memory_format=layout)
-    return codes
+def _to_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t`` channels-last (oneDNN's layout).  uint8 codes are copied as a quint8 view where torch
+    has one: its reorder is about twice as fast as a plain uint8 one (a contiguous input's codes)."""
+    layout = _CHANNELS_LAST.get(t.dim())
+    if layout is None or t.is_contiguous(memory_format=layout):
+        return t
+    if t.dtype == torch.uint8:
+        q = quint8_view(t, 1.0, 0)
+        if q is not None:
+            try:
+                return plain_codes(q.contiguous(memory_format=layout))
+            except (RuntimeError, NotImplementedError):
+                pass
+    return t.contiguous(memory_format=layout)
 
 
 class _Int8Node(nn.Module):
@@ -387,6 +409,26 @@ class CodesPool(nn.Module):
         return _to_layout(self.pool(x.contiguous(), *args, **kwargs))
 
 
+class CodesAvgPool(nn.Module):
+    """Average pooling of codes, float out: ``(pool(codes) - zero_point) * scale``, the average of the
+    values exactly (up to float32 rounding: averaging commutes with the affine map, no rounding to
+    the grid as a quantized average pool would add).  It is an exit of the int8 region: the pooled
+    floats in the layout and dtype the unrewritten model gives them."""
+
+    def __init__(self, pool: Callable[..., torch.Tensor], grid: Grid, region: _Region) -> None:
+        super().__init__()
+        self.pool = pool
+        self.grid = grid
+        self.region = region
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        y = self.pool(x.to(torch.float32), *args, **kwargs)
+        return self.region.restore((y - self.grid.zero_point) * self.grid.scale)
+
+    def extra_repr(self) -> str:
+        return str(self.grid)
+
+
 # -- the rewrite ---------------------------------------------------------------------------
 class _Tracer(torch.fx.Tracer):
     """torch.fx's tracer with every mono-quant quantized module as a leaf."""
@@ -418,15 +460,29 @@ _LAYOUT_KEEPING = (
     nn.AdaptiveMaxPool2d,
     nn.Identity,
 )
+_ADAPTIVE_AVG_FUNCTIONS = {F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d}
 #: ``want`` of a value no reader needs on a particular grid.
 _ANY = object()
+#: ``want`` of a value whose every reader takes codes on any grid (average pooling, through ReLU /
+#: max-pooling / views; a fused residual add's accumulator): an int8 layer emitting it gets its
+#: own output grid, calibrated on the example inputs.
+_OWN = object()
 
 
 class _Rewrite:
     """One traced graph rewritten in place (see the module docstring)."""
 
-    def __init__(self, gm: torch.fx.GraphModule, prefix: str, report: Int8Report) -> None:
+    def __init__(
+        self,
+        gm: torch.fx.GraphModule,
+        prefix: str,
+        report: Int8Report,
+        inputs: Callable[[], list[tuple[Any, ...]]] | None = None,
+    ) -> None:
         self.gm = gm
+        #: The traced module's inputs on the example inputs (one tuple per call), for output grids;
+        #: None: no output grids are calibrated.
+        self.inputs = inputs
         self.graph = gm.graph
         self.prefix = prefix
         self.report = report
@@ -438,6 +494,8 @@ class _Rewrite:
         #: add node -> (main conv node, shortcut node, ReLU node after it or None).
         self.adds: dict[torch.fx.Node, tuple[torch.fx.Node, torch.fx.Node, torch.fx.Node | None]] = {}
         self.want: dict[torch.fx.Node, Any] = {}
+        #: Output grids calibrated on the example inputs, by the node whose value they describe.
+        self.calibrated: dict[torch.fx.Node, Grid] = {}
 
     def name(self, target: str) -> str:
         return f"{self.prefix}.{target}" if self.prefix else target
@@ -468,6 +526,24 @@ class _Rewrite:
             n.op == "call_function"
             and n.target in _POOL_FUNCTIONS
             and not n.kwargs.get("return_indices", False)
+            and not any(isinstance(a, torch.fx.Node) for a in (*n.args[1:], *n.kwargs.values()))
+        )
+
+    def is_avg_pool(self, n: torch.fx.Node) -> bool:
+        """An average pool whose average of codes is the codes of the average (no padding counted
+        in, no divisor override): adaptive average pooling, or ``AvgPool*d`` without those."""
+        m = self.module(n)
+        if m is not None:
+            if isinstance(m, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+                return True
+            if isinstance(m, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+                padding = m.padding if isinstance(m.padding, tuple) else (m.padding,)
+                no_pad = not m.count_include_pad or all(p == 0 for p in padding)
+                return no_pad and getattr(m, "divisor_override", None) is None
+            return False
+        return (
+            n.op == "call_function"
+            and n.target in _ADAPTIVE_AVG_FUNCTIONS
             and not any(isinstance(a, torch.fx.Node) for a in (*n.args[1:], *n.kwargs.values()))
         )
 
@@ -560,23 +636,30 @@ class _Rewrite:
     # -- step 3: which grid each value should carry --------------------------------------
     def find_grids(self) -> None:
         """``want[n]``: the grid every reader of ``n`` takes it on (None: some reader needs float;
-        ``_ANY``: no reader cares, e.g. a shortcut read only as a fused add's accumulator)."""
+        ``_ANY``: no reader cares, e.g. a shape read; ``_OWN``: every reader takes codes on any
+        grid, e.g. average pools and a fused add's accumulator)."""
         accum_of = {short: add for add, (_, short, _) in self.adds.items()}
         for n in reversed(self.graph.nodes):
             wanted: set[Any] = set()
             for u in n.users:
                 if u in self.layers and self.only_input(u, n):
                     wanted.add(self.layers[u][1])
-                elif self.shape_only(u) or (accum_of.get(n) is u):
+                elif self.shape_only(u):
                     wanted.add(_ANY)
+                elif accum_of.get(n) is u:
+                    wanted.add(_OWN)  # as codes on any grid, or float
                 elif self.passes(u) and self.only_input(u, n):
                     wanted.add(self.want.get(u))
+                elif self.is_avg_pool(u) and self.only_input(u, n):
+                    wanted.add(_OWN)
                 else:
                     wanted.add(None)
             wanted.discard(_ANY)
+            own = _OWN in wanted
+            wanted.discard(_OWN)  # these readers take codes on any grid: on the other readers' one
             grids = {g for g in wanted if g is not None}
             if not wanted:
-                self.want[n] = _ANY if n.users else None
+                self.want[n] = _OWN if own else _ANY if n.users else None
             else:
                 self.want[n] = next(iter(grids)) if len(wanted) == 1 and grids else None
             if len(grids) > 1:
@@ -584,7 +667,61 @@ class _Rewrite:
 
     def wanted(self, n: torch.fx.Node) -> Grid | None:
         g = self.want.get(n)
-        return g if isinstance(g, Grid) else None
+        return g if isinstance(g, Grid) else self.calibrated.get(n)
+
+    # -- step 3b: own output grids of int8 layers no consumer's grid describes ------------------
+    def own_grid_ends(self) -> dict[torch.fx.Node, str]:
+        """The value each int8 layer (or fused add) ends as, where only readers that take codes on
+        any grid read it (``_OWN``: average pools, through ReLU, max-pooling, views; a fused add
+        as its shortcut), by the layer's name."""
+        ends: dict[torch.fx.Node, str] = {}
+        mains = {main for main, _, _ in self.adds.values()}
+        for n in self.layers:
+            end = self.output_of(n)[0]
+            if n not in mains and self.want.get(end) is _OWN:
+                ends[end] = self.name(cast(str, n.target))
+        for add, (main, _, relu) in self.adds.items():
+            end = relu if relu is not None else add
+            if self.want.get(end) is _OWN:
+                ends[end] = self.name(cast(str, main.target))
+        return ends
+
+    def calibrate(self) -> None:
+        """Min/max output grids (the engine's default activation observer, on the signed grid of
+        ``tensor.activations``, shifted to uint8) of :meth:`own_grid_ends`, measured by running the
+        unrewritten graph on the traced module's inputs from the example inputs."""
+        ends = self.own_grid_ends()
+        if not ends:
+            return
+        calls = self.inputs() if self.inputs is not None else []
+        if not calls:
+            for where in ends.values():
+                self.report.reasons.append(
+                    f"{where}: no consumer's grid describes its output and no example input reached it to calibrate "
+                    "an output grid; stays float32 out"
+                )
+            return
+        observers = {n: MinMaxObserver() for n in ends}
+        recorder = _Recorder(self.gm, observers)
+        try:
+            with torch.inference_mode():
+                for args in calls:
+                    recorder.run(*args)
+        except Exception as e:  # the graph run op by op where the module ran: any failure is a refusal
+            self.report.reasons.append(
+                f"{self.prefix or 'model'}: its graph did not run op by op on the example inputs "
+                f"({type(e).__name__}); no own output grids, those outputs stay float32"
+            )
+            return
+        for n, where in ends.items():
+            lo, hi = observers[n].lo, observers[n].hi
+            if lo is None or hi is None:
+                self.report.reasons.append(f"{where}: its output was not a tensor on the example inputs; stays float32")
+                continue
+            scale, zero_point = activation_qparams_from_range(lo, hi)
+            grid = Grid(float(scale.reshape(-1)[0]), int(zero_point.reshape(-1)[0]) + 128)
+            self.calibrated[n] = grid
+            self.report.output_grids[where] = grid
 
     # -- step 4: rewrite -----------------------------------------------------------------
     def run(self) -> None:
@@ -593,6 +730,7 @@ class _Rewrite:
             return
         self.find_adds()
         self.find_grids()
+        self.calibrate()
         rep: dict[torch.fx.Node, Grid | None] = {}
         fused_away: set[torch.fx.Node] = set()
         mains = {main: add for add, (main, _, _) in self.adds.items()}
@@ -608,6 +746,9 @@ class _Rewrite:
                 continue  # the add node is gone: its fused node is quantized by the op where wanted
             elif self.passes(n) and rep.get(cast(torch.fx.Node, n.args[0])) is not None:
                 rep[n] = self.rewrite_pass(n, cast(Grid, rep[cast(torch.fx.Node, n.args[0])]))
+            elif self.is_avg_pool(n) and rep.get(cast(torch.fx.Node, n.args[0])) is not None:
+                self.rewrite_avg_pool(n, cast(Grid, rep[cast(torch.fx.Node, n.args[0])]))
+                rep[n] = None  # float out
             else:
                 rep[n] = None
             self.quantize_if_wanted(n, rep)
@@ -711,6 +852,12 @@ class _Rewrite:
             n.target = "reshape"  # codes are channels-last where the floats were contiguous
         return grid
 
+    def rewrite_avg_pool(self, n: torch.fx.Node, grid: Grid) -> None:
+        m = self.module(n)
+        pool = m if m is not None else cast(Callable[..., torch.Tensor], n.target)
+        n.op, n.target = "call_module", self.add_module(n, CodesAvgPool(pool, grid, self.region))
+        self.report.count("avg-pool on codes")
+
     def quantize_if_wanted(self, n: torch.fx.Node, rep: dict[torch.fx.Node, Grid | None]) -> None:
         """A float value read only by int8 layers of one grid gets one Quantize node."""
         grid = self.wanted(n)
@@ -723,7 +870,7 @@ class _Rewrite:
         rep[q] = grid
 
     def from_region(self, n: torch.fx.Node) -> bool:
-        return n.op == "call_module" and isinstance(self.module_of(n), _Int8Node)
+        return n.op == "call_module" and isinstance(self.module_of(n), (_Int8Node, CodesAvgPool))
 
     def module_of(self, n: torch.fx.Node) -> nn.Module | None:
         return self.gm.get_submodule(cast(str, n.target)) if n.op == "call_module" else None
@@ -802,6 +949,21 @@ class _Rewrite:
         self.report.layers[where] = f"{'uint8' if codes_in else 'float32'} -> {'uint8' if out else 'float32'}{post}"
 
 
+class _Recorder(torch.fx.Interpreter):
+    """Runs a graph, feeding the value of each observed node to its observer."""
+
+    def __init__(self, gm: torch.fx.GraphModule, observers: dict[torch.fx.Node, MinMaxObserver]) -> None:
+        super().__init__(gm)
+        self.observers = observers
+
+    def run_node(self, n: torch.fx.Node) -> Any:
+        value = super().run_node(n)
+        observer = self.observers.get(n)
+        if observer is not None and isinstance(value, torch.Tensor) and value.is_floating_point():
+            observer.update(value)
+        return value
+
+
 def _uses(user: torch.fx.Node, n: torch.fx.Node) -> int:
     """How many times ``n`` appears in ``user``'s arguments."""
     count = 0
@@ -816,7 +978,9 @@ def _uses(user: torch.fx.Node, n: torch.fx.Node) -> int:
 
 
 # -- the entry point -----------------------------------------------------------------------
-def optimize_int8(model: nn.Module, *example_inputs: Any, min_sqnr_db: float = MIN_SQNR_DB) -> nn.Module:
+def optimize_int8(
+    model: nn.Module, *example_inputs: Any, min_sqnr_db: float = MIN_SQNR_DB, output_grids: bool = True
+) -> nn.Module:
     """``model`` (a quantized model from ``quantize`` or ``load_quantized``) with activations kept
     uint8 between its static int8 layers, ReLU and residual adds fused (module docstring).
 
@@ -826,13 +990,26 @@ def optimize_int8(model: nn.Module, *example_inputs: Any, min_sqnr_db: float = M
     ``int8_report`` (:class:`Int8Report`) says what runs in uint8 and what was left and why.
     Checked on ``example_inputs``: each floating-point output within ``min_sqnr_db`` of the
     unrewritten model's, same shapes and dtypes, else :class:`ValidationFailed`.
+
+    ``output_grids``: an int8 layer whose output only average pools read (through ReLU,
+    max-pooling, views: a CNN's last convolution before its global pool) or only a fused residual
+    add as its shortcut (a downsampling convolution) emits uint8 codes on an output grid of its
+    own, the min/max of that output on ``example_inputs`` (``int8_report.output_grids``; a part
+    traced on its own gets its inputs from one more run of ``model``); False keeps such outputs
+    float32.  That rounds a value the unrewritten model keeps float, so ``example_inputs`` should
+    cover the inputs' range (a calibration batch, not a single sample).
     """
     report = Int8Report()
-    optimized = _optimize(model, "", report)
+    inputs = _ModuleInputs(model, example_inputs) if output_grids else None
+    optimized = _optimize(model, "", report, inputs)
     if optimized is model:
         optimized = copy.copy(model)  # a distinct object to carry the report; nothing else changes
         optimized._modules = dict(model._modules)
-    report.sqnr_db = _check(model, optimized, example_inputs, min_sqnr_db)
+    hint = ""
+    if report.output_grids:
+        names = ", ".join(report.output_grids)
+        hint = f"; own output grids calibrated on the example for {names} (output_grids=False keeps them float)"
+    report.sqnr_db = _check(model, optimized, example_inputs, min_sqnr_db, hint)
     optimized.__dict__["int8_report"] = report  # a plain attribute, not a module or buffer
     return optimized
 
@@ -841,7 +1018,33 @@ def _has_static_layers(module: nn.Module) -> bool:
     return any(isinstance(m, QuantizedModule) and m.mode == "static" for m in module.modules())
 
 
-def _optimize(module: nn.Module, prefix: str, report: Int8Report) -> nn.Module:
+class _ModuleInputs:
+    """The positional inputs each call of a part of ``model`` gets on the example inputs (a
+    forward pre-hook during one run of ``model``; calls with keyword arguments are left out)."""
+
+    def __init__(self, model: nn.Module, example_inputs: tuple[Any, ...]) -> None:
+        self.model = model
+        self.example_inputs = example_inputs
+
+    def __call__(self, module: nn.Module) -> list[tuple[Any, ...]]:
+        if module is self.model:
+            return [tuple(self.example_inputs)] if self.example_inputs else []
+        calls: list[tuple[Any, ...]] = []
+
+        def seen(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not kwargs:
+                calls.append(args)
+
+        handle = module.register_forward_pre_hook(seen, with_kwargs=True)
+        try:
+            with torch.inference_mode():
+                self.model(*self.example_inputs)
+        finally:
+            handle.remove()
+        return calls
+
+
+def _optimize(module: nn.Module, prefix: str, report: Int8Report, inputs: _ModuleInputs | None = None) -> nn.Module:
     """``module`` rewritten (a GraphModule), or with its children rewritten where it does not trace."""
     if isinstance(module, QuantizedModule) or not _has_static_layers(module):
         return module
@@ -853,17 +1056,17 @@ def _optimize(module: nn.Module, prefix: str, report: Int8Report) -> nn.Module:
             f"{prefix or 'model'}: not traceable by torch.fx ({type(e).__name__}: {first[:200]}); "
             "left as it is, its children rewritten one by one"
         )
-        return _children_rewritten(module, prefix, report)
+        return _children_rewritten(module, prefix, report, inputs)
     gm = torch.fx.GraphModule(module, graph, class_name=type(module).__name__ + "Int8")
     gm.train(module.training)
-    _Rewrite(gm, prefix, report).run()
+    _Rewrite(gm, prefix, report, None if inputs is None else lambda: inputs(module)).run()
     return gm
 
 
-def _children_rewritten(module: nn.Module, prefix: str, report: Int8Report) -> nn.Module:
+def _children_rewritten(module: nn.Module, prefix: str, report: Int8Report, inputs: _ModuleInputs | None) -> nn.Module:
     children = {}
     for name, child in module.named_children():
-        new = _optimize(child, f"{prefix}.{name}" if prefix else name, report)
+        new = _optimize(child, f"{prefix}.{name}" if prefix else name, report, inputs)
         if new is not child:
             children[name] = new
     if not children:
@@ -884,9 +1087,11 @@ def _tensors(value: Any) -> Iterator[torch.Tensor]:
             yield from _tensors(v)
 
 
-def _check(model: nn.Module, optimized: nn.Module, inputs: tuple[Any, ...], min_sqnr_db: float) -> float:
+def _check(
+    model: nn.Module, optimized: nn.Module, inputs: tuple[Any, ...], min_sqnr_db: float, hint: str = ""
+) -> float:
     """The lowest output SQNR of ``optimized`` against ``model`` on ``inputs``
-    (:class:`ValidationFailed` below ``min_sqnr_db``)."""
+    (:class:`ValidationFailed` below ``min_sqnr_db``, its message ending in ``hint``)."""
     if not inputs:
         raise ValidationFailed("optimize_int8: no example inputs to check the rewritten model on")
     with torch.inference_mode():
@@ -911,6 +1116,6 @@ def _check(model: nn.Module, optimized: nn.Module, inputs: tuple[Any, ...], min_
         if not db >= min_sqnr_db:
             raise ValidationFailed(
                 f"optimize_int8: output {i} is {db:.1f} dB from the unrewritten model's "
-                f"(at least {min_sqnr_db} dB needed)"
+                f"(at least {min_sqnr_db} dB needed){hint}"
             )
     return worst

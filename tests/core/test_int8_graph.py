@@ -16,14 +16,27 @@ from mono_quant_core import (
     quantize,
     save_quantized,
 )
-from mono_quant_core.int8_graph import CodesPool, CodesReLU, Int8Conv, Int8ConvAdd, Int8Linear, Quantize
+from mono_quant_core.int8_graph import (
+    CodesAvgPool,
+    CodesPool,
+    CodesReLU,
+    Grid,
+    Int8Conv,
+    Int8ConvAdd,
+    Int8Linear,
+    Quantize,
+)
 from mono_quant_core.tensor import sqnr_db
+from mono_quant_core.tensor.activations import activation_qparams_from_range
 
 #: Conv -> ReLU -> MaxPool -> Conv chains: the consumer reads the codes it would have rounded its
 #: float input to (up to ties of the rounding), so the rewritten model is close to exact.
 CHAIN_DB = 60.0
 #: With residual adds the shortcut is rounded to its 8-bit grid (the one extra rounding).
 RESIDUAL_DB = 30.0
+#: An output only pooled is rounded to a grid calibrated on the example inputs (the extra rounding
+#: of a value the unrewritten model keeps float; averaging by the pool shrinks its error).
+POOLED_DB = 40.0
 #: The rewritten model against float may lose at most this much against the unrewritten one.
 FLOAT_LOSS_DB = 3.0
 
@@ -116,6 +129,44 @@ class SharedShortcut(nn.Module):
         return self.conv1(y), s
 
 
+class Pooled(nn.Module):
+    """The bench's wide CNN in small: Conv+BN -> ReLU -> Conv -> ReLU -> MaxPool -> average pool ->
+    Flatten -> Linear; the last convolution's output reaches the Linear only through pools.
+    ``avg``: ``"adaptive"`` (global average pool), ``"plain"`` (AvgPool2d(2)) or ``"padded"``
+    (AvgPool2d counting its zero padding in: not an average of codes); ``relu``: a ReLU after
+    conv2 (without it, conv2's output grid has a non-zero zero point)."""
+
+    def __init__(self, avg: str = "adaptive", relu: bool = True) -> None:
+        super().__init__()
+        self.relu = relu
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        pools = {"adaptive": nn.AdaptiveAvgPool2d(1), "plain": nn.AvgPool2d(2), "padded": nn.AvgPool2d(2, padding=1)}
+        self.avg = pools[avg]
+        self.fc = nn.Linear(32 * {"adaptive": 1, "plain": 2 * 2, "padded": 3 * 3}[avg], 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(torch.relu(self.bn1(self.conv1(x))))
+        y = torch.relu(y) if self.relu else y
+        return self.fc(torch.flatten(self.avg(self.pool(y)), 1))
+
+
+class BranchyPooled(nn.Module):
+    """Untraceable at the top; ``spare`` runs only on single samples (not on a batch example)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = Pooled()
+        self.spare = Pooled()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if int(x.shape[0]) == 1:
+            return self.spare(x)
+        return self.features(x)
+
+
 def randomized(model: nn.Module) -> nn.Module:
     """Non-trivial BatchNorm statistics, eval mode."""
     g = gen(7)
@@ -182,18 +233,29 @@ def test_chain_passes_uint8_between_int8_layers(layout, batch):
     )
 
 
+@pytest.mark.parametrize("output_grids", [True, False])
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_residual_block_fuses_add_and_relu(layout):
+def test_residual_block_fuses_add_and_relu(layout, output_grids):
     model, result, calibration = quantized(ResNetLike)
-    optimized = optimize_int8(result.model, calibration[0])
+    optimized = optimize_int8(result.model, calibration[0], output_grids=output_grids)
     report = optimized.int8_report
-    assert report.fused == {"conv+relu": 4, "conv+add+relu": 3}
-    # Identity shortcuts arrive as codes (the grid their conv1 reads); the downsampling one is a
-    # convolution feeding only the add (no grid known): float32, and the add's output quantized once.
+    # Identity shortcuts arrive as codes (the grid their conv1 reads).
     assert report.layers["blocks.0.conv2"] == "uint8 -> uint8 +add(uint8 shortcut)+relu"
-    assert report.layers["blocks.1.down.0"] == "uint8 -> float32"
-    assert report.layers["blocks.1.conv2"] == "uint8 -> uint8 +add(float32 shortcut)+relu"
-    assert report.layers["blocks.2.conv2"] == "uint8 -> float32 +add(uint8 shortcut)+relu"
+    if output_grids:
+        # The downsampling shortcut (a convolution feeding only the add) and the last block's
+        # output (only pooled) are uint8 on output grids calibrated on the example.
+        assert report.fused == {"conv+relu": 4, "conv+add+relu": 3, "avg-pool on codes": 1}
+        assert report.layers["blocks.1.down.0"] == "uint8 -> uint8"
+        assert report.layers["blocks.1.conv2"] == "uint8 -> uint8 +add(uint8 shortcut)+relu"
+        assert report.layers["blocks.2.conv2"] == "uint8 -> uint8 +add(uint8 shortcut)+relu"
+        assert set(report.output_grids) == {"blocks.1.down.0", "blocks.2.conv2"}
+    else:
+        # No grid known: the shortcut float32, the add's output quantized once; the last block float32.
+        assert report.fused == {"conv+relu": 4, "conv+add+relu": 3}
+        assert report.layers["blocks.1.down.0"] == "uint8 -> float32"
+        assert report.layers["blocks.1.conv2"] == "uint8 -> uint8 +add(float32 shortcut)+relu"
+        assert report.layers["blocks.2.conv2"] == "uint8 -> float32 +add(uint8 shortcut)+relu"
+        assert report.output_grids == {}
     assert all(not m.clone_accum for m in modules_of(optimized, Int8ConvAdd))
     assert len(modules_of(optimized, Int8Conv)) == 8 and len(modules_of(optimized, Int8Linear)) == 1
     assert report.sqnr_db >= RESIDUAL_DB
@@ -252,8 +314,9 @@ def test_model_and_saved_file_unchanged_and_a_loaded_model_rewrites_alike(tmp_pa
 
 def test_check_raises_below_the_threshold():
     _, result, calibration = quantized(ResNetLike)
-    with pytest.raises(ValidationFailed, match=r"output 0 is .* dB from the unrewritten model's"):
+    with pytest.raises(ValidationFailed, match=r"output 0 is .* dB from the unrewritten model's") as raised:
         optimize_int8(result.model, calibration[0], min_sqnr_db=500.0)
+    assert "blocks.1.down.0, blocks.2.conv2 (output_grids=False keeps them float)" in str(raised.value)
 
 
 def test_model_without_static_layers_is_left_as_it_is():
@@ -264,7 +327,97 @@ def test_model_without_static_layers_is_left_as_it_is():
     assert optimized.int8_report.layers == {} and optimized[0] is dynamic[0]
 
 
-@pytest.mark.parametrize("build", [Chain, ResNetLike])
+def min_max_grid(x: torch.Tensor) -> Grid:
+    """The uint8 grid of the engine's min/max activation observer for ``x``."""
+    scale, zero_point = activation_qparams_from_range(x.amin(), x.amax())
+    return Grid(float(scale), int(zero_point) + 128)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_output_only_pooled_gets_a_grid_calibrated_on_the_example(layout):
+    model, result, calibration = quantized(Pooled)
+    example = torch.cat(calibration[:2])
+    optimized = optimize_int8(result.model, example)
+    report = optimized.int8_report
+    # conv2's output reaches fc only through max-pool and the average pool: no consumer's grid
+    # describes it, so it gets its own, max-pooled and averaged on codes.
+    assert report.layers == {"conv1": "uint8 -> uint8+relu", "conv2": "uint8 -> uint8+relu", "fc": "uint8 -> float32"}
+    assert report.fused == {"conv+relu": 2, "avg-pool on codes": 1}
+    assert len(modules_of(optimized, CodesPool)) == 1 and len(modules_of(optimized, CodesAvgPool)) == 1
+    seen: list[torch.Tensor] = []
+    hook = result.model.conv2.register_forward_hook(lambda m, i, o: seen.append(torch.relu(o)))
+    try:
+        outputs(result.model, example)
+    finally:
+        hook.remove()
+    assert report.output_grids == {"conv2": min_max_grid(seen[0])}
+    assert report.output_grids["conv2"].zero_point == 0  # after ReLU the range starts at 0
+    assert report.sqnr_db >= POOLED_DB
+
+    for batch in (1, 5):
+        x = torch.randn(batch, 3, 16, 16, generator=gen(16)).contiguous(memory_format=LAYOUTS[layout])
+        (e,), (g,), (f,) = outputs(result.model, x), outputs(optimized, x), outputs(model, x)
+        assert g.shape == e.shape == (batch, 5) and g.dtype == torch.float32
+        assert sqnr_db(e, g) >= POOLED_DB
+        assert sqnr_db(f, g) >= sqnr_db(f, e) - FLOAT_LOSS_DB
+
+
+def test_average_of_codes_with_a_zero_point():
+    """No ReLU before the pools: conv2's own grid has a non-zero zero point, which the average of
+    codes must take off (a plain AvgPool2d this time)."""
+    _, result, calibration = quantized(lambda: Pooled("plain", relu=False))
+    optimized = optimize_int8(result.model, torch.cat(calibration[:2]))
+    report = optimized.int8_report
+    assert report.layers["conv2"] == "uint8 -> uint8" and report.fused["avg-pool on codes"] == 1
+    assert report.output_grids["conv2"].zero_point > 10
+    x = torch.randn(3, 3, 16, 16, generator=gen(17))
+    (e,), (g,) = outputs(result.model, x), outputs(optimized, x)
+    assert sqnr_db(e, g) >= POOLED_DB
+
+
+def test_output_grids_off_or_a_padded_average_keep_the_output_float():
+    _, result, calibration = quantized(Pooled)
+    off = optimize_int8(result.model, calibration[0], output_grids=False)
+    assert off.int8_report.layers["conv2"] == "uint8 -> float32+relu" and off.int8_report.output_grids == {}
+    assert not modules_of(off, CodesAvgPool) and off.int8_report.sqnr_db >= CHAIN_DB
+    # An average counting zero padding in is no average of codes (code 0 is not the value 0).
+    _, result, calibration = quantized(lambda: Pooled("padded"))
+    padded = optimize_int8(result.model, calibration[0])
+    assert padded.int8_report.layers["conv2"] == "uint8 -> float32+relu" and padded.int8_report.output_grids == {}
+    assert not modules_of(padded, CodesAvgPool) and padded.int8_report.sqnr_db >= CHAIN_DB
+
+
+def test_output_grid_of_a_part_calibrated_on_its_inputs_from_the_example():
+    torch.manual_seed(0)
+    model = randomized(BranchyPooled())
+    calibration = [torch.randn(b, 3, 16, 16, generator=gen(20 + i)) for i, b in enumerate((4, 1, 4, 1))]
+    config = QuantConfig(mode="static", fold_batchnorm=True)
+    result = quantize(model, config, calibration=calibration, validate=False)
+    example = torch.cat(calibration[::2])
+    optimized = optimize_int8(result.model, example)
+    report = optimized.int8_report
+    assert any(r.startswith("model: not traceable by torch.fx") for r in report.reasons), report.reasons
+    # features runs on the example: its conv2's grid is measured on the input features got.
+    seen: list[torch.Tensor] = []
+    hook = result.model.features.conv2.register_forward_hook(lambda m, i, o: seen.append(torch.relu(o)))
+    try:
+        outputs(result.model, example)
+    finally:
+        hook.remove()
+    assert report.output_grids == {"features.conv2": min_max_grid(seen[0])}
+    assert report.layers["features.conv2"] == "uint8 -> uint8+relu"
+    # spare never runs on the example: no grid to calibrate, float32 out, and a reason.
+    assert report.layers["spare.conv2"] == "uint8 -> float32+relu"
+    assert any(
+        r.startswith("spare.conv2: no consumer's grid describes its output and no example") for r in report.reasons
+    )
+    for batch in (1, 3):
+        x = torch.randn(batch, 3, 16, 16, generator=gen(21))
+        (e,), (g,) = outputs(result.model, x), outputs(optimized, x)
+        assert g.shape == e.shape and sqnr_db(e, g) >= POOLED_DB
+
+
+@pytest.mark.parametrize("build", [Chain, ResNetLike, Pooled])
 def test_without_torch_quantized_tensors(build, monkeypatch):
     """Codes are pooled and dequantized without torch's (deprecated) quantized tensors too."""
     _, result, calibration = quantized(build)
