@@ -225,6 +225,8 @@ def pack_int32(codes: torch.Tensor, num_bits: int, packed_dim: int = 1) -> torch
 
 
 def _buffer(module: nn.Module, name: str) -> torch.Tensor:
+    if isinstance(module, QuantizedModule) and name in module.weight_shapes:
+        return module.stored(name)  # codes a packed kernel holds alone are unpacked for this read
     t = module._buffers.get(name)
     assert t is not None, name  # every quantized integer weight has its codes and scale
     return t

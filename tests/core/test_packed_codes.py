@@ -198,3 +198,16 @@ def test_reading_once_through_the_layer_leaves_the_codes_in_the_pack():
     assert q[0].weight_range_problems() == []
     assert torch.equal(q[0].stored("weight"), reference[0].weight)
     assert dropped(q[0])
+
+
+def test_a_run_model_exports_to_compressed_tensors(tmp_path):
+    """The exporter read the layer's buffers directly: codes held by the pack alone were missing."""
+    from mono_quant_core.serialization.compressed_tensors import save_compressed_tensors
+
+    result = quantize(mlp(), QuantConfig(mode="dynamic"), calibration=[inputs()], validate=False)
+    save_compressed_tensors(result, tmp_path / "before")
+    result.model(inputs())
+    assert dropped(result.model[0])
+    save_compressed_tensors(result, tmp_path / "after")
+    for f in sorted(p.name for p in (tmp_path / "before").iterdir()):
+        assert (tmp_path / "after" / f).read_bytes() == (tmp_path / "before" / f).read_bytes(), f
