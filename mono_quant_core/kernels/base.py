@@ -1,4 +1,17 @@
-"""The kernel interface for quantized Linear layers, and helpers the kernels share (Linear and Conv)."""
+"""The kernel interface for quantized Linear layers, and helpers the kernels share (Linear and Conv).
+
+torch has deprecated its quantized tensors (``quint8`` / ``qint8``).  The engine uses them only
+here, only for speed on the optional int8 kernel paths, each behind ``getattr`` with a fallback:
+
+- :func:`uint8_codes` (``torch.quantize_per_tensor``): else the engine's own rounding, the same codes;
+- :func:`quint8_view` (``torch._empty_affine_quantized``): else None, and callers take their plain path;
+- :func:`qint8_weight` (``torch._empty_per_channel_affine_quantized``, else a copy by
+  ``torch._make_per_channel_quantized_tensor``): else None, and fbgemm's dynamic kernel, whose
+  packing op takes nothing else, refuses the layer (the next kernel, or the dequantized
+  reference, computes it).
+
+Without them every layer still computes; tests delete these functions to check it.
+"""
 
 from __future__ import annotations
 
@@ -170,6 +183,30 @@ def quint8_view(codes: torch.Tensor, scale: float, zero_point: int) -> torch.Ten
             return q.set_(codes.untyped_storage(), codes.storage_offset(), codes.size(), codes.stride())
     except (RuntimeError, NotImplementedError, TypeError):
         return None
+
+
+def qint8_weight(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor | None:
+    """int8 weight ``codes`` ``[out, ...]`` as a torch qint8 tensor per output channel (axis 0),
+    what fbgemm's packing op takes: over the same storage where torch allows (the op reads it
+    once; a copy would add one more layer of codes to the peak), else a copy; None where torch
+    lacks its deprecated quantized tensors or refuses both."""
+    scales, zero_points = scale.double(), zero_point.long()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice: this use is deliberate
+        make = getattr(torch, "_empty_per_channel_affine_quantized", None)
+        if make is not None and codes.is_contiguous():
+            try:
+                view = make([0], scales=scales, zero_points=zero_points, axis=0, dtype=torch.qint8, device=codes.device)
+                return view.set_(codes.untyped_storage(), codes.storage_offset(), codes.size(), codes.stride())
+            except (RuntimeError, NotImplementedError, TypeError):
+                pass
+        copy = getattr(torch, "_make_per_channel_quantized_tensor", None)
+        if copy is not None:
+            try:
+                return copy(codes, scales, zero_points, 0)
+            except (RuntimeError, NotImplementedError, TypeError):
+                pass
+    return None
 
 
 def _rounded_codes(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Dynamic int8 Linear through fbgemm (``torch.ops.quantized.linear_dynamic``), CPU only.
 
 fbgemm quantizes each batch of activations per tensor (asymmetric, 8 bits)
-and multiplies in int8.  Packing needs a quantized tensor (deprecated API), so
-it is created here only, once, with its deprecation warning suppressed.
+and multiplies in int8.  Its packing op takes only a qint8 tensor, torch's
+deprecated quantized tensors: :func:`.base.qint8_weight` makes it, and where
+it cannot the kernel refuses the layer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .base import LinearKernel, float_bias, on_cpu, per_channel, plain_codes, weight_qparams
+from .base import LinearKernel, float_bias, on_cpu, per_channel, plain_codes, qint8_weight, weight_qparams
 
 if TYPE_CHECKING:
     from ..modules.linear import QuantizedLinear
@@ -22,26 +23,12 @@ if TYPE_CHECKING:
 def _prepack(
     q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.ScriptObject:
+    qweight = qint8_weight(q, scale, zero_point)
+    if qweight is None:
+        raise RuntimeError("this torch has no qint8 tensors for fbgemm's packing op")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qweight = _qint8_view(q, scale.double(), zero_point.long())
-        if qweight is None:
-            qweight = torch._make_per_channel_quantized_tensor(q, scale.double(), zero_point.long(), 0)
         return torch.ops.quantized.linear_prepack(qweight, bias)
-
-
-def _qint8_view(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor | None:
-    """Contiguous int8 codes ``q`` seen as a per-channel qint8 tensor over the same storage (the
-    packing op reads it once; a copy would be one more layer of codes at the peak), or None where
-    torch refuses (the caller copies)."""
-    make = getattr(torch, "_empty_per_channel_affine_quantized", None)
-    if make is None or not q.is_contiguous():
-        return None
-    try:
-        view = make([0], scales=scale, zero_points=zero_point, axis=0, dtype=torch.qint8, device=q.device)
-        return view.set_(q.untyped_storage(), q.storage_offset(), q.size(), q.stride())
-    except (RuntimeError, NotImplementedError, TypeError):
-        return None
 
 
 @functools.cache
@@ -57,7 +44,10 @@ def reduce_range_needed() -> bool:
     q = torch.full((2, k), -127, dtype=torch.int8)
     q[1] = 127
     scale = torch.ones(2)
-    packed = _prepack(q, scale, torch.zeros(2, dtype=torch.int8), None)
+    try:
+        packed = _prepack(q, scale, torch.zeros(2, dtype=torch.int8), None)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        return True  # cannot tell: assume saturation (7-bit dynamic; no static int8 kernels)
     x = torch.full((1, k), 255.0)
     x[0, 0] = 0.0  # activation range [0, 255]: every other code is 255
     y = torch.ops.quantized.linear_dynamic(x, packed, False)
@@ -101,7 +91,10 @@ class FbgemmDynamic(LinearKernel):
         ops = torch.ops.quantized
         engines = torch.backends.quantized.supported_engines
         return (
-            hasattr(torch, "_make_per_channel_quantized_tensor")
+            (
+                hasattr(torch, "_empty_per_channel_affine_quantized")
+                or hasattr(torch, "_make_per_channel_quantized_tensor")
+            )
             and hasattr(ops, "linear_prepack")
             and hasattr(ops, "linear_dynamic")
             and ("fbgemm" in engines or "x86" in engines)

@@ -42,7 +42,8 @@ from ..tensor import (
 PENDING = "pending"
 #: ``__dict__`` key: the stem whose codes only the kernel's pack holds (its buffer is None meanwhile).
 _IN_PACK = "_codes_in_pack"
-#: ``__dict__`` key: set while validation re-packs and releases this layer's kernel at every call.
+#: ``__dict__`` key: set once the layer's kernel was released and packed again (validation of a
+#: model larger than memory does it at every call): its codes then stay in their buffer.
 _REPACKING = "_repacking"
 
 
@@ -453,9 +454,14 @@ class QuantizedModule(nn.Module):
         references them (a tied or viewed buffer stays: dropping it would free nothing)."""
         if self._buffers.get(stem) is None or self.__dict__.get(_REPACKING) or not _owns_storage(self._buffers, stem):
             return
-        valid = self._kernel_key is not None and self._kernel_key == self._state_key()
-        self._buffers[stem] = None
+        self._swap_codes(stem, None)
         self.__dict__[_IN_PACK] = stem
+
+    def _swap_codes(self, stem: str, codes: torch.Tensor | None) -> None:
+        """Buffer ``stem`` set to ``codes`` (the same codes, or None while the pack holds them),
+        a kernel state valid before still valid after (its key follows the buffer)."""
+        valid = self._kernel_key is not None and self._kernel_key == self._state_key()
+        self._buffers[stem] = codes
         if valid:
             self._kernel_key = self._state_key()
 
@@ -468,26 +474,22 @@ class QuantizedModule(nn.Module):
             del self.__dict__[_IN_PACK]
             return None
         if _LAYOUT_ONLY.get() and self.spec is not None:
-            shape = stored_shape(self.weight_shapes[stem], self.spec)
-            return stem, torch.empty(shape, dtype=stored_dtype(self.spec), device=self._kernel_device())
+            shape, device = (
+                stored_shape(self.weight_shapes[stem], self.spec),
+                cast(torch.Tensor, getattr(self, f"{stem}_scale")).device,
+            )
+            return stem, torch.empty(shape, dtype=stored_dtype(self.spec), device=device)
         kernel, state = self._kernel_state
         with torch.inference_mode(False), torch.no_grad():
             return stem, kernel.unpack(state)
-
-    def _kernel_device(self) -> torch.device:
-        scale = self._buffers.get("weight_scale")
-        return scale.device if scale is not None else torch.device("cpu")
 
     def stored(self, stem: str) -> torch.Tensor:
         """Weight ``stem`` as stored (codes, or the cast weight), for reading once: codes that only
         the kernel's pack holds are unpacked for the caller and not put back into the layer (a
         pass over a whole model, such as its histograms, would otherwise hold every layer's
         codes again beside its pack)."""
-        if self._buffers.get(stem) is None and self.__dict__.get(_IN_PACK) == stem:
-            found = self._packed_codes()
-            if found is not None:
-                return found[1]
-        return cast(torch.Tensor, getattr(self, stem))
+        found = self._packed_codes() if self.__dict__.get(_IN_PACK) == stem else None
+        return found[1] if found is not None else cast(torch.Tensor, getattr(self, stem))
 
     def _restore_codes(self) -> None:
         """Put dropped codes back into their buffer (the kernel state stays valid for them)."""
@@ -495,11 +497,8 @@ class QuantizedModule(nn.Module):
         if found is None:
             return
         stem, codes = found
-        valid = self._kernel_key is not None and self._kernel_key == self._state_key()
-        self._buffers[stem] = codes
+        self._swap_codes(stem, codes)
         del self.__dict__[_IN_PACK]
-        if valid:
-            self._kernel_key = self._state_key()
 
     def __getattr__(self, name: str) -> Any:
         if name == self.__dict__.get(_IN_PACK):

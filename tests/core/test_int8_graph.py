@@ -198,6 +198,20 @@ def modules_of(gm: nn.Module, kind: type) -> list[nn.Module]:
     return [m for m in gm.modules() if isinstance(m, kind)]
 
 
+def agrees_at_batches(
+    result, optimized, model, seed: int, classes: int, min_db: float, layout: str = "contiguous", batches=(1, 4)
+) -> None:
+    """The rewrite against the unrewritten model (``min_db``) on new inputs of each batch size,
+    float32 out of ``classes`` columns, and no further from the float model than it (within
+    FLOAT_LOSS_DB)."""
+    for batch in batches:
+        x = torch.randn(batch, 3, 16, 16, generator=gen(seed)).contiguous(memory_format=LAYOUTS[layout])
+        (e,), (g,), (f,) = outputs(result.model, x), outputs(optimized, x), outputs(model, x)
+        assert g.shape == e.shape == (batch, classes) and g.dtype == torch.float32
+        assert sqnr_db(e, g) >= min_db
+        assert sqnr_db(f, g) >= sqnr_db(f, e) - FLOAT_LOSS_DB
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_chain_passes_uint8_between_int8_layers(layout, batch):
@@ -260,12 +274,7 @@ def test_residual_block_fuses_add_and_relu(layout, output_grids):
     assert len(modules_of(optimized, Int8Conv)) == 8 and len(modules_of(optimized, Int8Linear)) == 1
     assert report.sqnr_db >= RESIDUAL_DB
 
-    for batch in (1, 4):
-        x = torch.randn(batch, 3, 16, 16, generator=gen(12)).contiguous(memory_format=LAYOUTS[layout])
-        (e,), (g,), (f,) = outputs(result.model, x), outputs(optimized, x), outputs(model, x)
-        assert g.shape == e.shape == (batch, 4) and g.dtype == torch.float32
-        assert sqnr_db(e, g) >= RESIDUAL_DB
-        assert sqnr_db(f, g) >= sqnr_db(f, e) - FLOAT_LOSS_DB
+    agrees_at_batches(result, optimized, model, 12, 4, RESIDUAL_DB, layout)
 
 
 def test_shortcut_read_after_the_add_is_not_overwritten():
@@ -354,12 +363,7 @@ def test_output_only_pooled_gets_a_grid_calibrated_on_the_example(layout):
     assert report.output_grids["conv2"].zero_point == 0  # after ReLU the range starts at 0
     assert report.sqnr_db >= POOLED_DB
 
-    for batch in (1, 5):
-        x = torch.randn(batch, 3, 16, 16, generator=gen(16)).contiguous(memory_format=LAYOUTS[layout])
-        (e,), (g,), (f,) = outputs(result.model, x), outputs(optimized, x), outputs(model, x)
-        assert g.shape == e.shape == (batch, 5) and g.dtype == torch.float32
-        assert sqnr_db(e, g) >= POOLED_DB
-        assert sqnr_db(f, g) >= sqnr_db(f, e) - FLOAT_LOSS_DB
+    agrees_at_batches(result, optimized, model, 16, 5, POOLED_DB, layout, batches=(1, 5))
 
 
 def test_average_of_codes_with_a_zero_point():

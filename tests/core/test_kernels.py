@@ -85,9 +85,53 @@ def test_int8pack_missing(monkeypatch):
 
 
 def test_fbgemm_missing(monkeypatch):
+    """Without torch's (deprecated) qint8 tensors fbgemm cannot pack: the dequantized reference serves."""
     monkeypatch.delattr(torch, "_make_per_channel_quantized_tensor")
+    monkeypatch.delattr(torch, "_empty_per_channel_affine_quantized")
     kernel, db = forced_fallback_sqnr(dict(mode="dynamic"))
     assert kernel == "dequantize" and db >= 35.0
+
+
+def test_qint8_weight_is_a_view_else_a_copy_else_none(monkeypatch):
+    """fbgemm's packing op takes only a qint8 tensor: over the codes' own storage where torch
+    allows, a copy where only the copying constructor is left, None without either."""
+    from mono_quant_core.kernels.base import qint8_weight
+
+    codes = torch.randint(-127, 128, (6, 10), dtype=torch.int8)
+    scale, zero_point = torch.rand(6) + 0.01, torch.zeros(6, dtype=torch.int8)
+    view = qint8_weight(codes, scale, zero_point)
+    assert view is not None and view.data_ptr() == codes.data_ptr() and torch.equal(view.int_repr(), codes)
+    monkeypatch.delattr(torch, "_empty_per_channel_affine_quantized")
+    copy = qint8_weight(codes, scale, zero_point)
+    assert copy is not None and copy.data_ptr() != codes.data_ptr() and torch.equal(copy.int_repr(), codes)
+    assert torch.allclose(copy.q_per_channel_scales().float(), scale)
+    monkeypatch.delattr(torch, "_make_per_channel_quantized_tensor")
+    assert qint8_weight(codes, scale, zero_point) is None
+
+
+def test_fbgemm_packs_through_a_copy_without_the_view(monkeypatch):
+    float_layer, x = layer(), inputs()
+    config = QuantConfig(mode="dynamic")
+    with torch.inference_mode():
+        expected = QuantizedLinear.from_float(float_layer, config)(x)
+        monkeypatch.delattr(torch, "_empty_per_channel_affine_quantized")
+        q = QuantizedLinear.from_float(float_layer, config)
+        y = q(x)
+    assert q.kernel == "fbgemm-dynamic" and torch.equal(y, expected)
+
+
+def test_without_qint8_tensors_saturation_is_assumed(monkeypatch):
+    """The saturation probe packs a worst case; where nothing can pack it cannot tell, and the
+    safe answer is that 8-bit products may saturate (static int8 kernels then stand aside)."""
+    from mono_quant_core.kernels import fbgemm_dynamic
+
+    monkeypatch.delattr(torch, "_make_per_channel_quantized_tensor")
+    monkeypatch.delattr(torch, "_empty_per_channel_affine_quantized")
+    fbgemm_dynamic.reduce_range_needed.cache_clear()
+    try:
+        assert fbgemm_dynamic.reduce_range_needed() is True
+    finally:
+        fbgemm_dynamic.reduce_range_needed.cache_clear()  # the real answer for the later tests
 
 
 def test_fbgemm_prepack_refuses(monkeypatch):
